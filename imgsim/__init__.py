@@ -1,0 +1,18 @@
+"""imgsim: learn a folder of images with a convolutional autoencoder, group it, find similar images."""
+
+from .config import Settings
+from .errors import BusyError, ImageError, ImgsimError, ModelNotFoundError, UrlError
+from .images import load_image, load_images
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusyError",
+    "ImageError",
+    "ImgsimError",
+    "ModelNotFoundError",
+    "Settings",
+    "UrlError",
+    "load_image",
+    "load_images",
+]

@@ -1,0 +1,64 @@
+"""Settings: defaults in one frozen dataclass, overridden by environment variables, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and how a model is trained.
+
+    `model_dir` and `images` come from IMGSIM_MODEL_DIR and IMGSIM_IMAGES when set.
+    """
+
+    model_dir: Path = PROJECT_ROOT / "models"
+    images: Path = PROJECT_ROOT / "data" / "demo"
+    image_size: int = 128
+    latent_dim: int = 128
+    epochs: int = 12
+    batch_size: int = 32
+    clusters: int = 4
+    seed: int = 0
+    validation_split: float = 0.1
+    patience: int = 3
+    workers: int = 2
+
+    def __post_init__(self):
+        object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser())
+        object.__setattr__(self, "images", Path(self.images).expanduser())
+        if not 16 <= self.image_size <= 512 or self.image_size % 16:
+            raise ValueError(f"image size must be a multiple of 16 between 16 and 512, got {self.image_size}")
+        if not 2 <= self.latent_dim <= 4096:
+            raise ValueError(f"latent size must be between 2 and 4096, got {self.latent_dim}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 1 <= self.clusters <= 100:
+            raise ValueError(f"clusters must be between 1 and 100, got {self.clusters}")
+        if not 0 <= self.validation_split < 0.5:
+            raise ValueError(f"validation split must be in [0, 0.5), got {self.validation_split}")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Defaults, then IMGSIM_MODEL_DIR / IMGSIM_IMAGES, then the non-None `overrides`."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        if environ.get("IMGSIM_MODEL_DIR"):
+            values["model_dir"] = environ["IMGSIM_MODEL_DIR"]
+        if environ.get("IMGSIM_IMAGES"):
+            values["images"] = environ["IMGSIM_IMAGES"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def training_dict(self) -> dict:
+        """The settings that shape a model, as stored in a version's manifest."""
+        keys = ("image_size", "latent_dim", "epochs", "batch_size", "clusters", "seed", "validation_split", "patience")
+        return {k: getattr(self, k) for k in keys}

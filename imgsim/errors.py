@@ -1,0 +1,21 @@
+"""The errors imgsim raises for bad input; front ends show their message as one line."""
+
+
+class ImgsimError(Exception):
+    """Base class: a problem the user can fix, shown without a traceback."""
+
+
+class ImageError(ImgsimError):
+    """An image could not be read: unreadable, corrupt, too large or not an allowed format."""
+
+
+class UrlError(ImageError):
+    """A URL was refused (scheme, destination, size, time) or could not be fetched."""
+
+
+class ModelNotFoundError(ImgsimError):
+    """No trained model version exists yet, or none is intact."""
+
+
+class BusyError(ImgsimError):
+    """Another training or indexing run holds the model folder's lock."""
