@@ -1,0 +1,201 @@
+"""`python -m imgsim`: parses arguments, calls the core, prints. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import Settings
+from .errors import ImgsimError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgsim", description="Find similar images in your own collection.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_model_dir(p):
+        p.add_argument("--model-dir", type=Path, help="model folder (default: $IMGSIM_MODEL_DIR or models/)")
+        return p
+
+    p = sub.add_parser("demo", help="build the demo collection from photographs shipped with scikit-image")
+    p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES or data/demo)")
+    p.add_argument("-n", "--count", type=int, default=600, help="number of images (default 600)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = with_model_dir(sub.add_parser("train", help="train a new model version on a folder of images"))
+    p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES or data/demo)")
+    p.add_argument("--image-size", type=int, help="model input size in pixels, a multiple of 16 (default 128)")
+    p.add_argument("--latent-dim", type=int, help="latent vector size (default 128)")
+    p.add_argument("--epochs", type=int, help="maximum epochs; early stopping may end sooner (default 12)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--clusters", type=int, help="number of KMeans groups (default 4)")
+    p.add_argument("--seed", type=int)
+
+    p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
+    p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
+
+    p = with_model_dir(sub.add_parser("query", help="find the images most similar to each SOURCE"))
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image path or http(s) URL")
+    p.add_argument("-n", type=int, default=8, help="number of results (default 8)")
+    p.add_argument("--scope", choices=("cluster", "all"), default="cluster",
+                   help="search the query's predicted group (default) or the whole collection")
+    p.add_argument("--json", action="store_true", help="one JSON object per source, one per line")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the query and its results as a picture grid")
+
+    p = with_model_dir(sub.add_parser("clusters", help="show the groups; --export writes path,cluster as CSV"))
+    p.add_argument("--export", type=Path, metavar="FILE.csv")
+    p.add_argument("--silhouette", action="store_true", help="silhouette score for k = 2..10, to help choose k")
+
+    p = with_model_dir(sub.add_parser("eval", help="precision@k on a labelled folder (sub-folder = label) against baselines"))
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("-k", type=int, default=10)
+
+    p = with_model_dir(sub.add_parser("versions", help="list model versions; --use ID makes one current"))
+    p.add_argument("--use", metavar="ID")
+    return parser
+
+
+@contextmanager
+def terminal_progress(description: str):
+    """A tqdm bar fed by the core's `progress(fraction, message)` calls."""
+    from tqdm import tqdm
+
+    with tqdm(total=1000, desc=description, unit="‰", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.update(max(0, round(fraction * 1000) - bar.n))
+            bar.set_postfix_str(message, refresh=True)
+
+        yield progress
+
+
+def cmd_demo(args, settings: Settings) -> None:
+    from .demo import build_demo
+
+    out = args.out or settings.images
+    with terminal_progress("demo") as progress:
+        path = build_demo(out, n=args.count, seed=args.seed, progress=progress)
+    print(f"demo collection ready: {path}")
+
+
+def cmd_train(args, settings: Settings) -> None:
+    from .training import train
+
+    settings = settings.replace(images=args.images, image_size=args.image_size, latent_dim=args.latent_dim,
+                                epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed)
+    with terminal_progress("train") as progress:
+        report = train(settings, progress)
+    print(report.summary())
+
+
+def cmd_index(args, settings: Settings) -> None:
+    from . import store
+    from .training import index
+
+    images = args.images or Path(store.load_version(settings.model_dir).manifest["images_root"])
+    with terminal_progress("index") as progress:
+        report = index(settings.replace(images=images), progress)
+    print(report.summary())
+
+
+def cmd_query(args, settings: Settings) -> None:
+    from .images import describe, open_image, read_bytes
+    from .plot import save_grid
+    from .search import Searcher
+
+    if args.n < 1:
+        raise ImgsimError("-n must be at least 1")
+    searcher = Searcher.load(settings.model_dir)
+    failed = 0
+    for number, source in enumerate(args.sources, 1):
+        try:
+            data = read_bytes(source)
+            result = searcher.query(source, args.n, args.scope, data=data)
+        except ImgsimError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        else:
+            print(f"{source}  (group {result.cluster})")
+            for rank, hit in enumerate(result.results, 1):
+                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {hit.path}")
+        if args.plot:
+            plot = args.plot if len(args.sources) == 1 else args.plot.with_name(f"{args.plot.stem}-{number}{args.plot.suffix}")
+            save_grid(plot, open_image(data, describe(source), draft_size=160), result)
+            print(f"grid written to {plot}", file=sys.stderr)
+    if failed:
+        raise SystemExit(2)
+
+
+def cmd_clusters(args, settings: Settings) -> None:
+    import csv
+    from collections import Counter
+
+    from . import store
+    from .groups import silhouette_by_k
+
+    version = store.load_version(settings.model_dir)
+    counts = Counter(version.groups.tolist())
+    print(f"version {version.id}: {len(version.files)} images in {len(version.centres)} groups")
+    for group in range(len(version.centres)):
+        print(f"  group {group}: {counts.get(group, 0)} images")
+    if args.silhouette:
+        for k, score in silhouette_by_k(version.vectors).items():
+            print(f"  k={k:2d}  silhouette {score:.3f}")
+    if args.export:
+        with open(args.export, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "cluster"])
+            writer.writerows(zip(version.paths, version.groups.tolist()))
+        print(f"wrote {args.export}")
+
+
+def cmd_eval(args, settings: Settings) -> None:
+    from .evaluation import run_evaluation
+
+    print(run_evaluation(args.images, settings.model_dir, k=args.k))
+
+
+def cmd_versions(args, settings: Settings) -> None:
+    from . import store
+
+    if args.use:
+        store.set_current(settings.model_dir, args.use)
+    current = store.current_id(settings.model_dir)
+    versions = store.list_versions(settings.model_dir)
+    if not versions:
+        print(f"no model versions in {settings.model_dir}")
+    for manifest in versions:
+        mark = "*" if manifest.get("id") == current else " "
+        metrics = manifest.get("metrics", {})
+        print(f"{mark} {manifest.get('id')}  {manifest.get('kind', 'damaged')}  {metrics.get('images', '?')} images  "
+              f"val_loss {metrics.get('val_loss')}")
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
+            "clusters": cmd_clusters, "eval": cmd_eval, "versions": cmd_versions}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
+        COMMANDS[args.command](args, settings)
+    except (ImgsimError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for a user; IMGSIM_DEBUG=1 shows it
+        if os.environ.get("IMGSIM_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set IMGSIM_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,197 @@
+"""The convolutional autoencoder: a named encoder and decoder, and the trainer that fits them.
+
+The encoder pools every stage's feature map (multi-scale global average pooling) into one
+bottleneck vector, the latent used for similarity. Training reconstructs each image from its
+latent and also pulls together the latents of two augmented views of one image while keeping
+the batch spread out (VICReg's invariance, variance and covariance terms), so that crops, flips
+and colour shifts of one scene land close together: pixels alone do not say what an image shows.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its native start-up log lines (oneDNN, absl) kept off the terminal.
+
+    TF_CPP_MIN_LOG_LEVEL does not silence them in current releases, so file descriptor 2 is
+    pointed at /dev/null for the import alone; a failing import still raises normally.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+
+        tensorflow.constant(0)  # the first op logs too
+        return tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+tf = import_tensorflow_quietly()
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+STAGE_FILTERS = (32, 64, 128, 256)
+
+
+def gpu_available() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def use_mixed_precision_if_gpu() -> str:
+    """Mixed precision on a GPU (tensor cores), float32 on the CPU where it would only be slower."""
+    policy = "mixed_float16" if gpu_available() else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def conv_block(x, filters: int, name: str):
+    x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def build_encoder(image_size: int, latent_dim: int) -> keras.Model:
+    inp = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(inp)
+    pooled = []
+    for i, filters in enumerate(STAGE_FILTERS):
+        x = conv_block(x, filters, f"stage{i + 1}")
+        pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
+    x = layers.Concatenate(name="multiscale")(pooled)
+    latent = layers.Dense(latent_dim, name="latent", dtype="float32")(x)
+    return keras.Model(inp, latent, name="encoder")
+
+
+def build_decoder(image_size: int, latent_dim: int) -> keras.Model:
+    side = image_size // 2 ** len(STAGE_FILTERS)
+    inp = keras.Input((latent_dim,), name="latent")
+    x = layers.Dense(side * side * STAGE_FILTERS[-1], activation="relu", name="expand")(inp)
+    x = layers.Reshape((side, side, STAGE_FILTERS[-1]), name="grid")(x)
+    for i, filters in enumerate(reversed(STAGE_FILTERS)):
+        x = layers.Conv2DTranspose(filters // 2, 3, strides=2, padding="same", name=f"up{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"up{i + 1}_bn")(x)
+        x = layers.Activation("relu", name=f"up{i + 1}_relu")(x)
+    out = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="pixels", dtype="float32")(x)
+    return keras.Model(inp, out, name="decoder")
+
+
+def build_autoencoder(image_size: int = 128, latent_dim: int = 128) -> keras.Model:
+    """`keras.Model(image, decoder(encoder(image)))` with the encoder and decoder as named sub-models."""
+    encoder = build_encoder(image_size, latent_dim)
+    decoder = build_decoder(image_size, latent_dim)
+    inp = keras.Input((image_size, image_size, 3), name="image")
+    return keras.Model(inp, decoder(encoder(inp)), name="autoencoder")
+
+
+def build_augmenter(seed: int) -> keras.Sequential:
+    """Views of one image that should share a latent: crops, flips, small turns, light and contrast."""
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.35, 0.0), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 3),
+            layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed + 4),
+            layers.RandomContrast(0.25, value_range=(0.0, 1.0), seed=seed + 5),
+        ],
+        name="augmenter",
+    )
+
+
+class Trainer(keras.Model):
+    """Fits an autoencoder's encoder and decoder; only the autoencoder itself is saved.
+
+    loss = reconstruction MSE + invariance * MSE(z1, z2) + variance * hinge(std(z)) + covariance * offdiag(cov(z))
+    """
+
+    def __init__(self, autoencoder: keras.Model, seed: int = 0, invariance: float = 1.0,
+                 variance: float = 1.0, covariance: float = 0.04, **kwargs):
+        super().__init__(**kwargs)
+        self.autoencoder = autoencoder
+        self.encoder = autoencoder.get_layer("encoder")
+        self.decoder = autoencoder.get_layer("decoder")
+        self.augmenter = build_augmenter(seed)
+        self.weights_ = (invariance, variance, covariance)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "reconstruction", "invariance", "spread")}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compute_losses(self, images, training: bool):
+        view1 = self.augmenter(images, training=True)
+        view2 = self.augmenter(images, training=True)
+        z1 = self.encoder(view1, training=training)
+        z2 = self.encoder(view2, training=training)
+        recon = self.decoder(z1, training=training)
+        reconstruction = tf.reduce_mean(tf.square(tf.cast(view1, "float32") - recon))
+        invariance = tf.reduce_mean(tf.square(z1 - z2))
+        spread = variance_term(z1) + variance_term(z2)
+        cov = covariance_term(z1) + covariance_term(z2)
+        w_inv, w_var, w_cov = self.weights_
+        total = reconstruction + w_inv * invariance + w_var * spread + w_cov * cov
+        return total, {"reconstruction": reconstruction, "invariance": invariance, "spread": spread}
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            total, parts = self.compute_losses(images, training=True)
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.encoder.trainable_variables + self.decoder.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self.record(total, parts)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        total, parts = self.compute_losses(images, training=False)
+        return self.record(total, parts)
+
+    def record(self, total, parts):
+        self.trackers["loss"].update_state(total)
+        for name, value in parts.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def variance_term(z):
+    """Hinge on each latent dimension's standard deviation across the batch (VICReg): no collapse."""
+    std = tf.sqrt(tf.math.reduce_variance(z, axis=0) + 1e-4)
+    return tf.reduce_mean(tf.nn.relu(1.0 - std))
+
+
+def covariance_term(z):
+    """Sum of squared off-diagonal covariances over the dimension count (VICReg): decorrelated dimensions."""
+    n = tf.cast(tf.shape(z)[0], z.dtype)
+    d = tf.cast(tf.shape(z)[1], z.dtype)
+    z = z - tf.reduce_mean(z, axis=0)
+    cov = tf.matmul(z, z, transpose_a=True) / tf.maximum(n - 1.0, 1.0)
+    off = cov - tf.linalg.diag(tf.linalg.diag_part(cov))
+    return tf.reduce_sum(tf.square(off)) / d
+
+
+def encoder_of(autoencoder: keras.Model) -> keras.Model:
+    return autoencoder.get_layer("encoder")
+
+
+def decoder_of(autoencoder: keras.Model) -> keras.Model:
+    return autoencoder.get_layer("decoder")
+
+
+def compile_encoder(encoder: keras.Model):
+    """A traced inference function for any batch size: far less per-call overhead than `predict`."""
+    size = encoder.input_shape[1]
+    spec = tf.TensorSpec((None, size, size, 3), tf.float32)
+    fn = tf.function(lambda images: encoder(images, training=False), input_signature=[spec])
+    return lambda images: fn(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+
+def load_autoencoder(path) -> keras.Model:
+    return keras.saving.load_model(path, compile=False)

@@ -1,0 +1,106 @@
+"""Answering queries with one model version: encode the query, predict its group, find its neighbours."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .groups import predict_groups
+from .images import decode, describe, is_url, read_bytes
+from .index import Index
+
+SCOPES = ("cluster", "all")
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    score: float  # cosine similarity, higher is more similar
+    distance: float  # cosine distance, 1 - score
+    cluster: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    cluster: int
+    results: list[Hit]
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "cluster": self.cluster, "results": [asdict(h) for h in self.results]}
+
+
+class Searcher:
+    """A loaded model version: its encoder, vectors, groups and indexes. Safe to share between threads."""
+
+    def __init__(self, version: store.Version):
+        from .model import compile_encoder, load_autoencoder
+
+        self.version = version
+        self.encoder = load_autoencoder(version.model_path).get_layer("encoder")
+        self.encode_batch = compile_encoder(self.encoder)
+        self.lock = threading.Lock()  # TensorFlow models are not promised to be thread-safe
+        self.paths = version.paths
+        self.index = Index().fit(version.vectors)
+        self.group_indexes = {int(g): Index().fit(version.vectors[version.groups == g], np.flatnonzero(version.groups == g))
+                              for g in np.unique(version.groups)}
+        self.by_path = {p: i for i, p in enumerate(self.paths)}
+        self.by_hash = {}
+        for i, record in enumerate(version.files):
+            self.by_hash.setdefault(record.get("sha1"), []).append(i)
+
+    @classmethod
+    def load(cls, model_dir, version_id: str | None = None) -> "Searcher":
+        return cls(store.load_version(model_dir, version_id))
+
+    @property
+    def image_size(self) -> int:
+        return self.version.image_size
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) float32 images -> (n, D) L2-normalised latents."""
+        from .index import normalise
+
+        with self.lock:
+            return normalise(self.encode_batch(images))
+
+    def members(self, data: bytes, source) -> set[int]:
+        """Collection items the query is itself: the same file path, or the same bytes."""
+        same = set(self.by_hash.get(hashlib.sha1(data).hexdigest(), []))
+        if isinstance(source, (str, Path)) and not is_url(source):
+            resolved = str(Path(source).expanduser().resolve())
+            if resolved in self.by_path:
+                same.add(self.by_path[resolved])
+        return same
+
+    def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None) -> QueryResult:
+        """The n most similar collection images to a path, URL or bytes, best first.
+
+        scope "cluster" searches the query's predicted group first and tops up from the rest of
+        the collection when the group holds fewer than n other images; "all" searches everything.
+        The query itself (same path or same bytes) is never returned. `data`, when given, is the
+        source's bytes already read (so a URL is fetched once).
+        """
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        name = name or describe(source)
+        data = read_bytes(source) if data is None else data
+        vector = self.encode(decode(data, self.image_size, name)[None])[0]
+        return self.search_vector(vector, n, scope, exclude=self.members(data, source), name=name)
+
+    def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query") -> QueryResult:
+        group = int(predict_groups(vector[None], self.version.centres)[0])
+        exclude = set(exclude)
+        hits = []
+        if scope == "cluster" and group in self.group_indexes:
+            hits = self.group_indexes[group].search(vector, n, exclude=exclude)
+        if len(hits) < n:
+            exclude |= {i for i, _ in hits}
+            hits += self.index.search(vector, n - len(hits), exclude=exclude)
+        results = [Hit(self.paths[i], round(score, 6), round(1.0 - score, 6), int(self.version.groups[i])) for i, score in hits]
+        return QueryResult(name, group, results)

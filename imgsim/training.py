@@ -1,0 +1,282 @@
+"""Learning a collection: train the autoencoder, encode every image, group and map them, save a version.
+
+`train` and `index` are the two writers of a model folder. Both hold its lock, both stream
+images in batches, and both finish by writing one complete version (store.write_version).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import store
+from .collection import FileInfo, Skipped, fingerprint, iter_decoded, load_for_model, scan_folder
+from .config import Settings
+from .errors import ImageError, ImgsimError
+from .groups import fit_groups, predict_groups, silhouette_by_k
+from .index import normalise
+from .layout import map_2d
+from .model import Trainer, build_autoencoder, compile_encoder, keras, load_autoencoder, use_mixed_precision_if_gpu
+
+Progress = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+@dataclass
+class RunReport:
+    """What a training or indexing run did, for the CLI and the dashboard to show."""
+
+    version: str | None
+    images: int
+    skipped: Skipped = field(default_factory=Skipped)
+    added: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.version is None:
+            return f"no changes: {self.images} images already indexed; {self.skipped.summary()}"
+        parts = [f"version {self.version}: {self.images} images in {self.seconds:.0f} s"]
+        if self.added or self.removed:
+            parts.append(f"{self.added} added, {self.removed} removed")
+        parts.append(self.skipped.summary())
+        return "; ".join(parts)
+
+
+def library_versions() -> dict:
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Decoded image batches for Keras, shuffled each epoch, decoded in worker threads.
+
+    Unreadable files are recorded in `skipped` and left out of their batch.
+    """
+
+    def __init__(self, paths, size, batch_size, seed, skipped, workers):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+        self.paths, self.size, self.batch_size, self.skipped = list(paths), size, batch_size, skipped
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(self.paths))
+
+    def __len__(self):
+        full, rest = divmod(len(self.paths), self.batch_size)
+        return full + (rest >= 2)  # a batch of one has no spread to measure
+
+    def __getitem__(self, i):
+        images = []
+        for j in self.order[i * self.batch_size:(i + 1) * self.batch_size]:
+            try:
+                images.append(load_for_model(self.paths[j], self.size)[0])
+            except ImageError as exc:
+                self.skipped.add(self.paths[j], str(exc))
+        while len(images) < 2:  # the batch's files were unreadable: keep the step's shape valid
+            images.append(images[0] if images else np.zeros((self.size, self.size, 3), np.float32))
+        return np.stack(images)
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.paths))
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left."""
+
+    def __init__(self, progress: Progress, epochs: int, steps: int, share: float):
+        super().__init__()
+        self.progress, self.epochs, self.steps, self.share = progress, epochs, steps, share
+        self.start = time.monotonic()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
+        left = (time.monotonic() - self.start) / done * (1 - done)
+        loss = (logs or {}).get("loss", float("nan"))
+        self.progress(self.share * done, f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left")
+
+
+def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float):
+    """Train a new autoencoder on the files; returns (autoencoder, history dict)."""
+    keras.utils.set_random_seed(settings.seed)
+    policy = use_mixed_precision_if_gpu()
+    order = np.random.default_rng(settings.seed).permutation(len(paths))
+    n_val = int(len(paths) * settings.validation_split)
+    if n_val < 4:
+        n_val = 0  # too few images to hold any back usefully
+    val_paths = [paths[i] for i in order[:n_val]]
+    train_paths = [paths[i] for i in order[n_val:]]
+    batch_size = max(2, min(settings.batch_size, len(train_paths)))
+    train_data = ImageBatches(train_paths, settings.image_size, batch_size, settings.seed, skipped, settings.workers)
+    val_data = ImageBatches(val_paths, settings.image_size, batch_size, settings.seed + 1, skipped, settings.workers) if n_val else None
+
+    autoencoder = build_autoencoder(settings.image_size, settings.latent_dim)
+    trainer = Trainer(autoencoder, seed=settings.seed)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))
+    monitor = "val_loss" if val_data is not None else "loss"
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True),
+        ProgressCallback(progress, settings.epochs, len(train_data), share),
+    ]
+    history = trainer.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
+    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    logs["precision_policy"] = policy
+    return autoencoder, logs
+
+
+def encode_files(encoder, paths: list[str], size: int, workers: int, progress: Progress, start: float, share: float):
+    """Encode files in streamed batches: (positions kept, L2-normalised vectors, sha1 hashes, failures)."""
+    encode = compile_encoder(encoder)
+    kept, chunks, hashes, failures = [], [], [], {}
+    done = 0
+    for indices, images, batch_hashes, batch_failures in iter_decoded(paths, size, batch_size=64, workers=workers):
+        if len(images):
+            chunks.append(normalise(encode(images)))
+        kept.extend(indices)
+        hashes.extend(batch_hashes)
+        failures.update(batch_failures)
+        done += len(indices) + len(batch_failures)
+        progress(start + share * done / max(1, len(paths)), f"encoding {done}/{len(paths)} images")
+    dim = encoder.output_shape[-1]
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return kept, vectors, hashes, failures
+
+
+def file_records(files: list[FileInfo], positions: list[int], hashes: list[str]) -> list[dict]:
+    return [{"path": files[p].path, "size": files[p].size, "mtime_ns": files[p].mtime_ns, "sha1": h}
+            for p, h in zip(positions, hashes)]
+
+
+def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
+    """Train a new model version on `settings.images` and make it current."""
+    start = time.monotonic()
+    with store.writer_lock(settings.model_dir):
+        store.clear_staging(settings.model_dir)
+        files = scan_folder(settings.images)
+        if len(files) < 2:
+            raise ImgsimError(f"{settings.images}: found {len(files)} image(s); at least 2 are needed to train")
+        paths = [f.path for f in files]
+        skipped = Skipped()
+        progress(0.0, f"training on {len(paths)} images")
+        autoencoder, history = fit_autoencoder(paths, settings, skipped, progress, share=0.85)
+        train_seconds = time.monotonic() - start
+        encoder = autoencoder.get_layer("encoder")
+        kept, vectors, hashes, failures = encode_files(encoder, paths, settings.image_size, settings.workers, progress, 0.85, 0.1)
+        for path, reason in failures.items():
+            skipped.add(path, reason)
+        if len(vectors) < 2:
+            raise ImgsimError(f"{settings.images}: fewer than 2 readable images ({skipped.summary()})")
+        progress(0.95, "grouping and mapping")
+        centres, groups = fit_groups(vectors, settings.clusters, settings.seed)
+        coords = map_2d(vectors, settings.seed)
+        silhouette = silhouette_by_k(vectors, [len(centres)], settings.seed).get(len(centres))
+        epochs_run = len(history.get("loss", []))
+        metrics = {
+            "images": len(vectors),
+            "skipped": len(skipped),
+            "epochs_run": epochs_run,
+            "loss": history["loss"][-1] if history.get("loss") else None,
+            "val_loss": min(history["val_loss"]) if history.get("val_loss") else None,
+            "train_seconds": round(train_seconds, 1),
+            "train_images_per_second": round(epochs_run * len(paths) / max(train_seconds, 1e-9), 1),
+            "silhouette": silhouette,
+        }
+        manifest = {
+            "kind": "train",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "images_root": str(Path(settings.images).resolve()),
+            "fingerprint": fingerprint(files),
+            "settings": settings.training_dict(),
+            "metrics": metrics,
+            "libraries": library_versions(),
+            "skipped": dict(list(skipped.reasons.items())[:100]),
+        }
+        version = store.write_version(
+            settings.model_dir,
+            manifest=manifest,
+            files=file_records(files, kept, hashes),
+            arrays={"vectors": vectors, "groups": groups, "centres": centres, "map2d": coords},
+            history=history,
+            save_model=lambda path: autoencoder.save(path),
+        )
+        progress(1.0, f"saved version {version}")
+        return RunReport(version, len(vectors), skipped, seconds=time.monotonic() - start, metrics=metrics)
+
+
+def index(settings: Settings, progress: Progress = no_progress) -> RunReport:
+    """Encode files added since the current version and drop removed ones, without retraining."""
+    start = time.monotonic()
+    with store.writer_lock(settings.model_dir):
+        store.clear_staging(settings.model_dir)
+        version = store.load_version(settings.model_dir)
+        files = scan_folder(settings.images)
+        current = {f.path: f for f in files}
+        unchanged = [i for i, rec in enumerate(version.files)
+                     if rec["path"] in current and current[rec["path"]].key == (rec["path"], rec["size"], rec["mtime_ns"])]
+        known = {version.files[i]["path"] for i in unchanged}
+        new_files = [f for f in files if f.path not in known]
+        removed = len(version.files) - len(unchanged)
+        skipped = Skipped()
+        if not new_files and not removed:
+            return RunReport(None, len(version.files), skipped, seconds=time.monotonic() - start)
+        progress(0.0, f"encoding {len(new_files)} new images")
+        size = version.image_size
+        encoder = load_autoencoder(version.model_path).get_layer("encoder")
+        kept, new_vectors, hashes, failures = encode_files(
+            encoder, [f.path for f in new_files], size, settings.workers, progress, 0.0, 0.8)
+        for path, reason in failures.items():
+            skipped.add(path, reason)
+        vectors = np.concatenate([version.vectors[unchanged], new_vectors]).astype(np.float32)
+        if len(vectors) < 2:
+            raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({skipped.summary()})")
+        groups = np.concatenate([version.groups[unchanged], predict_groups(new_vectors, version.centres) if len(new_vectors) else []]).astype(np.int32)
+        progress(0.85, "mapping")
+        coords = map_2d(vectors, int(version.manifest["settings"].get("seed", 0)))
+        records = [version.files[i] for i in unchanged] + file_records(new_files, kept, hashes)
+        metrics = {**version.manifest.get("metrics", {}), "images": len(vectors), "skipped": len(skipped)}
+        manifest = {
+            **{k: version.manifest[k] for k in ("settings", "libraries", "images_root") if k in version.manifest},
+            "kind": "index",
+            "parent": version.id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "images_root": str(Path(settings.images).resolve()),
+            "fingerprint": fingerprint(files),
+            "metrics": metrics,
+            "skipped": dict(list(skipped.reasons.items())[:100]),
+        }
+        new_id = store.write_version(
+            settings.model_dir,
+            manifest=manifest,
+            files=records,
+            arrays={"vectors": vectors, "groups": groups, "centres": version.centres, "map2d": coords},
+            history=version.history,
+            save_model=lambda path: link_or_copy(version.model_path, path),
+        )
+        progress(1.0, f"saved version {new_id}")
+        added = len(new_vectors)
+        return RunReport(new_id, len(vectors), skipped, added=added, removed=removed,
+                         seconds=time.monotonic() - start, metrics=metrics)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Versions are immutable, so an unchanged model file can be shared by a hard link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

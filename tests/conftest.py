@@ -1,0 +1,99 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+
+import pytest
+
+
+class LocalServer:
+    """A real HTTP server on a loopback address, in a thread; each test registers what its paths answer.
+
+    `requests` lists (path, Host header) of every request received, so a test can tell whether,
+    and how, the server was reached.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.routes = {}
+        self.requests = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests.append((self.path, self.headers.get("Host")))
+                route = owner.routes.get(self.path.split("?", 1)[0])
+                if route is None:
+                    self.send_error(404)
+                    return
+                try:
+                    route(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up, as a size or time limit makes it do
+
+            def log_message(self, format, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            def server_bind(self):
+                # HTTPServer.server_bind looks the host up with getfqdn, which can wait on DNS.
+                socketserver.TCPServer.server_bind(self)
+                self.server_name, self.server_port = self.server_address[:2]
+
+        self.httpd = Server((host, port), Handler)
+        self.host, self.port = self.httpd.server_address[:2]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def route(self, path: str, handler) -> str:
+        """Answer GET `path` with `handler(request_handler)`; returns the path's URL."""
+        self.routes[path] = handler
+        return self.url(path)
+
+    def serve(self, path: str, body: bytes, status: int = 200, content_type: str = "image/png", headers=()) -> str:
+        """Answer GET `path` with a fixed response; returns the path's URL."""
+
+        def respond(request):
+            request.send_response(status)
+            request.send_header("Content-Type", content_type)
+            request.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                request.send_header(name, value)
+            request.end_headers()
+            request.wfile.write(body)
+
+        return self.route(path, respond)
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """One real HTTP server on 127.0.0.1 for the whole session; reaching it needs IMGSIM_ALLOW_PRIVATE_URLS=1."""
+    server = LocalServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_http_server():
+    """Start more real HTTP servers for one test, e.g. LocalServer("127.0.0.2", port); they stop after it."""
+    servers = []
+
+    def make(host: str = "127.0.0.1", port: int = 0) -> LocalServer:
+        servers.append(LocalServer(host, port))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
