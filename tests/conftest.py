@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import http.server
 import socketserver
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+
+# imgsim runs from its checkout without being installed; plain `pytest` must still import it.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 class LocalServer:
@@ -97,3 +104,35 @@ def make_http_server():
     yield make
     for server in servers:
         server.close()
+
+
+# --- a tiny real collection and model, trained once for the whole suite -------------------------
+
+TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, seed=0, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_collection(tmp_path_factory) -> Path:
+    """24 augmented 64 px views of the shipped photographs, one sub-folder per source photo."""
+    from imgsim.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("collection") / "photos", n=24, size=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, tiny_collection) -> Path:
+    """A model folder holding one tiny trained version (32 px, 1 epoch). Copy it before changing it."""
+    from imgsim import Settings
+    from imgsim.training import train
+
+    model_dir = tmp_path_factory.mktemp("models") / "models"
+    train(Settings(model_dir=model_dir, images=tiny_collection, **TINY))
+    return model_dir
+
+
+@pytest.fixture
+def model_copy(tmp_path, trained_model_dir) -> Path:
+    """A private copy of the trained model folder, for tests that write to it."""
+    import shutil
+
+    return Path(shutil.copytree(trained_model_dir, tmp_path / "models"))
