@@ -289,7 +289,7 @@ def _connect(hop: _Hop, addresses, connect_timeout: float, deadline: _Deadline) 
 def _cut(sock) -> None:
     """Shut a socket down from another thread, so that a read blocked on it returns at once."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: TLS state is left to the reader
     except OSError:
         pass  # already closed: nothing left to interrupt
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -37,8 +39,8 @@ def is_url(source) -> bool:
 
 def describe(source) -> str:
     """A short name for a source, for error messages."""
-    if isinstance(source, (bytes, bytearray)):
-        return f"<{len(source)} bytes>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{memoryview(source).nbytes} bytes>"
     return str(source)
 
 
@@ -51,17 +53,28 @@ def read_bytes(source: Source, name: str | None = None) -> bytes:
 
         return fetch_url(source)
     path = Path(source)
+    limit = f"over the {MAX_FILE_BYTES // 2**20} MB limit"
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{path}: file is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit")
-        return path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"{path}: is a folder, not an image")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ImageError(f"{path}: not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{path}: file is {info.st_size / 2**20:.0f} MB, {limit}")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise ImageError(f"{describe(source)!r}: not a valid path ({exc})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: file is {limit}")
+    return data
 
 
 def open_image(data: bytes, name: str = "image", draft_size: int | None = None) -> Image.Image:
@@ -91,7 +104,12 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None) 
     except Image.UnidentifiedImageError:
         raise ImageError(f"{name}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
+        # Pillow checks the same header size inside Image.open, before the check above can run.
+        pixels = re.search(r"(\d+) pixels", str(exc))
+        size = f"{int(pixels[1]) / 1e6:.0f} megapixels, " if pixels else ""
+        raise ImageError(
+            f"{name}: {size}over the {MAX_PIXELS / 1e6:.0f} megapixel limit (refused as a decompression bomb)"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
     except Exception as exc:  # Pillow's plugins raise assorted types on hostile input
@@ -100,6 +118,8 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None) 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, scaling 16- and 32-bit data instead of clipping it."""
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a tRNS colour or palette entry, shown on the background like alpha
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -109,8 +129,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
             top = 1.0
         grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
@@ -139,7 +157,8 @@ def load_image(source: Source, size: int) -> np.ndarray:
 
 def load_images(sources, size: int) -> np.ndarray:
     """Several sources -> (n, size, size, 3); raises ImageError on the first bad one."""
-    return np.stack([load_image(s, size) for s in sources]) if sources else np.zeros((0, size, size, 3), np.float32)
+    arrays = [load_image(s, size) for s in sources]
+    return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
 
 
 def thumbnail(source: Source, px: int = 192) -> Image.Image:

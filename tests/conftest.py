@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import http.server
 import socketserver
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-
-# imgsim runs from its checkout without being installed; plain `pytest` must still import it.
-ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 class LocalServer:

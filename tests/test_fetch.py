@@ -523,3 +523,20 @@ def test_malformed_urls(net, url, problem):
         fetch_url(url, **FAST)
     assert "\n" not in str(caught.value) and "\r" not in str(caught.value)
     assert net.connections == []
+
+
+@pytest.mark.parametrize(
+    "url, address",
+    [
+        (f"http://{PUBLIC}/", PUBLIC),
+        ("http://1572395042/", PUBLIC),  # 93.184.216.34 as one number
+        ("http://[2606:2800:220:1:248:1893:25c8:1946]/", "2606:2800:220:1:248:1893:25c8:1946"),
+        ("http://[::ffff:93.184.216.34]/", "::ffff:5db8:d822"),
+        ("http://[2002:5db8:d822::1]/", "2002:5db8:d822::1"),  # 6to4 of a public address
+        ("http://[64:ff9b::5db8:d822]/", "64:ff9b::5db8:d822"),  # NAT64 of a public address
+    ],
+)
+def test_public_destinations_pass_the_check_and_are_connected_to(net, url, address):
+    with pytest.raises(UrlError, match="cannot connect"):  # the pretend internet refuses them
+        fetch_url(url, **FAST)
+    assert net.connections == [(address, 80)]

@@ -1,0 +1,307 @@
+"""The one image-loading path: formats, modes, orientation, limits and hostile bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import imgsim
+from imgsim import images
+from imgsim.errors import ImageError
+
+RED, GREEN, BLUE = (220, 20, 30), (20, 200, 40), (30, 40, 210)
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def colour_of(array: np.ndarray) -> np.ndarray:
+    """The mean colour of a decoded array, in 0-255."""
+    return array.reshape(-1, 3).mean(axis=0) * 255
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few hundred bytes of PNG whose header claims width x height RGB pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in (RED, GREEN, BLUE)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+
+
+# --- formats --------------------------------------------------------------------------------------
+
+ALLOWED = {
+    "JPEG": lambda: encode(Image.new("RGB", (40, 30), RED), "JPEG", quality=95),
+    "PNG": lambda: encode(Image.new("RGB", (40, 30), RED), "PNG"),
+    "WEBP": lambda: encode(Image.new("RGB", (40, 30), RED), "WEBP", lossless=True),
+    "BMP": lambda: encode(Image.new("RGB", (40, 30), RED), "BMP"),
+    "GIF": animated_gif,  # the first frame is red, the others are not
+    "TIFF": lambda: encode(Image.new("RGB", (40, 30), RED), "TIFF"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(ALLOWED))
+def test_every_allowed_format_loads(fmt):
+    assert fmt in images.ALLOWED_FORMATS
+    data = ALLOWED[fmt]()
+    assert Image.open(io.BytesIO(data)).format == fmt
+    array = images.decode(data, 32)
+    assert array.shape == (32, 32, 3) and array.dtype == np.float32
+    assert np.allclose(colour_of(array), RED, atol=6)
+
+
+def test_all_allowed_formats_are_tested():
+    assert set(ALLOWED) == set(images.ALLOWED_FORMATS)
+
+
+REFUSED = {
+    "ICO": lambda: encode(Image.new("RGB", (16, 16), RED), "ICO"),
+    "PPM": lambda: encode(Image.new("RGB", (16, 16), RED), "PPM"),
+    "TGA": lambda: encode(Image.new("RGB", (16, 16), RED), "TGA"),
+    "PDF": lambda: b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n",
+    "EPS": lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nnewpath 0 0 moveto 16 16 lineto stroke\n",
+    "SVG": lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16"/></svg>',
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(REFUSED))
+def test_format_outside_the_allowlist_is_refused_even_named_png(tmp_path, fmt):
+    path = tmp_path / "photo.png"
+    path.write_bytes(REFUSED[fmt]())
+    with pytest.raises(ImageError, match="not an image in an allowed format") as caught:
+        imgsim.load_image(path, 32)
+    assert str(path) in str(caught.value)
+
+
+# --- orientation and modes ---------------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied():
+    stored = Image.new("RGB", (64, 32), RED)  # wide: red on the left, blue on the right
+    stored.paste(BLUE, (32, 0, 64, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: show rotated 90 degrees clockwise
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+    upright = images.open_image(data)
+    assert upright.size == (32, 64)
+    array = images.decode(data, 32)
+    assert np.allclose(colour_of(array[:12]), RED, atol=10)  # the left half is now on top
+    assert np.allclose(colour_of(array[-12:]), BLUE, atol=10)
+
+
+def grey16(value: int) -> bytes:
+    return encode(Image.fromarray(np.full((8, 8), value, dtype=np.uint16)), "PNG")
+
+
+def palette_with_transparency() -> bytes:
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([*RED, *GREEN] + [0] * 762)
+    img.paste(1, (0, 0, 4, 8))  # left half palette entry 1 (green), right half entry 0 (transparent)
+    return encode(img, "PNG", transparency=0)
+
+
+def half_white(mode: str) -> Image.Image:
+    img = Image.new(mode, (8, 8), 0)
+    img.paste(255 if mode == "L" else 1, (4, 0, 8, 8))
+    return img
+
+
+MODES = [
+    # (name, bytes, expected colour of the left half, of the right half) in 0-255
+    ("P with transparency", palette_with_transparency(), GREEN, (255, 255, 255)),
+    ("GIF with transparency", encode(Image.open(io.BytesIO(palette_with_transparency())), "GIF", transparency=0),
+     GREEN, (255, 255, 255)),
+    ("LA", encode(Image.new("LA", (8, 8), (60, 255)), "PNG"), (60, 60, 60), (60, 60, 60)),
+    ("LA transparent", encode(Image.new("LA", (8, 8), (0, 0)), "PNG"), (255, 255, 255), (255, 255, 255)),
+    ("RGBA half", encode(Image.new("RGBA", (8, 8), (255, 0, 0, 128)), "PNG"), (255, 127, 127), (255, 127, 127)),
+    ("RGBA transparent", encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG"), (255, 255, 255), (255, 255, 255)),
+    ("CMYK JPEG", encode(Image.new("CMYK", (8, 8), (255, 0, 0, 0)), "JPEG", quality=95), (0, 255, 255), (0, 255, 255)),
+    ("CMYK TIFF", encode(Image.new("CMYK", (8, 8), (0, 255, 0, 0)), "TIFF"), (255, 0, 255), (255, 0, 255)),
+    ("I;16 65535", grey16(65535), (255, 255, 255), (255, 255, 255)),
+    ("I;16 32768", grey16(32768), (128, 128, 128), (128, 128, 128)),
+    ("I;16 0", grey16(0), (0, 0, 0), (0, 0, 0)),
+    ("I;16 TIFF", encode(Image.fromarray(np.full((8, 8), 65535, np.uint16)), "TIFF"), (255, 255, 255), (255, 255, 255)),
+    ("1-bit", encode(half_white("1"), "PNG"), (0, 0, 0), (255, 255, 255)),
+    ("1-bit BMP", encode(half_white("1"), "BMP"), (0, 0, 0), (255, 255, 255)),
+    ("L", encode(Image.new("L", (8, 8), 100), "PNG"), (100, 100, 100), (100, 100, 100)),
+    ("L halves", encode(half_white("L"), "PNG"), (0, 0, 0), (255, 255, 255)),
+    ("L with tRNS", encode(Image.new("L", (8, 8), 0), "PNG", transparency=0), (255, 255, 255), (255, 255, 255)),
+    ("RGB with tRNS", encode(Image.new("RGB", (8, 8), (0, 0, 0)), "PNG", transparency=(0, 0, 0)),
+     (255, 255, 255), (255, 255, 255)),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "left", "right"), MODES, ids=[m[0] for m in MODES])
+def test_modes_give_correct_rgb(name, data, left, right):
+    array = images.decode(data, 8)
+    assert array.shape == (8, 8, 3)
+    assert np.allclose(colour_of(array[:, :3]), left, atol=3), colour_of(array[:, :3])
+    assert np.allclose(colour_of(array[:, -3:]), right, atol=3), colour_of(array[:, -3:])
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    assert Image.open(io.BytesIO(grey16(65535))).mode.startswith("I")
+    assert images.decode(grey16(65535), 8).min() == pytest.approx(1.0)
+    assert images.decode(grey16(32768), 8).mean() == pytest.approx(0.5, abs=0.003)
+    assert images.decode(grey16(255), 8).max() < 0.01  # 255 of 65535 is nearly black, not white
+
+
+# --- limits and broken input ---------------------------------------------------------------------------
+
+
+def test_huge_header_is_refused_quickly():
+    data = png_claiming(30000, 30000)
+    assert len(data) < 200
+    start = time.monotonic()
+    with pytest.raises(ImageError, match=r"upload\.png: 900 megapixels, over the 40 megapixel limit"):
+        images.decode(data, 32, name="upload.png")
+    assert time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize("action", ["error", "ignore"])
+def test_header_just_over_the_limit_is_refused_with_its_size(action):
+    # Pillow warns at this size; imgsim makes the warning an error at import, but pytest resets
+    # warning filters around each test, so both settings are checked here.
+    with warnings.catch_warnings():
+        warnings.simplefilter(action, Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match=r"48 megapixels, over the 40 megapixel limit"):
+            images.decode(png_claiming(8000, 6000), 32)
+
+
+def valid_jpeg() -> bytes:
+    rng = np.random.default_rng(0)
+    return encode(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), "JPEG", quality=90)
+
+
+def valid_png() -> bytes:
+    rng = np.random.default_rng(1)
+    return encode(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), "PNG")
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("truncated.jpg", valid_jpeg()[: len(valid_jpeg()) // 2]),
+        ("truncated.png", valid_png()[: len(valid_png()) // 2]),
+        ("header-only.png", valid_png()[:40]),
+        ("random.bin", np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+        ("empty.png", b""),
+    ],
+)
+def test_broken_bytes_raise_image_error_naming_the_source(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ImageError) as caught:
+        imgsim.load_image(path, 32)
+    assert str(path) in str(caught.value)
+    with pytest.raises(ImageError, match=f"<{len(data)} bytes>"):
+        imgsim.load_image(data, 32)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        imgsim.load_image(tmp_path / "missing.png", 32)
+    with pytest.raises(ImageError, match="is a folder"):
+        imgsim.load_image(tmp_path, 32)
+
+
+def test_special_files_and_bad_paths_are_refused(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):  # reading it would block forever
+        imgsim.load_image(fifo, 32)
+    with pytest.raises(ImageError, match="not a valid path"):
+        imgsim.load_image("bad\0name.png", 32)
+
+
+# --- sources ---------------------------------------------------------------------------------------------
+
+
+def test_bytes_path_and_url_give_identical_arrays(tmp_path, http_server, monkeypatch):
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    data = valid_jpeg()
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    url = http_server.serve("/images/photo.jpg", data, content_type="image/jpeg")
+    from_bytes = imgsim.load_image(data, 32)
+    assert np.array_equal(from_bytes, imgsim.load_image(path, 32))
+    assert np.array_equal(from_bytes, imgsim.load_image(str(path), 32))
+    assert np.array_equal(from_bytes, imgsim.load_image(url, 32))
+    assert np.array_equal(from_bytes, imgsim.load_image(memoryview(data), 32))
+
+
+def test_load_images_stacks_any_iterable(tmp_path):
+    data = valid_png()
+    stacked = imgsim.load_images(iter([data, data]), 16)
+    assert stacked.shape == (2, 16, 16, 3)
+    assert imgsim.load_images(iter([]), 16).shape == (0, 16, 16, 3)
+    assert imgsim.load_images([], 16).shape == (0, 16, 16, 3)
+
+
+def test_thumbnail_keeps_the_aspect_ratio():
+    thumb = images.thumbnail(encode(Image.new("RGB", (400, 200), RED), "JPEG"), px=64)
+    assert thumb.mode == "RGB" and thumb.size == (64, 32)
+
+
+# --- hostile bytes: an array or ImageError, never anything else ------------------------------------------
+
+SEEDS = [
+    encode(Image.new("RGB", (12, 9), RED), "PNG"),
+    encode(Image.fromarray(np.random.default_rng(3).integers(0, 255, (12, 9, 3), dtype=np.uint8)), "JPEG"),
+    animated_gif(),
+    palette_with_transparency(),
+    encode(Image.new("RGBA", (10, 7), (1, 2, 3, 4)), "WEBP"),
+    encode(Image.new("RGB", (10, 7), RED), "BMP"),
+    encode(Image.new("RGB", (10, 7), RED), "TIFF"),
+]
+
+
+@st.composite
+def mutated_image(draw):
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    # Half the changes land in the first 64 bytes, where the headers that steer a decoder are.
+    position = st.one_of(st.integers(0, 63), st.integers(0, len(data) - 1))
+    for where, value in draw(st.lists(st.tuples(position, st.integers(0, 255)), min_size=1, max_size=8)):
+        data[where % len(data)] = value
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt data it is given
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=1024), mutated_image()))
+def test_decode_returns_a_valid_array_or_raises_image_error(data):
+    try:
+        array = images.decode(data, 32)
+    except ImageError:
+        return
+    assert array.shape == (32, 32, 3)
+    assert array.dtype == np.float32
+    assert np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1
