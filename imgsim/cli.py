@@ -102,7 +102,8 @@ def cmd_index(args, settings: Settings) -> None:
     print(report.summary())
 
 
-def cmd_query(args, settings: Settings) -> None:
+def cmd_query(args, settings: Settings) -> int:
+    """Each source is answered on its own: one bad source prints its error line, the rest still run."""
     from .images import describe, open_image, read_bytes
     from .plot import save_grid
     from .search import Searcher
@@ -129,8 +130,7 @@ def cmd_query(args, settings: Settings) -> None:
             plot = args.plot if len(args.sources) == 1 else args.plot.with_name(f"{args.plot.stem}-{number}{args.plot.suffix}")
             save_grid(plot, open_image(data, describe(source), draft_size=160), result)
             print(f"grid written to {plot}", file=sys.stderr)
-    if failed:
-        raise SystemExit(2)
+    return 2 if failed else 0
 
 
 def cmd_clusters(args, settings: Settings) -> None:
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
-        COMMANDS[args.command](args, settings)
+        code = COMMANDS[args.command](args, settings) or 0
     except (ImgsimError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,4 +198,4 @@ def main(argv=None) -> int:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (set IMGSIM_DEBUG=1 for details)", file=sys.stderr)
         return 1
-    return 0
+    return code

@@ -181,3 +181,25 @@ def _map_images(paths, size: int, features: Callable[[np.ndarray], np.ndarray], 
         for row, values in enumerate(pool.map(lambda path: features(load_image(path, size)), paths)):
             out[row] = values
     return out
+
+
+def run_evaluation(images_root, model_dir, k: int = 10, seed: int = 0) -> str:
+    """The quality table for a labelled folder: the current model's latents against the baselines.
+
+    Also reports the adjusted Rand index of the model's KMeans groups (predicted from its saved
+    centres) against the labels.
+    """
+    from .groups import predict_groups
+    from .search import Searcher
+
+    paths, labels = labelled_images(images_root)
+    if len(paths) < 2:
+        raise ValueError(f"{images_root}: need at least two images in labelled sub-folders")
+    searcher = Searcher.load(model_dir)
+    kept, vectors, _, failures = searcher.encode_files([str(p) for p in paths])
+    if failures:
+        raise ValueError(f"{images_root}: {len(failures)} unreadable file(s), e.g. {next(iter(failures.values()))}")
+    rows = evaluate({"imgsim latents": vectors, **baselines(paths, seed)}, labels, k=k)
+    ari = adjusted_rand(predict_groups(vectors, searcher.version.centres), labels)
+    return (f"{images_root}: {len(paths)} images, {len(set(labels))} labels; model version {searcher.version.id}\n"
+            f"{format_table(rows)}\nKMeans groups vs labels: adjusted Rand index {ari:.3f}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from .collection import encode_files
 from .groups import predict_groups
 from .images import decode, describe, is_url, read_bytes
 from .index import Index
@@ -68,6 +69,10 @@ class Searcher:
 
         with self.lock:
             return normalise(self.encode_batch(images))
+
+    def encode_files(self, paths, workers: int = 2, progress=None):
+        """Encode files with this version's model: (positions kept, vectors, hashes, failures)."""
+        return encode_files(self.encode, list(paths), self.image_size, workers, progress)
 
     def members(self, data: bytes, source) -> set[int]:
         """Collection items the query is itself: the same file path, or the same bytes."""

@@ -17,11 +17,10 @@ from typing import Callable
 import numpy as np
 
 from . import store
-from .collection import FileInfo, Skipped, fingerprint, iter_decoded, load_for_model, scan_folder
+from .collection import FileInfo, Skipped, encode_files, fingerprint, load_for_model, scan_folder
 from .config import Settings
 from .errors import ImageError, ImgsimError
 from .groups import fit_groups, predict_groups, silhouette_by_k
-from .index import normalise
 from .layout import map_2d
 from .model import Trainer, build_autoencoder, compile_encoder, keras, load_autoencoder, use_mixed_precision_if_gpu
 
@@ -140,24 +139,6 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
     return autoencoder, logs
 
 
-def encode_files(encoder, paths: list[str], size: int, workers: int, progress: Progress, start: float, share: float):
-    """Encode files in streamed batches: (positions kept, L2-normalised vectors, sha1 hashes, failures)."""
-    encode = compile_encoder(encoder)
-    kept, chunks, hashes, failures = [], [], [], {}
-    done = 0
-    for indices, images, batch_hashes, batch_failures in iter_decoded(paths, size, batch_size=64, workers=workers):
-        if len(images):
-            chunks.append(normalise(encode(images)))
-        kept.extend(indices)
-        hashes.extend(batch_hashes)
-        failures.update(batch_failures)
-        done += len(indices) + len(batch_failures)
-        progress(start + share * done / max(1, len(paths)), f"encoding {done}/{len(paths)} images")
-    dim = encoder.output_shape[-1]
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return kept, vectors, hashes, failures
-
-
 def file_records(files: list[FileInfo], positions: list[int], hashes: list[str]) -> list[dict]:
     return [{"path": files[p].path, "size": files[p].size, "mtime_ns": files[p].mtime_ns, "sha1": h}
             for p, h in zip(positions, hashes)]
@@ -177,7 +158,8 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
         autoencoder, history = fit_autoencoder(paths, settings, skipped, progress, share=0.85)
         train_seconds = time.monotonic() - start
         encoder = autoencoder.get_layer("encoder")
-        kept, vectors, hashes, failures = encode_files(encoder, paths, settings.image_size, settings.workers, progress, 0.85, 0.1)
+        kept, vectors, hashes, failures = encode_files(
+            compile_encoder(encoder), paths, settings.image_size, settings.workers, progress, 0.85, 0.1)
         for path, reason in failures.items():
             skipped.add(path, reason)
         if len(vectors) < 2:
@@ -205,7 +187,7 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "settings": settings.training_dict(),
             "metrics": metrics,
             "libraries": library_versions(),
-            "skipped": dict(list(skipped.reasons.items())[:100]),
+            "skipped_files": skipped_records(files, skipped),
         }
         version = store.write_version(
             settings.model_dir,
@@ -226,22 +208,24 @@ def index(settings: Settings, progress: Progress = no_progress) -> RunReport:
         store.clear_staging(settings.model_dir)
         version = store.load_version(settings.model_dir)
         files = scan_folder(settings.images)
-        current = {f.path: f for f in files}
-        unchanged = [i for i, rec in enumerate(version.files)
-                     if rec["path"] in current and current[rec["path"]].key == (rec["path"], rec["size"], rec["mtime_ns"])]
-        known = {version.files[i]["path"] for i in unchanged}
+        current = {f.path: f.key for f in files}
+        unchanged = [i for i, rec in enumerate(version.files) if current.get(rec["path"]) == record_key(rec)]
+        # Unreadable files stay skipped until they change: no new version just to fail on them again.
+        still_bad = [rec for rec in version.manifest.get("skipped_files", []) if current.get(rec["path"]) == record_key(rec)]
+        known = {version.files[i]["path"] for i in unchanged} | {rec["path"] for rec in still_bad}
         new_files = [f for f in files if f.path not in known]
         removed = len(version.files) - len(unchanged)
-        skipped = Skipped()
+        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad})
         if not new_files and not removed:
             return RunReport(None, len(version.files), skipped, seconds=time.monotonic() - start)
         progress(0.0, f"encoding {len(new_files)} new images")
         size = version.image_size
         encoder = load_autoencoder(version.model_path).get_layer("encoder")
         kept, new_vectors, hashes, failures = encode_files(
-            encoder, [f.path for f in new_files], size, settings.workers, progress, 0.0, 0.8)
+            compile_encoder(encoder), [f.path for f in new_files], size, settings.workers, progress, 0.0, 0.8)
         for path, reason in failures.items():
             skipped.add(path, reason)
+        new_vectors = new_vectors.reshape(-1, version.vectors.shape[1])
         vectors = np.concatenate([version.vectors[unchanged], new_vectors]).astype(np.float32)
         if len(vectors) < 2:
             raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({skipped.summary()})")
@@ -258,7 +242,7 @@ def index(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "images_root": str(Path(settings.images).resolve()),
             "fingerprint": fingerprint(files),
             "metrics": metrics,
-            "skipped": dict(list(skipped.reasons.items())[:100]),
+            "skipped_files": skipped_records(files, skipped),
         }
         new_id = store.write_version(
             settings.model_dir,
@@ -272,6 +256,17 @@ def index(settings: Settings, progress: Progress = no_progress) -> RunReport:
         added = len(new_vectors)
         return RunReport(new_id, len(vectors), skipped, added=added, removed=removed,
                          seconds=time.monotonic() - start, metrics=metrics)
+
+
+def record_key(record: dict) -> tuple:
+    return (record["path"], record["size"], record["mtime_ns"])
+
+
+def skipped_records(files: list[FileInfo], skipped: Skipped) -> list[dict]:
+    """Unreadable files with their size and mtime, so `index` retries them only once they change."""
+    by_path = {f.path: f for f in files}
+    return [{"path": p, "size": by_path[p].size, "mtime_ns": by_path[p].mtime_ns, "reason": reason}
+            for p, reason in skipped.reasons.items() if p in by_path]
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

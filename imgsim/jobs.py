@@ -1,0 +1,223 @@
+"""Training in the background: a detached `python -m imgsim.jobs` process and the status file it writes.
+
+The dashboard starts the process and polls `training_status`; the process alone writes
+`<model_dir>/training.json` (atomically) from its progress callback, and its output goes to
+`<model_dir>/training.log`. A separate process keeps a crash or a kill away from the server and
+lets searches go on with the current version until `train` makes the new one current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from . import store
+from .config import PROJECT_ROOT, Settings
+from .errors import BusyError, ImgsimError
+
+STATUS_FILE = "training.json"
+LOG_FILE = "training.log"
+START_GRACE_S = 60  # a run that has not reported its pid by then never started
+DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
+EPOCH_LOSS = re.compile(r"epoch (\d+)/(\d+) · loss ([0-9.eE+-]+|nan)")
+
+
+def status_path(model_dir) -> Path:
+    return Path(model_dir) / STATUS_FILE
+
+
+def log_path(model_dir) -> Path:
+    return Path(model_dir) / LOG_FILE
+
+
+def write_status(model_dir, status: dict) -> None:
+    """Replace the status file whole, so a reader never sees half of it."""
+    path = status_path(model_dir)
+    tmp = path.with_name(f".{STATUS_FILE}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(status, indent=1))
+    os.replace(tmp, path)
+
+
+def read_status(model_dir) -> dict | None:
+    try:
+        return json.loads(status_path(model_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid) -> bool:
+    """Whether `pid` is a live training process (a zombie or a reused pid is not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            return b"imgsim.jobs" in cmdline.read_bytes()
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def training_status(model_dir) -> dict | None:
+    """The last run's status (state: running, finished or failed), or None when there was none.
+
+    A "running" status whose process is gone is reported as failed: it was killed.
+    """
+    status = read_status(model_dir)
+    if status is None or status.get("state") != "running":
+        return status
+    pid = status.get("pid")
+    if pid is None and time.time() - status.get("started", 0) < START_GRACE_S:
+        return status  # launched, not yet reporting
+    if not pid_alive(pid):
+        return {**status, "state": "failed",
+                "error": "the training process ended without finishing (it was stopped or killed)"}
+    return status
+
+
+def is_running(model_dir) -> bool:
+    status = training_status(model_dir)
+    return bool(status and status.get("state") == "running")
+
+
+def start_training(settings: Settings, build_demo_first: bool = False) -> int:
+    """Launch a training run in a detached process and return its pid; BusyError if one is running."""
+    model_dir = Path(settings.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Two sessions pressing the button at once: the second waits here, then sees the first's status.
+    with FileLock(model_dir / ".launch.lock", timeout=10):
+        if is_running(model_dir) or store.is_busy(model_dir):
+            raise BusyError("a training run is already in progress")
+        write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
+                                 "started": time.time(), "settings": settings.training_dict(),
+                                 "images": str(settings.images), "demo": build_demo_first})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        try:
+            with open(log_path(model_dir), "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "imgsim.jobs", *settings_args(settings), *(["--demo"] if build_demo_first else [])],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=PROJECT_ROOT, start_new_session=True)
+        except OSError as exc:
+            write_status(model_dir, {"state": "failed", "error": f"could not start training: {exc}", "started": time.time()})
+            raise ImgsimError(f"could not start training: {exc}") from None
+    # Reap the child when it ends, so that its pid does not linger as a zombie of the server.
+    threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-training-{proc.pid}").start()
+    return proc.pid
+
+
+def stop_training(model_dir) -> bool:
+    """Ask the running training process to stop (SIGTERM); whether there was one."""
+    status = training_status(model_dir)
+    if not status or status.get("state") != "running" or not pid_alive(status.get("pid")):
+        return False
+    try:
+        os.killpg(status["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def settings_args(settings: Settings) -> list[str]:
+    return ["--model-dir", str(settings.model_dir), "--images", str(settings.images),
+            "--image-size", str(settings.image_size), "--latent-dim", str(settings.latent_dim),
+            "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
+            "--clusters", str(settings.clusters), "--seed", str(settings.seed),
+            "--validation-split", str(settings.validation_split), "--patience", str(settings.patience),
+            "--workers", str(settings.workers)]
+
+
+class StatusWriter:
+    """The child's side: progress calls become status file updates, at most a few a second."""
+
+    def __init__(self, model_dir, base: dict, interval: float = 0.5):
+        self.model_dir, self.interval = model_dir, interval
+        self.status = {**base, "state": "running", "pid": os.getpid(), "fraction": 0.0, "message": "starting", "curve": []}
+        self.last = 0.0
+        write_status(model_dir, self.status)
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.status.update(fraction=round(float(fraction), 4), message=message)
+        match = EPOCH_LOSS.search(message)
+        if match:
+            epoch, epochs, loss = int(match[1]), int(match[2]), float(match[3])
+            self.status.update(epoch=epoch, epochs=epochs, loss=loss)
+        now = time.monotonic()
+        if now - self.last >= self.interval or fraction >= 1.0:
+            if match:
+                self.status["curve"] = (self.status["curve"] + [[round(fraction, 4), loss]])[-400:]
+            self.last = now
+            write_status(self.model_dir, self.status)
+
+    def finish(self, state: str, **fields) -> None:
+        self.status.update(state=state, finished=time.time(), **fields)
+        write_status(self.model_dir, self.status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imgsim.jobs", description="One background training run.")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--images", type=Path, required=True)
+    for flag, kind in (("--image-size", int), ("--latent-dim", int), ("--epochs", int), ("--batch-size", int),
+                       ("--clusters", int), ("--seed", int), ("--validation-split", float), ("--patience", int),
+                       ("--workers", int)):
+        parser.add_argument(flag, type=kind)
+    parser.add_argument("--demo", action="store_true", help="build the demo collection in --images first")
+    return parser
+
+
+def stop_on_sigterm(signum, frame):
+    raise SystemExit(143)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    previous = read_status(args.model_dir) or {}
+    writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
+                                           "images": str(args.images), "demo": args.demo})
+    try:
+        settings = Settings(**{k: v for k, v in vars(args).items() if k != "demo" and v is not None})
+        writer.status["settings"] = settings.training_dict()
+        share = 0.0
+        if args.demo:
+            from .demo import build_demo
+
+            share = DEMO_SHARE
+            build_demo(settings.images, progress=lambda f, m: writer.progress(share * f, f"building the demo collection: {m}"))
+        from .training import train
+
+        report = train(settings, lambda f, m: writer.progress(share + (1 - share) * f, m))
+        writer.finish("finished", fraction=1.0, version=report.version, message=report.summary(), metrics=report.metrics)
+        return 0
+    except (ImgsimError, ValueError) as exc:
+        writer.finish("failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        writer.finish("failed", error="training was stopped")
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:
+        writer.finish("failed", error=f"unexpected {type(exc).__name__}: {exc} (details in {log_path(args.model_dir)})")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

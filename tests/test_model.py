@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from imgsim.model import (Trainer, build_autoencoder, compile_encoder, covariance_term, decoder_of, encoder_of,
+                          load_autoencoder, tf, variance_term)
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    return build_autoencoder(32, 16)
+
+
+def test_encoder_and_decoder_are_named_submodels_and_the_latent_is_the_bottleneck(autoencoder):
+    encoder, decoder = encoder_of(autoencoder), decoder_of(autoencoder)
+    assert encoder.name == "encoder" and decoder.name == "decoder"
+    assert encoder.output_shape == (None, 16)
+    assert decoder.input_shape == (None, 16)
+    assert autoencoder.output_shape == (None, 32, 32, 3)
+    images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+    out = autoencoder.predict(images, verbose=0)
+    assert out.min() >= 0 and out.max() <= 1  # sigmoid pixels
+
+
+def test_saved_model_round_trips_in_keras_format(tmp_path, autoencoder):
+    images = np.random.default_rng(1).random((3, 32, 32, 3), np.float32)
+    path = tmp_path / "model.keras"
+    autoencoder.save(path)
+    loaded = load_autoencoder(path)
+    before = compile_encoder(encoder_of(autoencoder))(images)
+    after = compile_encoder(encoder_of(loaded))(images)
+    np.testing.assert_allclose(before, after, atol=1e-5)
+
+
+def test_vicreg_terms_penalise_collapse_and_correlation():
+    rng = np.random.default_rng(0)
+    collapsed = tf.constant(np.ones((16, 4), np.float32))
+    spread = tf.constant(rng.normal(scale=2.0, size=(256, 4)).astype(np.float32))
+    assert float(variance_term(collapsed)) > 0.9
+    assert float(variance_term(spread)) < 0.05
+    x = rng.normal(size=(256, 1)).astype(np.float32)
+    correlated = tf.constant(np.concatenate([x, x], axis=1))
+    assert float(covariance_term(correlated)) > 10 * float(covariance_term(spread[:, :2]))
+
+
+def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(build_autoencoder(32, 8), seed=0)
+    trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
+    images = np.random.default_rng(2).random((16, 32, 32, 3), np.float32)
+    history = trainer.fit(images, batch_size=16, epochs=15, verbose=0).history
+    assert history["reconstruction"][-1] < history["reconstruction"][0]
+    assert {"loss", "reconstruction", "invariance", "spread"} <= set(history)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from imgsim.search import Searcher
+
+
+@pytest.fixture(scope="module")
+def searcher(trained_model_dir):
+    return Searcher.load(trained_model_dir)
+
+
+def test_query_by_path_returns_n_results_best_first_without_itself(searcher):
+    own = searcher.paths[0]
+    result = searcher.query(own, n=5, scope="all")
+    paths = [h.path for h in result.results]
+    assert len(paths) == 5 and own not in paths
+    scores = [h.score for h in result.results]
+    assert scores == sorted(scores, reverse=True)
+    for hit in result.results:
+        assert hit.distance == pytest.approx(1 - hit.score, abs=1e-5)
+        assert -1.0 <= hit.score <= 1.0
+
+
+def test_uploaded_bytes_of_a_collection_file_never_return_that_file(searcher):
+    own = searcher.paths[3]
+    with open(own, "rb") as fh:
+        result = searcher.query(fh.read(), n=4, scope="all", name="upload.jpg")
+    assert own not in [h.path for h in result.results] and len(result.results) == 4
+    assert result.query == "upload.jpg"
+
+
+def test_cluster_scope_searches_the_predicted_group_first(searcher):
+    groups = searcher.version.groups
+    result = searcher.query(searcher.paths[0], n=3, scope="cluster")
+    group_size = int((groups == result.cluster).sum()) - int(groups[0] == result.cluster)
+    in_group = [h for h in result.results if h.cluster == result.cluster]
+    assert len(in_group) == min(3, group_size)
+    assert len(result.results) == 3  # topped up from the rest when the group is small
+
+
+def test_query_vector_matches_the_indexed_vector_of_the_same_file(searcher):
+    # One preprocessing path: encoding a file at query time gives the vector stored at index time.
+    path = searcher.paths[5]
+    from imgsim.images import load_image
+
+    vector = searcher.encode(load_image(path, searcher.image_size)[None])[0]
+    np.testing.assert_allclose(vector, searcher.version.vectors[5], atol=1e-4)
+
+
+def test_bad_scope_is_refused(searcher):
+    with pytest.raises(ValueError, match="scope"):
+        searcher.query(searcher.paths[0], n=3, scope="everything")
