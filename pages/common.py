@@ -1,0 +1,188 @@
+"""What every page shares: settings, cached loaders, the sidebar and the training progress panel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from imgsim import jobs, store
+from imgsim.config import Settings
+from imgsim.errors import BusyError, ImgsimError
+from imgsim.labels import load_names
+from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
+
+TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
+
+
+def settings() -> Settings:
+    """The environment's settings; a test (or a future settings page) may put its own in the session."""
+    return st.session_state.get("settings") or Settings.from_env()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def load_version(model_dir: str, version_id: str) -> store.Version:
+    return store.load_version(model_dir, version_id)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def searcher(model_dir: str, version_id: str):
+    from imgsim.search import Searcher  # imports TensorFlow: only pages that search pay for it
+
+    return Searcher(load_version(model_dir, version_id))
+
+
+@st.cache_data(max_entries=20_000, show_spinner=False)
+def _thumbnail(path: str, mtime: int, px: int) -> bytes:
+    return thumbnail_or_placeholder(path, px)
+
+
+def thumbnail(path: str, px: int = 192) -> bytes:
+    """A cached JPEG thumbnail; an edited file (new mtime) gets a new one."""
+    return _thumbnail(str(path), mtime_ns(path), px)
+
+
+def spread(rows: list[int], count: int) -> list[int]:
+    """`count` of the rows, evenly spaced, so that a gallery shows a group's variety rather than its first files."""
+    if len(rows) <= count:
+        return list(rows)
+    return [rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
+
+
+def active_version(cfg: Settings) -> store.Version | None:
+    """The current version, or None when there is none yet; a damaged one is reported with st.error."""
+    version_id = store.current_id(cfg.model_dir)
+    if version_id is None:
+        return None
+    try:
+        return load_version(str(cfg.model_dir), version_id)
+    except ImgsimError as exc:
+        st.error(str(exc))
+        return None
+
+
+def group_names(cfg: Settings, version: store.Version) -> dict[int, str]:
+    return load_names(cfg.model_dir, version.id)
+
+
+def short_name(path: str, version: store.Version) -> str:
+    """A collection path relative to the folder it was trained on."""
+    root = version.manifest.get("images_root")
+    try:
+        return str(Path(path).relative_to(root)) if root else Path(path).name
+    except ValueError:
+        return Path(path).name
+
+
+def train_settings(cfg: Settings, version: store.Version | None) -> Settings:
+    """Settings for the next run: chosen on the Train page, else the active version's, else the defaults."""
+    chosen = dict(version.manifest.get("settings", {})) if version else {}
+    chosen = {k: v for k, v in chosen.items() if k in TRAIN_KEYS}
+    chosen.update(st.session_state.get("train_settings", {}))
+    return cfg.replace(**chosen)
+
+
+def collection_size(folder) -> int:
+    from imgsim.collection import scan_folder
+
+    try:
+        return len(scan_folder(folder))
+    except ImgsimError:
+        return 0
+
+
+def start_training(run_settings: Settings, build_demo_first: bool = False, where: str = "main") -> None:
+    """Button callback: launch a run, or leave a plain-words notice for `training_progress` to show."""
+    try:
+        jobs.start_training(run_settings, build_demo_first=build_demo_first)
+    except BusyError:
+        notice = ("warning", "A training run is already in progress; wait for it to finish.")
+    except (ImgsimError, ValueError, OSError) as exc:
+        notice = ("error", str(exc))
+    else:
+        notice = ("info", "Training started. Searches use the current model until the new one is ready.")
+        st.session_state["training_seen"] = "running"
+    st.session_state[f"notice-{where}"] = notice
+
+
+def training_progress(cfg: Settings, detailed: bool = False, where: str = "main") -> None:
+    """The current run's progress, refreshed every two seconds while it runs, and any notice for `where`."""
+    kind, message = st.session_state.pop(f"notice-{where}", (None, None))
+    if kind:
+        getattr(st, kind)(message)
+    running = jobs.is_running(cfg.model_dir)
+    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed)
+
+
+def _training_progress(cfg: Settings, detailed: bool) -> None:
+    status = jobs.training_status(cfg.model_dir)
+    state = status.get("state") if status else None
+    seen = st.session_state.get("training_seen")
+    st.session_state["training_seen"] = state
+    if seen == "running" and state != "running":
+        st.rerun()  # finished or failed: rerun the whole app, which then loads the new version
+    if state == "running":
+        elapsed = time.time() - status.get("started", time.time())
+        label = f"Training… {status.get('fraction', 0):.0%} · {elapsed:.0f} s elapsed"
+        with st.status(label, state="running", expanded=detailed):
+            st.progress(min(1.0, float(status.get("fraction", 0))), text=status.get("message", ""))
+            if detailed and status.get("curve"):
+                import plotly.express as px
+
+                fig = px.line(x=[p[0] * 100 for p in status["curve"]], y=[p[1] for p in status["curve"]],
+                              labels={"x": "progress (%)", "y": "training loss"}, height=220)
+                fig.update_layout(margin=dict(l=0, r=0, t=10, b=0))
+                st.plotly_chart(fig, key="live-loss")
+    elif detailed and state == "failed":
+        st.error(f"The last training run failed: {status.get('error')}")
+    elif detailed and state == "finished":
+        st.success(f"The last training run finished: {status.get('message')}")
+
+
+def first_run(cfg: Settings) -> None:
+    """What a page shows before any model exists: plain words and one button."""
+    st.title("No model yet")
+    training_progress(cfg, detailed=True)
+    if jobs.is_running(cfg.model_dir):
+        st.info("The first model is being trained. This page will show it as soon as it is ready.")
+        return
+    count = collection_size(cfg.images)
+    if count >= 2:
+        st.info(f"There is no trained model in `{cfg.model_dir}` yet. "
+                f"Train one on the {count} images in `{cfg.images}` to start searching.")
+        label, demo = f"Train on {count} images", False
+    else:
+        st.info(f"There is no trained model in `{cfg.model_dir}` yet, and no images in `{cfg.images}`. "
+                "Build the demo collection (600 pictures made from the photographs that ship with "
+                "scikit-image) and train a model on it: a few minutes on a laptop CPU.")
+        label, demo = "Build the demo collection and train", True
+    st.button(label, type="primary", key="first-run", on_click=start_training,
+              args=(train_settings(cfg, None), demo))
+
+
+def sidebar(cfg: Settings) -> None:
+    """Collection, active version and its metrics, and the retrain trigger, on every page."""
+    version = active_version(cfg)
+    with st.sidebar:
+        st.caption("COLLECTION")
+        st.markdown(f"`{cfg.images}`")
+        st.caption("ACTIVE MODEL")
+        if version is None:
+            st.markdown("No model yet")
+        else:
+            metrics = version.manifest.get("metrics", {})
+            st.markdown(f"`{version.id}`")
+            a, b = st.columns(2)
+            a.metric("Images", metrics.get("images", len(version.files)))
+            b.metric("Groups", len(version.centres))
+            val_loss, silhouette = metrics.get("val_loss") or metrics.get("loss"), metrics.get("silhouette")
+            a.metric("Val. loss", f"{val_loss:.4f}" if val_loss is not None else "–")
+            b.metric("Silhouette", f"{silhouette:.3f}" if silhouette is not None else "–")
+        training_progress(cfg, where="sidebar")
+        if version is not None:
+            run = train_settings(cfg, version)
+            st.button("Retrain", key="sidebar-retrain", width="stretch", on_click=start_training,
+                      args=(run, False, "sidebar"),
+                      help=f"{run.image_size} px, latent {run.latent_dim}, {run.epochs} epochs, "
+                           f"{run.clusters} groups (change them on the Train page)")

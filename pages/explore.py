@@ -1,0 +1,82 @@
+"""Explore: the collection's map coloured by group, what a selection holds, each group's images, and k."""
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+from threadpoolctl import threadpool_limits
+
+from imgsim.groups import silhouette_by_k
+from imgsim.labels import group_name
+from pages import common
+
+SHOWN = 60  # thumbnails per gallery before "show more"
+
+
+@st.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
+def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
+    version = common.load_version(model_dir, version_id)
+    # One thread: KMeans' OpenMP threads spin against a training run on the same cores (seconds per k, not ms).
+    with threadpool_limits(1):
+        return silhouette_by_k(version.vectors, range(2, 13), int(version.manifest["settings"].get("seed", 0)))
+
+
+def gallery(rows, version, key: str, px: int = 128) -> None:
+    """Thumbnails of the given collection rows: SHOWN of them spread over the list, unless asked for all."""
+    rows = list(rows)
+    if len(rows) > SHOWN and not st.toggle(f"Show all {len(rows)}", key=f"all-{key}"):
+        rows = common.spread(rows, SHOWN)
+    paths = [version.paths[i] for i in rows]
+    st.image([common.thumbnail(p, px) for p in paths], width=px,
+             caption=[Path(p).stem for p in paths])
+
+
+cfg = common.settings()
+version = common.active_version(cfg)
+if version is None:
+    common.first_run(cfg)
+    st.stop()
+names = common.group_names(cfg, version)
+st.title("Explore")
+
+frame = pd.DataFrame({
+    "x": version.map2d[:, 0], "y": version.map2d[:, 1], "row": range(len(version.paths)),
+    "group": [group_name(g, names) for g in version.groups.tolist()],
+    "file": [common.short_name(p, version) for p in version.paths],
+})
+order = sorted(frame["group"].unique(), key=lambda label: int(label.split()[1]))
+fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
+                 hover_data={"x": False, "y": False, "row": False, "group": True},
+                 category_orders={"group": order}, height=560,
+                 color_discrete_sequence=px.colors.qualitative.T10 + px.colors.qualitative.Alphabet)
+fig.update_traces(marker=dict(size=7, opacity=0.85))
+fig.update_layout(dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
+                  xaxis=dict(visible=False), yaxis=dict(visible=False))
+st.caption("Each point is an image, placed by UMAP so that similar images sit close together. "
+           "Click a point, or drag a lasso or box, to see the images below.")
+event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
+
+points = event.selection.points if event else []
+chosen = sorted({int(p["customdata"][0]) for p in points if p.get("customdata")})
+if chosen:
+    st.subheader(f"{len(chosen)} selected")
+    gallery(chosen, version, "selection")
+
+st.subheader("Groups")
+counts = {int(g): int(c) for g, c in pd.Series(version.groups).value_counts().sort_index().items()}
+group = st.segmented_control("Group", list(counts), default=next(iter(counts)), required=True, key="group",
+                             format_func=lambda g: f"{group_name(g, names)} ({counts[g]})", label_visibility="collapsed")
+gallery([i for i, g in enumerate(version.groups.tolist()) if g == group], version, f"group-{group}")
+
+st.subheader("Choosing k")
+scores = silhouettes(str(cfg.model_dir), version.id)
+if len(scores) < 2:
+    st.caption("Too few images to compare numbers of groups.")
+else:
+    fig = px.line(x=list(scores), y=list(scores.values()), markers=True, height=280,
+                  labels={"x": "number of groups (k)", "y": "silhouette score"})
+    fig.add_vline(x=len(version.centres), line_dash="dot", annotation_text=f"this model: k = {len(version.centres)}")
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0))
+    st.plotly_chart(fig, key="silhouette")
+    st.caption("Higher is better separated. Pick k on the Train page and retrain to regroup.")

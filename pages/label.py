@@ -1,0 +1,52 @@
+"""Label: name each group while looking at its images, one group after another; export the names."""
+
+import pandas as pd
+import streamlit as st
+
+from imgsim.labels import group_name, labels_csv, load_names, save_names
+from pages import common
+
+SHOWN = 48
+
+
+def save_and_move(model_dir, version_id: str, group: int, groups: list[int], step: int) -> None:
+    """Form callback: store the typed name (blank clears it), then show the next or previous group."""
+    names = load_names(model_dir, version_id)
+    names[group] = st.session_state.get(f"name-{version_id}-{group}", "").strip()
+    save_names(model_dir, version_id, names)
+    st.session_state["label_group"] = groups[(groups.index(group) + step) % len(groups)]
+
+
+cfg = common.settings()
+version = common.active_version(cfg)
+if version is None:
+    common.first_run(cfg)
+    st.stop()
+names = common.group_names(cfg, version)
+groups = sorted(int(g) for g in set(version.groups.tolist()))
+counts = {g: int((version.groups == g).sum()) for g in groups}
+if st.session_state.get("label_group") not in groups:
+    st.session_state["label_group"] = groups[0]
+
+st.title("Label")
+st.caption("Give each group a name. Type it and press Enter: the name is saved and the next group appears.")
+group = st.selectbox("Group", groups, key="label_group",
+                     format_func=lambda g: f"{group_name(g, names)} ({counts[g]} images)")
+
+with st.form(f"form-{version.id}-{group}", border=False):
+    st.text_input(f"Name for group {group}", value=names.get(group, ""), key=f"name-{version.id}-{group}",
+                  placeholder="e.g. cats, receipts, beach", max_chars=80)
+    left, right, _ = st.columns([1, 1, 4])
+    args = (str(cfg.model_dir), version.id, group, groups)
+    left.form_submit_button("Save and next", type="primary", on_click=save_and_move, args=(*args, 1), width="stretch")
+    right.form_submit_button("Previous", on_click=save_and_move, args=(*args, -1), width="stretch")
+
+rows = [i for i, g in enumerate(version.groups.tolist()) if g == group]
+shown = rows if len(rows) <= SHOWN or st.toggle(f"Show all {len(rows)}", key=f"all-{group}") else common.spread(rows, SHOWN)
+st.image([common.thumbnail(version.paths[i], 128) for i in shown], width=128)
+
+st.subheader("All groups")
+st.dataframe(pd.DataFrame({"group": groups, "images": [counts[g] for g in groups],
+                           "name": [names.get(g, "") for g in groups]}), hide_index=True)
+st.download_button("Export labels (CSV: path, group, name)", labels_csv(version, names), on_click="ignore",
+                   file_name=f"imgsim-labels-{version.id}.csv", mime="text/csv", icon=":material/download:")

@@ -1,0 +1,102 @@
+"""Search: the collection images most like an uploaded, linked or chosen image."""
+
+import csv
+import io
+from pathlib import Path
+
+import streamlit as st
+
+from imgsim.errors import ImgsimError
+from imgsim.images import ALLOWED_FORMATS, read_bytes
+from imgsim.labels import group_name
+from imgsim.thumbnails import thumbnail_jpeg
+from pages import common
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+COLUMNS = 4
+
+
+@st.cache_data(ttl=600, max_entries=32, show_spinner="Fetching the image…")
+def fetch(url: str) -> bytes:
+    """The URL's bytes, fetched once for all the reruns that follow (refusals are not cached)."""
+    return read_bytes(url)
+
+
+def results_csv(result, names) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "path", "score", "distance", "group", "group_name"])
+    for rank, hit in enumerate(result.results, 1):
+        writer.writerow([rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, "")])
+    return out.getvalue()
+
+
+@st.fragment
+def results(searcher, data: bytes, name: str, source, names: dict) -> None:
+    """N, scope and what they find; changing either reruns only this part of the page."""
+    left, right = st.columns([2, 1])
+    n = left.slider("Number of results", 1, 48, 8, key="n")
+    scope = right.segmented_control("Search in", ["cluster", "all"], default="cluster", required=True, key="scope",
+                                    format_func={"cluster": "Same group", "all": "Whole collection"}.get)
+    try:
+        result = searcher.query(source if source is not None else data, n, scope, name=name, data=data)
+    except (ImgsimError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    version = searcher.version
+    with st.container(key="query"):
+        picture, about = st.columns([1, 3], vertical_alignment="center")
+        picture.image(thumbnail_jpeg(data, 256), width="stretch")
+        about.markdown(f"**{name}**  \nPredicted **{group_name(result.cluster, names)}**  \n"
+                       f"{len(result.results)} most similar images "
+                       f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
+        about.download_button("Download results (CSV)", results_csv(result, names), file_name="imgsim-results.csv",
+                              mime="text/csv", icon=":material/download:", on_click="ignore")
+    with st.container(key="results"):
+        for start in range(0, len(result.results), COLUMNS):
+            for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
+                column.image(common.thumbnail(hit.path, 256), width="stretch")
+                column.caption(f"**{hit.score:.3f}** · {group_name(hit.cluster, names)}  \n"
+                               f"{common.short_name(hit.path, version)}")
+
+
+cfg = common.settings()
+version = common.active_version(cfg)
+if version is None:
+    common.first_run(cfg)
+    st.stop()
+
+st.title("Search")
+try:
+    searcher = common.searcher(str(cfg.model_dir), version.id)
+except ImgsimError as exc:
+    st.error(str(exc))
+    st.stop()
+names = common.group_names(cfg, version)
+
+how = st.segmented_control("Query by", ["Upload", "URL", "Collection"], default="Upload", required=True, key="how")
+data = name = source = None
+if how == "Upload":
+    uploaded = st.file_uploader("Image to search with", type=UPLOAD_TYPES, key="upload",
+                                help=f"{', '.join(ALLOWED_FORMATS)}; up to 10 MB")
+    if uploaded is not None:
+        data, name = uploaded.getvalue(), uploaded.name
+elif how == "URL":
+    url = st.text_input("Image URL", placeholder="https://example.org/picture.jpg", key="url").strip()
+    if url:
+        try:
+            data, name = fetch(url), url
+        except (ImgsimError, ValueError) as exc:
+            st.error(str(exc))
+else:
+    path = st.selectbox("Image from the collection", version.paths, key="pick",
+                        format_func=lambda p: common.short_name(p, version))
+    try:
+        data, name, source = read_bytes(path), Path(path).name, path
+    except ImgsimError as exc:
+        st.error(str(exc))
+
+if data is None:
+    st.caption("Upload an image, paste its URL or pick one from the collection to see the most similar images.")
+else:
+    results(searcher, data, name, source, names)

@@ -1,0 +1,146 @@
+"""Train: settings and a background retraining run, the active model's loss and reconstructions, its versions."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from imgsim import jobs, store
+from imgsim.errors import ImageError, ImgsimError
+from pages import common
+
+SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
+LATENTS = [16, 32, 64, 128, 256, 512]
+CURVES = {"loss": ("total loss", "training"), "val_loss": ("total loss", "validation"),
+          "reconstruction": ("reconstruction error", "training"), "val_reconstruction": ("reconstruction error", "validation")}
+
+
+def start_from_form(cfg, build_demo_first: bool) -> None:
+    chosen = {key: int(st.session_state[f"train-{key}"]) for key in common.TRAIN_KEYS}
+    st.session_state["train_settings"] = chosen
+    common.start_training(cfg.replace(**chosen), build_demo_first, "main")
+
+
+def make_active(model_dir) -> None:
+    try:
+        store.set_current(model_dir, st.session_state["use-version"])
+    except ImgsimError as exc:
+        st.session_state["notice-main"] = ("error", str(exc))
+
+
+@st.cache_data(max_entries=4, show_spinner="Decoding a few images…")
+def reconstructions(model_dir: str, version_id: str, count: int = 6) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, original, decoded) for the image nearest each group's centre, as uint8 arrays."""
+    from imgsim.images import load_image
+    from imgsim.model import load_autoencoder
+
+    version = common.load_version(model_dir, version_id)
+    typical = [int(members[np.argmax(version.vectors[members] @ centre)])
+               for centre, members in ((c, np.flatnonzero(version.groups == g)) for g, c in enumerate(version.centres))
+               if len(members)]
+    picks, originals = [], []
+    for i in typical + [i for i in range(len(version.paths)) if i not in typical]:
+        if len(picks) == count:
+            break
+        try:
+            originals.append(load_image(version.paths[i], version.image_size))
+            picks.append(i)
+        except ImageError:
+            continue
+    if not picks:
+        return []
+    decoded = load_autoencoder(version.model_path).predict(np.stack(originals), verbose=0)
+    as_bytes = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    return [(Path(version.paths[i]).stem, as_bytes(o), as_bytes(d))
+            for i, o, d in zip(picks, originals, decoded)]
+
+
+def option_list(options: list[int], value: int) -> list[int]:
+    return sorted(set(options) | {int(value)})
+
+
+cfg = common.settings()
+version = common.active_version(cfg)
+st.title("Train")
+common.training_progress(cfg, detailed=True)
+if jobs.is_running(cfg.model_dir):
+    st.button("Stop training", icon=":material/stop:", on_click=jobs.stop_training, args=(cfg.model_dir,))
+
+run = common.train_settings(cfg, version)
+demo = version is None and common.collection_size(cfg.images) < 2
+with st.form("train-settings"):
+    st.markdown(f"Train a new version on `{cfg.images}`" + (", after building the demo collection there" if demo else ""))
+    size, latent, epochs, k = st.columns(4)
+    size.select_slider("Image size (px)", option_list(SIZES, run.image_size), value=run.image_size, key="train-image_size",
+                       help="Larger sees more detail; training time grows with the square of the size.")
+    latent.select_slider("Latent size", option_list(LATENTS, run.latent_dim), value=run.latent_dim, key="train-latent_dim",
+                         help="Length of the vector each image is compared by.")
+    epochs.number_input("Epochs (at most)", 1, 500, run.epochs, key="train-epochs",
+                        help="Training stops earlier when the validation loss stops improving.")
+    k.number_input("Groups (k)", 1, 100, run.clusters, key="train-clusters",
+                   help="Number of KMeans groups; the silhouette chart on the Explore page helps choose it.")
+    st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                          on_click=start_from_form, args=(cfg, demo))
+st.caption("Training runs in the background: search keeps using the active version until the new one is ready, "
+           "then the new one becomes active.")
+
+if version is None:
+    st.info(f"No model has been trained in `{cfg.model_dir}` yet.")
+    st.stop()
+
+metrics = version.manifest.get("metrics", {})
+st.subheader(f"Active version `{version.id}`")
+cells = st.columns(5)
+cells[0].metric("Images", metrics.get("images", len(version.files)))
+cells[1].metric("Groups", len(version.centres))
+cells[2].metric("Epochs run", metrics.get("epochs_run", "–"))
+cells[3].metric("Val. loss", f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "–")
+cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
+
+curves = pd.DataFrame([{"epoch": epoch, "value": value, "measure": measure, "data": data}
+                       for key, (measure, data) in CURVES.items() if isinstance(version.history.get(key), list)
+                       for epoch, value in enumerate(version.history[key], 1)])
+left, right = st.columns(2)
+with left:
+    st.markdown("**Loss by epoch**")
+    if curves.empty:
+        st.caption("This version has no training history.")
+    else:
+        fig = px.line(curves, x="epoch", y="value", color="data", facet_col="measure", markers=True, height=300,
+                      labels={"value": "", "data": ""}, color_discrete_sequence=["#2f6fdf", "#f28e2b"])
+        fig.update_yaxes(matches=None, showticklabels=True)
+        fig.update_xaxes(dtick=max(1, curves["epoch"].max() // 6))
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
+        st.plotly_chart(fig, key="loss")
+with right:
+    st.markdown("**Reconstructions** · original, then decoded from its latent vector")
+    try:
+        pairs = reconstructions(str(cfg.model_dir), version.id)
+    except (ImgsimError, ValueError, OSError) as exc:
+        st.error(f"Cannot decode with this version: {exc}")
+        pairs = []
+    for start in range(0, len(pairs), 3):
+        for column, (name, original, decoded) in zip(st.columns(3), pairs[start:start + 3]):
+            gap = np.full((original.shape[0], max(2, original.shape[1] // 16), 3), 255, np.uint8)
+            column.image(np.hstack([original, gap, decoded]), width="stretch", caption=name)
+
+st.subheader("Versions")
+current = store.current_id(cfg.model_dir)
+versions = store.list_versions(cfg.model_dir)
+table = pd.DataFrame([{
+    "active": m.get("id") == current, "id": m.get("id"), "kind": m.get("kind", "damaged"), "created": m.get("created"),
+    "images": m.get("metrics", {}).get("images"), "groups": m.get("settings", {}).get("clusters"),
+    "size": m.get("settings", {}).get("image_size"), "latent": m.get("settings", {}).get("latent_dim"),
+    "epochs": m.get("metrics", {}).get("epochs_run"), "val. loss": m.get("metrics", {}).get("val_loss"),
+    "silhouette": m.get("metrics", {}).get("silhouette"),
+} for m in versions])
+st.dataframe(table, hide_index=True, column_config={"val. loss": st.column_config.NumberColumn(format="%.4f"),
+                                                    "silhouette": st.column_config.NumberColumn(format="%.3f")})
+usable = [m["id"] for m in versions if not m.get("damaged")]
+choice, button = st.columns([3, 1], vertical_alignment="bottom")
+choice.selectbox("Version", usable, index=usable.index(current) if current in usable else 0, key="use-version")
+button.button("Make active", on_click=make_active, args=(cfg.model_dir,), width="stretch",
+              disabled=st.session_state.get("use-version") == current)
