@@ -1,0 +1,17 @@
+# Sourced by run.sh and test.sh: make .venv with what imgsim needs, then put it first on PATH.
+# Reinstalls only when a requirements file changed since the last successful install.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REQUIREMENTS=${1:-requirements.txt}
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setting up .venv (first run: TensorFlow and friends, a few minutes) ..."
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.imgsim-installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$REQUIREMENTS" .txt)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --progress-bar off -r "$REQUIREMENTS"
+  touch "$stamp"
+fi
+export PATH="$PWD/.venv/bin:$PATH"

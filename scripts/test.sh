@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test, from a fresh machine: Python packages into .venv, Debian's Chromium for the
+# browser test, then pytest. Extra arguments go to pytest.
+set -euo pipefail
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the browser test ..."
+  SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+source "$(dirname "$0")/setup.sh" requirements-dev.txt
+exec python -m pytest "$@"

@@ -1,0 +1,119 @@
+"""A retraining killed at any point leaves the previous version answering; queries during a
+retraining are answered wholly by one version."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsim import store
+from imgsim.search import Searcher
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A child that trains the tiny model and stops (touches `marker`, then sleeps) at one point.
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from imgsim import Settings, store, training
+    point, marker, model_dir, images = sys.argv[1:5]
+
+    def pause():
+        Path(marker).touch()
+        time.sleep(600)
+
+    if point == "epoch":
+        progress = lambda fraction, message: pause() if message.startswith("epoch 1/") else None
+    else:
+        progress = lambda fraction, message: None
+    if point == "saving":  # model saved, arrays half written into staging/
+        real_save = store.np.save
+        def save(path, *a, **k):
+            real_save(path, *a, **k)
+            pause()
+        store.np.save = save
+    if point == "pointer":  # version complete in versions/, CURRENT not yet switched
+        store.set_current = lambda *a: pause()
+    settings = Settings(model_dir=model_dir, images=images, image_size=32, latent_dim=16, epochs=2,
+                        batch_size=8, clusters=3, workers=1)
+    training.train(settings, progress)
+""")
+
+
+@pytest.mark.parametrize("point", ["epoch", "saving", "pointer"])
+def test_sigkill_during_training_leaves_previous_version_answering(point, model_copy, tiny_collection, tmp_path):
+    before = store.current_id(model_copy)
+    query = sorted(tiny_collection.rglob("*.jpg"))[0]
+    expected = Searcher.load(model_copy).query(query, n=3).to_dict()
+    marker = tmp_path / "reached"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, point, str(marker), str(model_copy), str(tiny_collection)],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "child never reached the kill point"
+        time.sleep(0.1)
+    assert store.is_busy(model_copy)  # the run holds the lock while it works
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+
+    assert store.current_id(model_copy) == before
+    assert Searcher.load(model_copy).query(query, n=3).to_dict() == expected
+    assert not store.is_busy(model_copy)  # the kernel released the dead run's lock
+    with store.writer_lock(model_copy):
+        store.clear_staging(model_copy)
+    assert not (model_copy / "staging").exists() or not any((model_copy / "staging").iterdir())
+
+
+def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy, tiny_collection):
+    from imgsim import Settings
+    from imgsim.training import train
+
+    queries = sorted(tiny_collection.rglob("*.jpg"))[:4]
+    cache, cache_lock = {}, threading.Lock()
+
+    def current_searcher():
+        # What the dashboard does: resolve CURRENT once, then use that version's cached searcher.
+        vid = store.current_id(model_copy)
+        with cache_lock:
+            if vid not in cache:
+                cache[vid] = Searcher.load(model_copy, vid)
+            return cache[vid]
+
+    current_searcher()
+    answers, errors, done = [], [], threading.Event()
+
+    def client(k):
+        while not done.is_set() or len(answers) < 40:
+            try:
+                searcher = current_searcher()
+                q = queries[k % len(queries)]
+                answers.append((searcher.version.id, str(q), searcher.query(q, n=3, scope="all").to_dict()))
+            except Exception as exc:  # noqa: BLE001 - any error at all fails the test
+                errors.append(repr(exc))
+                return
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    new = train(Settings(model_dir=model_copy, images=tiny_collection, image_size=32, latent_dim=16, epochs=1,
+                         batch_size=8, clusters=3, workers=1, seed=5)).version
+    time.sleep(1.0)
+    done.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    versions = {vid for vid, _, _ in answers}
+    assert new in versions and len(versions) == 2
+    for vid, q, answer in answers:
+        again = Searcher.load(model_copy, vid) if vid not in cache else cache[vid]
+        assert again.query(q, n=3, scope="all").to_dict() == answer
+        assert set(r["path"] for r in answer["results"]) <= set(again.paths)
+        assert np.isfinite([r["score"] for r in answer["results"]]).all()
