@@ -37,6 +37,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 STAGE_FILTERS = (32, 64, 128, 256)
+GRID = 4  # the last stage is also pooled to a GRID x GRID layout
 
 
 def gpu_available() -> bool:
@@ -64,6 +65,11 @@ def build_encoder(image_size: int, latent_dim: int) -> keras.Model:
     for i, filters in enumerate(STAGE_FILTERS):
         x = conv_block(x, filters, f"stage{i + 1}")
         pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
+    # Global pooling keeps what is there (colour, texture) but not where; a coarse grid of the
+    # last stage keeps the layout too, which shapes such as digits and faces need.
+    side = image_size // 2 ** len(STAGE_FILTERS)
+    grid = layers.AveragePooling2D(pool_size=max(1, side // GRID), name="grid_pool")(x)
+    pooled.append(layers.Flatten(name="layout")(grid))
     x = layers.Concatenate(name="multiscale")(pooled)
     latent = layers.Dense(latent_dim, name="latent", dtype="float32")(x)
     return keras.Model(inp, latent, name="encoder")
