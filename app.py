@@ -1,10 +1,8 @@
-"""imgsim dashboard: `streamlit run app.py`. Page config, the shared sidebar and navigation; pages live in pages/."""
+"""imgsim dashboard: `streamlit run app.py`. Page config and navigation; the pages live in pages/."""
 
 import streamlit as st
 
 st.set_page_config(page_title="imgsim", page_icon=":material/image_search:", layout="wide")
-
-from pages import common  # noqa: E402  (set_page_config must come first)
 
 page = st.navigation([
     st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
@@ -12,5 +10,4 @@ page = st.navigation([
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ])
-common.sidebar(common.settings())
 page.run()

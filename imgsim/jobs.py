@@ -29,6 +29,7 @@ from .errors import BusyError, ImgsimError
 STATUS_FILE = "training.json"
 LOG_FILE = "training.log"
 START_GRACE_S = 60  # a run that has not reported its pid by then never started
+STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
 DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
 EPOCH_LOSS = re.compile(r"epoch (\d+)/(\d+) · loss ([0-9.eE+-]+|nan)")
 
@@ -118,6 +119,10 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
         except OSError as exc:
             write_status(model_dir, {"state": "failed", "error": f"could not start training: {exc}", "started": time.time()})
             raise ImgsimError(f"could not start training: {exc}") from None
+        status = read_status(model_dir) or {}
+        if status.get("pid") is None and status.get("state") == "running":
+            # Known at once, so the run can be stopped before it reports; the child writes the same pid.
+            write_status(model_dir, {**status, "pid": proc.pid})
     # Reap the child when it ends, so that its pid does not linger as a zombie of the server.
     threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-training-{proc.pid}").start()
     return proc.pid
@@ -183,16 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stop_on_sigterm(signum, frame):
-    raise SystemExit(143)
+def stop_on_sigterm(writer: StatusWriter):
+    """SIGTERM: record the stop, unwind (locks released, staging removed), and exit hard if unwinding stalls.
+
+    Unwinding can wait on worker threads (the demo build's pool finishes its queue first), so a
+    timer ends the process after STOP_GRACE_S whatever it is doing; the next run clears its leftovers.
+    """
+
+    def handler(signum, frame):
+        writer.finish("failed", error="training was stopped", stopped=True)
+        timer = threading.Timer(STOP_GRACE_S, os._exit, args=(143,))
+        timer.daemon = True
+        timer.start()
+        raise SystemExit(143)
+
+    return handler
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     previous = read_status(args.model_dir) or {}
     writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
                                            "images": str(args.images), "demo": args.demo})
+    signal.signal(signal.SIGTERM, stop_on_sigterm(writer))
     try:
         settings = Settings(**{k: v for k, v in vars(args).items() if k != "demo" and v is not None})
         writer.status["settings"] = settings.training_dict()
@@ -212,7 +230,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:
-        writer.finish("failed", error="training was stopped")
+        writer.finish("failed", error="training was stopped", stopped=True)
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:
         writer.finish("failed", error=f"unexpected {type(exc).__name__}: {exc} (details in {log_path(args.model_dir)})")

@@ -102,7 +102,6 @@ def start_training(run_settings: Settings, build_demo_first: bool = False, where
         notice = ("error", str(exc))
     else:
         notice = ("info", "Training started. Searches use the current model until the new one is ready.")
-        st.session_state["training_seen"] = "running"
     st.session_state[f"notice-{where}"] = notice
 
 
@@ -112,28 +111,28 @@ def training_progress(cfg: Settings, detailed: bool = False, where: str = "main"
     if kind:
         getattr(st, kind)(message)
     running = jobs.is_running(cfg.model_dir)
-    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed)
+    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed, running)
 
 
-def _training_progress(cfg: Settings, detailed: bool) -> None:
+def _training_progress(cfg: Settings, detailed: bool, was_running: bool) -> None:
     status = jobs.training_status(cfg.model_dir)
     state = status.get("state") if status else None
-    seen = st.session_state.get("training_seen")
-    st.session_state["training_seen"] = state
-    if seen == "running" and state != "running":
-        st.rerun()  # finished or failed: rerun the whole app, which then loads the new version
+    if was_running and state != "running":
+        st.rerun()  # the run ended while this part refreshed alone: rerun the app, which loads the new version
     if state == "running":
         elapsed = time.time() - status.get("started", time.time())
         label = f"Training… {status.get('fraction', 0):.0%} · {elapsed:.0f} s elapsed"
-        with st.status(label, state="running", expanded=detailed):
-            st.progress(min(1.0, float(status.get("fraction", 0))), text=status.get("message", ""))
-            if detailed and status.get("curve"):
-                import plotly.express as px
+        box = st.status(label, state="running", expanded=detailed)  # not `with`: leaving it would mark it complete
+        box.progress(min(1.0, float(status.get("fraction", 0))), text=status.get("message", ""))
+        if detailed and status.get("curve"):
+            import plotly.express as px
 
-                fig = px.line(x=[p[0] * 100 for p in status["curve"]], y=[p[1] for p in status["curve"]],
-                              labels={"x": "progress (%)", "y": "training loss"}, height=220)
-                fig.update_layout(margin=dict(l=0, r=0, t=10, b=0))
-                st.plotly_chart(fig, key="live-loss")
+            fig = px.line(x=[p[0] * 100 for p in status["curve"]], y=[p[1] for p in status["curve"]],
+                          labels={"x": "progress (%)", "y": "training loss"}, height=220)
+            fig.update_layout(margin=dict(l=0, r=0, t=10, b=0))
+            box.plotly_chart(fig, key="live-loss")
+    elif detailed and state == "failed" and status.get("stopped"):
+        st.info("The last training run was stopped; the active model is unchanged.")
     elif detailed and state == "failed":
         st.error(f"The last training run failed: {status.get('error')}")
     elif detailed and state == "finished":
@@ -162,9 +161,9 @@ def first_run(cfg: Settings) -> None:
 
 
 def sidebar(cfg: Settings) -> None:
-    """Collection, active version and its metrics, and the retrain trigger, on every page."""
-    version = active_version(cfg)
+    """Collection, active version and its metrics, and the retrain trigger; every page draws it first."""
     with st.sidebar:
+        version = active_version(cfg)
         st.caption("COLLECTION")
         st.markdown(f"`{cfg.images}`")
         st.caption("ACTIVE MODEL")

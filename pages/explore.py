@@ -33,6 +33,7 @@ def gallery(rows, version, key: str, px: int = 128) -> None:
 
 
 cfg = common.settings()
+common.sidebar(cfg)
 version = common.active_version(cfg)
 if version is None:
     common.first_run(cfg)

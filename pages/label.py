@@ -18,6 +18,7 @@ def save_and_move(model_dir, version_id: str, group: int, groups: list[int], ste
 
 
 cfg = common.settings()
+common.sidebar(cfg)
 version = common.active_version(cfg)
 if version is None:
     common.first_run(cfg)

@@ -61,6 +61,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
 
 
 cfg = common.settings()
+common.sidebar(cfg)
 version = common.active_version(cfg)
 if version is None:
     common.first_run(cfg)

@@ -62,6 +62,7 @@ def option_list(options: list[int], value: int) -> list[int]:
 
 
 cfg = common.settings()
+common.sidebar(cfg)
 version = common.active_version(cfg)
 st.title("Train")
 common.training_progress(cfg, detailed=True)

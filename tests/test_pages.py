@@ -1,0 +1,146 @@
+"""Every dashboard page through Streamlit's AppTest: no model, a small trained model, search, labels, retraining.
+
+AppTest runs app.py only on the first run; later runs and `switch_page` run the page file alone.
+That is one reason each page draws the shared sidebar itself rather than app.py.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from imgsim import Settings, jobs, store
+from imgsim.labels import load_names
+from tests.conftest import TINY
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ("pages/search.py", "pages/explore.py", "pages/label.py", "pages/train.py")
+
+
+def open_app(settings: Settings) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)  # the first search imports TensorFlow
+    at.session_state["settings"] = settings
+    return at.run()
+
+
+def visit(at: AppTest, page: str) -> AppTest:
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, f"{page}: {[e.value for e in at.exception]}"
+    return at
+
+
+def stop_when_reporting(model_dir) -> None:
+    """Stop the run once its process reports (so it records the stop), and wait for it to end."""
+    deadline = time.monotonic() + 60
+    while "curve" not in (jobs.read_status(model_dir) or {}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    jobs.stop_training(model_dir)
+    while jobs.is_running(model_dir) and time.monotonic() < deadline + 30:
+        time.sleep(0.2)
+    assert not jobs.is_running(model_dir)
+
+
+def texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("title", "info", "error", "warning", "success", "markdown", "caption")
+                    for e in getattr(at, kind))
+
+
+@pytest.fixture
+def model_settings(model_copy, tiny_collection) -> Settings:
+    return Settings(model_dir=model_copy, images=tiny_collection, **TINY)
+
+
+def test_every_page_renders_without_a_model_and_says_so(tmp_path):
+    at = open_app(Settings(model_dir=tmp_path / "models", images=tmp_path / "photos"))
+    for page in PAGES:
+        visit(at, page)
+        assert "No model yet" in [e.value for e in at.sidebar.markdown]
+        assert "no trained model" in texts(at).lower() or "no model has been trained" in texts(at).lower(), page
+        assert not at.error, page
+        if page != "pages/train.py":
+            assert [b.label for b in at.button] == ["Build the demo collection and train"]
+    assert not (tmp_path / "models").exists()  # looking starts nothing
+
+
+def test_the_first_run_builds_the_demo_and_trains_with_progress(tmp_path):
+    settings = Settings(model_dir=tmp_path / "models", images=tmp_path / "photos")
+    at = open_app(settings)
+    try:
+        at.button(key="first-run").click().run()
+        assert jobs.is_running(settings.model_dir) and jobs.read_status(settings.model_dir)["demo"]
+        assert at.status and at.status[0].state == "running"
+        assert "being trained" in texts(at)
+        assert not [b for b in at.button if b.key == "first-run"]  # one run at a time: no second button
+    finally:
+        stop_when_reporting(settings.model_dir)
+    at.run()
+    assert not at.exception and store.current_id(settings.model_dir) is None
+    assert "was stopped" in texts(at) and [b for b in at.button if b.key == "first-run"]  # offered again
+
+
+def test_every_page_renders_with_a_trained_model(model_settings):
+    version = store.load_version(model_settings.model_dir)
+    at = open_app(model_settings)
+    for page in PAGES:
+        visit(at, page)
+        assert version.id in " ".join(e.value for e in at.sidebar.markdown)
+        assert [b.label for b in at.sidebar.button] == ["Retrain"]
+        assert not at.error, f"{page}: {[e.value for e in at.error]}"
+        assert at.title[0].value == Path(page).stem.title()
+
+        if page == "pages/explore.py":
+            assert len(at.get("plotly_chart")) == 2  # the map and the silhouette by k
+            assert len(at.image[0].value) == int((version.groups == 0).sum())  # group 0's gallery
+
+        if page == "pages/label.py":  # name a group, press Enter: saved, and the next group is shown
+            at.text_input[0].input("brick walls")
+            at.button(key="FormSubmitter:form-%s-0-Save and next" % version.id).click().run()
+            assert load_names(model_settings.model_dir, version.id) == {0: "brick walls"}
+            assert at.selectbox(key="label_group").value == 1
+            assert at.get("download_button"), "the labels CSV"
+
+        if page == "pages/train.py":
+            assert len(at.dataframe[0].value) == 1  # the versions table
+            assert at.image, "reconstructions"
+            assert at.get("plotly_chart"), "loss curve"
+
+
+def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection):
+    at = open_app(model_settings)
+    query = sorted(tiny_collection.rglob("*.jpg"))[0]
+    at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert len(at.image) == 1 + 8  # the query, then N = 8 results
+    assert all("group" in c.value for c in at.main.caption[-8:])
+    assert query.stem not in " ".join(c.value for c in at.main.caption[-8:])  # never the query itself
+
+    at.slider(key="n").set_value(3).run()
+    assert len(at.image) == 1 + 3
+    at.segmented_control(key="scope").set_value("all").run()
+    assert len(at.image) == 1 + 3 and not at.exception
+
+    at.file_uploader(key="upload").set_value(("notes.png", b"these are not pixels", "image/png")).run()
+    assert "not an image" in at.error[0].value and not at.exception
+
+
+def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):
+    at = open_app(model_settings)
+    try:
+        at.button(key="sidebar-retrain").click().run()
+        assert jobs.is_running(model_settings.model_dir)
+        assert any("Training started" in e.value for e in at.sidebar.info), texts(at)
+        assert at.sidebar.status and at.sidebar.status[0].label.startswith("Training")
+
+        at.button(key="sidebar-retrain").click().run()  # a second trigger is told, not started
+        assert any("already in progress" in e.value for e in at.sidebar.warning)
+
+        visit(at, "pages/train.py")
+        assert at.status and at.status[0].state == "running"
+        assert [b for b in at.button if b.label == "Stop training"]
+    finally:
+        stop_when_reporting(model_settings.model_dir)
+    at.run()
+    assert not at.exception and jobs.training_status(model_settings.model_dir)["stopped"]
+    assert "was stopped" in texts(at)
