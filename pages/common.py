@@ -15,6 +15,15 @@ from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
 
 TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
 
+# Streamlit starts in its old pages-folder mode when a new server's first visitor opens a page URL
+# (/explore): it runs pages/explore.py alone and lists every file here, common.py included, as a
+# page. st.navigation turns that mode off for good; until then, turn it off here and rerun once,
+# which runs app.py and lands on the page that was asked for. (PagesManager is Streamlit's own.)
+from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
+
+_folder_mode = bool(PagesManager.uses_pages_directory)
+PagesManager.uses_pages_directory = False
+
 
 def settings() -> Settings:
     """The environment's settings; a test (or a future settings page) may put its own in the session."""
@@ -162,6 +171,10 @@ def first_run(cfg: Settings) -> None:
 
 def sidebar(cfg: Settings) -> None:
     """Collection, active version and its metrics, and the retrain trigger; every page draws it first."""
+    global _folder_mode
+    if _folder_mode:
+        _folder_mode = False
+        st.rerun()
     with st.sidebar:
         version = active_version(cfg)
         st.caption("COLLECTION")

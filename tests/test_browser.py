@@ -1,0 +1,126 @@
+"""End to end in a real browser: `streamlit run app.py` on a free port, driven by Playwright on Debian's Chromium.
+
+Screenshots of every page go to the test's temporary folder, or to $IMGSIM_SCREENSHOTS (e.g. docs/).
+$IMGSIM_SCREENSHOT_MODEL_DIR and $IMGSIM_SCREENSHOT_IMAGES, when set, replace the tiny fixture model
+so that the pictures show a real one (the model folder is only read).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ROOT = Path(__file__).resolve().parent.parent
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+EXCEPTION = '[data-testid="stException"]'
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); Playwright cannot download one here"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(model_copy, tiny_collection, tmp_path):
+    """The dashboard served by a real `streamlit run` on the tiny model (or the screenshot model); yields (url, images)."""
+    model_dir = os.environ.get("IMGSIM_SCREENSHOT_MODEL_DIR") or model_copy
+    images = Path(os.environ.get("IMGSIM_SCREENSHOT_IMAGES") or tiny_collection)
+    port = free_port()
+    env = {**os.environ, "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images)}
+    log_path = tmp_path / "streamlit.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+             "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, images
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def settle(page, heading: str) -> None:
+    """Wait for the page's title, then for its script run to end."""
+    page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=120_000)
+    page.wait_for_selector(IDLE, timeout=120_000)
+    page.wait_for_timeout(500)  # images and charts paint after the run ends
+
+
+def check_and_shoot(page, name: str, shots: Path) -> None:
+    assert page.locator(EXCEPTION).count() == 0, f"{name}: {page.locator(EXCEPTION).first.inner_text()}"
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def test_search_and_every_page_in_a_real_browser(dashboard, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, images = dashboard
+    shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    query = sorted(images.rglob("*.jpg"))[len(list(images.rglob("*.jpg"))) // 3]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(url)
+            settle(page, "Search")
+            page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(query))
+            grid = page.locator('.st-key-results [data-testid="stImage"]')
+            grid.nth(7).wait_for(timeout=120_000)
+            page.wait_for_selector(IDLE, timeout=60_000)
+            assert grid.count() == 8
+            assert page.locator(".st-key-results").get_by_text("group").count() >= 8
+            check_and_shoot(page, "search", shots)
+
+            page.get_by_role("link", name="Explore").click()
+            settle(page, "Explore")
+            plot = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+            page.mouse.move(plot["x"] + 2, plot["y"] + 2)  # a lasso around the whole map selects every image
+            page.mouse.down()
+            for fx, fy in ((0.99, 0.0), (0.99, 0.99), (0.0, 0.99), (0.0, 0.01)):
+                page.mouse.move(plot["x"] + fx * plot["width"], plot["y"] + fy * plot["height"], steps=8)
+            page.mouse.up()
+            page.get_by_role("heading", name="selected").wait_for(timeout=60_000)
+            page.wait_for_selector(IDLE, timeout=60_000)
+            assert page.get_by_role("heading", name="selected").inner_text().split()[0].isdigit()
+            page.wait_for_timeout(500)
+            check_and_shoot(page, "explore", shots)
+
+            for name in ("Label", "Train"):
+                page.get_by_role("link", name=name).click()
+                settle(page, name)
+                check_and_shoot(page, name.lower(), shots)
+            assert page.locator('[data-testid="stSidebarUserContent"]').get_by_role("button", name="Retrain").count() == 1
+        finally:
+            browser.close()
