@@ -42,7 +42,7 @@ def searcher(model_dir: str, version_id: str):
     return Searcher(load_version(model_dir, version_id))
 
 
-@st.cache_data(max_entries=20_000, show_spinner=False)
+@st.cache_data(max_entries=5_000, show_spinner=False)  # about 50 MB of JPEGs
 def _thumbnail(path: str, mtime: int, px: int) -> bytes:
     return thumbnail_or_placeholder(path, px)
 
@@ -59,16 +59,23 @@ def spread(rows: list[int], count: int) -> list[int]:
     return [rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
 
 
-def active_version(cfg: Settings) -> store.Version | None:
-    """The current version, or None when there is none yet; a damaged one is reported with st.error."""
+def active_version(cfg: Settings, quiet: bool = False) -> store.Version | None:
+    """The current version (None before the first one); if it is damaged, say so and use the newest intact one."""
     version_id = store.current_id(cfg.model_dir)
     if version_id is None:
         return None
     try:
         return load_version(str(cfg.model_dir), version_id)
     except ImgsimError as exc:
-        st.error(str(exc))
-        return None
+        if not quiet:
+            st.error(f"The active model cannot be used: {exc}")
+    for manifest in store.list_versions(cfg.model_dir):
+        if manifest.get("id") != version_id and not manifest.get("damaged"):
+            try:
+                return load_version(str(cfg.model_dir), manifest["id"])
+            except ImgsimError:
+                continue
+    return None
 
 
 def group_names(cfg: Settings, version: store.Version) -> dict[int, str]:
@@ -176,7 +183,7 @@ def sidebar(cfg: Settings) -> None:
         _folder_mode = False
         st.rerun()
     with st.sidebar:
-        version = active_version(cfg)
+        version = active_version(cfg, quiet=True)  # the page itself says what is wrong
         st.caption("COLLECTION")
         st.markdown(f"`{cfg.images}`")
         st.caption("ACTIVE MODEL")

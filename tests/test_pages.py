@@ -4,6 +4,8 @@ AppTest runs app.py only on the first run; later runs and `switch_page` run the 
 That is one reason each page draws the shared sidebar itself rather than app.py.
 """
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -107,6 +109,15 @@ def test_every_page_renders_with_a_trained_model(model_settings):
             assert at.get("plotly_chart"), "loss curve"
 
 
+def test_a_damaged_model_is_reported_in_plain_words(model_settings):
+    version_id = store.current_id(model_settings.model_dir)
+    (model_settings.model_dir / "versions" / version_id / "vectors.npy").write_bytes(b"damaged")
+    at = open_app(model_settings)
+    for page in PAGES:
+        visit(at, page)
+        assert any("vectors.npy is missing or damaged" in e.value for e in at.error), page
+
+
 def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection):
     at = open_app(model_settings)
     query = sorted(tiny_collection.rglob("*.jpg"))[0]
@@ -123,6 +134,45 @@ def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_c
 
     at.file_uploader(key="upload").set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert "not an image" in at.error[0].value and not at.exception
+
+
+def test_searching_by_url_and_by_a_collection_image(model_settings, tiny_collection, http_server, monkeypatch):
+    query = sorted(tiny_collection.rglob("*.jpg"))[5]
+    url = http_server.serve("/query.jpg", query.read_bytes(), content_type="image/jpeg")
+    at = open_app(model_settings)
+    at.segmented_control(key="how").set_value("URL").run()
+
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS", raising=False)
+    at.text_input(key="url").input(url).run()
+    assert at.error and "127.0.0.1" in at.error[0].value and not at.exception  # loopback refused, in words
+    assert len(at.image) == 0
+
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    at.text_input(key="url").input(url + "?again").run()
+    assert not at.error and len(at.image) == 1 + 8
+
+    at.segmented_control(key="how").set_value("Collection").run()
+    at.selectbox(key="pick").select(str(query)).run()
+    assert not at.error and len(at.image) == 1 + 8
+    assert query.stem not in " ".join(c.value for c in at.main.caption[-8:])
+
+
+def test_another_version_can_be_made_active_on_the_train_page(model_settings):
+    model_dir = model_settings.model_dir
+    first = store.current_id(model_dir)
+    second = first[:-4] + "beef"  # a copy of the version under another id: versions are plain folders
+    shutil.copytree(model_dir / "versions" / first, model_dir / "versions" / second)
+    manifest = json.loads((model_dir / "versions" / second / "manifest.json").read_text())
+    (model_dir / "versions" / second / "manifest.json").write_text(json.dumps({**manifest, "id": second}))
+
+    at = open_app(model_settings)
+    visit(at, "pages/train.py")
+    assert len(at.dataframe[0].value) == 2
+    at.selectbox(key="use-version").select(second).run()
+    [button] = [b for b in at.button if b.label == "Make active"]
+    button.click().run()
+    assert store.current_id(model_dir) == second and not at.exception
+    assert second in " ".join(e.value for e in at.sidebar.markdown)
 
 
 def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):
