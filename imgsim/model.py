@@ -97,10 +97,13 @@ def build_autoencoder(image_size: int = 128, latent_dim: int = 128) -> keras.Mod
 
 
 def build_augmenter(seed: int) -> keras.Sequential:
-    """Views of one image that should share a latent: crops, flips, small turns, light and contrast."""
+    """Views of one image that should share a latent: crops, small turns, light and contrast.
+
+    No mirroring: a mirrored digit, letter or layout is often another thing, and measured here
+    flip invariance cost digits 0.95 -> 0.89 precision@10 while gaining photos 0.90 -> 0.92.
+    """
     return keras.Sequential(
         [
-            layers.RandomFlip("horizontal", seed=seed),
             layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
             layers.RandomZoom((-0.35, 0.0), fill_mode="reflect", seed=seed + 2),
             layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 3),
@@ -114,17 +117,22 @@ def build_augmenter(seed: int) -> keras.Sequential:
 class Trainer(keras.Model):
     """Fits an autoencoder's encoder and decoder; only the autoencoder itself is saved.
 
-    loss = reconstruction MSE + invariance * MSE(z1, z2) + variance * hinge(std(z)) + covariance * offdiag(cov(z))
+    loss = reconstruction * MSE(image, decoded) + invariance * MSE(z1, z2)
+           + variance * hinge(std(z)) + covariance * offdiag(cov(z))
+
+    The reconstruction MSE of [0, 1] pixels is two orders of magnitude smaller than the other
+    terms; weighted 10 it still shapes the latent (digits precision@10 0.89 -> 0.93 on a
+    400-image subset, photos unchanged within 0.01).
     """
 
-    def __init__(self, autoencoder: keras.Model, seed: int = 0, invariance: float = 1.0,
+    def __init__(self, autoencoder: keras.Model, seed: int = 0, reconstruction: float = 10.0, invariance: float = 1.0,
                  variance: float = 1.0, covariance: float = 0.04, **kwargs):
         super().__init__(**kwargs)
         self.autoencoder = autoencoder
         self.encoder = autoencoder.get_layer("encoder")
         self.decoder = autoencoder.get_layer("decoder")
         self.augmenter = build_augmenter(seed)
-        self.weights_ = (invariance, variance, covariance)
+        self.weights_ = (reconstruction, invariance, variance, covariance)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "reconstruction", "invariance", "spread")}
 
     @property
@@ -141,8 +149,8 @@ class Trainer(keras.Model):
         invariance = tf.reduce_mean(tf.square(z1 - z2))
         spread = variance_term(z1) + variance_term(z2)
         cov = covariance_term(z1) + covariance_term(z2)
-        w_inv, w_var, w_cov = self.weights_
-        total = reconstruction + w_inv * invariance + w_var * spread + w_cov * cov
+        w_rec, w_inv, w_var, w_cov = self.weights_
+        total = w_rec * reconstruction + w_inv * invariance + w_var * spread + w_cov * cov
         return total, {"reconstruction": reconstruction, "invariance": invariance, "spread": spread}
 
     def train_step(self, data):

@@ -102,3 +102,12 @@ def test_python_dash_m_entry_point_reports_errors_without_traceback(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_eval_prints_the_model_next_to_the_baselines(capsys, trained, tiny_collection):
+    _, models = trained
+    code, out, _ = run(capsys, "eval", "--images", tiny_collection, "--model-dir", models, "-k", "3")
+    assert code == 0
+    for row in ("imgsim latents", "raw pixels 32px", "PCA-64 of pixels", "colour histogram"):
+        assert row in out
+    assert "precision@3" in out and "adjusted Rand index" in out
