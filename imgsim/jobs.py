@@ -111,7 +111,7 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
                                  "images": str(settings.images), "demo": build_demo_first})
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
         try:
-            with open(log_path(model_dir), "ab") as log:
+            with open(log_path(model_dir), "wb") as log:  # the last run's output only
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "imgsim.jobs", *settings_args(settings), *(["--demo"] if build_demo_first else [])],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,

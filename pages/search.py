@@ -22,6 +22,11 @@ def fetch(url: str) -> bytes:
     return read_bytes(url)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def query_thumbnail(data: bytes) -> bytes:
+    return thumbnail_jpeg(data, 256)
+
+
 def results_csv(result, names) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -46,7 +51,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
     version = searcher.version
     with st.container(key="query"):
         picture, about = st.columns([1, 3], vertical_alignment="center")
-        picture.image(thumbnail_jpeg(data, 256), width="stretch")
+        picture.image(query_thumbnail(data), width="stretch")
         about.markdown(f"**{name}**  \nPredicted **{group_name(result.cluster, names)}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
