@@ -75,8 +75,9 @@ if version is None:
 st.title("Search")
 try:
     searcher = common.searcher(str(cfg.model_dir), version.id)
-except ImgsimError as exc:
-    st.error(str(exc))
+except Exception as exc:  # a model file Keras cannot read raises assorted types; say so, no traceback
+    st.error(f"The model of version {version.id} cannot be loaded ({type(exc).__name__}: {exc}). "
+             "Make another version active or retrain on the Train page.")
     st.stop()
 names = common.group_names(cfg, version)
 

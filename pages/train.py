@@ -120,8 +120,8 @@ with right:
     st.markdown("**Reconstructions** · original, then decoded from its latent vector")
     try:
         pairs = reconstructions(str(cfg.model_dir), version.id)
-    except (ImgsimError, ValueError, OSError) as exc:
-        st.error(f"Cannot decode with this version: {exc}")
+    except Exception as exc:  # as on the Search page: a model Keras cannot read is reported, not raised
+        st.error(f"This version's model cannot decode images ({type(exc).__name__}: {exc}).")
         pairs = []
     for start in range(0, len(pairs), 3):
         for column, (name, original, decoded) in zip(st.columns(3), pairs[start:start + 3]):

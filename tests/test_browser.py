@@ -2,7 +2,8 @@
 
 Screenshots of every page go to the test's temporary folder, or to $IMGSIM_SCREENSHOTS (e.g. docs/).
 $IMGSIM_SCREENSHOT_MODEL_DIR and $IMGSIM_SCREENSHOT_IMAGES, when set, replace the tiny fixture model
-so that the pictures show a real one (the model folder is only read).
+so that the pictures show a real one (the model folder is only read); $IMGSIM_SCREENSHOT_QUERY picks
+the image searched with.
 """
 
 import os
@@ -88,7 +89,8 @@ def test_search_and_every_page_in_a_real_browser(dashboard, tmp_path):
     url, images = dashboard
     shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    query = sorted(images.rglob("*.jpg"))[len(list(images.rglob("*.jpg"))) // 3]
+    photos = sorted(images.rglob("*.jpg"))
+    query = Path(os.environ.get("IMGSIM_SCREENSHOT_QUERY") or photos[len(photos) // 3])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
