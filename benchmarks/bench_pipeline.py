@@ -30,7 +30,19 @@ OUT = ROOT / "benchmarks" / "out"
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory in MiB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child started by a
+    parent holding a trained model would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_collection(n: int, size: int) -> Path:
