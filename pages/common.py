@@ -176,6 +176,17 @@ def first_run(cfg: Settings) -> None:
               args=(train_settings(cfg, None), demo))
 
 
+def page_start() -> tuple[Settings, store.Version]:
+    """Every page that needs a model begins here: the sidebar, then the active version or the first-run panel."""
+    cfg = settings()
+    sidebar(cfg)
+    version = active_version(cfg)
+    if version is None:
+        first_run(cfg)
+        st.stop()
+    return cfg, version
+
+
 def sidebar(cfg: Settings) -> None:
     """Collection, active version and its metrics, and the retrain trigger; every page draws it first."""
     global _folder_mode

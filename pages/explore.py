@@ -32,12 +32,7 @@ def gallery(rows, version, key: str, px: int = 128) -> None:
              caption=[Path(p).stem for p in paths])
 
 
-cfg = common.settings()
-common.sidebar(cfg)
-version = common.active_version(cfg)
-if version is None:
-    common.first_run(cfg)
-    st.stop()
+cfg, version = common.page_start()
 names = common.group_names(cfg, version)
 st.title("Explore")
 

@@ -17,12 +17,7 @@ def save_and_move(model_dir, version_id: str, group: int, groups: list[int], ste
     st.session_state["label_group"] = groups[(groups.index(group) + step) % len(groups)]
 
 
-cfg = common.settings()
-common.sidebar(cfg)
-version = common.active_version(cfg)
-if version is None:
-    common.first_run(cfg)
-    st.stop()
+cfg, version = common.page_start()
 names = common.group_names(cfg, version)
 groups = sorted(int(g) for g in set(version.groups.tolist()))
 counts = {g: int((version.groups == g).sum()) for g in groups}

@@ -65,12 +65,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
                                f"{common.short_name(hit.path, version)}")
 
 
-cfg = common.settings()
-common.sidebar(cfg)
-version = common.active_version(cfg)
-if version is None:
-    common.first_run(cfg)
-    st.stop()
+cfg, version = common.page_start()
 
 st.title("Search")
 try:
