@@ -1,7 +1,6 @@
 """A retraining killed at any point leaves the previous version answering; queries during a
 retraining are answered wholly by one version."""
 
-import os
 import signal
 import subprocess
 import sys
