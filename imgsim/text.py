@@ -1,0 +1,59 @@
+"""Names are data: how a file name, a URL or a group name is shown, printed and exported safely.
+
+File names may hold anything a file system allows: bytes that are not UTF-8 (kept in `str` as
+lone surrogates by `os.fsdecode`), newlines, control characters, markup. They are stored as
+they are and escaped only where they are shown, so that one name is always one line of text,
+never markup, and never a spreadsheet formula.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+
+# OWASP's CSV-injection rule: a cell starting with one of these is a formula in Excel,
+# LibreOffice and Google Sheets; a leading apostrophe makes it text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def one_line(text) -> str:
+    """`text` as one printable line: undecodable bytes as \\xNN, control characters as \\n, \\t, \\x1b ..."""
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:  # any other lone surrogate cannot be encoded either
+            out.append(f"\\u{code:04x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(repr(ch)[1:-1] if code < 0x80 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def csv_cell(value) -> str | int | float:
+    """A value made safe for a spreadsheet: one line, and text rather than a formula."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = one_line("" if value is None else value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_text(header: list[str], rows) -> str:
+    """CSV (UTF-8 text, `\\n` line ends) with every cell passed through `csv_cell`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return out.getvalue()
+
+
+def write_csv(path, header: list[str], rows) -> None:
+    """Write `csv_text` to a file as UTF-8."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(csv_text(header, rows))
