@@ -208,4 +208,17 @@ def compile_encoder(encoder: keras.Model):
 
 
 def load_autoencoder(path) -> keras.Model:
-    return keras.saving.load_model(path, compile=False)
+    """The saved autoencoder; a file Keras cannot rebuild (edited config, other version) is ModelNotFoundError."""
+    from .errors import ModelNotFoundError
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model.get_layer("encoder"), model.get_layer("decoder")
+    except Exception as exc:  # Keras raises assorted types for a config it cannot rebuild
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ModelNotFoundError(f"{path}: Keras cannot load this model ({type(exc).__name__}: {first})") from None
+    return model
+
+
+def load_encoder(path) -> keras.Model:
+    return load_autoencoder(path).get_layer("encoder")

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+import logging
+
 from . import store
+from .errors import ModelNotFoundError
 from .collection import encode_files
 from .groups import predict_groups
 from .images import decode, describe, is_url, read_bytes
 from .index import Index
 
 SCOPES = ("cluster", "all")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,10 @@ class Searcher:
     """A loaded model version: its encoder, vectors, groups and indexes. Safe to share between threads."""
 
     def __init__(self, version: store.Version):
-        from .model import compile_encoder, load_autoencoder
+        from .model import compile_encoder, load_encoder
 
         self.version = version
-        self.encoder = load_autoencoder(version.model_path).get_layer("encoder")
+        self.encoder = load_encoder(version.model_path)
         self.encode_batch = compile_encoder(self.encoder)
         self.lock = threading.Lock()  # TensorFlow models are not promised to be thread-safe
         self.paths = version.paths
@@ -57,7 +61,15 @@ class Searcher:
 
     @classmethod
     def load(cls, model_dir, version_id: str | None = None) -> "Searcher":
-        return cls(store.load_version(model_dir, version_id))
+        """The given version, or the current one; a version whose model cannot be loaded falls back like a damaged one."""
+        if version_id:
+            return cls(store.load_version(model_dir, version_id))
+        for candidate in store.candidates(model_dir):
+            try:
+                return cls(store.load_version(model_dir, candidate))
+            except ModelNotFoundError as exc:
+                log.warning("version %s cannot be used (%s); trying the next intact one", candidate, exc)
+        raise store.no_model(model_dir)
 
     @property
     def image_size(self) -> int:

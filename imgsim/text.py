@@ -57,3 +57,23 @@ def write_csv(path, header: list[str], rows) -> None:
     """Write `csv_text` to a file as UTF-8."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(csv_text(header, rows))
+
+
+MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|<>~$:&=^\"'")
+
+
+def markdown_text(text) -> str:
+    """`text` for a place that renders Markdown (Streamlit captions, labels, options): shown as typed, never markup.
+
+    CommonMark lets any ASCII punctuation be escaped with a backslash; escaping all of the ones
+    Markdown, its HTML, links and images, Streamlit's `:colour[...]` directives, emoji shortcodes
+    and `$` maths use leaves nothing for the renderer to interpret.
+    """
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in one_line(text))
+
+
+def html_text(text) -> str:
+    """`text` for Plotly's labels, legends and hover boxes, which read a subset of HTML (<a href>, <b>, <br>)."""
+    import html
+
+    return html.escape(one_line(text), quote=True)
