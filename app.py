@@ -2,12 +2,16 @@
 
 import streamlit as st
 
+from imgsim.access import Access
+
 st.set_page_config(page_title="imgsim", page_icon=":material/image_search:", layout="wide")
 
-page = st.navigation([
+pages = [
     st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-])
-page.run()
+]
+if Access.from_env(st.get_option("server.address")).readonly:
+    pages = pages[:3]  # read-only: no page that exists only to change things
+st.navigation(pages).run()

@@ -5,13 +5,13 @@ Stored as `<model_dir>/labels/<version_id>.json`: {"0": "cats", "3": "scans"}.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
 import secrets
 from pathlib import Path
+
+from .text import csv_text
 
 VERSION_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -49,10 +49,6 @@ def group_name(group: int, names: dict[int, str]) -> str:
 
 
 def labels_csv(version, names: dict[int, str]) -> str:
-    """CSV of every image: path, group, name (empty for unnamed groups)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "group", "name"])
-    for path, group in zip(version.paths, version.groups.tolist()):
-        writer.writerow([path, group, names.get(int(group), "")])
-    return out.getvalue()
+    """CSV of every image: path, group, name (empty for unnamed groups); cells are never formulas."""
+    return csv_text(["path", "group", "name"],
+                    ([path, group, names.get(int(group), "")] for path, group in zip(version.paths, version.groups.tolist())))

@@ -8,9 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from imgsim import jobs, store
+from imgsim.access import Access
 from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
+from imgsim.text import markdown_text
 from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
 
 TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
@@ -28,6 +30,51 @@ PagesManager.uses_pages_directory = False
 def settings() -> Settings:
     """The environment's settings; a test (or a future settings page) may put its own in the session."""
     return st.session_state.get("settings") or Settings.from_env()
+
+
+def access() -> Access:
+    """This server's write policy: read-only mode, a password, or loopback-only (see imgsim.access)."""
+    try:
+        secret = st.secrets.get("password")
+    except Exception:  # no secrets.toml, or one that does not parse: no password from there
+        secret = None
+    return Access.from_env(st.get_option("server.address"), secret_password=secret)
+
+
+def can_write() -> bool:
+    """Whether this browser session may train, stop, switch versions or rename groups."""
+    return access().can_write(bool(st.session_state.get("unlocked")))
+
+
+def unlock() -> None:
+    """Form callback: a correct password unlocks changes for this browser session only."""
+    attempt = st.session_state.pop("password-attempt", "")
+    if access().check_password(attempt):
+        st.session_state["unlocked"] = True
+    else:
+        time.sleep(1)  # a little friction for guessing; there is no other rate limit
+        st.session_state["notice-sidebar"] = ("error", "Wrong password.")
+
+
+def access_panel() -> None:
+    """The sidebar's lock: a password field while locked, a lock button while unlocked."""
+    policy = access()
+    if policy.readonly:
+        st.caption("Read-only: search and explore only.")
+    elif policy.needs_password and not st.session_state.get("unlocked"):
+        with st.form("unlock", border=False):
+            st.text_input("Password to make changes", type="password", key="password-attempt")
+            st.form_submit_button("Unlock", on_click=unlock, icon=":material/lock_open:")
+    elif policy.needs_password:
+        st.button("Lock changes", icon=":material/lock:", key="lock",
+                  on_click=lambda: st.session_state.update(unlocked=False))
+    elif not policy.can_write():
+        st.caption(policy.why_not())
+
+
+def md(text) -> str:
+    """A user's text (file or group name, URL) for a Markdown place: shown as typed, never markup."""
+    return markdown_text(text)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -62,19 +109,12 @@ def spread(rows: list[int], count: int) -> list[int]:
 def active_version(cfg: Settings, quiet: bool = False) -> store.Version | None:
     """The current version (None before the first one); if it is damaged, say so and use the newest intact one."""
     version_id = store.current_id(cfg.model_dir)
-    if version_id is None:
-        return None
-    try:
-        return load_version(str(cfg.model_dir), version_id)
-    except ImgsimError as exc:
-        if not quiet:
-            st.error(f"The active model cannot be used: {exc}")
-    for manifest in store.list_versions(cfg.model_dir):
-        if manifest.get("id") != version_id and not manifest.get("damaged"):
-            try:
-                return load_version(str(cfg.model_dir), manifest["id"])
-            except ImgsimError:
-                continue
+    for candidate in store.candidates(cfg.model_dir):
+        try:
+            return load_version(str(cfg.model_dir), candidate)
+        except ImgsimError as exc:
+            if candidate == version_id and not quiet:
+                st.error(f"The active model cannot be used: {exc}")
     return None
 
 
@@ -110,6 +150,9 @@ def collection_size(folder) -> int:
 
 def start_training(run_settings: Settings, build_demo_first: bool = False, where: str = "main") -> None:
     """Button callback: launch a run, or leave a plain-words notice for `training_progress` to show."""
+    if not can_write():  # the button is not drawn then; this guards the callback itself too
+        st.session_state[f"notice-{where}"] = ("error", access().why_not())
+        return
     try:
         jobs.start_training(run_settings, build_demo_first=build_demo_first)
     except BusyError:
@@ -162,13 +205,16 @@ def first_run(cfg: Settings) -> None:
     if jobs.is_running(cfg.model_dir):
         st.info("The first model is being trained. This page will show it as soon as it is ready.")
         return
+    if not can_write():
+        st.info(f"There is no trained model yet. {access().why_not()}")
+        return
     count = collection_size(cfg.images)
     if count >= 2:
-        st.info(f"There is no trained model in `{cfg.model_dir}` yet. "
-                f"Train one on the {count} images in `{cfg.images}` to start searching.")
+        st.info(f"There is no trained model in {md(cfg.model_dir)} yet. "
+                f"Train one on the {count} images in {md(cfg.images)} to start searching.")
         label, demo = f"Train on {count} images", False
     else:
-        st.info(f"There is no trained model in `{cfg.model_dir}` yet, and no images in `{cfg.images}`. "
+        st.info(f"There is no trained model in {md(cfg.model_dir)} yet, and no images in {md(cfg.images)}. "
                 "Build the demo collection (600 pictures made from the photographs that ship with "
                 "scikit-image) and train a model on it: a few minutes on a laptop CPU.")
         label, demo = "Build the demo collection and train", True
@@ -196,13 +242,13 @@ def sidebar(cfg: Settings) -> None:
     with st.sidebar:
         version = active_version(cfg, quiet=True)  # the page itself says what is wrong
         st.caption("COLLECTION")
-        st.markdown(f"`{cfg.images}`")
+        st.text(str(cfg.images) if can_write() else cfg.images.name)  # no server paths for visitors
         st.caption("ACTIVE MODEL")
         if version is None:
             st.markdown("No model yet")
         else:
             metrics = version.manifest.get("metrics", {})
-            st.markdown(f"`{version.id}`")
+            st.text(version.id)
             a, b = st.columns(2)
             a.metric("Images", metrics.get("images", len(version.files)))
             b.metric("Groups", len(version.centres))
@@ -210,7 +256,8 @@ def sidebar(cfg: Settings) -> None:
             a.metric("Val. loss", f"{val_loss:.4f}" if val_loss is not None else "–")
             b.metric("Silhouette", f"{silhouette:.3f}" if silhouette is not None else "–")
         training_progress(cfg, where="sidebar")
-        if version is not None:
+        access_panel()
+        if version is not None and can_write():
             run = train_settings(cfg, version)
             st.button("Retrain", key="sidebar-retrain", width="stretch", on_click=start_training,
                       args=(run, False, "sidebar"),

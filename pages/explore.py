@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from imgsim.groups import silhouette_by_k
 from imgsim.labels import group_name
+from imgsim.text import html_text
 from pages import common
 
 SHOWN = 60  # thumbnails per gallery before "show more"
@@ -29,7 +30,7 @@ def gallery(rows, version, key: str, px: int = 128) -> None:
         rows = common.spread(rows, SHOWN)
     paths = [version.paths[i] for i in rows]
     st.image([common.thumbnail(p, px) for p in paths], width=px,
-             caption=[Path(p).stem for p in paths])
+             caption=[common.md(Path(p).stem) for p in paths])
 
 
 cfg, version = common.page_start()
@@ -38,10 +39,10 @@ st.title("Explore")
 
 frame = pd.DataFrame({
     "x": version.map2d[:, 0], "y": version.map2d[:, 1], "row": range(len(version.paths)),
-    "group": [group_name(g, names) for g in version.groups.tolist()],
-    "file": [common.short_name(p, version) for p in version.paths],
+    "group": [html_text(group_name(g, names)) for g in version.groups.tolist()],  # Plotly reads some HTML
+    "file": [html_text(common.short_name(p, version)) for p in version.paths],
 })
-order = sorted(frame["group"].unique(), key=lambda label: int(label.split()[1]))
+order = [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
 fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
                  hover_data={"x": False, "y": False, "row": False, "group": True},
                  category_orders={"group": order}, height=560,
@@ -62,7 +63,8 @@ if chosen:
 st.subheader("Groups")
 counts = {int(g): int(c) for g, c in pd.Series(version.groups).value_counts().sort_index().items()}
 group = st.segmented_control("Group", list(counts), default=next(iter(counts)), required=True, key="group",
-                             format_func=lambda g: f"{group_name(g, names)} ({counts[g]})", label_visibility="collapsed")
+                             format_func=lambda g: f"{common.md(group_name(g, names))} ({counts[g]})",
+                             label_visibility="collapsed")
 gallery([i for i, g in enumerate(version.groups.tolist()) if g == group], version, f"group-{group}")
 
 st.subheader("Choosing k")

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from imgsim.labels import group_name, labels_csv, load_names, save_names
+from imgsim.text import one_line
 from pages import common
 
 SHOWN = 48
@@ -11,6 +12,8 @@ SHOWN = 48
 
 def save_and_move(model_dir, version_id: str, group: int, groups: list[int], step: int) -> None:
     """Form callback: store the typed name (blank clears it), then show the next or previous group."""
+    if not common.can_write():  # the form is not drawn then; this guards the callback itself too
+        return
     names = load_names(model_dir, version_id)
     names[group] = st.session_state.get(f"name-{version_id}-{group}", "").strip()
     save_names(model_dir, version_id, names)
@@ -25,17 +28,21 @@ if st.session_state.get("label_group") not in groups:
     st.session_state["label_group"] = groups[0]
 
 st.title("Label")
-st.caption("Give each group a name. Type it and press Enter: the name is saved and the next group appears.")
+writable = common.can_write()
+st.caption("Give each group a name. Type it and press Enter: the name is saved and the next group appears."
+           if writable else common.access().why_not())
 group = st.selectbox("Group", groups, key="label_group",
-                     format_func=lambda g: f"{group_name(g, names)} ({counts[g]} images)")
+                     format_func=lambda g: f"{one_line(group_name(g, names))} ({counts[g]} images)")
 
-with st.form(f"form-{version.id}-{group}", border=False):
-    st.text_input(f"Name for group {group}", value=names.get(group, ""), key=f"name-{version.id}-{group}",
-                  placeholder="e.g. cats, receipts, beach", max_chars=80)
-    left, right, _ = st.columns([1, 1, 4])
-    args = (str(cfg.model_dir), version.id, group, groups)
-    left.form_submit_button("Save and next", type="primary", on_click=save_and_move, args=(*args, 1), width="stretch")
-    right.form_submit_button("Previous", on_click=save_and_move, args=(*args, -1), width="stretch")
+if writable:
+    with st.form(f"form-{version.id}-{group}", border=False):
+        st.text_input(f"Name for group {group}", value=names.get(group, ""), key=f"name-{version.id}-{group}",
+                      placeholder="e.g. cats, receipts, beach", max_chars=80)
+        left, right, _ = st.columns([1, 1, 4])
+        args = (str(cfg.model_dir), version.id, group, groups)
+        left.form_submit_button("Save and next", type="primary", on_click=save_and_move, args=(*args, 1),
+                                width="stretch")
+        right.form_submit_button("Previous", on_click=save_and_move, args=(*args, -1), width="stretch")
 
 rows = [i for i, g in enumerate(version.groups.tolist()) if g == group]
 shown = rows if len(rows) <= SHOWN or st.toggle(f"Show all {len(rows)}", key=f"all-{group}") else common.spread(rows, SHOWN)

@@ -1,14 +1,14 @@
 """Search: the collection images most like an uploaded, linked or chosen image."""
 
-import csv
-import io
 from pathlib import Path
 
 import streamlit as st
 
 from imgsim.errors import ImgsimError
-from imgsim.images import ALLOWED_FORMATS, read_bytes
+from imgsim.fetch import fetch_url
+from imgsim.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.labels import group_name
+from imgsim.text import csv_text, one_line
 from imgsim.thumbnails import thumbnail_jpeg
 from pages import common
 
@@ -18,8 +18,11 @@ COLUMNS = 4
 
 @st.cache_data(ttl=600, max_entries=32, show_spinner="Fetching the image…")
 def fetch(url: str) -> bytes:
-    """The URL's bytes, fetched once for all the reruns that follow (refusals are not cached)."""
-    return read_bytes(url)
+    """The URL's bytes, fetched once for all the reruns that follow (refusals are not cached).
+
+    Only http(s) reaches the fetcher; nothing typed here is ever read as a server path.
+    """
+    return fetch_url(url)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -28,12 +31,9 @@ def query_thumbnail(data: bytes) -> bytes:
 
 
 def results_csv(result, names) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "path", "score", "distance", "group", "group_name"])
-    for rank, hit in enumerate(result.results, 1):
-        writer.writerow([rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, "")])
-    return out.getvalue()
+    return csv_text(["rank", "path", "score", "distance", "group", "group_name"],
+                    [[rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, "")]
+                     for rank, hit in enumerate(result.results, 1)])
 
 
 @st.fragment
@@ -52,7 +52,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
     with st.container(key="query"):
         picture, about = st.columns([1, 3], vertical_alignment="center")
         picture.image(query_thumbnail(data), width="stretch")
-        about.markdown(f"**{name}**  \nPredicted **{group_name(result.cluster, names)}**  \n"
+        about.markdown(f"**{common.md(name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
         about.download_button("Download results (CSV)", results_csv(result, names), file_name="imgsim-results.csv",
@@ -61,8 +61,8 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
         for start in range(0, len(result.results), COLUMNS):
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
                 column.image(common.thumbnail(hit.path, 256), width="stretch")
-                column.caption(f"**{hit.score:.3f}** · {group_name(hit.cluster, names)}  \n"
-                               f"{common.short_name(hit.path, version)}")
+                column.caption(f"**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
+                               f"{common.md(common.short_name(hit.path, version))}")
 
 
 cfg, version = common.page_start()
@@ -84,15 +84,17 @@ if how == "Upload":
     if uploaded is not None:
         data, name = uploaded.getvalue(), uploaded.name
 elif how == "URL":
-    url = st.text_input("Image URL", placeholder="https://example.org/picture.jpg", key="url").strip()
-    if url:
+    url = st.text_input("Image URL", placeholder="https://example.org/picture.jpg", key="url", max_chars=2048).strip()
+    if url and not is_url(url):
+        st.error("Enter the http:// or https:// address of an image. To search with a file, upload it.")
+    elif url:
         try:
             data, name = fetch(url), url
         except (ImgsimError, ValueError) as exc:
-            st.error(str(exc))
+            st.error(one_line(exc))
 else:
     path = st.selectbox("Image from the collection", version.paths, key="pick",
-                        format_func=lambda p: common.short_name(p, version))
+                        format_func=lambda p: one_line(common.short_name(p, version)))
     try:
         data, name, source = read_bytes(path), Path(path).name, path
     except ImgsimError as exc:

@@ -18,12 +18,16 @@ CURVES = {"loss": ("total loss", "training"), "val_loss": ("total loss", "valida
 
 
 def start_from_form(cfg, build_demo_first: bool) -> None:
+    if not common.can_write():
+        return
     chosen = {key: int(st.session_state[f"train-{key}"]) for key in common.TRAIN_KEYS}
     st.session_state["train_settings"] = chosen
     common.start_training(cfg.replace(**chosen), build_demo_first, "main")
 
 
 def make_active(model_dir) -> None:
+    if not common.can_write():
+        return
     try:
         store.set_current(model_dir, st.session_state["use-version"])
     except ImgsimError as exc:
@@ -57,6 +61,30 @@ def reconstructions(model_dir: str, version_id: str, count: int = 6) -> list[tup
             for i, o, d in zip(picks, originals, decoded)]
 
 
+def settings_form(cfg, run, demo: bool) -> None:
+    """The next run's settings and the button that starts it (drawn only for sessions that may write)."""
+    with st.form("train-settings"):
+        st.markdown(f"Train a new version on {common.md(cfg.images)}"
+                    + (", after building the demo collection there" if demo else ""))
+        size, latent, epochs, k = st.columns(4)
+        size.select_slider("Image size (px)", option_list(SIZES, run.image_size), value=run.image_size,
+                           key="train-image_size",
+                           help="Larger sees more detail; training time grows with the square of the size.")
+        latent.select_slider("Latent size", option_list(LATENTS, run.latent_dim), value=run.latent_dim,
+                             key="train-latent_dim", help="Length of the vector each image is compared by.")
+        epochs.number_input("Epochs (at most)", 1, 500, run.epochs, key="train-epochs",
+                            help="Training stops earlier when the validation loss stops improving.")
+        k.number_input("Groups (k)", 1, 100, run.clusters, key="train-clusters",
+                       help="Number of KMeans groups; the silhouette chart on the Explore page helps choose it.")
+        st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                              on_click=start_from_form, args=(cfg, demo))
+
+
+def stop_training(model_dir) -> None:
+    if common.can_write():
+        jobs.stop_training(model_dir)
+
+
 def option_list(options: list[int], value: int) -> list[int]:
     return sorted(set(options) | {int(value)})
 
@@ -66,29 +94,19 @@ common.sidebar(cfg)
 version = common.active_version(cfg)
 st.title("Train")
 common.training_progress(cfg, detailed=True)
-if jobs.is_running(cfg.model_dir):
-    st.button("Stop training", icon=":material/stop:", on_click=jobs.stop_training, args=(cfg.model_dir,))
+writable = common.can_write()
+if not writable:
+    st.info(common.access().why_not())
+if jobs.is_running(cfg.model_dir) and writable:
+    st.button("Stop training", icon=":material/stop:", on_click=stop_training, args=(cfg.model_dir,))
 
-run = common.train_settings(cfg, version)
-demo = version is None and common.collection_size(cfg.images) < 2
-with st.form("train-settings"):
-    st.markdown(f"Train a new version on `{cfg.images}`" + (", after building the demo collection there" if demo else ""))
-    size, latent, epochs, k = st.columns(4)
-    size.select_slider("Image size (px)", option_list(SIZES, run.image_size), value=run.image_size, key="train-image_size",
-                       help="Larger sees more detail; training time grows with the square of the size.")
-    latent.select_slider("Latent size", option_list(LATENTS, run.latent_dim), value=run.latent_dim, key="train-latent_dim",
-                         help="Length of the vector each image is compared by.")
-    epochs.number_input("Epochs (at most)", 1, 500, run.epochs, key="train-epochs",
-                        help="Training stops earlier when the validation loss stops improving.")
-    k.number_input("Groups (k)", 1, 100, run.clusters, key="train-clusters",
-                   help="Number of KMeans groups; the silhouette chart on the Explore page helps choose it.")
-    st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
-                          on_click=start_from_form, args=(cfg, demo))
+if writable:
+    settings_form(cfg, common.train_settings(cfg, version), version is None and common.collection_size(cfg.images) < 2)
 st.caption("Training runs in the background: search keeps using the active version until the new one is ready, "
            "then the new one becomes active.")
 
 if version is None:
-    st.info(f"No model has been trained in `{cfg.model_dir}` yet.")
+    st.info("No model has been trained yet.")
     st.stop()
 
 metrics = version.manifest.get("metrics", {})
@@ -141,6 +159,8 @@ table = pd.DataFrame([{
 st.dataframe(table, hide_index=True, column_config={"val. loss": st.column_config.NumberColumn(format="%.4f"),
                                                     "silhouette": st.column_config.NumberColumn(format="%.3f")})
 usable = [m["id"] for m in versions if not m.get("damaged")]
+if not writable:
+    st.stop()
 choice, button = st.columns([3, 1], vertical_alignment="bottom")
 choice.selectbox("Version", usable, index=usable.index(current) if current in usable else 0, key="use-version")
 button.button("Make active", on_click=make_active, args=(cfg.model_dir,), width="stretch",

@@ -87,7 +87,7 @@ def test_every_page_renders_with_a_trained_model(model_settings):
     at = open_app(model_settings)
     for page in PAGES:
         visit(at, page)
-        assert version.id in " ".join(e.value for e in at.sidebar.markdown)
+        assert version.id in " ".join(e.value for e in at.sidebar.text)
         assert [b.label for b in at.sidebar.button] == ["Retrain"]
         assert not at.error, f"{page}: {[e.value for e in at.error]}"
         assert at.title[0].value == Path(page).stem.title()
@@ -172,7 +172,7 @@ def test_another_version_can_be_made_active_on_the_train_page(model_settings):
     [button] = [b for b in at.button if b.label == "Make active"]
     button.click().run()
     assert store.current_id(model_dir) == second and not at.exception
-    assert second in " ".join(e.value for e in at.sidebar.markdown)
+    assert second in " ".join(e.value for e in at.sidebar.text)
 
 
 def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):

@@ -86,3 +86,140 @@ def test_manifest_records_checksums_that_match(tmp_path):
     manifest = json.loads((tmp_path / "versions" / vid / "manifest.json").read_text())
     for name, digest in manifest["checksums"].items():
         assert store.sha256_of(tmp_path / "versions" / vid / name) == digest
+
+
+# --- the model folder is a boundary ------------------------------------------------------------
+
+def outside_version(tmp_path):
+    """A complete version in another folder, which CURRENT or --use must never reach."""
+    other = tmp_path / "elsewhere"
+    vid = write(other)
+    return other / "versions" / vid
+
+
+@pytest.mark.parametrize("pointer", ["../../elsewhere/versions/{vid}", "{abs}", "../{vid}", "{vid}/..", ""])
+def test_current_pointing_outside_versions_is_ignored(tmp_path, pointer, caplog):
+    models = tmp_path / "models"
+    mine = write(models)
+    foreign = outside_version(tmp_path)
+    (models / "CURRENT").write_text(pointer.format(vid=foreign.name, abs=foreign))
+    assert store.current_id(models) is None
+    assert store.load_version(models).id == mine  # the newest intact version of this folder, never the foreign one
+
+
+@pytest.mark.parametrize("wanted", ["../../elsewhere/versions/{vid}", "{abs}", "..", ".", "x/../{vid}", "{vid}\n"])
+def test_use_refuses_anything_but_a_listed_version_id(tmp_path, wanted, capsys):
+    from imgsim.cli import main
+
+    models = tmp_path / "models"
+    mine = write(models)
+    foreign = outside_version(tmp_path)
+    wanted = wanted.format(vid=foreign.name, abs=foreign)
+    with pytest.raises(ModelNotFoundError):
+        store.set_current(models, wanted)
+    assert main(["versions", "--model-dir", str(models), "--use", wanted]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert store.current_id(models) == mine
+
+
+def test_a_version_folder_that_is_a_link_out_is_not_a_version(tmp_path):
+    models = tmp_path / "models"
+    mine = write(models)
+    foreign = outside_version(tmp_path)
+    (models / "versions" / "20991231-235959-ffff").symlink_to(foreign)
+    assert [m["id"] for m in store.list_versions(models)] == [mine]
+    with pytest.raises(ModelNotFoundError):
+        store.set_current(models, "20991231-235959-ffff")
+
+
+def test_a_file_not_covered_by_checksums_makes_the_version_damaged(tmp_path):
+    first = write(tmp_path)
+    second = write(tmp_path)
+    (tmp_path / "versions" / second / "extra.npy").write_bytes(b"planted")
+    assert store.load_version(tmp_path).id == first
+    with pytest.raises(ModelNotFoundError, match="extra.npy is not covered"):
+        store.load_version(tmp_path, second)
+
+
+def edit_manifest(folder, change):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def rewrite_array(folder, name, array):
+    np.save(folder / f"{name}.npy", array)
+    edit_manifest(folder, lambda m: m["checksums"].update({f"{name}.npy": store.sha256_of(folder / f"{name}.npy")}))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: edit_manifest(f, lambda m: m.pop("settings")),
+    lambda f: edit_manifest(f, lambda m: m["settings"].update(image_size="big")),
+    lambda f: edit_manifest(f, lambda m: m.update(id="20000101-000000-0000")),
+    lambda f: edit_manifest(f, lambda m: m.pop("checksums")),
+    lambda f: (f / "manifest.json").write_text("[1, 2]"),
+    lambda f: rewrite_array(f, "groups", np.zeros(7, np.int32)),
+    lambda f: rewrite_array(f, "groups", np.full(3, 5, np.int32)),
+    lambda f: rewrite_array(f, "vectors", np.zeros((3, 9), np.float32)),
+    lambda f: rewrite_array(f, "map2d", np.zeros((2, 2), np.float32)),
+], ids=["no-settings", "bad-size", "other-id", "no-checksums", "not-a-dict", "groups-length", "groups-range",
+        "vectors-width", "map-length"])
+def test_a_malformed_version_is_damaged_and_falls_back(tmp_path, damage):
+    first = write(tmp_path)
+    second = write(tmp_path)
+    damage(tmp_path / "versions" / second)
+    assert store.load_version(tmp_path).id == first
+    with pytest.raises(ModelNotFoundError):
+        store.load_version(tmp_path, second)
+
+
+def test_every_version_damaged_says_so_rather_than_train_first(tmp_path):
+    vid = write(tmp_path)
+    (tmp_path / "versions" / vid / "groups.npy").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="every version is damaged"):
+        store.load_version(tmp_path)
+
+
+def test_an_unwritable_model_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from imgsim.cli import main
+
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):  # root ignores permission bits, so the refusal is simulated
+        if str(self).startswith(str(tmp_path / "models")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code = main(["train", "--model-dir", str(tmp_path / "models"), "--images", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]]
+    assert err.splitlines()[-1].startswith(f"error: {tmp_path}: not writable (permission denied)")
+    assert "Traceback" not in err
+
+
+def test_a_model_keras_cannot_load_falls_back_to_an_intact_version(model_copy, caplog):
+    import zipfile
+
+    from imgsim.search import Searcher
+
+    first = store.current_id(model_copy)
+    second = first[:-4] + "beef"
+    import shutil
+    shutil.copytree(model_copy / "versions" / first, model_copy / "versions" / second)
+    folder = model_copy / "versions" / second
+    with zipfile.ZipFile(folder / "model.keras") as zf:
+        parts = {name: zf.read(name) for name in zf.namelist()}
+    parts["config.json"] = parts["config.json"].replace(b'"encoder"', b'"encodr"')  # a hand-edited config
+    with zipfile.ZipFile(folder / "model.keras", "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    edit_manifest(folder, lambda m: (m.update(id=second), m["checksums"].update({"model.keras": store.sha256_of(folder / "model.keras")})))
+    store.set_current(model_copy, second)
+    assert Searcher.load(model_copy).version.id == first
+    assert "cannot be used" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="Keras cannot load"):
+        Searcher.load(model_copy, second)

@@ -1,0 +1,151 @@
+"""Who may change things: the write policy itself, and the dashboard enforcing it (AppTest)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit import config as st_config
+from streamlit.testing.v1 import AppTest
+
+from imgsim import Settings, jobs, store
+from imgsim.access import Access, is_loopback
+from imgsim.labels import load_names
+from tests.conftest import TINY
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.mark.parametrize("address, local", [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), ("[::1]", True), ("127.0.0.2", True),
+    ("0.0.0.0", False), ("", False), (None, False), ("::", False), ("192.168.1.5", False), ("example.org", False),
+])
+def test_only_loopback_addresses_count_as_local(address, local):
+    assert is_loopback(address) is local
+
+
+def test_policy_local_by_default_password_when_shared_readonly_for_everyone():
+    assert Access.from_env("127.0.0.1", environ={}).can_write()
+    assert not Access.from_env("0.0.0.0", environ={}).can_write()  # exposed, no password: nobody writes
+    guarded = Access.from_env("0.0.0.0", environ={"IMGSIM_PASSWORD": "s3cret"})
+    assert not guarded.can_write() and guarded.can_write(unlocked=True)
+    assert guarded.check_password("s3cret") and not guarded.check_password("s3cre") and not guarded.check_password("")
+    readonly = Access.from_env("127.0.0.1", environ={"IMGSIM_READONLY": "1", "IMGSIM_PASSWORD": "s3cret"})
+    assert not readonly.can_write(unlocked=True) and "read-only" in readonly.why_not()
+    assert Access.from_env("0.0.0.0", environ={}, secret_password="from-secrets").needs_password
+
+
+@pytest.fixture
+def model_settings(model_copy, tiny_collection) -> Settings:
+    return Settings(model_dir=model_copy, images=tiny_collection, **TINY)
+
+
+def open_page(settings: Settings, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["settings"] = settings
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def exposed():
+    """The server as `streamlit run app.py --server.address 0.0.0.0` would run it."""
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", "0.0.0.0")
+    yield
+    st_config.set_option("server.address", before)
+
+
+def labels(at) -> list[str]:
+    return [b.label for b in at.button]
+
+
+def test_a_visitor_without_the_password_cannot_start_training(model_settings, monkeypatch, exposed):
+    monkeypatch.setenv("IMGSIM_PASSWORD", "correct horse")
+    at = open_page(model_settings, "pages/train.py")
+    assert "Start training" not in labels(at) and "Make active" not in labels(at)
+    assert not [b for b in at.sidebar.button if b.key == "sidebar-retrain"]
+    assert any("enter the dashboard password" in e.value for e in at.info)
+
+    at.sidebar.text_input(key="password-attempt").input("wrong horse")
+    at.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" not in labels(at)
+    assert any("Wrong password" in e.value for e in at.sidebar.error)
+    assert not jobs.is_running(model_settings.model_dir) and not (model_settings.model_dir / jobs.STATUS_FILE).exists()
+
+    at.sidebar.text_input(key="password-attempt").input("correct horse")
+    at.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" in labels(at) and [b for b in at.sidebar.button if b.key == "sidebar-retrain"]
+
+
+def test_exposed_without_a_password_nothing_can_be_changed(model_settings, exposed):
+    at = open_page(model_settings, "pages/train.py")
+    assert "Start training" not in labels(at) and "Make active" not in labels(at)
+    assert any("without a password" in e.value for e in at.info)
+    at.switch_page("pages/label.py").run()
+    assert not at.text_input and not at.exception  # no name field, no way to rename
+    assert str(model_settings.images) not in " ".join(e.value for e in at.sidebar.text)  # no server paths
+
+
+def test_readonly_mode_offers_search_and_explore_only(model_settings, monkeypatch):
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    at = open_page(model_settings, "pages/label.py")
+    assert not at.text_input and not [b for b in at.sidebar.button if b.key == "sidebar-retrain"]
+    assert any("read-only" in e.value for e in at.caption)
+    names_before = load_names(model_settings.model_dir, store.current_id(model_settings.model_dir))
+    at.switch_page("pages/search.py").run()
+    assert at.file_uploader and not at.exception
+    assert load_names(model_settings.model_dir, store.current_id(model_settings.model_dir)) == names_before
+
+
+def test_readonly_first_visit_offers_no_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    at = open_page(Settings(model_dir=tmp_path / "models", images=tmp_path / "photos"))
+    assert not at.button and any("read-only" in e.value for e in at.info)
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("typed", ["/etc/passwd", "/root", "/nonexistent/x.png", "../outside/secret.png",
+                                   "file:///etc/passwd", "SECRET_PATH"])
+def test_the_url_field_never_reads_a_server_file(model_settings, tmp_path, typed):
+    from PIL import Image
+
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (40, 40), "red").save(secret)
+    typed = str(secret) if typed == "SECRET_PATH" else typed
+    at = open_page(model_settings)
+    at.segmented_control(key="how").set_value("URL").run()
+    at.text_input(key="url").input(typed).run()
+    assert [e.value for e in at.error] == [
+        "Enter the http:// or https:// address of an image. To search with a file, upload it."]
+    assert len(at.image) == 0 and not at.exception  # nothing shown, and the same words whatever exists
+
+
+def test_group_names_are_shown_as_text_never_markup(model_settings):
+    from imgsim.labels import save_names
+
+    version_id = store.current_id(model_settings.model_dir)
+    tracker = "![x](http://127.0.0.1:9/track.png) **bold** :red[red] $x$"
+    save_names(model_settings.model_dir, version_id, {0: tracker})
+    at = open_page(model_settings, "pages/explore.py")
+    [control] = at.get("button_group")
+    shown = control.proto.options[0].content
+    assert shown.startswith("group 0 · \\!\\[x\\]\\(http\\:") and "![x](" not in shown
+    assert "\\*\\*bold\\*\\*" in shown and "\\:red\\[red\\]" in shown and "\\$x\\$" in shown
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert tracker in {t["name"].removeprefix("group 0 · ") for t in traces}  # Plotly reads no Markdown ...
+
+
+def test_names_with_html_reach_plotly_escaped(model_settings):
+    from imgsim.labels import save_names
+
+    save_names(model_settings.model_dir, store.current_id(model_settings.model_dir),
+               {1: '<a href="http://127.0.0.1:9/x">click</a><img src=x>'})
+    at = open_page(model_settings, "pages/explore.py")
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)  # ... but it reads some HTML, so that is escaped
+    names = {t["name"] for t in figure["data"]}
+    assert "group 1 · &lt;a href=&quot;http://127.0.0.1:9/x&quot;&gt;click&lt;/a&gt;&lt;img src=x&gt;" in names
+    assert "<a href" not in json.dumps(figure) and "<img" not in json.dumps(figure)
