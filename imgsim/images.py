@@ -2,7 +2,10 @@
 
 Training, indexing and queries all call `decode`, so an image is preprocessed identically
 wherever it comes from. Formats are sniffed from the bytes (never the name), limited to an
-allowlist, and the pixel count is checked from the header before anything is decoded.
+allowlist, and the pixel count and the memory the decode will take are checked from the header
+before anything is decoded. Large images are reduced band by band before their mode is
+converted, so no full-size copy is ever made: any accepted image costs under ~100 MB
+(benchmarks/bench_decode_memory.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .errors import ImageError
 
@@ -24,7 +27,25 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 MAX_PIXELS = 40_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Memory the decoder and the decoded pixels may take (a 77 KB 16-bit PNG of 6300x6300 pixels
+# decodes to 76 MB). The file's own bytes come on top, and about BAND_PIXELS x 16 bytes for
+# the band being converted.
+MAX_DECODED_BYTES = 80 * 2**20
+BAND_PIXELS = 500_000  # pixels converted to RGB at a time on the way to a reduced image
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, everywhere
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+ORIENTATION_TAG = 0x0112
+ORIENTATIONS = {  # EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# TIFF tags read to size libtiff's strip buffer
+BITS_PER_SAMPLE, PHOTOMETRIC, SAMPLES_PER_PIXEL, ROWS_PER_STRIP, TILE_WIDTH, TILE_LENGTH = 258, 262, 277, 278, 322, 323
 
 # Pillow warns (and only errors at twice its own limit) on huge images; here a bomb is an error.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -77,11 +98,15 @@ def read_bytes(source: Source, name: str | None = None) -> bytes:
     return data
 
 
-def open_image(data: bytes, name: str = "image", draft_size: int | None = None) -> Image.Image:
-    """Decode bytes to an RGB PIL image: allowlisted format, pixel cap, EXIF orientation, first frame.
+def open_image(data: bytes, name: str = "image", draft_size: int | None = None, stretch: bool = False) -> Image.Image:
+    """Decode bytes to an RGB PIL image: allowlisted format, pixel and memory caps, EXIF orientation, first frame.
 
-    With `draft_size`, JPEGs are decoded at the smallest power-of-two reduction that is still at
-    least that size (Pillow's draft mode), several times faster than a full decode.
+    With `draft_size`, the image is only needed at about that size: JPEGs are decoded at the
+    smallest power-of-two reduction still at least that size (Pillow's draft mode), and any
+    image is then reduced (box average) to no less than twice that size before its mode is
+    converted, the reduction `resize` would make anyway. The reduction keeps the aspect ratio,
+    or with `stretch` (the caller squashes the image to draft_size x draft_size) reduces each
+    side on its own.
     """
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
@@ -93,12 +118,21 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None) 
             )
         if width < 1 or height < 1:
             raise ImageError(f"{name}: image has no pixels")
+        img.seek(0)
+        extra = format_buffers(img, data)  # before draft: libjpeg's buffers follow the full size
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
-        img.seek(0)
+        factors = reduction(img.size, draft_size, stretch)
+        needed = decoded_bytes(img, factors) + extra
+        if needed > MAX_DECODED_BYTES:
+            raise ImageError(
+                f"{name}: {width}x{height} {img.format} image ({img.mode}) needs {needed / 2**20:.0f} MB "
+                f"to decode, over the {MAX_DECODED_BYTES // 2**20} MB memory limit"
+            )
         img.load()  # force the decode here, so truncated data fails inside this handler
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        transpose = ORIENTATIONS.get(img.getexif().get(ORIENTATION_TAG))
+        img = reduced_rgb(img, factors)
+        return img.transpose(transpose) if transpose is not None else img
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -116,19 +150,110 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None) 
         raise ImageError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, scaling 16- and 32-bit data instead of clipping it."""
+def pixel_bytes(mode: str) -> int:
+    """Bytes one pixel of `mode` takes in Pillow's memory (multi-band pixels are padded to four bytes)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def reduction(size: tuple[int, int], draft_size: int | None, stretch: bool) -> tuple[int, int]:
+    """The box-average factors `resize(..., reducing_gap=2.0)` would apply on the way to draft_size."""
+    if not draft_size:
+        return (1, 1)
+    width, height = size
+    if stretch:
+        return (max(1, width // (2 * draft_size)), max(1, height // (2 * draft_size)))
+    factor = max(1, max(width, height) // (2 * draft_size))
+    return (factor, factor)
+
+
+def decoded_bytes(img: Image.Image, factors: tuple[int, int]) -> int:
+    """Memory the decoded image and its reduced RGB copy take, from the header alone."""
+    width, height = img.size
+    needed = width * height * pixel_bytes(img.mode)
+    if img.format == "WEBP":
+        needed += width * height * 12  # libwebp's two canvases and the frame copied out of them (measured)
+    elif img.tile and img.tile[0][0] == "bmp_rle":
+        needed += 2 * width * height  # Pillow's RLE decoder builds the raw pixels twice before copying them
+    if img.mode != "RGB" or factors != (1, 1) or "transparency" in img.info:
+        needed += -(-width // factors[0]) * -(-height // factors[1]) * 4  # the RGB result is a new image
+    return needed
+
+
+def format_buffers(img: Image.Image, data: bytes) -> int:
+    """Memory a format's decoder holds besides the image: libjpeg's coefficients, libtiff's strip buffer."""
+    width, height = img.size
+    if img.format == "JPEG" and (img.info.get("progressive") or jpeg_scan_components(data) != img.layers):
+        # A progressive or multi-scan JPEG keeps every DCT coefficient (2 bytes a pixel per
+        # full-size component) whatever the draft size; a baseline one decodes row by row.
+        layers = [(h, v) for _, h, v, _ in img.layer if h and v] or [(1, 1)]
+        top_h, top_v = max(h for h, _ in layers), max(v for _, v in layers)
+        return int(width * height * 2 * sum(h * v for h, v in layers) / (top_h * top_v))
+    if img.format == "TIFF" and img.info.get("compression", "raw") != "raw":
+        tags = img.tag_v2
+        rows = tags.get(TILE_LENGTH) or min(int(tags.get(ROWS_PER_STRIP, height)), height)
+        columns = tags.get(TILE_WIDTH) or width
+        bits = tags.get(BITS_PER_SAMPLE, (8,))
+        per_pixel = int(tags.get(SAMPLES_PER_PIXEL, 1)) * -(-max(bits if isinstance(bits, tuple) else (bits,)) // 8)
+        if tags.get(PHOTOMETRIC) == 6 or img.info["compression"] in ("jpeg", "tiff_jpeg"):
+            per_pixel = max(per_pixel, 4)  # libtiff decodes YCbCr and JPEG strips to RGBA
+        return int(rows) * int(columns) * per_pixel  # libtiff reads a whole strip or tile at once
+    return 0
+
+
+def jpeg_scan_components(data: bytes) -> int | None:
+    """How many components a JPEG's first scan holds (fewer than the image's: libjpeg buffers it whole)."""
+    pos = 2
+    while (pos := data.find(b"\xff", pos)) >= 0 and pos + 4 < len(data):  # libjpeg skips junk between segments too
+        marker = data[pos + 1]
+        if marker == 0xFF or marker == 0x00 or 0xD0 <= marker <= 0xD8 or marker == 0x01:
+            pos += 1 if marker == 0xFF else 2  # fill byte, stuffed zero, or a marker without a length
+        elif marker == 0xDA:
+            return data[pos + 4]
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
+def reduced_rgb(img: Image.Image, factors: tuple[int, int]) -> Image.Image:
+    """`to_rgb` then `reduce(factors)`, a band of rows at a time, so no full-size copy is ever made."""
+    width, height = img.size
+    if factors == (1, 1) and img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    step_x, step_y = factors
+    top = grey_top(img) if img.mode in HIGH_DEPTH_MODES else None
+    rows = max(1, BAND_PIXELS // width // step_y) * step_y
+    out = Image.new("RGB", (-(-width // step_x), -(-height // step_y)))
+    for y in range(0, height, rows):
+        band = to_rgb(img.crop((0, y, width, min(height, y + rows))), top)
+        out.paste(band.reduce(factors) if factors != (1, 1) else band, (0, y // step_y))
+    return out
+
+
+def grey_top(img: Image.Image) -> float:
+    """The value that 16- and 32-bit grey data is scaled from to 255: its format's maximum, or 1.0 for floats in [0, 1]."""
+    top_value = img.getextrema()[1]
+    top_value = top_value if top_value == top_value else 0  # NaN in float data
+    if img.mode == "F" and top_value <= 1.0:
+        return 1.0
+    return 65535.0 if img.mode.startswith("I;16") or top_value > 255 else 255.0
+
+
+def to_rgb(img: Image.Image, top: float | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, scaling 16- and 32-bit data (from `top`) instead of clipping it."""
     if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
         img = img.convert("RGBA")  # a tRNS colour or palette entry, shown on the background like alpha
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if img.mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
+    if img.mode in HIGH_DEPTH_MODES:
+        top = grey_top(img) if top is None else top
+        arr = np.array(img, dtype=np.float32)  # a band, never a whole large image (see reduced_rgb)
+        arr *= np.float32(255.0 / top)
+        arr += np.float32(0.5)
+        np.nan_to_num(arr, copy=False)
+        np.clip(arr, 0, 255, out=arr)
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
@@ -146,7 +271,7 @@ def to_array(img: Image.Image, size: int) -> np.ndarray:
 
 def decode(data: bytes, size: int, name: str = "image") -> np.ndarray:
     """Bytes -> (size, size, 3) float32 array in [0, 1]; the preprocessing every model input gets."""
-    return to_array(open_image(data, name, draft_size=size), size)
+    return to_array(open_image(data, name, draft_size=size, stretch=True), size)
 
 
 def load_image(source: Source, size: int) -> np.ndarray:

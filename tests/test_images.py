@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import time
 import warnings
@@ -192,6 +193,145 @@ def test_header_just_over_the_limit_is_refused_with_its_size(action):
         warnings.simplefilter(action, Image.DecompressionBombWarning)
         with pytest.raises(ImageError, match=r"48 megapixels, over the 40 megapixel limit"):
             images.decode(png_claiming(8000, 6000), 32)
+
+
+def tiff_claiming(width: int, height: int) -> bytes:
+    """A few hundred bytes of TIFF whose header claims width x height 32-bit float pixels in one deflate strip."""
+    strip = zlib.compress(b"\0" * 64)
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 32), (259, 3, 8), (262, 3, 1), (273, 4, 0), (277, 3, 1),
+            (278, 4, height), (279, 4, len(strip)), (339, 3, 3)]  # 339 SampleFormat 3: IEEE float
+    strip_at = 8 + 2 + 12 * len(tags) + 4
+    entries = b"".join(struct.pack("<HHII", tag, kind, 1, strip_at if tag == 273 else value) if kind == 4
+                       else struct.pack("<HHIH2x", tag, kind, 1, value) for tag, kind, value in tags)
+    return b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries + b"\0" * 4 + strip
+
+
+def jpeg_claiming(width: int, height: int, progressive: bool) -> bytes:
+    """A small JPEG whose frame header is rewritten to claim width x height pixels (its data stays 16x16)."""
+    data = bytearray(encode(Image.new("RGB", (16, 16), RED), "JPEG", quality=95, progressive=progressive,
+                            subsampling=0))
+    sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+class DecodeSpy:
+    """Counts the pixel decodes Pillow starts (ImageFile.load), to show a refusal came before any."""
+
+    def __init__(self, monkeypatch):
+        from PIL import ImageFile
+
+        self.calls = 0
+        real = ImageFile.ImageFile.load
+
+        def load(img):
+            self.calls += 1
+            return real(img)
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+# A few hundred bytes each, under the 40-megapixel cap, that would take 150-300 MB to decode.
+MEMORY_BOMBS = {
+    "float.tif": (lambda: tiff_claiming(6300, 6300), r"6300x6300 TIFF image \(F\) needs 303 MB"),
+    "rgb.png": (lambda: png_claiming(7300, 5475), r"7300x5475 PNG image \(RGB\) needs 1\d\d MB"),
+    "progressive.jpg": (lambda: jpeg_claiming(7300, 5475, progressive=True), r"7300x5475 JPEG image \(RGB\) needs 2\d\d MB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEMORY_BOMBS))
+def test_small_file_that_decodes_huge_is_refused_before_decoding(tmp_path, monkeypatch, name):
+    make, needs = MEMORY_BOMBS[name]
+    path = tmp_path / name
+    path.write_bytes(make())
+    assert path.stat().st_size < 1000
+    width, height = Image.open(path).size
+    assert width * height <= images.MAX_PIXELS  # the pixel cap alone lets it through
+    spy = DecodeSpy(monkeypatch)
+    start = time.monotonic()
+    for call in (lambda: imgsim.load_image(path, 128), lambda: images.thumbnail(path)):
+        with pytest.raises(ImageError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message
+        assert re.search(needs + r" to decode, over the 80 MB memory limit", message), message
+    assert spy.calls == 0 and time.monotonic() - start < 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing left behind
+
+
+def test_large_baseline_jpeg_is_accepted_because_it_is_decoded_reduced():
+    # The same header as the refused progressive one: a baseline JPEG is decoded at 1/8 scale row by
+    # row, so it passes the memory check (libjpeg pads its missing rows; benchmarks/ measures a real one).
+    array = images.decode(jpeg_claiming(7300, 5475, progressive=False), 128, name="big.jpg")
+    assert array.shape == (128, 128, 3)
+
+
+def test_memory_cap_counts_what_each_format_really_holds(monkeypatch):
+    monkeypatch.setattr(images, "MAX_DECODED_BYTES", 2**20)
+    pixels = Image.new("RGB", (300, 300), RED)  # 0.36 MB as an image
+    assert np.allclose(colour_of(images.decode(encode(pixels, "PNG"), 16)), RED, atol=3)
+    with pytest.raises(ImageError, match=r"300x300 WEBP image \(RGB\) needs 1 MB to decode, over the 1 MB"):
+        images.decode(encode(pixels, "WEBP", lossless=True), 16)  # libwebp holds 16 bytes a pixel
+    with pytest.raises(ImageError, match="over the 1 MB memory limit"):
+        images.open_image(encode(Image.new("RGB", (520, 520), RED), "PNG"))  # no reduction asked: full size
+
+
+def test_sixteen_bit_grey_is_never_copied_whole_as_floats():
+    import tracemalloc
+
+    data = encode(Image.fromarray(np.tile(np.arange(2000, dtype=np.uint16) * 30, (2000, 1))), "PNG")
+    tracemalloc.start()
+    try:
+        array = images.decode(data, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # numpy's arrays are traced: a float64 copy of these 4 megapixels alone would be 32 MB.
+    assert peak < 8 * 2**20, peak
+    assert array[:, 0].mean() < 0.05 and array[:, -1].mean() > 0.85  # scaled from 65535: dark to bright
+
+
+def big_halves(mode: str, left, right, size=(1300, 700)) -> Image.Image:
+    img = Image.new(mode, size, left)
+    img.paste(right, (size[0] // 2, 0, *size))
+    return img
+
+
+def big_palette() -> bytes:
+    img = big_halves("P", 1, 0)
+    img.putpalette([*RED, *GREEN] + [0] * 762)
+    return encode(img, "PNG", transparency=0)
+
+
+# Big enough to be reduced band by band (several bands, factors of 81 x 43 on the way to 8 px).
+REDUCED_MODES = [
+    ("I;16", encode(big_halves("I;16", 0, 65535), "PNG"), (0, 0, 0), (255, 255, 255)),
+    ("F", encode(big_halves("F", 0.0, 1.0), "TIFF"), (0, 0, 0), (255, 255, 255)),
+    ("P with transparency", big_palette(), GREEN, (255, 255, 255)),
+    ("RGBA", encode(big_halves("RGBA", (*RED, 255), (0, 0, 0, 0)), "PNG"), RED, (255, 255, 255)),
+    ("LA", encode(big_halves("LA", (60, 255), (0, 128)), "PNG"), (60, 60, 60), (128, 128, 128)),
+    ("CMYK", encode(big_halves("CMYK", (255, 0, 0, 0), (0, 255, 0, 0)), "TIFF"), (0, 255, 255), (255, 0, 255)),
+    ("1-bit", encode(big_halves("1", 0, 1), "PNG"), (0, 0, 0), (255, 255, 255)),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "left", "right"), REDUCED_MODES, ids=[m[0] for m in REDUCED_MODES])
+def test_modes_stay_correct_when_decoded_reduced(name, data, left, right):
+    array = images.decode(data, 8)
+    assert np.allclose(colour_of(array[:, :3]), left, atol=3), colour_of(array[:, :3])
+    assert np.allclose(colour_of(array[:, -3:]), right, atol=3), colour_of(array[:, -3:])
+    assert np.allclose(array[0], array[-1], atol=2 / 255)  # no seams or drift between the bands
+
+
+def test_exif_orientation_is_applied_to_the_reduced_image():
+    stored = big_halves("RGB", RED, BLUE, size=(1600, 800))  # red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(stored, "PNG", exif=exif.tobytes())
+    array = images.decode(data, 16)
+    assert np.allclose(colour_of(array[:6]), RED, atol=10)  # rotated: the left half is now on top
+    assert np.allclose(colour_of(array[-6:]), BLUE, atol=10)
+    assert images.thumbnail(data, px=64).size == (32, 64)
 
 
 def valid_jpeg() -> bytes:
