@@ -1,0 +1,208 @@
+"""Vector engines: one interface for nearest-neighbour search over image vectors, chosen by name.
+
+Every engine keeps L2-normalised float32 vectors under stable int64 image ids, each row in one
+group, and answers cosine searches best first, optionally inside one group and never returning an
+excluded id. Persistence is incremental: `save(store_dir)` writes only what changed since `load`
+and returns a small JSON state for the model version's manifest; `load(store_dir, state)` opens
+exactly that state, so a version whose state was never recorded leaves the previous one intact.
+
+    engine = make_engine(choose_engine("auto", n_vectors))
+    engine.add(ids, vectors, groups)
+    engine.compact()
+    state = engine.save(model_dir)          # -> manifest["engine"]
+    engine = load_engine(model_dir, state)  # in another process, later
+    engine.search(vector, 10, group=3, exclude={42})
+
+Engines: "exact" (numpy, needs nothing, the default for small collections), "faiss" (ANN indexes
+per segment), "milvus" (Milvus Lite for a local `*.db` path, a Milvus server for `http://...`).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+
+import numpy as np
+
+from ..errors import ModelNotFoundError
+
+ENGINES = ("auto", "exact", "faiss", "milvus")
+MILVUS_URI_ENV = "IMGSIM_MILVUS_URI"
+
+# Below this many vectors exact numpy search is as fast as faiss's approximate indexes (and exact);
+# above it faiss wins at recall@10 >= 0.95. Measured by benchmarks/bench_engines.py on 2 CPU
+# cores, 128-d clustered vectors (see benchmarks/engines-results.txt).
+CROSSOVER = 20_000
+
+
+class DamagedIndexError(ModelNotFoundError):
+    """A vector engine's stored data is missing, damaged or does not match its state."""
+
+
+class VectorEngine(abc.ABC):
+    """Nearest neighbours by cosine similarity over vectors with stable ids and one group per row."""
+
+    name = "engine"
+
+    @abc.abstractmethod
+    def add(self, ids, vectors, groups) -> "VectorEngine":
+        """Add (n,) int64 ids with (n, d) vectors (normalised here) and (n,) int groups.
+
+        An id already present is replaced: its old row is removed. Returns self.
+        """
+
+    @abc.abstractmethod
+    def remove(self, ids) -> int:
+        """Remove these ids (unknown ones are ignored); returns how many rows were removed."""
+
+    def search(self, vector, n: int, group: int | None = None, exclude=()) -> list[tuple[int, float]]:
+        """The n ids most similar to `vector` with their cosine similarity, best first.
+
+        `group` restricts the answer to that group; an id in `exclude` is never returned. Fewer
+        than n come back only when fewer rows qualify.
+        """
+        return self.search_many(np.asarray(vector, dtype=np.float32).reshape(1, -1), n, group, exclude)[0]
+
+    @abc.abstractmethod
+    def search_many(self, vectors, n: int, group=None, exclude=()) -> list[list[tuple[int, float]]]:
+        """`search` for each row of (b, d) `vectors`; `group` is None, one int, or one per row."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Live vectors (added and not removed)."""
+
+    @property
+    @abc.abstractmethod
+    def params(self) -> dict:
+        """Build and search parameters, JSON-able, for the model version's manifest."""
+
+    @abc.abstractmethod
+    def items(self, batch: int = 65_536):
+        """Yield (ids, vectors, groups) arrays over the live rows, `batch` rows at a time."""
+
+    @abc.abstractmethod
+    def save(self, store_dir) -> dict:
+        """Persist what changed since load into `store_dir`; return the JSON state that reopens it."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, store_dir, state: dict, **options) -> "VectorEngine":
+        """Open a saved state, verifying its data; raises DamagedIndexError when it is not intact."""
+
+    def compact(self) -> bool:
+        """Merge segments and drop removed rows where worthwhile; True when something changed."""
+        return False
+
+
+def normalise(vectors, dim: int | None = None) -> np.ndarray:
+    """(n, d) float32 rows scaled to unit length; refuses non-finite values and a wrong width."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D array (n, d), got shape {vectors.shape}")
+    if dim is not None and vectors.shape[1] != dim:
+        raise ValueError(f"vectors have {vectors.shape[1]} dimensions, this index holds {dim}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def check_rows(ids, vectors, groups, dim: int | None):
+    """Validated (ids int64, unit vectors float32, groups int64) for `add`."""
+    ids = np.asarray(ids).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    vectors = normalise(vectors, dim) if len(ids) else np.zeros((0, dim or 1), np.float32)
+    if not (len(ids) == len(vectors) == len(groups)):
+        raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors and {len(groups)} groups: lengths differ")
+    for name, values in (("ids", ids), ("groups", groups)):
+        if len(values) and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{name} must be integers, got {values.dtype}")
+    ids, groups = ids.astype(np.int64), groups.astype(np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("the same id appears twice in one add")
+    return ids, vectors, groups
+
+
+def id_array(ids) -> np.ndarray:
+    """Any iterable of ids (set, list, array) as a 1-D int64 array."""
+    if isinstance(ids, (set, frozenset)) or not hasattr(ids, "__len__"):
+        ids = list(ids)
+    ids = np.asarray(ids).reshape(-1)
+    return ids.astype(np.int64) if len(ids) else np.zeros(0, np.int64)
+
+
+def make_engine(name: str = "exact", **options) -> VectorEngine:
+    """A new, empty engine by name ("exact", "faiss", "milvus"; "auto" means exact: it is empty)."""
+    if name in ("auto", "exact"):
+        from .exact import ExactEngine
+
+        return ExactEngine(**options)
+    if name == "faiss":
+        from .faiss import FaissEngine
+
+        return FaissEngine(**options)
+    if name == "milvus":
+        from .milvus import MilvusEngine
+
+        options.setdefault("uri", os.environ.get(MILVUS_URI_ENV) or None)
+        return MilvusEngine(**options)
+    raise ValueError(f"unknown vector engine {name!r}: choose one of {', '.join(ENGINES)}")
+
+
+def choose_engine(name: str, n_vectors: int) -> str:
+    """The engine to use for a collection of n_vectors: `auto` is exact below CROSSOVER, faiss above."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown vector engine {name!r}: choose one of {', '.join(ENGINES)}")
+    if name != "auto":
+        return name
+    if n_vectors < CROSSOVER:
+        return "exact"
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "exact"
+    return "faiss"
+
+
+def load_engine(store_dir, state: dict, name: str | None = None, **options) -> VectorEngine:
+    """Reopen a saved engine state. `name` may switch between "exact" and "faiss" (same segments)."""
+    if not isinstance(state, dict) or "engine" not in state:
+        raise DamagedIndexError(f"{store_dir}: the engine state is missing or not a mapping")
+    name = name or state["engine"]
+    if name == "milvus" or state["engine"] == "milvus":
+        if name != state["engine"]:
+            raise ValueError(f"a {state['engine']} state cannot be opened with the {name} engine")
+        from .milvus import MilvusEngine
+
+        return MilvusEngine.load(store_dir, state, **options)
+    if name == "faiss":
+        from .faiss import FaissEngine
+
+        return FaissEngine.load(store_dir, state, **options)
+    if name == "exact":
+        from .exact import ExactEngine
+
+        return ExactEngine.load(store_dir, state, **options)
+    raise DamagedIndexError(f"{store_dir}: unknown vector engine {name!r} in the engine state")
+
+
+def unreferenced_files(store_dir, states) -> list:
+    """Segment files no state in `states` refers to (left by crashes or dropped versions).
+
+    The caller deletes them, holding the store's writer lock, after choosing which versions to keep.
+    """
+    from .segments import unreferenced_files as _unreferenced
+
+    return _unreferenced(store_dir, states)
+
+
+__all__ = [
+    "CROSSOVER",
+    "DamagedIndexError",
+    "ENGINES",
+    "VectorEngine",
+    "choose_engine",
+    "load_engine",
+    "make_engine",
+    "unreferenced_files",
+]
