@@ -25,8 +25,14 @@ from .errors import UrlError
 
 ALLOW_PRIVATE_ENV = "IMGSIM_ALLOW_PRIVATE_URLS"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Kinds of address IMGSIM_ALLOW_PRIVATE_URLS=1 lets through; unspecified, multicast and reserved never are.
-INTRANET_KINDS = frozenset({"loopback", "private", "link-local", "shared (CGNAT)", "non-global"})
+# Kinds of address IMGSIM_ALLOW_PRIVATE_URLS=1 lets through: loopback and the private ranges below.
+# Link-local (169.254.169.254 is the cloud metadata service; fe80::/10), shared, documentation and
+# every other non-global range stay refused, as do unspecified, multicast and reserved addresses.
+INTRANET_KINDS = frozenset({"loopback", "private"})
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "fc00::/7", "fec0::/10",  # unique local, and the site-local range it replaced
+))
 SHARED = ipaddress.ip_network("100.64.0.0/10")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
@@ -51,7 +57,8 @@ def fetch_url(
     """The body of an http(s) URL, or UrlError with one line naming the URL and what went wrong.
 
     `allow_private` (default: IMGSIM_ALLOW_PRIVATE_URLS=1 in the environment) also lets through
-    loopback, private and link-local destinations, for intranets and tests.
+    loopback and private (RFC 1918, fc00::/7) destinations, for intranets and tests; never
+    link-local ones such as the cloud metadata service.
     """
     if allow_private is None:
         allow_private = os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -187,7 +194,7 @@ def _address_kind(address) -> str | None:
         return "shared (CGNAT)"
     if address.is_reserved:
         return "reserved"
-    if address.is_private or getattr(address, "is_site_local", False):
+    if any(address in network for network in PRIVATE_NETWORKS):
         return "private"
     if not address.is_global:
         return "non-global"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import socket
 import time
 
@@ -40,7 +41,8 @@ def no_private(monkeypatch):
 
 
 class Net:
-    """A pretend resolver and internet: `names` answer lookups, connections to `PUBLIC` reach the local server.
+    """A pretend resolver and internet: `names` answer lookups, connections to `PUBLIC` (and any other
+    address in `reach_server`) reach the local server.
 
     Every lookup and connection is recorded; a connection to any other non-loopback address is
     refused without touching the network.
@@ -48,6 +50,7 @@ class Net:
 
     def __init__(self, monkeypatch, server):
         self.names = {}  # name -> list of addresses, or a function returning one
+        self.reach_server = {PUBLIC}  # addresses whose connections reach the local server
         self.lookups, self.connections = [], []
         real_getaddrinfo = socket.getaddrinfo
         real_connect = urllib3.util.connection.create_connection
@@ -66,7 +69,7 @@ class Net:
         def create_connection(address, *args, **kwargs):
             self.connections.append(address)
             host, port = address
-            if host == PUBLIC:
+            if host in self.reach_server:
                 return real_connect((server.host, port), *args, **kwargs)
             if host not in ("127.0.0.1", "127.0.0.2", "::1"):
                 raise ConnectionRefusedError(111, "Connection refused (no internet in tests)")
@@ -426,8 +429,9 @@ REFUSED_DESTINATIONS = [
     ("http://240.0.0.1/", "reserved"),
     ("http://255.255.255.255/", "reserved"),
     ("http://[::7f00:1]/", "reserved"),  # IPv4-compatible ::127.0.0.1
-    ("http://192.0.2.1/", "private"),  # documentation range
-    ("http://[2001:db8::1]/", "private"),
+    ("http://192.0.2.1/", "non-global"),  # documentation range
+    ("http://198.18.0.1/", "non-global"),  # benchmarking range
+    ("http://[2001:db8::1]/", "non-global"),
     # IPv4 hidden in IPv6
     ("http://[::ffff:127.0.0.1]/", "loopback"),
     ("http://[::ffff:7f00:1]/", "loopback"),
@@ -438,7 +442,7 @@ REFUSED_DESTINATIONS = [
     ("http://[64:ff9b::a9fe:a9fe]/", "link-local"),  # NAT64 of 169.254.169.254
     ("http://[64:ff9b:1::a00:1]/", "private"),  # local-use NAT64 of 10.0.0.1
     ("http://[2001:0:5db8:d822::80ff:fffe]/", "loopback"),  # Teredo, client 127.0.0.1
-    ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "private"),  # Teredo, client 192.0.2.45
+    ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "non-global"),  # Teredo, client 192.0.2.45
     # numeric spellings of 127.0.0.1 (and 0.0.0.0)
     ("http://2130706433/", "loopback"),
     ("http://0x7f.1/", "loopback"),
@@ -477,6 +481,57 @@ def test_switch_does_not_allow_unspecified_multicast_or_reserved(net, monkeypatc
     with pytest.raises(UrlError, match="not a public one"):
         fetch_url(url, **FAST)
     assert net.connections == []
+
+
+# Destinations IMGSIM_ALLOW_PRIVATE_URLS=1 opens (RFC 1918, unique local IPv6), each standing in for the
+# real local server, and the ones it keeps closed even though the same server would answer there.
+INTRANET = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "fc00::1", "fd12:3456::1", "fec0::1"]
+STILL_REFUSED = [
+    ("169.254.169.254", "link-local"),  # the cloud metadata service
+    ("169.254.0.1", "link-local"),
+    ("fe80::1", "link-local"),
+    ("::ffff:169.254.169.254", "link-local"),
+    ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of the metadata service
+    ("2002:a9fe:a9fe::1", "link-local"),  # 6to4 of the metadata service
+    ("100.64.0.1", "shared"),
+    ("192.0.2.1", "non-global"),
+    ("198.51.100.7", "non-global"),
+    ("2001:db8::1", "non-global"),
+]
+
+
+def served_at(net, http_server, address: str, path: str) -> str:
+    """A URL naming `address` whose connections reach the real local server, which answers `path` with PNG."""
+    net.reach_server.add(address)
+    http_server.serve(path, PNG)
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{http_server.port}{path}"
+
+
+@pytest.mark.parametrize("address", INTRANET)
+def test_switch_opens_private_ranges(net, http_server, monkeypatch, address):
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    url = served_at(net, http_server, address, f"/fetch/intranet/{address}")
+    assert fetch_url(url, **FAST) == PNG
+    assert net.connections == [(address, http_server.port)]
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS")
+    with pytest.raises(UrlError, match="a private address, not a public one.*IMGSIM_ALLOW_PRIVATE_URLS=1"):
+        fetch_url(url, **FAST)
+
+
+@pytest.mark.parametrize(("address", "kind"), STILL_REFUSED)
+def test_switch_keeps_link_local_and_other_non_global_addresses_refused(net, http_server, monkeypatch, address, kind):
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    path = f"/fetch/metadata/{address}"
+    url = served_at(net, http_server, address, path)
+    net.names["metadata.test"] = [address]
+    for attempt in (url, f"http://metadata.test:{http_server.port}{path}"):
+        with pytest.raises(UrlError) as caught:
+            fetch_url(attempt, **FAST)
+        message = str(caught.value)
+        assert re.search(f"an? {kind}.* address, not a public one$", message), message
+        assert "IMGSIM_ALLOW_PRIVATE_URLS" not in message and "\n" not in message  # no hint that the switch helps
+    assert net.connections == [] and path not in http_server.paths()
 
 
 @pytest.mark.parametrize(
