@@ -14,7 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     """Where things live and how a model is trained.
 
-    `model_dir` and `images` come from IMGSIM_MODEL_DIR and IMGSIM_IMAGES when set.
+    `model_dir`, `images` and `engine` come from IMGSIM_MODEL_DIR, IMGSIM_IMAGES and IMGSIM_ENGINE when set.
     """
 
     model_dir: Path = PROJECT_ROOT / "models"
@@ -28,6 +28,7 @@ class Settings:
     validation_split: float = 0.1
     patience: int = 3
     workers: int = 2
+    engine: str = "auto"  # vector engine: auto (exact below the measured crossover, faiss above), exact, faiss, milvus
 
     def __post_init__(self):
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser())
@@ -40,6 +41,8 @@ class Settings:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 1 <= self.clusters <= 100:
             raise ValueError(f"clusters must be between 1 and 100, got {self.clusters}")
+        if self.engine not in ("auto", "exact", "faiss", "milvus"):
+            raise ValueError(f"engine must be one of auto, exact, faiss, milvus; got {self.engine!r}")
         if not 0 <= self.validation_split < 0.5:
             raise ValueError(f"validation split must be in [0, 0.5), got {self.validation_split}")
 
@@ -52,6 +55,8 @@ class Settings:
             values["model_dir"] = environ["IMGSIM_MODEL_DIR"]
         if environ.get("IMGSIM_IMAGES"):
             values["images"] = environ["IMGSIM_IMAGES"]
+        if environ.get("IMGSIM_ENGINE"):
+            values["engine"] = environ["IMGSIM_ENGINE"].strip().lower()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
