@@ -29,6 +29,7 @@ class Settings:
     patience: int = 3
     workers: int = 2
     engine: str = "auto"  # vector engine: auto (exact below the measured crossover, faiss above), exact, faiss, milvus
+    follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
 
     def __post_init__(self):
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser())

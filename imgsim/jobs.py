@@ -141,12 +141,13 @@ def stop_training(model_dir) -> bool:
 
 
 def settings_args(settings: Settings) -> list[str]:
-    return ["--model-dir", str(settings.model_dir), "--images", str(settings.images),
+    # --flag=value: a folder whose name starts with a dash is still a value, never an option.
+    return [f"--model-dir={settings.model_dir}", f"--images={settings.images}",
             "--image-size", str(settings.image_size), "--latent-dim", str(settings.latent_dim),
             "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
             "--clusters", str(settings.clusters), "--seed", str(settings.seed),
             "--validation-split", str(settings.validation_split), "--patience", str(settings.patience),
-            "--workers", str(settings.workers)]
+            "--workers", str(settings.workers), *(["--follow-links"] if settings.follow_links else [])]
 
 
 class StatusWriter:
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--clusters", int), ("--seed", int), ("--validation-split", float), ("--patience", int),
                        ("--workers", int)):
         parser.add_argument(flag, type=kind)
+    parser.add_argument("--follow-links", action="store_true", default=None)
     parser.add_argument("--demo", action="store_true", help="build the demo collection in --images first")
     return parser
 
