@@ -6,8 +6,10 @@ as the collection grows; only the file list and, later, the latent vectors grow 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, ImgsimError
-from .images import IMAGE_SUFFIXES, decode, read_bytes
+from .images import IMAGE_LIKE_SUFFIXES, decode, read_bytes, sniff
+from .text import one_line
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,10 @@ class FileInfo:
 
 @dataclass
 class Skipped:
-    """Files left out of a run, with the reason for each, for the run's report."""
+    """Files left out of a run, with the reason for each, and how many files were not images at all."""
 
     reasons: dict[str, str] = field(default_factory=dict)
+    not_images: int = 0
 
     def add(self, path: str, reason: str) -> None:
         self.reasons[path] = reason
@@ -44,39 +48,106 @@ class Skipped:
         return len(self.reasons)
 
     def summary(self, limit: int = 5) -> str:
-        if not self.reasons:
-            return "no files skipped"
-        names = ", ".join(Path(p).name for p in list(self.reasons)[:limit])
-        more = f" and {len(self.reasons) - limit} more" if len(self.reasons) > limit else ""
-        return f"skipped {len(self.reasons)} unreadable file(s): {names}{more}"
+        """One line: the files skipped (names escaped, the first few) and the count of files that are not images."""
+        if self.reasons:
+            names = ", ".join(one_line(Path(p).name) for p in list(self.reasons)[:limit])
+            more = f" and {len(self.reasons) - limit} more" if len(self.reasons) > limit else ""
+            text = f"skipped {len(self.reasons)} file(s): {names}{more}"
+        else:
+            text = "no files skipped"
+        return text + (f"; {self.not_images} file(s) are not images" if self.not_images else "")
 
 
-def scan_folder(root) -> list[FileInfo]:
-    """Every image file below `root` (by suffix, recursively, hidden folders skipped), sorted by path."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ImgsimError(f"{root}: no such folder")
+def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None) -> list[FileInfo]:
+    """Every image below `root`, recognised by its content, sorted by path; hidden files and folders left out.
+
+    Paths are absolute, under `root` resolved once, so a linked file keeps its own name. Into
+    `skipped` go, with the reason: files with an image's name that cannot be read (SVG, PNM,
+    HEIC, a corrupt header...), links that loop or lead nowhere, and, unless `follow_links`,
+    links to folders and links that leave `root`; every other file is counted as not an image.
+    Each folder is scanned once, so links that lead back up end.
+    """
+    skipped = Skipped() if skipped is None else skipped
+    top = Path(root).expanduser()
+    if not top.is_dir():
+        raise ImgsimError(f"{top}: no such folder")
+    top = os.path.realpath(top)
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+    visited = {folder_key(os.stat(top))}
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.add(folder, f"{folder}: cannot list the folder ({exc.strerror or exc})")
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            path = Path(dirpath, name).resolve()
+            path = entry.path
+            link = entry.is_symlink()
             try:
-                st = path.stat()
-            except OSError:
+                info = os.stat(path)  # through the link, if it is one
+            except OSError as exc:
+                skipped.add(path, f"{path}: {link_problem(exc) if link else 'cannot read'} ({exc.strerror or exc})")
                 continue
-            found.append(FileInfo(str(path), st.st_size, st.st_mtime_ns))
+            is_folder = stat.S_ISDIR(info.st_mode)
+            if link and not follow_links:
+                target = os.path.realpath(path)
+                if os.path.commonpath([top, target]) != top:
+                    kind = "folder" if is_folder else "file"
+                    skipped.add(path, f"{path}: a link to a {kind} outside the collection folder, not followed "
+                                      "(--follow-links follows it)")
+                    continue
+                if is_folder:
+                    skipped.add(path, f"{path}: a link to a folder, not followed (--follow-links follows it)")
+                    continue
+            if is_folder:
+                if folder_key(info) in visited:
+                    skipped.add(path, f"{path}: a link to a folder already scanned (a loop or a second link to it)")
+                else:
+                    visited.add(folder_key(info))
+                    pending.append(path)
+            elif not stat.S_ISREG(info.st_mode):
+                skip_non_image(path, f"{path}: not a regular file", skipped)
+            else:
+                try:
+                    sniff(path)
+                except ImageError as exc:
+                    skip_non_image(path, str(exc), skipped)
+                    continue
+                found.append(FileInfo(path, info.st_size, info.st_mtime_ns))
     found.sort(key=lambda f: f.path)
     return found
 
 
+def folder_key(info: os.stat_result) -> tuple[int, int]:
+    return (info.st_dev, info.st_ino)
+
+
+def link_problem(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a link loop"
+    if exc.errno == errno.ENOENT:
+        return "a link to nothing (its target does not exist)"
+    return "a link that cannot be followed"
+
+
+def skip_non_image(path: str, reason: str, skipped: Skipped) -> None:
+    """A file that is not a readable image: listed with its reason if its name promises one, else counted."""
+    if os.path.splitext(path)[1].lower() in IMAGE_LIKE_SUFFIXES:
+        skipped.add(path, reason)
+    else:
+        skipped.not_images += 1
+
+
 def fingerprint(files: list[FileInfo]) -> str:
-    """A hash of the collection's paths, sizes and modification times."""
+    """A hash of the collection's paths (their bytes on disk, whatever the encoding), sizes and modification times."""
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        digest.update(os.fsencode(f.path) + f"\0{f.size}\0{f.mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

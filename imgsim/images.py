@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -25,6 +26,13 @@ from .errors import ImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# Names that promise a picture: a collection scan lists such a file as skipped, with the reason,
+# when it cannot be read (any other file is counted as not an image).
+IMAGE_LIKE_SUFFIXES = IMAGE_SUFFIXES | frozenset({
+    ".jfif", ".pjpeg", ".pjp", ".apng", ".dib", ".svg", ".svgz", ".ppm", ".pgm", ".pbm", ".pnm", ".pam", ".pfm",
+    ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ico", ".cur", ".tga", ".psd", ".xcf", ".pcx", ".qoi",
+    ".dds", ".exr", ".hdr", ".eps", ".xbm", ".xpm", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
+})
 MAX_PIXELS = 40_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # Memory the decoder and the decoded pixels may take (a 77 KB 16-bit PNG of 6300x6300 pixels
@@ -108,7 +116,7 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None, 
     or with `stretch` (the caller squashes the image to draft_size x draft_size) reduces each
     side on its own.
     """
-    try:
+    with decode_errors(name):
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = img.size
         if width * height > MAX_PIXELS:
@@ -133,12 +141,34 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None, 
         transpose = ORIENTATIONS.get(img.getexif().get(ORIENTATION_TAG))
         img = reduced_rgb(img, factors)
         return img.transpose(transpose) if transpose is not None else img
+
+
+def sniff(path) -> str:
+    """The allowed format a file holds, from its header alone: no pixel is decoded.
+
+    Cheap enough to run on every file of a folder (Pillow reads a few bytes, a few KB for a JPEG's
+    markers), so files are recognised by content, never by name. Raises ImageError otherwise.
+    """
+    name = describe(path)
+    try:
+        file = open(path, "rb")
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    with file, decode_errors(name):
+        return Image.open(file, formats=ALLOWED_FORMATS).format
+
+
+@contextmanager
+def decode_errors(name: str):
+    """Whatever Pillow raises on hostile input, as one ImageError naming the source."""
+    try:
+        yield
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
         raise ImageError(f"{name}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow checks the same header size inside Image.open, before the check above can run.
+        # Pillow checks the same header size inside Image.open, before open_image's own check can run.
         pixels = re.search(r"(\d+) pixels", str(exc))
         size = f"{int(pixels[1]) / 1e6:.0f} megapixels, " if pixels else ""
         raise ImageError(
