@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import ImgsimError
+from .text import one_line, write_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     def with_model_dir(p):
         p.add_argument("--model-dir", type=Path, help="model folder (default: $IMGSIM_MODEL_DIR or models/)")
         return p
+
+    def with_follow_links(p):
+        p.add_argument("--follow-links", action="store_true", default=None,
+                       help="follow links to folders and links that leave the images folder (default: list them as skipped)")
 
     p = sub.add_parser("demo", help="build the demo collection from photographs shipped with scikit-image")
     p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES or data/demo)")
@@ -34,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--clusters", type=int, help="number of KMeans groups (default 4)")
     p.add_argument("--seed", type=int)
+    with_follow_links(p)
 
     p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
     p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
+    with_follow_links(p)
 
     p = with_model_dir(sub.add_parser("query", help="find the images most similar to each SOURCE"))
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image path or http(s) URL")
@@ -79,14 +86,15 @@ def cmd_demo(args, settings: Settings) -> None:
     out = args.out or settings.images
     with terminal_progress("demo") as progress:
         path = build_demo(out, n=args.count, seed=args.seed, progress=progress)
-    print(f"demo collection ready: {path}")
+    print(f"demo collection ready: {one_line(path)}")
 
 
 def cmd_train(args, settings: Settings) -> None:
     from .training import train
 
     settings = settings.replace(images=args.images, image_size=args.image_size, latent_dim=args.latent_dim,
-                                epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed)
+                                epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed,
+                                follow_links=args.follow_links)
     with terminal_progress("train") as progress:
         report = train(settings, progress)
     print(report.summary())
@@ -98,7 +106,7 @@ def cmd_index(args, settings: Settings) -> None:
 
     images = args.images or Path(store.load_version(settings.model_dir).manifest["images_root"])
     with terminal_progress("index") as progress:
-        report = index(settings.replace(images=images), progress)
+        report = index(settings.replace(images=images, follow_links=args.follow_links), progress)
     print(report.summary())
 
 
@@ -117,24 +125,23 @@ def cmd_query(args, settings: Settings) -> int:
             data = read_bytes(source)
             result = searcher.query(source, args.n, args.scope, data=data)
         except ImgsimError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             failed += 1
             continue
         if args.json:
-            print(json.dumps(result.to_dict()))
-        else:
-            print(f"{source}  (group {result.cluster})")
+            print(json.dumps(result.to_dict()))  # ASCII: names escaped, and kept exactly
+        else:  # one name, one line: a name holding a newline cannot forge a result line
+            print(f"{one_line(source)}  (group {result.cluster})")
             for rank, hit in enumerate(result.results, 1):
-                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {hit.path}")
+                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}")
         if args.plot:
             plot = args.plot if len(args.sources) == 1 else args.plot.with_name(f"{args.plot.stem}-{number}{args.plot.suffix}")
             save_grid(plot, open_image(data, describe(source), draft_size=160), result)
-            print(f"grid written to {plot}", file=sys.stderr)
+            print(f"grid written to {one_line(plot)}", file=sys.stderr)
     return 2 if failed else 0
 
 
 def cmd_clusters(args, settings: Settings) -> None:
-    import csv
     from collections import Counter
 
     from . import store
@@ -142,18 +149,15 @@ def cmd_clusters(args, settings: Settings) -> None:
 
     version = store.load_version(settings.model_dir)
     counts = Counter(version.groups.tolist())
-    print(f"version {version.id}: {len(version.files)} images in {len(version.centres)} groups")
+    print(f"version {one_line(version.id)}: {len(version.files)} images in {len(version.centres)} groups")
     for group in range(len(version.centres)):
         print(f"  group {group}: {counts.get(group, 0)} images")
     if args.silhouette:
         for k, score in silhouette_by_k(version.vectors).items():
             print(f"  k={k:2d}  silhouette {score:.3f}")
     if args.export:
-        with open(args.export, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "cluster"])
-            writer.writerows(zip(version.paths, version.groups.tolist()))
-        print(f"wrote {args.export}")
+        write_csv(args.export, ["path", "cluster"], zip(version.paths, version.groups.tolist()))
+        print(f"wrote {one_line(args.export)}")
 
 
 def cmd_eval(args, settings: Settings) -> None:
@@ -170,12 +174,12 @@ def cmd_versions(args, settings: Settings) -> None:
     current = store.current_id(settings.model_dir)
     versions = store.list_versions(settings.model_dir)
     if not versions:
-        print(f"no model versions in {settings.model_dir}")
-    for manifest in versions:
+        print(f"no model versions in {one_line(settings.model_dir)}")
+    for manifest in versions:  # a manifest may have been edited by hand: its fields are shown escaped
         mark = "*" if manifest.get("id") == current else " "
         metrics = manifest.get("metrics", {})
-        print(f"{mark} {manifest.get('id')}  {manifest.get('kind', 'damaged')}  {metrics.get('images', '?')} images  "
-              f"val_loss {metrics.get('val_loss')}")
+        print(one_line(f"{mark} {manifest.get('id')}  {manifest.get('kind', 'damaged')}  "
+                       f"{metrics.get('images', '?')} images  val_loss {metrics.get('val_loss')}"))
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
@@ -188,7 +192,7 @@ def main(argv=None) -> int:
         settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
         code = COMMANDS[args.command](args, settings) or 0
     except (ImgsimError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)  # one line, whatever names the message holds
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -196,6 +200,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # never a traceback for a user; IMGSIM_DEBUG=1 shows it
         if os.environ.get("IMGSIM_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set IMGSIM_DEBUG=1 for details)", file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {one_line(exc)} (set IMGSIM_DEBUG=1 for details)",
+              file=sys.stderr)
         return 1
     return code
