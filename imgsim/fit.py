@@ -1,61 +1,160 @@
-"""Fitting the autoencoder to a collection: batches of decoded images, progress reports, the fit itself.
+"""Fitting the autoencoder to a collection: a decoded cache, a budget that fits the collection, the fit itself.
 
 `training.train` calls `fit_autoencoder` and then encodes, groups and saves; everything about how
 the network learns (budget, batches, augmentation, early stopping) lives here and in model.py.
+
+Each image is decoded once per run into a uint8 cache at training size (in memory, or a
+memory-mapped file in a temporary folder when large); batches are slices of it, and the two
+augmented views of each image are made inside the compiled train step. So an epoch costs the
+network's arithmetic and nothing else: no JPEG decoding, no Python per image, no validation pass
+over the loss. Progress is judged instead by a label-free retrieval measure on held-out images
+(`twin_retrieval`), which is also what early stopping watches.
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from .collection import Skipped, load_for_model
+from .collection import Skipped, iter_decoded
 from .config import Settings
-from .errors import ImageError
-from .model import Trainer, build_autoencoder, keras, use_mixed_precision_if_gpu
+from .model import Trainer, augment, build_autoencoder, keras, tf, use_mixed_precision_if_gpu
 
 Progress = Callable[[float, str], None]
 
+# The budget in optimiser steps, whatever the collection's size. Measured on photo collections
+# of 200-2,000 images (benchmarks/quality.py): 228 images x 12 epochs (85 steps) reached 0.58
+# precision@10 where 40 epochs reached 0.71, so a small collection gets at least MIN_STEPS;
+# a large one stops at MAX_STEPS, so 5,000 images train in minutes, not an hour. Both are for
+# 128 px and scale with the pixel count (a step's cost), so a 32 px model needs 1/16 as many.
+MIN_STEPS = 600
+MAX_STEPS = 900
+REFERENCE_SIZE = 128
+# The cache is held in memory up to this size, memory-mapped from a temporary file beyond it, and
+# never grows past CACHE_MAX_BYTES: a bigger collection trains on a random sample that fits
+# (MAX_STEPS batches could not show it each image once anyway).
+CACHE_IN_MEMORY_BYTES = 512 * 2**20
+CACHE_MAX_BYTES = 4 * 2**30
+HOLDOUT_MIN, HOLDOUT_MAX = 32, 256  # images held out for the retrieval measure
 
-class ImageBatches(keras.utils.PyDataset):
-    """Decoded image batches for Keras, shuffled each epoch, decoded in worker threads.
 
-    Unreadable files are recorded in `skipped` and left out of their batch.
-    """
+class CachedBatches(keras.utils.PyDataset):
+    """uint8 batches sliced from the decoded cache: a stream of shuffled passes cut into epochs of `steps`."""
 
-    def __init__(self, paths, size, batch_size, seed, skipped, workers):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
-        self.paths, self.size, self.batch_size, self.skipped = list(paths), size, batch_size, skipped
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(self.paths))
+    def __init__(self, cache: np.ndarray, rows: np.ndarray, batch_size: int, steps: int, seed: int):
+        super().__init__(workers=1, use_multiprocessing=False)  # a slice costs microseconds: no threads
+        self.cache, self.rows, self.batch_size, self.steps, self.seed = cache, np.asarray(rows), batch_size, steps, seed
+        self.epoch = 0
+        self.orders = {}
 
     def __len__(self):
-        full, rest = divmod(len(self.paths), self.batch_size)
-        return full + (rest >= 2)  # a batch of one has no spread to measure
+        return self.steps
+
+    def position(self, q: int) -> int:
+        """The image at position q of the stream: pass q // n in that pass's own shuffled order."""
+        n = len(self.rows)
+        p = q // n
+        if p not in self.orders:
+            self.orders = {p: np.random.default_rng([self.seed, p]).permutation(n)}
+        return self.rows[self.orders[p][q % n]]
 
     def __getitem__(self, i):
-        images = []
-        for j in self.order[i * self.batch_size:(i + 1) * self.batch_size]:
-            try:
-                images.append(load_for_model(self.paths[j], self.size)[0])
-            except ImageError as exc:
-                self.skipped.add(self.paths[j], str(exc))
-        while len(images) < 2:  # the batch's files were unreadable: keep the step's shape valid
-            images.append(images[0] if images else np.zeros((self.size, self.size, 3), np.float32))
-        return np.stack(images)
+        start = (self.epoch * self.steps + i) * self.batch_size
+        rows = np.sort([self.position(q) for q in range(start, start + self.batch_size)])
+        return self.cache[rows]  # sorted rows read a memory-mapped cache in file order
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.paths))
+        self.epoch += 1
+
+
+def decode_cache(paths: list[str], size: int, workers: int, skipped: Skipped, folder: str,
+                 progress: Progress | None = None) -> tuple[np.ndarray, list[int]]:
+    """Decode every file once into a uint8 (n, size, size, 3) array; returns it and the positions kept.
+
+    In memory up to CACHE_IN_MEMORY_BYTES, else a memory-mapped file in `folder`. Unreadable
+    files are recorded in `skipped` and left out.
+    """
+    shape = (len(paths), size, size, 3)
+    nbytes = int(np.prod(shape))
+    if nbytes > CACHE_IN_MEMORY_BYTES:
+        cache = np.lib.format.open_memmap(f"{folder}/cache.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        cache = np.empty(shape, np.uint8)
+    kept = []
+    for indices, images, _, failures in iter_decoded(paths, size, batch_size=64, workers=workers):
+        for path, reason in failures.items():
+            skipped.add(path, reason)
+        rows = np.arange(len(kept), len(kept) + len(indices))
+        cache[rows] = np.rint(images * 255).astype(np.uint8)  # decode() gives k / 255 exactly: lossless
+        kept.extend(indices)
+        if progress is not None:
+            progress(len(kept) + len(skipped), f"decoding {len(kept)}/{len(paths)} images")
+    return cache[:len(kept)], kept
+
+
+def budget(n_train: int, settings: Settings, batch_size: int, min_steps: int | None = None,
+           max_steps: int | None = None) -> tuple[int, int]:
+    """(total steps, steps per epoch): `settings.epochs` passes, raised to min_steps, capped at max_steps.
+
+    The number of epochs stays `settings.epochs` (progress reads "epoch 3/12"); a small collection
+    gets longer epochs instead of more of them. min_steps=0 trains exactly the epochs asked for.
+    """
+    scale = (settings.image_size / REFERENCE_SIZE) ** 2
+    low = round(MIN_STEPS * scale) if min_steps is None else min_steps
+    high = max(low, round(MAX_STEPS * scale)) if max_steps is None else max_steps
+    passes = settings.epochs * math.ceil(n_train / batch_size)
+    total = min(max(passes, low), max(high, settings.epochs))
+    per_epoch = max(1, math.ceil(total / settings.epochs))
+    return per_epoch * settings.epochs, per_epoch
+
+
+def twin_retrieval(encode: Callable, images: np.ndarray, seed: int, ks=(1, 10), views: dict | None = None) -> dict:
+    """Label-free retrieval quality: two augmented views of each image; how often is a view's twin found?
+
+    Each of the 2n views queries the other 2n - 1; recall@k is the fraction whose twin is among its
+    k nearest by cosine, `twin_mrr` the mean reciprocal rank of the twin. The views depend only on
+    `seed`, so values from different epochs or models are comparable.
+    """
+    kwargs = {} if views is None else {"views": views}
+    a = augment(images, tf.constant([seed, 1]), **kwargs).numpy()
+    b = augment(images, tf.constant([seed, 2]), **kwargs).numpy()
+    z = np.concatenate([encode(a), encode(b)]).astype(np.float64)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    n = len(images)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    twin = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
+    rank = (sim > sim[np.arange(2 * n), twin][:, None]).sum(axis=1)  # views closer than the twin
+    out = {f"twin_recall@{k}": float(np.mean(rank < min(k, 2 * n - 1))) for k in ks}
+    out["twin_mrr"] = float(np.mean(1.0 / (rank + 1)))
+    return out
+
+
+class TwinRetrieval(keras.callbacks.Callback):
+    """Adds `twin_retrieval` on the held-out images to each epoch's logs, before early stopping reads them."""
+
+    def __init__(self, encoder, images: np.ndarray, seed: int):
+        super().__init__()
+        size = encoder.input_shape[1]
+        fn = tf.function(lambda x: encoder(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
+        self.encode = lambda x: np.concatenate([fn(x[i:i + 128]).numpy() for i in range(0, len(x), 128)])
+        self.images, self.seed = images, seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(twin_retrieval(self.encode, self.images, self.seed))
 
 
 class ProgressCallback(keras.callbacks.Callback):
     """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left."""
 
-    def __init__(self, progress: Progress, epochs: int, steps: int, share: float):
+    def __init__(self, progress: Progress, epochs: int, steps: int, share: float, start: float = 0.0):
         super().__init__()
-        self.progress, self.epochs, self.steps, self.share = progress, epochs, steps, share
+        self.progress, self.epochs, self.steps, self.share, self.start_fraction = progress, epochs, steps, share, start
         self.start = time.monotonic()
         self.epoch = 0
 
@@ -66,32 +165,80 @@ class ProgressCallback(keras.callbacks.Callback):
         done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
         left = (time.monotonic() - self.start) / done * (1 - done)
         loss = (logs or {}).get("loss", float("nan"))
-        self.progress(self.share * done, f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left")
+        self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
+                      f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left")
 
 
-def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float):
-    """Train a new autoencoder on the files; returns (autoencoder, history dict)."""
+def split_holdout(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out positions, training positions). The held-out images train nothing; too few to hold out: none."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = 0
+    if validation_split > 0:
+        n_val = min(HOLDOUT_MAX, max(int(n * validation_split), min(HOLDOUT_MIN, n // 5)))
+    if n_val < 4:
+        n_val = 0
+    return order[:n_val], order[n_val:]
+
+
+def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float,
+                    min_steps: int | None = None, max_steps: int | None = None, jit_compile: bool | str = "auto",
+                    trainer_options: dict | None = None):
+    """Train a new autoencoder on the files; returns (autoencoder, history dict).
+
+    The history holds per-epoch lists (loss, reconstruction, invariance, spread and, with held-out
+    images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, images_seen,
+    train_images (files trained on), holdout_images, fit_seconds (the optimiser's time alone),
+    decode_seconds, train_images_per_second (images_seen over decode + fit time),
+    best_epoch and the best epoch's twin_* values (what the saved weights give).
+    """
+    start = time.monotonic()
     keras.utils.set_random_seed(settings.seed)
     policy = use_mixed_precision_if_gpu()
-    order = np.random.default_rng(settings.seed).permutation(len(paths))
-    n_val = int(len(paths) * settings.validation_split)
-    if n_val < 4:
-        n_val = 0  # too few images to hold any back usefully
-    val_paths = [paths[i] for i in order[:n_val]]
-    train_paths = [paths[i] for i in order[n_val:]]
-    batch_size = max(2, min(settings.batch_size, len(train_paths)))
-    train_data = ImageBatches(train_paths, settings.image_size, batch_size, settings.seed, skipped, settings.workers)
-    val_data = ImageBatches(val_paths, settings.image_size, batch_size, settings.seed + 1, skipped, settings.workers) if n_val else None
+    size = settings.image_size
+    per_image = size * size * 3
+    chosen = list(range(len(paths)))
+    if len(paths) * per_image > CACHE_MAX_BYTES:  # more than the budget can show: a random sample that fits
+        chosen = sorted(np.random.default_rng(settings.seed).choice(len(paths), CACHE_MAX_BYTES // per_image, replace=False))
+    decode_share = 0.1 * share
+    with tempfile.TemporaryDirectory(prefix="imgsim-cache-") as folder:
+        report = lambda done, message: progress(decode_share * done / max(1, len(chosen)), message)
+        cache, _ = decode_cache([paths[i] for i in chosen], size, settings.workers, skipped, folder, report)
+        decode_seconds = time.monotonic() - start
+        if len(cache) < 2:
+            from .errors import ImgsimError
 
-    autoencoder = build_autoencoder(settings.image_size, settings.latent_dim)
-    trainer = Trainer(autoencoder, seed=settings.seed)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))
-    monitor = "val_loss" if val_data is not None else "loss"
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True),
-        ProgressCallback(progress, settings.epochs, len(train_data), share),
-    ]
-    history = trainer.fit(train_data, validation_data=val_data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
+            raise ImgsimError(f"fewer than 2 readable images to train on ({skipped.summary()})")
+        held, train_rows = split_holdout(len(cache), settings.validation_split, settings.seed)
+        holdout = np.asarray(cache[np.sort(held)]) if len(held) else None
+        batch_size = max(2, min(settings.batch_size, len(train_rows)))
+        total, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
+        data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
+
+        autoencoder = build_autoencoder(size, settings.latent_dim)
+        trainer = Trainer(autoencoder, seed=settings.seed, **(trainer_options or {}))
+        if jit_compile == "auto":
+            jit_compile = JIT_COMPILE
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
+        callbacks = []
+        if holdout is not None:
+            callbacks += [TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed),
+                          keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
+                                                        restore_best_weights=True)]
+        callbacks.append(ProgressCallback(progress, settings.epochs, per_epoch, share, start=decode_share))
+        fit_start = time.monotonic()
+        history = trainer.fit(data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
+        fit_seconds = time.monotonic() - fit_start
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
-    logs["precision_policy"] = policy
+    steps = per_epoch * len(logs.get("loss", []))
+    logs.update(precision_policy=policy, steps=steps, images_seen=steps * batch_size, batch_size=batch_size,
+                train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
+                decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
+                train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
+    if "twin_mrr" in logs:
+        best = int(np.argmax(logs["twin_mrr"]))
+        logs["best_epoch"] = best + 1
+        logs.update({f"best_{k}": logs[k][best] for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")})
     return autoencoder, logs
+
+
+JIT_COMPILE = False  # XLA: see benchmarks/bench_pipeline.py --train-only; set from measurement
