@@ -78,7 +78,7 @@ def child_floors(folder: str, model_dir: str) -> dict:
 def child_index(folder: str, model_dir: str) -> dict:
     """`index` of a whole folder new to the model: encode stage alone, then end to end."""
     from imgsim import Settings
-    from imgsim.training import index
+    from imgsim.indexing import index
 
     stages = {}
 

@@ -102,7 +102,7 @@ def cmd_train(args, settings: Settings) -> None:
 
 def cmd_index(args, settings: Settings) -> None:
     from . import store
-    from .training import index
+    from .indexing import index
 
     images = args.images or Path(store.load_version(settings.model_dir).manifest["images_root"])
     with terminal_progress("index") as progress:

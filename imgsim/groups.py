@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin, silhouette_score
+
+# Above this many vectors, MiniBatchKMeans: full KMeans (10 starts) grows with N x k x iterations
+# while mini-batches stay near-constant per step (benchmarks/bench_groups.py prints both).
+MINIBATCH_ABOVE = 20_000
+SILHOUETTE_SAMPLE = 4_000
 
 
 def fit_groups(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """KMeans on the vectors: (centres k x D, each vector's group). k is capped at the vector count."""
     k = max(1, min(k, len(vectors)))
-    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
-    return kmeans.cluster_centers_.astype(np.float32), kmeans.labels_.astype(np.int32)
+    if len(vectors) > MINIBATCH_ABOVE:
+        kmeans = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed).fit(vectors)
+        labels = predict_groups(vectors, kmeans.cluster_centers_)
+    else:
+        kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
+        labels = kmeans.labels_
+    return kmeans.cluster_centers_.astype(np.float32), np.asarray(labels, np.int32)
 
 
 def predict_groups(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -19,8 +29,12 @@ def predict_groups(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return pairwise_distances_argmin(np.atleast_2d(vectors), centres).astype(np.int32)
 
 
-def silhouette_by_k(vectors: np.ndarray, ks=range(2, 11), seed: int = 0, sample: int = 2000) -> dict[int, float]:
-    """Silhouette score of KMeans for each k (higher separates better), on a sample for speed."""
+def silhouette_by_k(vectors: np.ndarray, ks=range(2, 11), seed: int = 0,
+                    sample: int = SILHOUETTE_SAMPLE) -> dict[int, float]:
+    """Silhouette score of KMeans for each k (higher separates better), fitted and scored on a seeded sample."""
+    vectors = np.asarray(vectors)
+    if len(vectors) > sample:
+        vectors = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), sample, replace=False))]
     scores = {}
     for k in ks:
         if k >= len(vectors):
@@ -28,5 +42,5 @@ def silhouette_by_k(vectors: np.ndarray, ks=range(2, 11), seed: int = 0, sample:
         _, labels = fit_groups(vectors, k, seed)
         if len(set(labels.tolist())) < 2:
             continue
-        scores[k] = float(silhouette_score(vectors, labels, sample_size=min(sample, len(vectors)), random_state=seed))
+        scores[k] = float(silhouette_score(vectors, labels))
     return scores

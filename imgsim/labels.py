@@ -1,45 +1,110 @@
-"""Names people give to a version's groups, kept beside the version (whose folder is never modified).
+"""Names people give to groups. They belong to the collection, not to one version.
 
-Stored as `<model_dir>/labels/<version_id>.json`: {"0": "cats", "3": "scans"}.
+Stored beside the versions (whose folders are never modified) as `<model_dir>/labels/<version_id>.json`:
+{"0": {"name": "cats", "carried": false}, ...} (imgsim 0.1 wrote {"0": "cats"}, still read).
+A new version gets its parent's names when it is written: `index` keeps the groups, so the names
+stay as they are; a retraining makes new groups, so each old name moves to the new group holding
+most of that name's images and is marked "carried over" until a person confirms it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from .store import is_version_id
 from .text import csv_text
 
-VERSION_ID = re.compile(r"[A-Za-z0-9_.-]+")
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    carried: bool = False  # moved over from an earlier training's groups, not yet confirmed
 
 
 def labels_path(model_dir, version_id: str) -> Path:
-    if not VERSION_ID.fullmatch(version_id or "") or version_id.startswith("."):
+    if not is_version_id(version_id):
         raise ValueError(f"not a version id: {version_id!r}")
     return Path(model_dir) / "labels" / f"{version_id}.json"
 
 
-def load_names(model_dir, version_id: str) -> dict[int, str]:
-    """Group number -> name; groups never named are absent."""
+def load_labels(model_dir, version_id: str) -> dict[int, Label]:
+    """Group number -> Label; groups never named are absent."""
     try:
-        raw = json.loads(labels_path(model_dir, version_id).read_text())
+        raw = json.loads(labels_path(model_dir, version_id).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {int(k): str(v) for k, v in raw.items() if str(k).lstrip("-").isdigit() and str(v).strip()}
+    labels = {}
+    for key, value in raw.items() if isinstance(raw, dict) else ():
+        if isinstance(value, str):
+            value = {"name": value}
+        if not str(key).isdigit() or not isinstance(value, dict) or not str(value.get("name", "")).strip():
+            continue
+        labels[int(key)] = Label(" ".join(str(value["name"]).split()), bool(value.get("carried", False)))
+    return labels
+
+
+def load_names(model_dir, version_id: str) -> dict[int, str]:
+    """Group number -> name; groups never named are absent."""
+    return {g: label.name for g, label in load_labels(model_dir, version_id).items()}
+
+
+def save_labels(model_dir, version_id: str, labels: dict[int, Label]) -> Path:
+    """Write the labels whole (temporary file, then rename); blank names are dropped."""
+    path = labels_path(model_dir, version_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {str(int(g)): {"name": " ".join(label.name.split()), "carried": label.carried}
+             for g, label in sorted(labels.items()) if label.name.strip()}
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(clean, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def save_names(model_dir, version_id: str, names: dict[int, str]) -> Path:
-    """Write the names whole (temporary file, then rename); blank names are dropped."""
-    path = labels_path(model_dir, version_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {str(int(k)): " ".join(str(v).split()) for k, v in sorted(names.items()) if str(v).strip()}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(clean, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
-    return path
+    """Set these groups' names, confirmed (a person typed them); blank names are dropped."""
+    return save_labels(model_dir, version_id, {int(g): Label(str(n)) for g, n in names.items()})
+
+
+def set_name(model_dir, version_id: str, group: int, name: str) -> Path:
+    """Name (or rename, or with "" un-name) one group, keeping the others; the name is confirmed."""
+    labels = load_labels(model_dir, version_id)
+    labels[int(group)] = Label(str(name))
+    return save_labels(model_dir, version_id, labels)
+
+
+def inherit(model_dir, parent_id: str | None, child_id: str, mapping: dict[int, int] | None = None) -> dict[int, Label]:
+    """Give a new version its parent's names: as they are (`mapping` None: same groups), or moved old -> new group."""
+    labels = load_labels(model_dir, parent_id) if parent_id else {}
+    if mapping is not None:
+        labels = {mapping[g]: Label(label.name, carried=True) for g, label in labels.items() if g in mapping}
+    if labels:
+        save_labels(model_dir, child_id, labels)
+    return labels
+
+
+def carry_over(old_ids, old_groups, new_ids, new_groups) -> dict[int, int]:
+    """Old group -> the new group that holds most of its images (by stable image id).
+
+    When two old groups land on the same new group, the one with more images there keeps it.
+    """
+    new_group_of = dict(zip(np.asarray(new_ids).tolist(), np.asarray(new_groups).tolist()))
+    votes: dict[int, Counter] = {}
+    for image, group in zip(np.asarray(old_ids).tolist(), np.asarray(old_groups).tolist()):
+        if image in new_group_of:
+            votes.setdefault(int(group), Counter())[int(new_group_of[image])] += 1
+    best = {old: counter.most_common(1)[0] for old, counter in votes.items()}
+    mapping, taken = {}, {}
+    for old, (new, count) in sorted(best.items(), key=lambda item: -item[1][1]):
+        if new not in taken:
+            mapping[old], taken[new] = new, count
+    return mapping
 
 
 def group_name(group: int, names: dict[int, str]) -> str:

@@ -1,4 +1,10 @@
-"""A 2-D map of the latent space for the dashboard's scatter: UMAP, or PCA when too few images."""
+"""A 2-D map of the latent space for the dashboard's scatter: UMAP, or PCA when too few images.
+
+UMAP is fitted on a seeded sample of at most FIT_SAMPLE vectors and the rest are placed with its
+`transform`, so a large collection costs one bounded fit. Images added later by `index` are
+placed without refitting (`place_new`): each goes to the similarity-weighted mean of its nearest
+mapped neighbours, which keeps every earlier point where the user last saw it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ import warnings
 
 import numpy as np
 
+FIT_SAMPLE = 20_000
+NEIGHBOURS = 8
 
-def map_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+
+def map_2d(vectors: np.ndarray, seed: int = 0, fit_sample: int = FIT_SAMPLE) -> np.ndarray:
     """(N, D) latents -> (N, 2) coordinates; cosine UMAP, falling back to PCA under 10 images."""
     n = len(vectors)
     if n == 0:
@@ -22,4 +31,34 @@ def map_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # umap warns that a seed disables parallelism: wanted here
         reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine", random_state=seed)
-        return reducer.fit_transform(vectors).astype(np.float32)
+        if n <= fit_sample:
+            return reducer.fit_transform(vectors).astype(np.float32)
+        sample = np.sort(np.random.default_rng(seed).choice(n, fit_sample, replace=False))
+        coords = np.empty((n, 2), np.float32)
+        coords[sample] = reducer.fit_transform(vectors[sample])
+        rest = np.setdiff1d(np.arange(n), sample)
+        for start in range(0, len(rest), 50_000):
+            chunk = rest[start:start + 50_000]
+            coords[chunk] = reducer.transform(vectors[chunk])
+        return coords
+
+
+def place_new(vectors: np.ndarray, engine, records) -> np.ndarray:
+    """Map coordinates for new vectors from their nearest neighbours already on the map (no refit).
+
+    `engine` searches the collection as it was before these vectors were added; `records` gives
+    the neighbours' coordinates. With nothing mapped yet, everything lands at the origin.
+    """
+    coords = np.zeros((len(vectors), 2), np.float32)
+    if not len(vectors) or not len(records):
+        return coords
+    for start in range(0, len(vectors), 1024):
+        batch = vectors[start:start + 1024]
+        for i, hits in enumerate(engine.search_many(batch, NEIGHBOURS)):
+            if not hits:
+                continue
+            rows = records.rows_of([h[0] for h in hits])
+            weights = np.maximum(np.array([h[1] for h in hits], np.float32), 1e-3)[rows >= 0]
+            if len(weights):
+                coords[start + i] = (records.map2d[rows[rows >= 0]] * weights[:, None]).sum(0) / weights.sum()
+    return coords

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-import logging
-
 from . import store
-from .errors import ModelNotFoundError
 from .collection import encode_files
+from .errors import ModelNotFoundError
 from .groups import predict_groups
 from .images import decode, describe, is_url, read_bytes
-from .index import Index
 
 SCOPES = ("cluster", "all")
 log = logging.getLogger(__name__)
@@ -41,32 +39,33 @@ class QueryResult:
 
 
 class Searcher:
-    """A loaded model version: its encoder, vectors, groups and indexes. Safe to share between threads."""
+    """A loaded model version: its encoder and its vector engine. Safe to share between threads.
 
-    def __init__(self, version: store.Version):
+    Construction loads (the model, the engine's memory-mapped segments); searching is all that
+    happens afterwards. `engine` names another engine than the one the version was saved with
+    (its vectors are moved there in memory, without re-encoding).
+    """
+
+    def __init__(self, version: store.Version, engine: str | None = None):
         from .model import compile_encoder, load_encoder
 
         self.version = version
         self.encoder = load_encoder(version.model_path)
         self.encode_batch = compile_encoder(self.encoder)
         self.lock = threading.Lock()  # TensorFlow models are not promised to be thread-safe
+        self.engine = version.engine(engine)
+        self.records = version.records
         self.paths = version.paths
-        self.index = Index().fit(version.vectors)
-        self.group_indexes = {int(g): Index().fit(version.vectors[version.groups == g], np.flatnonzero(version.groups == g))
-                              for g in np.unique(version.groups)}
         self.by_path = {p: i for i, p in enumerate(self.paths)}
-        self.by_hash = {}
-        for i, record in enumerate(version.files):
-            self.by_hash.setdefault(record.get("sha1"), []).append(i)
 
     @classmethod
-    def load(cls, model_dir, version_id: str | None = None) -> "Searcher":
+    def load(cls, model_dir, version_id: str | None = None, engine: str | None = None) -> Searcher:
         """The given version, or the current one; a version whose model cannot be loaded falls back like a damaged one."""
         if version_id:
-            return cls(store.load_version(model_dir, version_id))
+            return cls(store.load_version(model_dir, version_id), engine)
         for candidate in store.candidates(model_dir):
             try:
-                return cls(store.load_version(model_dir, candidate))
+                return cls(store.load_version(model_dir, candidate), engine)
             except ModelNotFoundError as exc:
                 log.warning("version %s cannot be used (%s); trying the next intact one", candidate, exc)
         raise store.no_model(model_dir)
@@ -88,7 +87,7 @@ class Searcher:
 
     def members(self, data: bytes, source) -> set[int]:
         """Collection items the query is itself: the same file path, or the same bytes."""
-        same = set(self.by_hash.get(hashlib.sha1(data).hexdigest(), []))
+        same = set(self.records.rows_with_sha1(hashlib.sha1(data).hexdigest()).tolist())
         if isinstance(source, (str, Path)) and not is_url(source):
             resolved = str(Path(source).expanduser().resolve())
             if resolved in self.by_path:
@@ -111,13 +110,15 @@ class Searcher:
         return self.search_vector(vector, n, scope, exclude=self.members(data, source), name=name)
 
     def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query") -> QueryResult:
+        """The n nearest collection images to a latent, inside its predicted group first; `exclude` holds rows."""
         group = int(predict_groups(vector[None], self.version.centres)[0])
-        exclude = set(exclude)
+        excluded = set(self.records.ids[list(exclude)].tolist()) if exclude else set()
         hits = []
-        if scope == "cluster" and group in self.group_indexes:
-            hits = self.group_indexes[group].search(vector, n, exclude=exclude)
+        if scope == "cluster":
+            hits = self.engine.search(vector, n, group=group, exclude=excluded)
         if len(hits) < n:
-            exclude |= {i for i, _ in hits}
-            hits += self.index.search(vector, n - len(hits), exclude=exclude)
-        results = [Hit(self.paths[i], round(score, 6), round(1.0 - score, 6), int(self.version.groups[i])) for i, score in hits]
+            hits += self.engine.search(vector, n - len(hits), exclude=excluded | {i for i, _ in hits})
+        rows = self.records.rows_of([i for i, _ in hits])
+        results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]))
+                   for r, (_, score) in zip(rows.tolist(), hits) if r >= 0]
         return QueryResult(name, group, results)

@@ -5,12 +5,16 @@ Layout of a model folder::
     CURRENT                 the active version's id, replaced atomically
     .lock                   held by the one training or indexing run allowed at a time
     staging/                versions being written; anything here is unfinished
-    versions/<id>/          model.keras, vectors.npy, groups.npy, centres.npy, map2d.npy,
-                            files.json, history.json and manifest.json (with checksums)
+    segments/               immutable, content-addressed files shared by versions: the image
+                            records (imgsim.records) and the vector engine's data (imgsim.engines)
+    versions/<id>/          model.keras, centres.npy, history.json and manifest.json, which lists
+                            the version's record segments and its engine state, with checksums
 
-A version is written in staging/, every file fsynced, then renamed into versions/, and only then
-does CURRENT change. A reader resolves CURRENT once and reads that folder, which is never
-modified afterwards, so it sees one version whole.
+Segments are written first (a crash leaves only unreferenced files), then the version folder in
+staging/, every file fsynced, renamed into versions/, and only then does CURRENT change. A
+reader resolves CURRENT once and reads that version, whose files are never modified afterwards,
+so it sees one version whole. An `index` run writes one segment of new records and vectors and
+small dead-row files, never the collection again.
 """
 
 from __future__ import annotations
@@ -31,29 +35,34 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .errors import BusyError, ImgsimError, ModelNotFoundError
+from .records import Records
 from .text import one_line
 
 log = logging.getLogger(__name__)
 
-ARRAYS = ("vectors", "groups", "centres", "map2d")
+FORMAT = 2
 MODEL_FILE = "model.keras"
+VERSION_FILES = (MODEL_FILE, "centres.npy", "history.json")
+LEGACY_FILES = (MODEL_FILE, "files.json", "history.json", "vectors.npy", "groups.npy", "centres.npy", "map2d.npy")
 # What new_version_id makes; CURRENT and `versions --use` must name one of these, never a path.
 VERSION_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 @dataclass
 class Version:
-    """One complete, verified model version loaded from disk (the model itself loads lazily)."""
+    """One complete, verified model version loaded from disk; its model and engine load lazily."""
 
     id: str
     path: Path
     manifest: dict
-    files: list[dict]
-    vectors: np.ndarray
-    groups: np.ndarray
+    records: Records
     centres: np.ndarray
-    map2d: np.ndarray
     history: dict
+    engine_: object = None  # a loaded VectorEngine, once `engine()` was called (or a legacy version's)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path.parent.parent
 
     @property
     def model_path(self) -> Path:
@@ -65,7 +74,64 @@ class Version:
 
     @property
     def paths(self) -> list[str]:
-        return [f["path"] for f in self.files]
+        return self.records.paths
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.records.ids
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.records.groups
+
+    @property
+    def map2d(self) -> np.ndarray:
+        return self.records.map2d
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def engine(self, name: str | None = None):
+        """The version's vector engine (the one it was saved with, or `name` over the same data)."""
+        from .engines import load_engine
+
+        if self.engine_ is not None and name in (None, self.engine_.name):
+            return self.engine_
+        state = self.manifest.get("engine")
+        if name is not None and state is not None and name != state.get("engine") and "milvus" in (name, state.get("engine")):
+            return copy_engine(self.engine(), name)
+        engine = load_engine(self.model_dir, state, name)
+        if name is None:
+            self.engine_ = engine
+        return engine
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every live vector in record order, (n, d) float32: for whole-collection work (KMeans, evaluation)."""
+        if not hasattr(self, "_vectors"):
+            ids, parts = [], []
+            for batch_ids, batch_vectors, _ in self.engine().items():
+                ids.append(batch_ids)
+                parts.append(np.asarray(batch_vectors, np.float32))
+            ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+            vectors = np.concatenate(parts) if parts else np.zeros((0, self.centres.shape[1]), np.float32)
+            rows = self.records.rows_of(ids)
+            if len(ids) != len(self.records) or (rows < 0).any():
+                raise ModelNotFoundError(f"{self.path}: the vector engine and the records disagree")
+            out = np.empty_like(vectors)
+            out[rows] = vectors
+            self._vectors = out
+        return self._vectors
+
+
+def copy_engine(source, name: str, **options):
+    """A new engine of another kind holding the same ids, vectors and groups (no re-encoding)."""
+    from .engines import make_engine
+
+    engine = make_engine(name, **options)
+    for ids, vectors, groups in source.items():
+        engine.add(ids, vectors, groups)
+    return engine
 
 
 def new_version_id() -> str:
@@ -139,12 +205,14 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def write_version(model_dir, *, manifest: dict, files: list[dict], arrays: dict[str, np.ndarray],
+def write_version(model_dir, *, manifest: dict, records: list, engine: dict, centres: np.ndarray,
                   history: dict, save_model, make_current: bool = True) -> str:
-    """Write a complete version and (by default) make it current; returns its id.
+    """Write a complete version over segments already written, and (by default) make it current.
 
-    `save_model(path)` writes the `.keras` file (saving it, or linking the parent's). Call with
-    the writer lock held. A failure or a kill at any point leaves only a folder in staging/.
+    `records` are the record segment entries (imgsim.records), `engine` the engine state
+    (VectorEngine.save); `save_model(path)` writes the `.keras` file (saving it, or linking the
+    parent's). Call with the writer lock held. A failure or a kill at any point leaves only a
+    folder in staging/ and unreferenced segment files.
     """
     model_dir = Path(model_dir)
     version_id = new_version_id()
@@ -153,19 +221,17 @@ def write_version(model_dir, *, manifest: dict, files: list[dict], arrays: dict[
         staging.mkdir(parents=True)
         try:
             save_model(staging / MODEL_FILE)
-            for name in ARRAYS:
-                np.save(staging / f"{name}.npy", arrays[name], allow_pickle=False)
-            write_json(staging / "files.json", files)
+            np.save(staging / "centres.npy", np.asarray(centres, np.float32), allow_pickle=False)
             write_json(staging / "history.json", history)
             checksums = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
-            manifest = {**manifest, "id": version_id, "checksums": checksums}
+            manifest = {**manifest, "format": FORMAT, "id": version_id, "records": records, "engine": engine,
+                        "checksums": checksums}
             write_json(staging / "manifest.json", manifest)
             for p in staging.iterdir():
                 fsync_path(p)
             fsync_path(staging)
             (model_dir / "versions").mkdir(exist_ok=True)
-            final = model_dir / "versions" / version_id
-            os.rename(staging, final)
+            os.rename(staging, model_dir / "versions" / version_id)
             fsync_path(model_dir / "versions")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -231,7 +297,8 @@ def verify(folder: Path) -> dict:
     """The version's manifest, after checking it and every file against its checksum.
 
     Every file in the folder must be listed in `checksums` and match it; a manifest that lacks
-    what a version needs, or names another folder, makes the version damaged.
+    what a version needs, or names another folder, makes the version damaged. (Segment files are
+    named by their own sha256 and checked when they are opened.)
     """
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -244,11 +311,18 @@ def verify(folder: Path) -> dict:
     size = settings.get("image_size")
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 512 or size % 16:
         raise ModelNotFoundError(f"{folder}: manifest has no valid image size")
+    if manifest.get("format") == FORMAT:
+        expected = set(VERSION_FILES)
+        if not isinstance(manifest.get("records"), list) or not isinstance(manifest.get("engine"), dict):
+            raise ModelNotFoundError(f"{folder}: manifest lists no records or no engine")
+    elif "format" not in manifest:
+        expected = set(LEGACY_FILES)  # a version written by imgsim 0.1
+    else:
+        raise ModelNotFoundError(f"{folder}: format {one_line(manifest.get('format'))} is not one this imgsim reads")
     try:
         present = {p.name for p in folder.iterdir()} - {"manifest.json"}
     except OSError as exc:
         raise ModelNotFoundError(f"{folder}: cannot be listed ({exc.strerror})") from None
-    expected = {MODEL_FILE, "files.json", "history.json", *(f"{name}.npy" for name in ARRAYS)}
     for name in sorted(present | expected | set(checksums)):
         path = folder / name
         if name not in checksums:
@@ -258,40 +332,63 @@ def verify(folder: Path) -> dict:
     return manifest
 
 
-def read_version(folder: Path) -> Version:
+def read_version(folder: Path, verify_segments: bool = True) -> Version:
     """A verified version whose parts agree with each other; anything else is ModelNotFoundError (damaged)."""
     manifest = verify(folder)
+    if "format" not in manifest:
+        return read_legacy_version(folder, manifest)
     try:
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in ARRAYS}
-        files = json.loads((folder / "files.json").read_text())
+        centres = np.load(folder / "centres.npy", allow_pickle=False)
         history = json.loads((folder / "history.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"{folder}: unreadable ({exc})") from None
-    problem = inconsistency(arrays, files, history)
+    model_dir = folder.parent.parent
+    from .records import load_records
+
+    records = load_records(model_dir, manifest["records"], verify=verify_segments)
+    problem = inconsistency(records, centres, history)
     if problem:
         raise ModelNotFoundError(f"{folder}: {problem}")
-    arrays["groups"] = arrays["groups"].astype(np.int64)
-    return Version(id=manifest["id"], path=folder, manifest=manifest, files=files, history=history, **arrays)
+    if manifest["engine"].get("rows") not in (None, len(records)):
+        raise ModelNotFoundError(f"{folder}: the engine holds {manifest['engine'].get('rows')} vectors "
+                                 f"for {len(records)} images")
+    return Version(id=manifest["id"], path=folder, manifest=manifest, records=records, centres=centres, history=history)
 
 
-def inconsistency(arrays: dict, files, history) -> str | None:
-    """What is wrong between a version's arrays and file list, or None when they agree."""
-    vectors, groups, centres, coords = (arrays[name] for name in ARRAYS)
-    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
-        return "files.json is not a list of files"
+def read_legacy_version(folder: Path, manifest: dict) -> Version:
+    """A version written by imgsim 0.1 (whole arrays in the folder), served through an in-memory exact engine."""
+    from .engines import make_engine
+    from .records import Records
+
+    try:
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("vectors", "groups", "centres", "map2d")}
+        files = json.loads((folder / "files.json").read_text())
+        history = json.loads((folder / "history.json").read_text())
+        records = Records.build([f["path"] for f in files], [f["size"] for f in files], [f["mtime_ns"] for f in files],
+                                [f["sha1"] for f in files], arrays["groups"], arrays["map2d"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelNotFoundError(f"{folder}: unreadable ({type(exc).__name__}: {exc})") from None
+    problem = inconsistency(records, arrays["centres"], history, arrays["vectors"])
+    if problem:
+        raise ModelNotFoundError(f"{folder}: {problem}")
+    engine = make_engine("exact").add(records.ids, arrays["vectors"], records.groups)
+    return Version(id=manifest["id"], path=folder, manifest=manifest, records=records, centres=arrays["centres"],
+                   history=history, engine_=engine)
+
+
+def inconsistency(records, centres, history, vectors=None) -> str | None:
+    """What is wrong between a version's parts, or None when they agree."""
     if not isinstance(history, dict):
         return "history.json is not a mapping"
-    n = len(files)
-    if vectors.ndim != 2 or len(vectors) != n or not np.issubdtype(vectors.dtype, np.floating):
+    n, groups = len(records), records.groups
+    if centres.ndim != 2 or len(centres) < 1 or not np.issubdtype(centres.dtype, np.floating):
+        return f"group centres {centres.shape} are not a table"
+    if vectors is not None and (vectors.ndim != 2 or len(vectors) != n or vectors.shape[1] != centres.shape[1]):
         return f"vectors {vectors.shape} do not match {n} files"
-    if groups.shape != (n,) or not np.issubdtype(groups.dtype, np.integer):
-        return f"groups {groups.shape} do not match {n} files"
-    if centres.ndim != 2 or len(centres) < 1 or centres.shape[1] != vectors.shape[1]:
-        return f"group centres {centres.shape} do not match vectors {vectors.shape}"
     if n and (groups.min() < 0 or groups.max() >= len(centres)):
         return "groups refer to centres that do not exist"
-    if coords.shape != (n, 2):
-        return f"map {coords.shape} does not match {n} files"
+    if len(np.unique(records.ids)) != n:
+        return "an image id appears twice"
     return None
 
 
@@ -321,3 +418,11 @@ def no_model(model_dir) -> ModelNotFoundError:
         return ModelNotFoundError(f"no intact model version in {model_dir}: every version is damaged; "
                                   "run `imgsim train` to make a new one")
     return ModelNotFoundError(f"no trained model in {model_dir} yet: run `imgsim train --images DIR` first")
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Versions are immutable, so an unchanged model file can be shared by a hard link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

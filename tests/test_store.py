@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 
 from imgsim import BusyError, ModelNotFoundError, store
+from imgsim.records import Records
 
 
-def write(model_dir, n=3, **kwargs):
-    arrays = {"vectors": np.eye(n, 4, dtype=np.float32), "groups": np.zeros(n, np.int32),
-              "centres": np.zeros((1, 4), np.float32), "map2d": np.zeros((n, 2), np.float32)}
-    files = [{"path": f"/x/{i}.jpg", "size": 1, "mtime_ns": 1, "sha1": str(i)} for i in range(n)]
-    return store.write_version(model_dir, manifest={"settings": {"image_size": 32}, "kind": "train"}, files=files,
-                               arrays=arrays, history={"loss": [1.0]},
-                               save_model=lambda p: p.write_bytes(b"model-bytes"), **kwargs)
+def write(model_dir, n=3, groups=None, **kwargs):
+    """A small version: n records with vectors in the exact engine, one group unless `groups` says otherwise."""
+    from imgsim.training import save_collection
+
+    groups = np.zeros(n, np.int32) if groups is None else np.asarray(groups)
+    records = Records.build([f"/x/{i}.jpg" for i in range(n)], [1] * n, [1] * n, [f"{i:040x}" for i in range(n)],
+                            groups, np.zeros((n, 2), np.float32))
+    entries, state = save_collection(model_dir, "exact", records, np.eye(n, 4, dtype=np.float32))
+    return store.write_version(model_dir, manifest={"settings": {"image_size": 32}, "kind": "train"},
+                               records=entries, engine=state, centres=np.zeros((int(groups.max()) + 1, 4), np.float32),
+                               history={"loss": [1.0]}, save_model=lambda p: p.write_bytes(b"model-bytes"), **kwargs)
 
 
 def test_written_version_is_current_and_loads_whole(tmp_path):
@@ -21,7 +26,8 @@ def test_written_version_is_current_and_loads_whole(tmp_path):
     v = store.load_version(tmp_path)
     assert v.id == vid and v.paths == ["/x/0.jpg", "/x/1.jpg", "/x/2.jpg"]
     assert v.vectors.shape == (3, 4) and v.image_size == 32
-    assert set(v.manifest["checksums"]) >= {"model.keras", "vectors.npy", "files.json"}
+    assert set(v.manifest["checksums"]) == {"model.keras", "centres.npy", "history.json"}
+    assert v.manifest["engine"]["engine"] == "exact" and len(v.manifest["records"]) == 1
     assert not any((tmp_path / "staging").iterdir())
 
 
@@ -33,7 +39,7 @@ def test_no_model_is_a_clear_error(tmp_path):
 def test_damaged_current_version_falls_back_to_newest_intact(tmp_path, caplog):
     first = write(tmp_path)
     second = write(tmp_path)
-    (tmp_path / "versions" / second / "vectors.npy").write_bytes(b"garbage")
+    (tmp_path / "versions" / second / "centres.npy").write_bytes(b"garbage")
     v = store.load_version(tmp_path)
     assert v.id == first
     assert "damaged" in caplog.text
@@ -54,8 +60,8 @@ def test_failure_while_saving_leaves_current_untouched(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        store.write_version(tmp_path, manifest={"settings": {"image_size": 32}}, files=[], history={},
-                            arrays={k: np.zeros(1) for k in store.ARRAYS}, save_model=broken_save)
+        store.write_version(tmp_path, manifest={"settings": {"image_size": 32}}, records=[], engine={}, history={},
+                            centres=np.zeros((1, 4)), save_model=broken_save)
     assert store.current_id(tmp_path) == first
     assert store.load_version(tmp_path).id == first
     assert len(list((tmp_path / "versions").iterdir())) == 1
@@ -148,9 +154,13 @@ def edit_manifest(folder, change):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def rewrite_array(folder, name, array):
-    np.save(folder / f"{name}.npy", array)
-    edit_manifest(folder, lambda m: m["checksums"].update({f"{name}.npy": store.sha256_of(folder / f"{name}.npy")}))
+def edit_records(folder, column, array):
+    """Replace one column of the version's record segment with a new, correctly named segment file."""
+    from imgsim.engines.segments import write_array
+
+    model_dir = folder.parent.parent
+    name = write_array(model_dir / "segments", f".rec.{column}.npy", array)
+    edit_manifest(folder, lambda m: m["records"][0].update({column: name}))
 
 
 @pytest.mark.parametrize("damage", [
@@ -159,12 +169,15 @@ def rewrite_array(folder, name, array):
     lambda f: edit_manifest(f, lambda m: m.update(id="20000101-000000-0000")),
     lambda f: edit_manifest(f, lambda m: m.pop("checksums")),
     lambda f: (f / "manifest.json").write_text("[1, 2]"),
-    lambda f: rewrite_array(f, "groups", np.zeros(7, np.int32)),
-    lambda f: rewrite_array(f, "groups", np.full(3, 5, np.int32)),
-    lambda f: rewrite_array(f, "vectors", np.zeros((3, 9), np.float32)),
-    lambda f: rewrite_array(f, "map2d", np.zeros((2, 2), np.float32)),
+    lambda f: edit_records(f, "groups", np.zeros(7, np.int64)),
+    lambda f: edit_records(f, "groups", np.full(3, 5, np.int64)),
+    lambda f: edit_records(f, "ids", np.zeros(3, np.int64)),
+    lambda f: edit_records(f, "map2d", np.zeros((2, 2), np.float32)),
+    lambda f: edit_manifest(f, lambda m: m["engine"].update(rows=5)),
+    lambda f: edit_manifest(f, lambda m: m["records"][0].update(paths="../../etc/passwd")),
+    lambda f: edit_manifest(f, lambda m: m.update(format=99)),
 ], ids=["no-settings", "bad-size", "other-id", "no-checksums", "not-a-dict", "groups-length", "groups-range",
-        "vectors-width", "map-length"])
+        "duplicate-ids", "map-length", "engine-count", "path-out", "format"])
 def test_a_malformed_version_is_damaged_and_falls_back(tmp_path, damage):
     first = write(tmp_path)
     second = write(tmp_path)
@@ -176,7 +189,7 @@ def test_a_malformed_version_is_damaged_and_falls_back(tmp_path, damage):
 
 def test_every_version_damaged_says_so_rather_than_train_first(tmp_path):
     vid = write(tmp_path)
-    (tmp_path / "versions" / vid / "groups.npy").write_bytes(b"x")
+    (tmp_path / "versions" / vid / "centres.npy").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match="every version is damaged"):
         store.load_version(tmp_path)
 
