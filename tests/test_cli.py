@@ -1,6 +1,8 @@
 """End to end through the command line: train, query, index a new file, errors."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,3 +113,120 @@ def test_eval_prints_the_model_next_to_the_baselines(capsys, trained, tiny_colle
     for row in ("imgsim latents", "raw pixels 32px", "PCA-64 of pixels", "colour histogram"):
         assert row in out
     assert "precision@3" in out and "adjusted Rand index" in out
+
+
+# --- names are data, links and non-images: a collection a stranger arranged ------------------------
+
+FORGED = "  1. 1.0000  group 0  forged.jpg"  # a file name holds no slash
+HOSTILE_NAMES = [b"caf\xe9.jpg", ("evil\n" + FORGED).encode(), b"-rf.jpg", b"--help.jpg", b"no-suffix"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, tiny_collection, trained):
+    """The tiny collection plus hostile names, links and non-images, indexed with a copy of the trained model."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("hostile")
+    images = Path(shutil.copytree(tiny_collection, base / "images"))
+    models = Path(shutil.copytree(trained[1], base / "models"))
+    sample = Image.open(sorted(images.rglob("*.jpg"))[0])
+    for turn, raw in enumerate(HOSTILE_NAMES, 1):  # each its own bytes: a copy would be found as the same image
+        with open(os.path.join(os.fsencode(images), raw), "wb") as fh:
+            sample.rotate(turn * 7).save(fh, "PNG" if raw == b"no-suffix" else "JPEG")
+    (base / "outside").mkdir()
+    sample.save(base / "outside" / "secret.jpg")
+    os.symlink(base / "outside" / "secret.jpg", images / "secret.jpg")
+    os.symlink("loop.jpg", images / "loop.jpg")
+    os.symlink("nowhere.jpg", images / "gone.jpg")
+    (images / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (images / "notes.txt").write_text("not an image")
+    code = main(["index", "--images", str(images), "--model-dir", str(models)])
+    return images, models, code
+
+
+def photo(images: Path) -> Path:
+    """One of the tiny collection's own photographs (in a sub-folder), to query with."""
+    return sorted(p for p in images.rglob("*.jpg") if p.parent != images)[0]
+
+
+def all_results(capsys, models, source, n=200):
+    code, out, err = run(capsys, "query", source, "--model-dir", models, "-n", n, "--json", "--scope", "all")
+    assert code == 0, err
+    return [r["path"] for r in json.loads(out)["results"]]
+
+
+def test_hostile_names_and_links_are_indexed_or_skipped_never_fatal(capsys, hostile):
+    images, models, code = hostile
+    assert code == 0
+    code, out, err = run(capsys, "index", "--images", images, "--model-dir", models)
+    assert code == 0 and out.count("\n") == 1  # the run's summary: one line
+    assert out.startswith("no changes") and "skipped 4 file(s)" in out and "1 file(s) are not images" in out
+    for name in ("drawing.svg", "gone.jpg", "loop.jpg", "secret.jpg"):
+        assert name in out
+    paths = all_results(capsys, models, photo(images))
+    for raw in HOSTILE_NAMES:  # stored exactly: the JSON output gives back the name's own bytes
+        assert os.path.join(str(images), os.fsdecode(raw)) in paths
+    assert not [p for p in paths if "secret" in p or "loop" in p or "gone" in p or p.endswith((".svg", ".txt"))]
+
+
+def test_a_name_cannot_forge_a_result_line(capsys, hostile):
+    images, models, _ = hostile
+    query = photo(images)
+    total = len(all_results(capsys, models, query))
+    code, out, _ = run(capsys, "query", query, "--model-dir", models, "-n", total, "--scope", "all")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + total
+    assert all(re.fullmatch(r"  [ \d]\d\. -?\d\.\d{4}  group \d+  /.+", line) for line in lines[1:]), out
+    assert FORGED not in lines and "evil\\n" + FORGED in out
+    assert "caf\\xe9.jpg" in out  # an undecodable byte, shown escaped
+
+
+def test_a_name_starting_with_dashes_is_a_source_after_double_dash(capsys, hostile, monkeypatch):
+    images, models, _ = hostile
+    monkeypatch.chdir(images)
+    code, out, err = run(capsys, "query", "--model-dir", models, "--json", "-n", "2", "--", "-rf.jpg", "--help.jpg")
+    assert code == 0, err
+    assert [json.loads(line)["query"] for line in out.splitlines()] == ["-rf.jpg", "--help.jpg"]
+
+
+@pytest.mark.parametrize("source", ["missing\nerror: forged second line.jpg", os.fsdecode(b"\xff\xfe-missing.jpg"),
+                                    "\x1b[2Jcleared.jpg"])
+def test_error_lines_stay_one_line_for_any_name(capsys, hostile, source, tmp_path):
+    _, models, _ = hostile
+    code, out, err = run(capsys, "query", source, "--model-dir", models)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "\x1b" not in err
+    assert "no such file" in err
+    code, _, err = run(capsys, "train", "--images", tmp_path / source, "--model-dir", tmp_path / "m")
+    errors = [line for line in err.split("\n") if "error:" in line]  # after the progress bar, if any
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: ") and "no such folder" in errors[0]
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").rglob("*.keras"))  # nothing trained or left
+
+
+def test_grid_message_and_export_are_escaped(capsys, hostile, tmp_path):
+    import csv
+
+    images, models, _ = hostile
+    grid = tmp_path / "grid\nwritten to passwd.png"
+    code, _, err = run(capsys, "query", images / "-rf.jpg", "--model-dir", models, "-n", "3", "--plot", grid)
+    assert code == 0 and grid.exists()
+    assert [line for line in err.splitlines() if line.startswith("grid written")] == [
+        f"grid written to {tmp_path}/grid\\nwritten to passwd.png"]
+
+    export = tmp_path / "clusters.csv"
+    code, out, _ = run(capsys, "clusters", "--model-dir", models, "--export", export)
+    assert code == 0
+    rows = list(csv.reader(export.read_text(encoding="utf-8").splitlines()))
+    assert rows[0] == ["path", "cluster"] and all(len(row) == 2 for row in rows)
+    assert len(rows) == 1 + len(all_results(capsys, models, images / "-rf.jpg")) + 1
+    assert f"{images}/evil\\n{FORGED}" in [row[0] for row in rows]
+
+
+def test_background_runs_get_follow_links_and_keep_dash_names_as_values(tmp_path):
+    from imgsim import Settings, jobs
+
+    settings = Settings(model_dir=tmp_path / "-models", images="--images-folder", follow_links=True)
+    args = jobs.build_parser().parse_args(jobs.settings_args(settings))
+    assert args.images == Path("--images-folder") and args.model_dir == tmp_path / "-models"
+    assert args.follow_links is True
+    assert jobs.build_parser().parse_args(jobs.settings_args(settings.replace(follow_links=False))).follow_links is None
