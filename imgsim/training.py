@@ -1,14 +1,13 @@
 """Learning a collection: train the autoencoder, encode every image, group and map them, save a version.
 
-`train` and `index` are the two writers of a model folder. Both hold its lock, both stream
-images in batches, and both finish by writing one complete version (store.write_version).
+`train` (here) and `index` (imgsim.indexing) are the two writers of a model folder. Both hold its
+lock, both stream images in batches, and both finish by writing one complete version
+(store.write_version) over new segments.
 """
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +18,14 @@ import numpy as np
 from . import store
 from .collection import FileInfo, Skipped, encode_files, fingerprint, scan_folder
 from .config import Settings
-from .errors import ImgsimError
+from .engines import choose_engine
+from .errors import ImgsimError, ModelNotFoundError
 from .fit import fit_autoencoder
-from .groups import fit_groups, predict_groups, silhouette_by_k
+from .groups import fit_groups, silhouette_by_k
+from .labels import carry_over, inherit
 from .layout import map_2d
-from .model import compile_encoder, keras, load_autoencoder
+from .model import compile_encoder, keras
+from .records import Records, save_segment
 
 Progress = Callable[[float, str], None]
 
@@ -62,16 +64,49 @@ def library_versions() -> dict:
             "scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
-def file_records(files: list[FileInfo], positions: list[int], hashes: list[str]) -> list[dict]:
-    return [{"path": files[p].path, "size": files[p].size, "mtime_ns": files[p].mtime_ns, "sha1": h}
-            for p, h in zip(positions, hashes)]
+def collection_summary(vectors: np.ndarray, records: Records, centres: np.ndarray, seed: int) -> dict:
+    """What the dashboard shows without recomputing: silhouette by k and each group's most typical image."""
+    scores = silhouette_by_k(vectors, range(2, 13), seed)
+    typical = {}
+    for group, centre in enumerate(centres):
+        members = np.flatnonzero(records.groups == group)
+        if len(members):
+            typical[str(group)] = int(records.ids[members[np.argmax(vectors[members] @ centre)]])
+    return {"silhouette": scores.get(len(centres)), "silhouette_by_k": {str(k): v for k, v in scores.items()},
+            "typical": typical}
+
+
+def save_collection(model_dir, engine_name: str, records: Records, vectors: np.ndarray, options=None) -> tuple[list, dict]:
+    """Write records and vectors as new segments; returns (record entries, engine state)."""
+    from .engines import make_engine
+
+    engine = make_engine(engine_name, **(options or {}))
+    engine.add(records.ids, vectors, records.groups)
+    state = engine.save(model_dir)
+    return [save_segment(model_dir, records)], state
+
+
+def carry_names(model_dir, parent: store.Version | None, version_id: str, records: Records) -> dict:
+    """Move the parent's group names onto this retraining's groups (marked carried over)."""
+    if parent is None:
+        return {}
+    mapping = carry_over(parent.ids, parent.groups, records.ids, records.groups)
+    return inherit(model_dir, parent.id, version_id, mapping)
+
+
+def current_or_none(model_dir) -> store.Version | None:
+    try:
+        return store.load_version(model_dir)
+    except ModelNotFoundError:
+        return None
 
 
 def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
-    """Train a new model version on `settings.images` and make it current."""
+    """Train a new model version on `settings.images` and make it current (group names carried over)."""
     start = time.monotonic()
     with store.writer_lock(settings.model_dir):
         store.clear_staging(settings.model_dir)
+        parent = current_or_none(settings.model_dir)
         skipped = Skipped()  # the scan's, then the files that fail to decode
         files = scan_folder(settings.images, settings.follow_links, skipped)
         if len(files) < 2:
@@ -91,7 +126,10 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
         progress(0.95, "grouping and mapping")
         centres, groups = fit_groups(vectors, settings.clusters, settings.seed)
         coords = map_2d(vectors, settings.seed)
-        silhouette = silhouette_by_k(vectors, [len(centres)], settings.seed).get(len(centres))
+        kept_files = [files[p] for p in kept]
+        records = Records.build([f.path for f in kept_files], [f.size for f in kept_files],
+                                [f.mtime_ns for f in kept_files], hashes, groups, coords)
+        summary = collection_summary(vectors, records, centres, settings.seed)
         epochs_run = len(history.get("loss", []))
         metrics = {
             "images": len(vectors),
@@ -101,10 +139,13 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "val_loss": min(history["val_loss"]) if history.get("val_loss") else None,
             "train_seconds": round(train_seconds, 1),
             "train_images_per_second": round(epochs_run * len(paths) / max(train_seconds, 1e-9), 1),
-            "silhouette": silhouette,
+            **summary,
         }
+        engine_name = choose_engine(settings.engine, len(records))
+        entries, engine_state = save_collection(settings.model_dir, engine_name, records, vectors)
         manifest = {
             "kind": "train",
+            "parent": parent.id if parent else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "images_root": str(Path(settings.images).resolve()),
             "fingerprint": fingerprint(files),
@@ -113,78 +154,13 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "libraries": library_versions(),
             "skipped_files": skipped_records(files, skipped),
         }
-        version = store.write_version(
-            settings.model_dir,
-            manifest=manifest,
-            files=file_records(files, kept, hashes),
-            arrays={"vectors": vectors, "groups": groups, "centres": centres, "map2d": coords},
-            history=history,
-            save_model=lambda path: autoencoder.save(path),
-        )
+        version = store.write_version(settings.model_dir, manifest=manifest, records=entries, engine=engine_state,
+                                      centres=centres, history=history, make_current=False,
+                                      save_model=lambda path: autoencoder.save(path))
+        carry_names(settings.model_dir, parent, version, records)
+        store.set_current(settings.model_dir, version)
         progress(1.0, f"saved version {version}")
         return RunReport(version, len(vectors), skipped, seconds=time.monotonic() - start, metrics=metrics)
-
-
-def index(settings: Settings, progress: Progress = no_progress) -> RunReport:
-    """Encode files added since the current version and drop removed ones, without retraining."""
-    start = time.monotonic()
-    with store.writer_lock(settings.model_dir):
-        store.clear_staging(settings.model_dir)
-        version = store.load_version(settings.model_dir)
-        scanned = Skipped()
-        files = scan_folder(settings.images, settings.follow_links, scanned)
-        current = {f.path: f.key for f in files}
-        unchanged = [i for i, rec in enumerate(version.files) if current.get(rec["path"]) == record_key(rec)]
-        # Unreadable files stay skipped until they change: no new version just to fail on them again.
-        still_bad = [rec for rec in version.manifest.get("skipped_files", []) if current.get(rec["path"]) == record_key(rec)]
-        known = {version.files[i]["path"] for i in unchanged} | {rec["path"] for rec in still_bad}
-        new_files = [f for f in files if f.path not in known]
-        removed = len(version.files) - len(unchanged)
-        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
-        if not new_files and not removed:
-            return RunReport(None, len(version.files), skipped, seconds=time.monotonic() - start)
-        progress(0.0, f"encoding {len(new_files)} new images")
-        size = version.image_size
-        encoder = load_autoencoder(version.model_path).get_layer("encoder")
-        kept, new_vectors, hashes, failures = encode_files(
-            compile_encoder(encoder), [f.path for f in new_files], size, settings.workers, progress, 0.0, 0.8)
-        for path, reason in failures.items():
-            skipped.add(path, reason)
-        new_vectors = new_vectors.reshape(-1, version.vectors.shape[1])
-        vectors = np.concatenate([version.vectors[unchanged], new_vectors]).astype(np.float32)
-        if len(vectors) < 2:
-            raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({skipped.summary()})")
-        groups = np.concatenate([version.groups[unchanged], predict_groups(new_vectors, version.centres) if len(new_vectors) else []]).astype(np.int32)
-        progress(0.85, "mapping")
-        coords = map_2d(vectors, int(version.manifest["settings"].get("seed", 0)))
-        records = [version.files[i] for i in unchanged] + file_records(new_files, kept, hashes)
-        metrics = {**version.manifest.get("metrics", {}), "images": len(vectors), "skipped": len(skipped)}
-        manifest = {
-            **{k: version.manifest[k] for k in ("settings", "libraries", "images_root") if k in version.manifest},
-            "kind": "index",
-            "parent": version.id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "images_root": str(Path(settings.images).resolve()),
-            "fingerprint": fingerprint(files),
-            "metrics": metrics,
-            "skipped_files": skipped_records(files, skipped),
-        }
-        new_id = store.write_version(
-            settings.model_dir,
-            manifest=manifest,
-            files=records,
-            arrays={"vectors": vectors, "groups": groups, "centres": version.centres, "map2d": coords},
-            history=version.history,
-            save_model=lambda path: link_or_copy(version.model_path, path),
-        )
-        progress(1.0, f"saved version {new_id}")
-        added = len(new_vectors)
-        return RunReport(new_id, len(vectors), skipped, added=added, removed=removed,
-                         seconds=time.monotonic() - start, metrics=metrics)
-
-
-def record_key(record: dict) -> tuple:
-    return (record["path"], record["size"], record["mtime_ns"])
 
 
 def skipped_records(files: list[FileInfo], skipped: Skipped) -> list[dict]:
@@ -192,11 +168,3 @@ def skipped_records(files: list[FileInfo], skipped: Skipped) -> list[dict]:
     by_path = {f.path: f for f in files}
     return [{"path": p, "size": by_path[p].size, "mtime_ns": by_path[p].mtime_ns, "reason": reason}
             for p, reason in skipped.reasons.items() if p in by_path]
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Versions are immutable, so an unchanged model file can be shared by a hard link."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
