@@ -1,0 +1,235 @@
+"""The faiss engine: the exact engine's segments, each large one with its own faiss ANN index.
+
+Per segment, by its number of rows:
+
+- under `flat_below` (CROSSOVER): no index, an exact scan; it is as fast as an index there, and a
+  small incremental add then costs no index build at all;
+- under `ivf_above`: HNSW (`HNSW<M>,Flat`): needs no training, so its recall holds on segments too
+  small to train IVF centroids well;
+- from `ivf_above` up: IVF (`IVF<4*sqrt(n)>,Flat`): builds several times faster than HNSW on
+  large segments for the same recall and latency (benchmarks/engines-results.txt), and its lists
+  are memory-mapped on load.
+
+After building, the search knob (efSearch or nprobe) is calibrated on a sample of the segment's
+own rows against exact answers, to the smallest value reaching `target_recall` + 0.02 recall@10;
+the value and the recall reached go into the segment's state. Removed rows and excluded ids are
+cleared bits of an IDSelectorBitmap, a group is an IDSelectorRange (segments are sorted by group);
+a group slice under `flat_below` rows is scanned exactly, and a query that the index answers with
+fewer than n rows while more qualify is redone exactly, so small groups in huge segments stay right.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from . import CROSSOVER, DamagedIndexError
+from .exact import ExactEngine, scan
+from .segments import Segment, checked_path, write_file
+
+IVF_ABOVE = 100_000
+CALIBRATION_QUERIES = 200
+MARGIN = 0.02
+GROUP_PROBES = 2  # a group search probes this many times the calibrated nprobe (its lists hold other groups too)
+
+
+def pad(scores: np.ndarray, positions: np.ndarray, n: int):
+    """(b, n) arrays, filled with -inf / -1 beyond what was found."""
+    missing = n - scores.shape[1]
+    if missing <= 0:
+        return scores, positions
+    return (np.hstack([scores, np.full((len(scores), missing), -np.inf, np.float32)]),
+            np.hstack([positions, np.full((len(scores), missing), -1, np.int64)]))
+
+
+def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the exact k best rows for each query, best first."""
+    seg = Segment(np.zeros(len(vectors), np.int64), np.zeros(len(vectors), np.int64), vectors)
+    scores, positions = scan(seg, queries, k, 0, len(vectors), np.zeros(0, np.int64))
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(positions, order, 1)
+
+
+class FaissEngine(ExactEngine):
+    """Approximate cosine search with faiss (HNSW or IVF per segment), exact on small slices."""
+
+    name = "faiss"
+    OPTIONS = ExactEngine.OPTIONS + ("flat_below", "ivf_above", "hnsw_m", "hnsw_ef_construction",
+                                     "target_recall", "seed")
+
+    def __init__(self, flat_below: int = CROSSOVER, ivf_above: int = IVF_ABOVE, hnsw_m: int = 32,
+                 hnsw_ef_construction: int = 40, target_recall: float = 0.95, seed: int = 0, **options):
+        super().__init__(**options)
+        self.flat_below = flat_below
+        self.ivf_above = ivf_above
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.target_recall = target_recall
+        self.seed = seed
+
+    @property
+    def params(self) -> dict:
+        return {**super().params, **{k: getattr(self, k) for k in self.OPTIONS}, "faiss": faiss.__version__}
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _index(self, seg: Segment) -> None:
+        if seg.rows < max(self.flat_below, 2):
+            return
+        vectors = np.ascontiguousarray(seg.vectors)
+        d, rows = vectors.shape[1], len(vectors)
+        rng = np.random.default_rng(self.seed)
+        if rows < self.ivf_above:
+            index = faiss.index_factory(d, f"HNSW{self.hnsw_m},Flat", faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.hnsw_ef_construction
+            index.add(vectors)
+            info = {"type": "hnsw", "M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
+            knob, ladder = "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+        else:
+            nlist = max(1, min(int(4 * np.sqrt(rows)), rows // 39))  # faiss wants >= 39 training rows per list
+            index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = self.seed
+            sample = np.sort(rng.choice(rows, min(rows, 40 * nlist), replace=False))
+            index.train(vectors[sample])
+            index.add(vectors)
+            info = {"type": "ivf", "nlist": nlist}
+            knob, ladder = "nprobe", [p for p in (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256) if p < nlist] + [nlist]
+        info[knob], info["recall_at_10"] = self._calibrate(index, vectors, info["type"], ladder, rng)
+        seg.index, seg.index_info = index, info
+
+    def _calibrate(self, index, vectors, kind, ladder, rng) -> tuple[int, float]:
+        """The first knob value whose recall@10 on sampled rows reaches target_recall + MARGIN."""
+        sample = rng.choice(len(vectors), min(CALIBRATION_QUERIES, len(vectors)), replace=False)
+        queries = vectors[sample]
+        k = min(11, len(vectors))
+        truth = exact_neighbours(queries, vectors, k)
+        recall = 0.0
+        for value in ladder:
+            params = self._search_params(kind, value, None, k)
+            _, found = index.search(queries, k, params=params)
+            hits = [len(set(f[f != s][:10]) & set(t[t != s][:10])) / max(1, len(t[t != s][:10]))
+                    for s, f, t in zip(sample, found, truth)]
+            recall = float(np.mean(hits))
+            if recall >= self.target_recall + MARGIN:
+                return int(value), round(recall, 4)
+        return int(ladder[-1]), round(recall, 4)
+
+    @staticmethod
+    def _search_params(kind: str, value: int, sel, n: int):
+        """Per-call search parameters (thread-safe: the index itself is never changed)."""
+        extra = {"sel": sel} if sel is not None else {}
+        if kind == "ivf":
+            return faiss.SearchParametersIVF(nprobe=int(value), **extra)
+        return faiss.SearchParametersHNSW(efSearch=max(int(value), n), **extra)
+
+    # --- searching --------------------------------------------------------------------------
+
+    def _search_segment(self, seg, queries, n, lo, hi, excluded):
+        filtered = (lo, hi) != (0, seg.rows)
+        if seg.index is None or hi - lo < self.flat_below or (filtered and seg.index_info["type"] == "hnsw"):
+            # HNSW under a group filter walks the query's neighbourhood and misses a group lying
+            # elsewhere; an HNSW segment is under ivf_above rows, so its group slice is cheap to scan.
+            return pad(*scan(seg, queries, n, lo, hi, excluded), n)
+        k = min(n, seg.live_in(lo, hi) - len(excluded))
+        if k <= 0:
+            return pad(np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64), n)
+        sel, keep_alive = self._selector(seg, lo, hi, excluded)
+        queries = np.ascontiguousarray(queries)
+        info = seg.index_info
+        if info["type"] == "hnsw":
+            scores, positions = seg.index.search(queries, k, params=self._search_params("hnsw", info["efSearch"], sel, k))
+        elif filtered:
+            scores, positions = self._search_group_lists(seg, queries, k, int(seg.groups[lo]), sel)
+        else:
+            scores, positions = seg.index.search(queries, k, params=self._search_params("ivf", info["nprobe"], sel, k))
+        del keep_alive
+        scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
+        short = (positions >= 0).sum(axis=1) < k
+        scores, positions = pad(scores, positions.astype(np.int64), n)
+        if short.any():  # the index ran out (a narrow filter): answer those queries exactly
+            scores[short], positions[short] = pad(*scan(seg, queries[short], n, lo, hi, excluded), n)
+        return scores, positions
+
+    def _search_group_lists(self, seg, queries, k, group, sel):
+        """IVF search inside one group: probe the nearest lists among those holding that group's rows.
+
+        Probing the nearest lists overall would spend the probes on other groups' lists whenever
+        the query lies outside its group, and lose recall; restricting the probes keeps it.
+        """
+        centroids, lists_of = self._ivf_lists(seg)
+        lists = lists_of[group]
+        nprobe = min(len(lists), GROUP_PROBES * seg.index_info["nprobe"])
+        coarse = queries @ centroids[lists].T
+        pick = np.argpartition(-coarse, nprobe - 1, axis=1)[:, :nprobe] if nprobe < len(lists) else \
+            np.broadcast_to(np.arange(len(lists)), coarse.shape)
+        assign = np.ascontiguousarray(lists[pick], dtype=np.int64)
+        distances = np.ascontiguousarray(np.take_along_axis(coarse, pick, 1), dtype=np.float32)
+        params = self._search_params("ivf", nprobe, sel, k)
+        scores, positions = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+        # the C++ call: faiss' Python wrapper of search_preassigned does not pass search parameters on
+        seg.index.search_preassigned_c(len(queries), faiss.swig_ptr(queries), k, faiss.swig_ptr(assign),
+                                       faiss.swig_ptr(distances), faiss.swig_ptr(scores), faiss.swig_ptr(positions),
+                                       False, params)
+        return scores, positions
+
+    @staticmethod
+    def _ivf_lists(seg):
+        """The IVF centroids and, per group, the lists holding its rows (worked out once per segment)."""
+        if getattr(seg, "ivf_lists", None) is None:
+            index = seg.index
+            centroids = index.quantizer.reconstruct_n(0, index.nlist)
+            invlists, holders = index.invlists, {}
+            for number in range(index.nlist):
+                size = invlists.list_size(number)
+                if not size:
+                    continue
+                pointer = invlists.get_ids(number)
+                positions = faiss.rev_swig_ptr(pointer, size).copy()
+                invlists.release_ids(number, pointer)
+                for group in np.unique(seg.groups[positions]):
+                    holders.setdefault(int(group), []).append(number)
+            seg.ivf_lists = (centroids, {g: np.array(v, np.int64) for g, v in holders.items()})
+        return seg.ivf_lists
+
+    @staticmethod
+    def _selector(seg: Segment, lo: int, hi: int, excluded: np.ndarray):
+        """An IDSelector for live, non-excluded rows in lo..hi (None when all qualify), and what it points into."""
+        parts = []
+        if (lo, hi) != (0, seg.rows):
+            parts.append(faiss.IDSelectorRange(lo, hi))
+        bits = None
+        if seg.dead_count or len(excluded):
+            if "live_bits" not in seg.cache:
+                seg.cache["live_bits"] = np.packbits(~seg.dead, bitorder="little")
+            bits = seg.cache["live_bits"]
+            if len(excluded):
+                bits = bits.copy()
+                np.bitwise_and.at(bits, excluded >> 3, ~(np.left_shift(1, excluded & 7)).astype(np.uint8))
+            parts.append(faiss.IDSelectorBitmap(seg.rows, faiss.swig_ptr(bits)))
+        if not parts:
+            return None, None
+        sel = parts[0] if len(parts) == 1 else faiss.IDSelectorAnd(parts[0], parts[1])
+        return sel, (parts, bits)
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _write_index(self, seg: Segment, folder: Path) -> str:
+        return write_file(folder, f".{seg.index_info['type']}.faiss", lambda path: faiss.write_index(seg.index, str(path)))
+
+    def _open_index(self, seg: Segment, folder: Path) -> None:
+        name = (seg.files or {}).get("index")
+        info = seg.index_info or {}
+        if not name:
+            self._index(seg)  # a segment saved without one (by the exact engine): build it now
+            return
+        path = checked_path(folder, name, verify=False)  # verified with the segment's other files
+        flag = faiss.IO_FLAG_MMAP if info.get("type") == "ivf" else faiss.IO_FLAG_MMAP_IFC
+        try:
+            index = faiss.read_index(str(path), flag)
+        except RuntimeError as exc:
+            raise DamagedIndexError(f"{path}: not a readable faiss index ({str(exc).splitlines()[0]})") from None
+        if index.ntotal != seg.rows or index.d != seg.vectors.shape[1] or info.get("type") not in ("ivf", "hnsw"):
+            raise DamagedIndexError(f"{path}: the index does not match its segment")
+        seg.index = index

@@ -1,0 +1,382 @@
+"""One contract for every vector engine: exact, faiss (HNSW and IVF segments) and Milvus Lite."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imgsim.engines import (CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine,
+                            unreferenced_files)
+from imgsim.errors import ModelNotFoundError
+
+N, DIM, GROUPS = 4000, 32, 8
+
+# faiss with a tiny flat_below so that its indexes (not its exact scan) answer these small sets
+ENGINES = {
+    "exact": ("exact", {}),
+    "faiss-hnsw": ("faiss", {"flat_below": 500, "ivf_above": 10**9}),
+    "faiss-ivf": ("faiss", {"flat_below": 500, "ivf_above": 1000}),
+    "milvus": ("milvus", {}),
+}
+SEGMENT_ENGINES = ["exact", "faiss-hnsw", "faiss-ivf"]
+
+
+def clustered(n, dim=DIM, clusters=40, seed=0):
+    """Seeded clustered vectors (low intrinsic dimension plus noise), like an autoencoder's latents."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    bases = rng.standard_normal((clusters, 8, dim)) * 0.35
+    labels = rng.integers(0, clusters, n)
+    vectors = centres[labels] + np.einsum("ni,nid->nd", rng.standard_normal((n, 8)), bases[labels])
+    vectors += 0.2 * rng.standard_normal((n, dim))
+    return vectors.astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    vectors, labels = clustered(N)
+    ids = np.arange(N, dtype=np.int64) * 7 + 1000  # stable ids, not positions
+    groups = labels % GROUPS  # each group a union of whole clusters, as KMeans groups are regions
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(N, 60, replace=False)] + 0.3 * rng.standard_normal((60, DIM)).astype(np.float32)
+    return ids, vectors, groups, queries
+
+
+def reference(ids, vectors, groups, query, n, group=None, exclude=()):
+    """Brute force in float64: the answer every engine is held to."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = unit.astype(np.float64) @ (query / np.linalg.norm(query))
+    ok = ~np.isin(ids, list(exclude))
+    if group is not None:
+        ok &= groups == group
+    order = [i for i in np.lexsort((ids, -scores)) if ok[i]][:n]
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+def same(found, expected):
+    """The same ids in the same order with the same scores (to float32 rounding)."""
+    return [[i for i, _ in f] for f in found] == [[i for i, _ in e] for e in expected] and all(
+        np.allclose([s for _, s in f], [s for _, s in e], atol=1e-5) for f, e in zip(found, expected))
+
+
+def recall(found, expected):
+    hits = [len({i for i, _ in f} & {i for i, _ in e}) / max(1, len(e)) for f, e in zip(found, expected)]
+    return float(np.mean(hits))
+
+
+@pytest.fixture(params=list(ENGINES))
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def new_engine(kind, tmp_path):
+    name, options = ENGINES[kind]
+
+    def new():
+        if name == "milvus":
+            return make_engine("milvus", uri=str(tmp_path / "milvus.db"), **options)
+        return make_engine(name, **options)
+
+    return new
+
+
+def filled(engine, data):
+    ids, vectors, groups, _ = data
+    engine.add(ids, vectors, groups)
+    if engine.name == "milvus":  # seal segments and build their HNSW indexes now (Lite builds them in the background)
+        engine.client.flush(engine.collection)
+        engine.client.release_collection(engine.collection)
+        engine.client.load_collection(engine.collection)
+    return engine
+
+
+@pytest.fixture
+def full(new_engine, data):
+    return filled(new_engine(), data)
+
+
+@pytest.fixture
+def milvus(data, tmp_path):
+    return filled(make_engine("milvus", uri=str(tmp_path / "milvus.db")), data)
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+
+def test_exact_engine_equals_brute_force(data):
+    ids, vectors, groups, queries = data
+    engine = make_engine("exact").add(ids, vectors, groups)
+    for q in queries[:20]:
+        for group, exclude in ((None, ()), (3, set(ids[:500].tolist()))):
+            got, want = engine.search(q, 10, group=group, exclude=exclude), reference(ids, vectors, groups, q, 10, group, exclude)
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+def test_recall_at_10_against_brute_force(full, data, kind):
+    ids, vectors, groups, queries = data
+    found = full.search_many(queries, 10)
+    assert all(len(f) == 10 for f in found)
+    assert all([s for _, s in f] == sorted((s for _, s in f), reverse=True) for f in found)
+    score = recall(found, [reference(ids, vectors, groups, q, 10) for q in queries])
+    assert score >= (1.0 if kind == "exact" else 0.95), score
+    scores = dict(reference(ids, vectors, groups, queries[0], N))
+    assert all(abs(scores[i] - s) < 1e-4 for i, s in found[0])  # scores are cosine similarities
+
+
+def test_group_filter_inside_the_engine(full, data):
+    ids, vectors, groups, queries = data
+    group_of = dict(zip(ids.tolist(), groups.tolist()))
+    own = [group_of[reference(ids, vectors, groups, q, 1)[0][0]] for q in queries]  # how imgsim searches a group
+    other = [(g + 1 + i % (GROUPS - 1)) % GROUPS for i, g in enumerate(own)]  # a group the query lies outside
+    for wanted in (own, other):
+        found = full.search_many(queries, 10, group=wanted)
+        assert all(group_of[i] == g for f, g in zip(found, wanted) for i, _ in f)
+        assert all(len(f) == 10 for f in found)
+        assert recall(found, [reference(ids, vectors, groups, q, 10, g) for q, g in zip(queries, wanted)]) >= 0.95
+    assert full.search(queries[0], 10, group=GROUPS + 5) == []
+
+
+def test_a_small_group_in_a_large_index_comes_back_whole(new_engine, data):
+    ids, vectors, groups, queries = data
+    small = groups.copy()
+    small[[5, 900, 3000]] = 99
+    engine = new_engine().add(ids, vectors, small)
+    hits = engine.search(queries[0], 10, group=99)
+    assert sorted(i for i, _ in hits) == sorted(ids[[5, 900, 3000]].tolist())  # fewer than n: only 3 exist
+    assert engine.search(queries[0], 10, group=99, exclude={int(ids[900])}) == [h for h in hits if h[0] != ids[900]]
+
+
+def test_excluded_ids_never_returned_and_n_still_met(full, data):
+    ids, vectors, groups, queries = data
+    top = [i for i, _ in full.search(queries[0], 10)]
+    hits = full.search(queries[0], 10, exclude=set(top[:5]))
+    assert len(hits) == 10 and not set(top[:5]) & {i for i, _ in hits}
+    many = set(ids[::2].tolist())  # 2,000 excluded ids: a large filter must still work
+    found = full.search_many(queries[:20], 10, exclude=many)
+    assert all(len(f) == 10 and not many & {i for i, _ in f} for f in found)
+    assert recall(found, [reference(ids, vectors, groups, q, 10, None, many) for q in queries[:20]]) >= 0.95
+
+
+def test_search_many_agrees_with_search_and_takes_a_group_per_query(full, data):
+    queries = data[3][:12]
+    per_query = [g % GROUPS for g in range(12)]
+    assert same(full.search_many(queries, 5, group=per_query), [full.search(q, 5, group=g) for q, g in zip(queries, per_query)])
+    assert same(full.search_many(queries[:3], 5), [full.search(q, 5) for q in queries[:3]])
+
+
+def test_removals_and_replacements(full, data):
+    ids, vectors, groups, queries = data
+    gone = [i for i, _ in full.search(queries[0], 5)] + [999_999_999]  # one unknown id: ignored
+    assert full.remove(gone) == 5
+    assert len(full) == N - 5
+    assert not set(gone) & {i for f in full.search_many(queries, 10) for i, _ in f}
+    # adding an existing id replaces its row: still one row per id
+    full.add(ids[:3], vectors[3:6], groups[3:6])
+    assert len(full) == N - 5 + len(set(ids[:3].tolist()) & set(gone))
+    hit = full.search(vectors[4], 1)[0]
+    assert hit[0] in (ids[1], ids[4]) and hit[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_empty_engine_answers_nothing(new_engine, tmp_path):
+    engine = new_engine()
+    assert len(engine) == 0 and engine.search(np.ones(DIM), 5) == [] and engine.remove([1, 2]) == 0
+
+
+def test_bad_input_is_refused_in_plain_words(new_engine, data):
+    ids, vectors, groups, _ = data
+    engine = new_engine().add(ids[:10], vectors[:10], groups[:10])
+    with pytest.raises(ValueError, match="dimensions"):
+        engine.add([1], np.ones((1, DIM + 1)), [0])
+    with pytest.raises(ValueError, match="NaN"):
+        engine.add([1], np.full((1, DIM), np.nan), [0])
+    with pytest.raises(ValueError, match="twice"):
+        engine.add([1, 1], np.ones((2, DIM)), [0, 0])
+    with pytest.raises(ValueError, match="lengths"):
+        engine.add([1, 2], np.ones((3, DIM)), [0, 0])
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+
+def test_save_then_load_in_a_fresh_object_gives_the_same_answers(full, data, tmp_path):
+    queries = data[3]
+    before = full.search_many(queries, 10, group=[int(g) % GROUPS for g in range(len(queries))])
+    state = full.save(tmp_path / "store")
+    state = json.loads(json.dumps(state))  # it must survive a manifest
+    again = load_engine(tmp_path / "store", state)
+    assert len(again) == N and again.params == full.params
+    assert same(again.search_many(queries, 10, group=[int(g) % GROUPS for g in range(len(queries))]), before)
+
+
+def files(store):
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (store / "segments").iterdir()}
+
+
+@pytest.mark.parametrize("kind", SEGMENT_ENGINES)
+def test_adding_after_load_writes_only_the_new_rows(full, data, tmp_path, kind):
+    ids, vectors, groups, queries = data
+    store = tmp_path / "store"
+    state = full.save(store)
+    old = files(store)
+    engine = load_engine(store, state)
+    more, _ = clustered(100, seed=7)
+    engine.add(np.arange(100) + 10**9, more, np.arange(100) % GROUPS)
+    engine.remove(ids[:3])
+    state2 = engine.save(store)
+    new = files(store)
+    assert all(new[name] == old[name] for name in old)  # nothing rewritten
+    created = set(new) - set(old)
+    # one small segment (ids, groups, vectors; too small for an index) and one tombstone file
+    assert len(created) == 4 and sum(n.endswith(".dead.npy") for n in created) == 1
+    assert sum((store / "segments" / n).stat().st_size for n in created) < 0.05 * sum(
+        (store / "segments" / n).stat().st_size for n in old)
+    assert len(load_engine(store, state2)) == N + 100 - 3
+    assert engine.save(store) == state2 and files(store) == new  # nothing changed: nothing written
+
+
+def test_milvus_adds_only_the_new_rows(milvus, tmp_path):
+    state = milvus.save(tmp_path)
+    engine = load_engine(tmp_path, state)
+    before = engine.client.get_collection_stats(engine.collection)["row_count"]
+    more, _ = clustered(100, seed=7)
+    state2 = engine.add(np.arange(100) + 10**9, more, np.arange(100) % GROUPS).save(tmp_path)
+    assert engine.client.get_collection_stats(engine.collection)["row_count"] == before + 100
+    assert state2["sessions"][:-1] == state["sessions"] and state2["version"] == state["version"] + 1
+
+
+def test_a_crash_before_the_switch_leaves_the_previous_state_answering(full, data, tmp_path):
+    ids, vectors, groups, queries = data
+    store = tmp_path / "store"
+    state = json.loads(json.dumps(full.save(store)))
+    before = full.search_many(queries, 10)
+    writer = load_engine(store, state)
+    more, _ = clustered(600, seed=9)
+    writer.add(np.arange(600) + 10**9, more, np.arange(600) % GROUPS)
+    writer.remove(ids[:2000])
+    writer.compact()
+    writer.save(store)  # segments written and fsynced, then the process dies: the state is never recorded
+    if (store / "segments").is_dir():
+        (store / "segments" / ".tmp-0123.vectors.npy").write_bytes(b"half a file")  # a write cut short
+    reader = load_engine(store, state)
+    assert len(reader) == N
+    assert same(reader.search_many(queries, 10), before)
+    if (store / "segments").is_dir():
+        orphans = unreferenced_files(store, [state])
+        assert orphans and all(p.name not in json.dumps(state) for p in orphans)
+
+
+@pytest.mark.parametrize("kind", SEGMENT_ENGINES)
+def test_a_damaged_or_missing_segment_file_is_refused(full, tmp_path, kind):
+    store = tmp_path / "store"
+    state = full.save(store)
+    vectors = store / "segments" / state["segments"][0]["vectors"]
+    data = bytearray(vectors.read_bytes())
+    data[-5] ^= 0xFF
+    vectors.chmod(0o644)
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(DamagedIndexError, match="damaged"):
+        load_engine(store, state)
+    assert issubclass(DamagedIndexError, ModelNotFoundError)  # the store's fallback to an intact version catches it
+    vectors.unlink()
+    with pytest.raises(DamagedIndexError, match="missing"):
+        load_engine(store, state)
+    bad = {**state, "segments": [{**state["segments"][0], "ids": "../../etc/passwd"}]}
+    with pytest.raises(DamagedIndexError, match="not a segment file name"):
+        load_engine(store, bad)
+
+
+def test_a_damaged_faiss_index_is_refused(data, tmp_path):
+    ids, vectors, groups, _ = data
+    engine = make_engine("faiss", flat_below=500).add(ids, vectors, groups)
+    state = engine.save(tmp_path)
+    index = tmp_path / "segments" / state["segments"][0]["index"]
+    index.chmod(0o644)
+    index.write_bytes(index.read_bytes()[:100])
+    with pytest.raises(DamagedIndexError):
+        load_engine(tmp_path, state)
+
+
+def test_milvus_refuses_a_state_its_collection_does_not_match(milvus, tmp_path):
+    state = milvus.save(tmp_path)
+    with pytest.raises(DamagedIndexError, match="rows"):
+        load_engine(tmp_path, {**state, "rows": state["rows"] + 1})
+    with pytest.raises(DamagedIndexError):
+        load_engine(tmp_path, {**state, "collection": "other"})
+
+
+def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):
+    ids, vectors, groups, queries = data
+    base = make_engine("milvus", uri=str(tmp_path / "m.db")).add(ids[:500], vectors[:500], groups[:500]).save(tmp_path)
+    one = load_engine(tmp_path, base)
+    one.remove(ids[:10])
+    state_one = one.save(tmp_path)
+    two = load_engine(tmp_path, base)  # a second version made from the same parent
+    two.remove(ids[5:15])
+    two.add([7], vectors[600:601], [0])
+    state_two = two.save(tmp_path)
+    seen = {name: {int(i) for chunk, _, _ in load_engine(tmp_path, state).items() for i in chunk}
+            for name, state in (("base", base), ("one", state_one), ("two", state_two))}
+    assert seen["base"] == set(ids[:500].tolist())
+    assert seen["one"] == set(ids[10:500].tolist())
+    assert seen["two"] == (set(ids[:5].tolist()) | set(ids[15:500].tolist()) | {7})
+
+
+@pytest.mark.parametrize("kind", SEGMENT_ENGINES)  # Milvus compacts its own segments
+def test_compaction_merges_segments_and_drops_removed_rows(new_engine, data, kind, tmp_path):
+    ids, vectors, groups, queries = data
+    engine = new_engine()
+    for part in np.array_split(np.arange(N), 4):  # four saves: four segments of one size tier
+        engine.add(ids[part], vectors[part], groups[part]).save(tmp_path)
+    assert len(engine.segments_) == 4
+    engine.remove(ids[::2])  # every segment half dead: all rewritten into one
+    before = engine.search_many(queries, 10)
+    assert engine.compact() is True
+    assert len(engine.segments_) == 1 and engine.segments_[0].rows == N // 2 and len(engine) == N // 2
+    assert recall(engine.search_many(queries, 10), before) >= (1.0 if kind == "exact" else 0.95)
+    assert engine.compact() is False
+    assert len(load_engine(tmp_path, engine.save(tmp_path))) == N // 2
+
+
+def test_exact_and_faiss_open_each_others_states(data, tmp_path):
+    ids, vectors, groups, queries = data
+    exact_state = make_engine("exact").add(ids, vectors, groups).save(tmp_path)
+    faiss_engine = load_engine(tmp_path, exact_state, name="faiss", flat_below=500)
+    assert faiss_engine.segments_[0].index is not None  # built at load for a segment saved without one
+    faiss_state = faiss_engine.save(tmp_path)
+    assert faiss_state["segments"][0]["vectors"] == exact_state["segments"][0]["vectors"]  # vectors not rewritten
+    exact = load_engine(tmp_path, faiss_state, name="exact")
+    assert exact.search_many(queries, 10) == make_engine("exact").add(ids, vectors, groups).search_many(queries, 10)
+
+
+# --- choosing ------------------------------------------------------------------------------------
+
+
+def test_auto_is_exact_below_the_crossover_and_faiss_above():
+    assert choose_engine("auto", CROSSOVER - 1) == "exact"
+    assert choose_engine("auto", CROSSOVER) == "faiss"
+    assert choose_engine("milvus", 10) == "milvus"
+    with pytest.raises(ValueError, match="unknown vector engine"):
+        choose_engine("annoy", 10)
+
+
+def test_milvus_uri_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMGSIM_MILVUS_URI", raising=False)
+    with pytest.raises(ValueError, match="IMGSIM_MILVUS_URI"):
+        make_engine("milvus")
+    with pytest.raises(ValueError, match="ending in .db"):
+        make_engine("milvus", uri=str(tmp_path / "folder"))
+    monkeypatch.setenv("IMGSIM_MILVUS_URI", str(tmp_path / "env.db"))
+    assert make_engine("milvus").uri == str(tmp_path / "env.db")
+
+
+def test_engines_never_import_tensorflow_or_streamlit():
+    code = ("import sys, imgsim.engines.exact, imgsim.engines.faiss, imgsim.engines.milvus;"
+            "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'streamlit')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "[]"
