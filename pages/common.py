@@ -21,7 +21,7 @@ TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
 # (/explore): it runs pages/explore.py alone and lists every file here, common.py included, as a
 # page. st.navigation turns that mode off for good; until then, turn it off here and rerun once,
 # which runs app.py and lands on the page that was asked for. (PagesManager is Streamlit's own.)
-from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
+from streamlit.runtime.pages_manager import PagesManager
 
 _folder_mode = bool(PagesManager.uses_pages_directory)
 PagesManager.uses_pages_directory = False
@@ -250,7 +250,7 @@ def sidebar(cfg: Settings) -> None:
             metrics = version.manifest.get("metrics", {})
             st.text(version.id)
             a, b = st.columns(2)
-            a.metric("Images", metrics.get("images", len(version.files)))
+            a.metric("Images", metrics.get("images", len(version)))
             b.metric("Groups", len(version.centres))
             val_loss, silhouette = metrics.get("val_loss") or metrics.get("loss"), metrics.get("silhouette")
             a.metric("Val. loss", f"{val_loss:.4f}" if val_loss is not None else "–")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -13,14 +14,42 @@ from imgsim.text import html_text
 from pages import common
 
 SHOWN = 60  # thumbnails per gallery before "show more"
+MAX_POINTS = 20_000  # drawn on the map; a larger collection is shown as an even sample (the page says so)
 
 
 @st.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
 def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
+    """Silhouette by k: computed at training time since imgsim 0.2; older versions compute it once here."""
     version = common.load_version(model_dir, version_id)
+    saved = version.manifest.get("metrics", {}).get("silhouette_by_k")
+    if isinstance(saved, dict):
+        return {int(k): float(saved[k]) for k in sorted(saved, key=int)}
     # One thread: KMeans' OpenMP threads spin against a training run on the same cores (seconds per k, not ms).
     with threadpool_limits(1):
         return silhouette_by_k(version.vectors, range(2, 13), int(version.manifest["settings"].get("seed", 0)))
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def map_figure(model_dir: str, version_id: str, names: dict[int, str]):
+    """The map as a WebGL scatter (one trace per group) of at most MAX_POINTS points, built once per version and names."""
+    version = common.load_version(model_dir, version_id)
+    rows = np.arange(len(version))
+    if len(rows) > MAX_POINTS:
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), MAX_POINTS, replace=False))
+    frame = pd.DataFrame({
+        "x": version.map2d[rows, 0], "y": version.map2d[rows, 1], "row": rows,
+        "group": [html_text(group_name(g, names)) for g in version.groups[rows].tolist()],  # Plotly reads some HTML
+        "file": [html_text(common.short_name(version.paths[i], version)) for i in rows.tolist()],
+    })
+    order = [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
+    fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
+                     hover_data={"x": False, "y": False, "row": False, "group": True},
+                     category_orders={"group": order}, height=560, render_mode="webgl",
+                     color_discrete_sequence=px.colors.qualitative.T10 + px.colors.qualitative.Alphabet)
+    fig.update_traces(marker=dict(size=7 if len(rows) < 5000 else 4, opacity=0.85))
+    fig.update_layout(dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig, len(rows)
 
 
 def gallery(rows, version, key: str, px: int = 128) -> None:
@@ -37,21 +66,11 @@ cfg, version = common.page_start()
 names = common.group_names(cfg, version)
 st.title("Explore")
 
-frame = pd.DataFrame({
-    "x": version.map2d[:, 0], "y": version.map2d[:, 1], "row": range(len(version.paths)),
-    "group": [html_text(group_name(g, names)) for g in version.groups.tolist()],  # Plotly reads some HTML
-    "file": [html_text(common.short_name(p, version)) for p in version.paths],
-})
-order = [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
-fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
-                 hover_data={"x": False, "y": False, "row": False, "group": True},
-                 category_orders={"group": order}, height=560,
-                 color_discrete_sequence=px.colors.qualitative.T10 + px.colors.qualitative.Alphabet)
-fig.update_traces(marker=dict(size=7, opacity=0.85))
-fig.update_layout(dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
-                  xaxis=dict(visible=False), yaxis=dict(visible=False))
+fig, drawn = map_figure(str(cfg.model_dir), version.id, names)
 st.caption("Each point is an image, placed by UMAP so that similar images sit close together. "
-           "Click a point, or drag a lasso or box, to see the images below.")
+           "Click a point, or drag a lasso or box, to see the images below."
+           + (f" The collection holds {len(version):,} images; the map shows an even sample of {drawn:,} of them."
+              if drawn < len(version) else ""))
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
 
 points = event.selection.points if event else []
@@ -61,11 +80,11 @@ if chosen:
     gallery(chosen, version, "selection")
 
 st.subheader("Groups")
-counts = {int(g): int(c) for g, c in pd.Series(version.groups).value_counts().sort_index().items()}
+counts = {int(g): int(c) for g, c in zip(*np.unique(version.groups, return_counts=True))}
 group = st.segmented_control("Group", list(counts), default=next(iter(counts)), required=True, key="group",
                              format_func=lambda g: f"{common.md(group_name(g, names))} ({counts[g]})",
                              label_visibility="collapsed")
-gallery([i for i, g in enumerate(version.groups.tolist()) if g == group], version, f"group-{group}")
+gallery(np.flatnonzero(version.groups == group).tolist(), version, f"group-{group}")
 
 st.subheader("Choosing k")
 scores = silhouettes(str(cfg.model_dir), version.id)

@@ -1,19 +1,18 @@
-"""Train: settings and a background retraining run, the active model's loss and reconstructions, its versions."""
+"""Train: settings and a background retraining run, the active model's curves and what it finds, its versions."""
 
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from imgsim import jobs, store
-from imgsim.errors import ImageError, ImgsimError
+from imgsim.errors import ImgsimError
 from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
 LATENTS = [16, 32, 64, 128, 256, 512]
 CURVES = {"loss": ("total loss", "training"), "val_loss": ("total loss", "validation"),
+          "twin_recall@1": ("twin recall@1 (label-free)", "held out"),
           "reconstruction": ("reconstruction error", "training"), "val_reconstruction": ("reconstruction error", "validation")}
 
 
@@ -34,31 +33,20 @@ def make_active(model_dir) -> None:
         st.session_state["notice-main"] = ("error", str(exc))
 
 
-@st.cache_data(max_entries=4, show_spinner="Decoding a few images…")
-def reconstructions(model_dir: str, version_id: str, count: int = 6) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, original, decoded) for the image nearest each group's centre, as uint8 arrays."""
-    from imgsim.images import load_image
-    from imgsim.model import load_autoencoder
-
+@st.cache_data(max_entries=4, show_spinner=False)
+def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[tuple[int, list[int]]]:
+    """For each group, its most typical image (nearest its centre, found at training) and that image's neighbours."""
     version = common.load_version(model_dir, version_id)
-    typical = [int(members[np.argmax(version.vectors[members] @ centre)])
-               for centre, members in ((c, np.flatnonzero(version.groups == g)) for g, c in enumerate(version.centres))
-               if len(members)]
-    picks, originals = [], []
-    for i in typical + [i for i in range(len(version.paths)) if i not in typical]:
-        if len(picks) == count:
-            break
-        try:
-            originals.append(load_image(version.paths[i], version.image_size))
-            picks.append(i)
-        except ImageError:
-            continue
-    if not picks:
+    typical = version.manifest.get("metrics", {}).get("typical") or {}
+    ids = [int(typical[g]) for g in sorted(typical, key=int)]
+    rows = [int(r) for r in version.records.rows_of(ids) if r >= 0]
+    if not rows:
         return []
-    decoded = load_autoencoder(version.model_path).predict(np.stack(originals), verbose=0)
-    as_bytes = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
-    return [(Path(version.paths[i]).stem, as_bytes(o), as_bytes(d))
-            for i, o, d in zip(picks, originals, decoded)]
+    engine = version.engine()
+    out = []
+    for row, hits in zip(rows, engine.search_many(version.vectors[rows], count, exclude={int(version.ids[r]) for r in rows})):
+        out.append((row, [int(r) for r in version.records.rows_of([h[0] for h in hits]) if r >= 0]))
+    return out
 
 
 def settings_form(cfg, run, demo: bool) -> None:
@@ -112,7 +100,7 @@ if version is None:
 metrics = version.manifest.get("metrics", {})
 st.subheader(f"Active version `{version.id}`")
 cells = st.columns(5)
-cells[0].metric("Images", metrics.get("images", len(version.files)))
+cells[0].metric("Images", metrics.get("images", len(version)))
 cells[1].metric("Groups", len(version.centres))
 cells[2].metric("Epochs run", metrics.get("epochs_run", "–"))
 cells[3].metric("Val. loss", f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "–")
@@ -135,16 +123,15 @@ with left:
         fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
         st.plotly_chart(fig, key="loss")
 with right:
-    st.markdown("**Reconstructions** · original, then decoded from its latent vector")
-    try:
-        pairs = reconstructions(str(cfg.model_dir), version.id)
-    except Exception as exc:  # as on the Search page: a model Keras cannot read is reported, not raised
-        st.error(f"This version's model cannot decode images ({type(exc).__name__}: {exc}).")
-        pairs = []
-    for start in range(0, len(pairs), 3):
-        for column, (name, original, decoded) in zip(st.columns(3), pairs[start:start + 3]):
-            gap = np.full((original.shape[0], max(2, original.shape[1] // 16), 3), 255, np.uint8)
-            column.image(np.hstack([original, gap, decoded]), width="stretch", caption=name)
+    st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
+    for row, neighbours in typical_neighbours(str(cfg.model_dir), version.id):
+        strip = [row, *neighbours]
+        st.image([common.thumbnail(version.paths[i], 96) for i in strip], width=72,
+                 caption=[f"group {version.groups[row]}"] + [""] * len(neighbours))
+    twin = {k: metrics.get(k) for k in ("twin_recall@1", "twin_recall@10")}
+    if twin["twin_recall@1"] is not None:
+        st.caption(f"Label-free check on held-out images: a view's own twin is its nearest neighbour "
+                   f"{twin['twin_recall@1']:.0%} of the time, among its 10 nearest {twin['twin_recall@10']:.0%}.")
 
 st.subheader("Versions")
 current = store.current_id(cfg.model_dir)

@@ -105,17 +105,17 @@ def test_every_page_renders_with_a_trained_model(model_settings):
 
         if page == "pages/train.py":
             assert len(at.dataframe[0].value) == 1  # the versions table
-            assert at.image, "reconstructions"
+            assert at.image, "typical images and their neighbours"
             assert at.get("plotly_chart"), "loss curve"
 
 
 def test_a_damaged_model_is_reported_in_plain_words(model_settings):
     version_id = store.current_id(model_settings.model_dir)
-    (model_settings.model_dir / "versions" / version_id / "vectors.npy").write_bytes(b"damaged")
+    (model_settings.model_dir / "versions" / version_id / "centres.npy").write_bytes(b"damaged")
     at = open_app(model_settings)
     for page in PAGES:
         visit(at, page)
-        assert any("vectors.npy is missing or damaged" in e.value for e in at.error), page
+        assert any("centres.npy is missing or damaged" in e.value for e in at.error), page
 
 
 def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection):
