@@ -85,14 +85,19 @@ def source_photos() -> dict[str, Image.Image]:
     return dict(sorted(photos.items()))
 
 
-def augment(photo: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+def augment(photo: Image.Image, rng: np.random.Generator, size: int, area=(0.45, 0.90), grey: float = 0.0,
+            colour: float = 0.0) -> Image.Image:
     """A random view of a photo: crop of 45-90% of its area, flip, +-10 degree turn, light, contrast.
+
+    Harder views for evaluation: `area` sets the crop's range, `grey` the chance of a greyscale
+    view, `colour` the strength of a colour shift (saturation x (1 +- colour), each channel
+    x (1 +- colour / 2)). The defaults draw exactly what the demo collection always drew.
 
     Crop, flip, rotation and resize are one affine resample, and the turned crop is kept inside
     the photo, so no corner is ever filled with a border colour.
     """
     width, height = photo.size
-    crop_w, crop_h = _crop_size(width, height, rng)
+    crop_w, crop_h = _crop_size(width, height, rng, area)
     angle = math.radians(rng.uniform(-10, 10))
     flip = -1.0 if rng.random() < 0.5 else 1.0
     cos, sin = math.cos(angle), math.sin(angle)
@@ -115,13 +120,21 @@ def augment(photo: Image.Image, rng: np.random.Generator, size: int) -> Image.Im
     view = photo.transform((size, size), Image.Transform.AFFINE, matrix, Image.Resampling.BICUBIC)
 
     view = ImageEnhance.Brightness(view).enhance(rng.uniform(0.75, 1.25))
-    return ImageEnhance.Contrast(view).enhance(rng.uniform(0.75, 1.25))
+    view = ImageEnhance.Contrast(view).enhance(rng.uniform(0.75, 1.25))
+    if colour > 0:
+        view = ImageEnhance.Color(view).enhance(rng.uniform(1 - colour, 1 + colour))
+        gains = rng.uniform(1 - colour / 2, 1 + colour / 2, 3)
+        view = Image.fromarray(np.clip(np.asarray(view, np.float32) * gains, 0, 255).astype(np.uint8))
+    if grey > 0 and rng.random() < grey:
+        view = view.convert("L").convert("RGB")
+    return view
 
 
-def _crop_size(width: int, height: int, rng: np.random.Generator) -> tuple[float, float]:
-    """Width and height of a crop with 45-90% of the area and aspect 3/4..4/3 (log-uniform)."""
+def _crop_size(width: int, height: int, rng: np.random.Generator, area=(0.45, 0.90)) -> tuple[float, float]:
+    """Width and height of a crop with a share of the area in `area` and aspect 3/4..4/3 (log-uniform)."""
+    low, high = area
     for _ in range(10):
-        area = width * height * rng.uniform(0.45, 0.90)
+        area = width * height * rng.uniform(low, high)
         aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         crop_w, crop_h = math.sqrt(area * aspect), math.sqrt(area / aspect)
         if crop_w <= width and crop_h <= height:
@@ -153,6 +166,50 @@ def build_demo(out_dir, n: int = 600, size: int = 512, seed: int = 0, progress: 
             rng = np.random.default_rng([seed, index])  # one stream per image: threads cannot reorder draws
             quality = int(rng.integers(60, 96))
             augment(photos[name], rng, size).save(path, "JPEG", quality=quality)
+
+        _run_threaded(render, len(jobs), progress, "images")
+
+    return _build_once(Path(out_dir), spec, write, progress)
+
+
+def halves(photos: dict[str, Image.Image]) -> dict[str, Image.Image]:
+    """Each photo's two halves (left and right, or top and bottom along its long side) as sources of their own.
+
+    Twice the labels, and pairs that share a palette, lighting and texture: a harder collection.
+    """
+    out = {}
+    for name, photo in photos.items():
+        w, h = photo.size
+        boxes = [(0, 0, w // 2, h), (w // 2, 0, w, h)] if w >= h else [(0, 0, w, h // 2), (0, h // 2, w, h)]
+        for tag, box in zip("ab", boxes):
+            out[f"{name}-{tag}"] = photo.crop(box)
+    return out
+
+
+def build_views(out_dir, per_source: int, size: int = 256, seed: int = 1, area=(0.30, 0.80), grey: float = 0.25,
+                colour: float = 0.5, split: bool = False, progress: Progress | None = None) -> Path:
+    """An evaluation collection of `per_source` views of each shipped photograph (or of each half, `split`).
+
+    Heavier than the demo by default: crops of 30-80% of the area, a quarter of the views in
+    greyscale, strong colour shifts; JPEG quality 60-95 as the demo.
+    """
+    photos = source_photos()
+    if split:
+        photos = halves(photos)
+    spec = {"kind": "views", "per_source": per_source, "size": size, "seed": seed, "area": list(area), "grey": grey,
+            "colour": colour, "split": split, "sources": list(photos)}
+
+    def write(folder: Path) -> None:
+        jobs = []
+        for name in photos:
+            (folder / name).mkdir()
+            jobs += [(name, folder / name / f"{name}_{number:04d}.jpg") for number in range(per_source)]
+
+        def render(index: int) -> None:
+            name, path = jobs[index]
+            rng = np.random.default_rng([seed, index])
+            quality = int(rng.integers(60, 96))
+            augment(photos[name], rng, size, area=area, grey=grey, colour=colour).save(path, "JPEG", quality=quality)
 
         _run_threaded(render, len(jobs), progress, "images")
 

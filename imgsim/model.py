@@ -38,6 +38,12 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 STAGE_FILTERS = (32, 64, 128, 256)
+# Extra 3x3 residual convolutions per stage, after its strided one: capacity where maps are small.
+STAGE_DEPTH = (0, 1, 1, 1)
+# The decoder's filters per up-sampling stage. It only has to regularise the latent, and at full
+# resolution it cost as much as both encoder passes together: 300 MFLOPs an image at (128, 64, 32,
+# 16) against the encoder's 60.
+DECODER_FILTERS = (64, 32, 16, 8)
 GRID = 4  # the last stage is also pooled to a GRID x GRID layout
 
 
@@ -52,10 +58,16 @@ def use_mixed_precision_if_gpu() -> str:
     return policy
 
 
-def conv_block(x, filters: int, name: str):
+def conv_block(x, filters: int, name: str, depth: int = 0):
     x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
+    for j in range(depth):
+        # depthwise-separable: a full 3x3 convolution here would cost 9 times the multiplies
+        y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_res{j + 1}_conv")(x)
+        y = layers.BatchNormalization(name=f"{name}_res{j + 1}_bn")(y)
+        x = layers.Add(name=f"{name}_res{j + 1}_add")([x, y])
+        x = layers.Activation("relu", name=f"{name}_res{j + 1}_relu")(x)
     return x
 
 
@@ -64,7 +76,7 @@ def build_encoder(image_size: int, latent_dim: int) -> keras.Model:
     x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(inp)
     pooled = []
     for i, filters in enumerate(STAGE_FILTERS):
-        x = conv_block(x, filters, f"stage{i + 1}")
+        x = conv_block(x, filters, f"stage{i + 1}", STAGE_DEPTH[i])
         pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
     # Global pooling keeps what is there (colour, texture) but not where; a coarse grid of the
     # last stage keeps the layout too, which shapes such as digits and faces need.
@@ -81,8 +93,8 @@ def build_decoder(image_size: int, latent_dim: int) -> keras.Model:
     inp = keras.Input((latent_dim,), name="latent")
     x = layers.Dense(side * side * STAGE_FILTERS[-1], activation="relu", name="expand")(inp)
     x = layers.Reshape((side, side, STAGE_FILTERS[-1]), name="grid")(x)
-    for i, filters in enumerate(reversed(STAGE_FILTERS)):
-        x = layers.Conv2DTranspose(filters // 2, 3, strides=2, padding="same", name=f"up{i + 1}")(x)
+    for i, filters in enumerate(DECODER_FILTERS):
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=f"up{i + 1}")(x)
         x = layers.BatchNormalization(name=f"up{i + 1}_bn")(x)
         x = layers.Activation("relu", name=f"up{i + 1}_relu")(x)
     out = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="pixels", dtype="float32")(x)

@@ -1,0 +1,122 @@
+"""Fitting: the decoded cache, the step budget, batches from the cache, views, the label-free measure."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgsim import Settings, fit
+from imgsim.collection import Skipped, load_for_model
+from imgsim.fit import CachedBatches, budget, decode_cache, fit_autoencoder, split_holdout, twin_retrieval
+from imgsim.model import VIEWS, augment, tf
+
+PLAIN = dict(VIEWS, area=(1.0, 1.0), aspect=(1.0, 1.0), degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+             channel_gain=0.0, grey=0.0)  # views that change nothing
+
+
+def test_budget_raises_small_collections_caps_large_ones_and_keeps_the_epoch_count():
+    s = Settings(epochs=12, image_size=128)
+    total, per_epoch = budget(200, s, 32)  # 12 passes of 7 steps = 84 steps: too few
+    assert total == per_epoch * 12 and total >= fit.MIN_STEPS and per_epoch > 7
+    total, per_epoch = budget(50_000, s, 32)  # 12 passes = 18,750 steps: capped
+    assert total <= fit.MAX_STEPS + 12 and per_epoch * 12 == total
+    total, per_epoch = budget(2_000, s, 32)  # in between: exactly the epochs asked for
+    if fit.MIN_STEPS <= 12 * 63 <= fit.MAX_STEPS:
+        assert (total, per_epoch) == (12 * 63, 63)
+
+
+def test_budget_minimum_scales_with_pixels_and_can_be_switched_off():
+    big = budget(24, Settings(epochs=1, image_size=128), 8)[0]
+    small = budget(24, Settings(epochs=1, image_size=32), 8)[0]
+    assert small == pytest.approx(big / 16, abs=1)  # a 32 px step costs about 1/16 of a 128 px one
+    assert budget(24, Settings(epochs=2, image_size=128), 8, min_steps=0) == (2 * 3, 3)
+
+
+def test_batches_cover_every_training_row_once_a_pass_and_never_a_held_out_one():
+    cache = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, axis=3)
+    held, rows = split_holdout(40, 0.1, seed=0)
+    assert len(held) == 8 and not set(held) & set(rows) and len(rows) == 32  # at least min(32, n // 5) held out
+    data = CachedBatches(cache, rows, batch_size=8, steps=4, seed=0)
+    seen = [data[i][:, 0, 0, 0] for i in range(len(data))]
+    assert all(batch.dtype == np.uint8 and len(batch) == 8 for batch in seen)
+    assert sorted(np.concatenate(seen)) == sorted(rows)  # one pass: each training image once
+    data.on_epoch_end()
+    second = np.concatenate([data[i][:, 0, 0, 0] for i in range(len(data))])
+    assert sorted(second) == sorted(rows) and not np.array_equal(np.concatenate(seen), second)  # reshuffled
+
+
+def write_images(folder, count, size=40):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:02d}.png"
+        Image.fromarray((rng.random((size, size + 7, 3)) * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("memory_limit", [None, 1])
+def test_cache_holds_each_image_once_losslessly_in_memory_or_mapped(tmp_path, monkeypatch, memory_limit):
+    if memory_limit is not None:
+        monkeypatch.setattr(fit, "CACHE_IN_MEMORY_BYTES", memory_limit)
+    paths = write_images(tmp_path, 5)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    paths.insert(2, str(tmp_path / "bad.png"))
+    skipped = Skipped()
+    cache, kept = decode_cache(paths, 16, workers=2, skipped=skipped, folder=str(tmp_path))
+    assert kept == [0, 1, 3, 4, 5] and list(skipped.reasons) == [str(tmp_path / "bad.png")]
+    assert cache.dtype == np.uint8 and cache.shape == (5, 16, 16, 3)
+    assert isinstance(cache, np.memmap) == (memory_limit is not None)
+    for row, position in enumerate(kept):
+        np.testing.assert_array_equal(cache[row] * np.float32(1 / 255), load_for_model(paths[position], 16)[0])
+
+
+def test_views_that_change_nothing_return_the_image_and_a_seed_repeats_its_views():
+    images = (np.random.default_rng(1).random((3, 24, 24, 3)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(augment(images, tf.constant([1, 2]), PLAIN).numpy(), images / 255, atol=1e-6)
+    first, again = augment(images, tf.constant([4, 5])), augment(images, tf.constant([4, 5]))
+    other = augment(images, tf.constant([4, 6]))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert float(tf.reduce_min(first)) >= 0 and float(tf.reduce_max(first)) <= 1
+
+
+def test_a_quarter_crop_shows_half_the_width_magnified_and_grey_views_have_equal_channels():
+    ramp = np.broadcast_to(np.linspace(0, 1, 64, dtype=np.float32)[None, None, :, None], (4, 64, 64, 3)).copy()
+    views = augment(ramp, tf.constant([0, 3]), dict(PLAIN, area=(0.25, 0.25))).numpy()  # 32 x 32 px crops
+    spans = views[:, 32, :, 0].max(axis=1) - views[:, 32, :, 0].min(axis=1)
+    np.testing.assert_allclose(spans, 0.5, atol=0.03)  # half the ramp, stretched over the whole width
+    assert np.all(np.diff(views[:, 32, :, 0], axis=1) >= -1e-6)  # not mirrored
+    grey = augment(np.random.default_rng(2).random((4, 16, 16, 3)).astype(np.float32), tf.constant([0, 1]),
+                   dict(PLAIN, grey=1.0)).numpy()
+    np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-6)
+
+
+def test_twin_retrieval_is_perfect_for_an_invariant_encoder_and_near_chance_for_noise():
+    colours = np.random.default_rng(3).random((20, 1, 1, 3)).astype(np.float32)
+    images = np.broadcast_to(colours, (20, 16, 16, 3)).copy()  # flat colours: any crop or turn leaves them alone
+    views = dict(PLAIN, area=(0.3, 1.0), degrees=10.0)
+    mean_colour = lambda x: np.asarray(x).mean(axis=(1, 2))
+    perfect = twin_retrieval(mean_colour, images, seed=0, views=views)
+    assert perfect == {"twin_recall@1": 1.0, "twin_recall@10": 1.0, "twin_mrr": 1.0}
+    noise = np.random.default_rng(4)
+    random = twin_retrieval(lambda x: noise.normal(size=(len(x), 8)), images, seed=0, views=views)
+    assert random["twin_recall@1"] < 0.3 and random["twin_mrr"] < 0.5 and random["twin_recall@10"] < 1.0
+
+
+def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path):
+    paths = write_images(tmp_path, 30)
+    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5)
+    reports = []
+    autoencoder, history = fit_autoencoder(paths, settings, Skipped(), lambda f, m: reports.append((f, m)), 0.85,
+                                           min_steps=0, jit_compile=False)
+    n_held = len(split_holdout(30, settings.validation_split, 0)[0])
+    assert history["holdout_images"] == n_held and history["train_images"] == 30 - n_held
+    per_epoch = math.ceil((30 - n_held) / 8)
+    assert history["steps"] == 2 * per_epoch and history["images_seen"] == 2 * per_epoch * 8
+    assert len(history["loss"]) == len(history["twin_mrr"]) == 2
+    assert 0 <= history["best_twin_recall@1"] <= history["best_twin_recall@10"] <= 1
+    assert history["best_twin_mrr"] == max(history["twin_mrr"])  # the saved weights are the best epoch's
+    assert reports[-1][0] == pytest.approx(0.85) and reports[-1][1].startswith("epoch 2/2")
+    assert autoencoder.get_layer("encoder").output_shape == (None, 8)
