@@ -202,4 +202,15 @@ def run_evaluation(images_root, model_dir, k: int = 10, seed: int = 0) -> str:
     rows = evaluate({"imgsim latents": vectors, **baselines(paths, seed)}, labels, k=k)
     ari = adjusted_rand(predict_groups(vectors, searcher.version.centres), labels)
     return (f"{images_root}: {len(paths)} images, {len(set(labels))} labels; model version {searcher.version.id}\n"
-            f"{format_table(rows)}\nKMeans groups vs labels: adjusted Rand index {ari:.3f}")
+            f"{format_table(rows)}\nKMeans groups vs labels: adjusted Rand index {ari:.3f}\n"
+            f"{label_free_summary(searcher.version.history)}")
+
+
+def label_free_summary(history: dict) -> str:
+    """One line on the label-free measure the training run took on its held-out images (see fit.twin_retrieval)."""
+    names = ("twin_recall@1", "twin_recall@10", "twin_mrr")
+    if not isinstance(history, dict) or history.get("best_twin_mrr") is None:
+        return "label-free measure: not recorded by this model's training run"
+    values = ", ".join(f"{name} {history[f'best_{name}']:.3f}" for name in names if f"best_{name}" in history)
+    return (f"label-free measure at training (two views of each of {history.get('holdout_images')} held-out images; "
+            f"how often a view's nearest neighbour is its twin): {values}")

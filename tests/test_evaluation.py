@@ -132,3 +132,11 @@ def test_baselines_name_three_feature_sets(colour_images):
     features = evaluation.baselines(colour_images)
     assert [f.shape[0] for f in features.values()] == [3, 3, 3]
     assert len(features) == 3
+
+
+def test_label_free_summary_reports_the_runs_best_values_or_says_it_has_none():
+    history = {"best_twin_recall@1": 0.8125, "best_twin_recall@10": 0.96875, "best_twin_mrr": 0.875, "holdout_images": 16}
+    line = evaluation.label_free_summary(history)
+    assert "16 held-out images" in line and "twin_recall@1 0.812" in line and "twin_mrr 0.875" in line
+    assert "not recorded" in evaluation.label_free_summary({"loss": [1.0]})
+    assert "not recorded" in evaluation.label_free_summary(None)
