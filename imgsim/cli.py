@@ -149,7 +149,7 @@ def cmd_clusters(args, settings: Settings) -> None:
 
     version = store.load_version(settings.model_dir)
     counts = Counter(version.groups.tolist())
-    print(f"version {one_line(version.id)}: {len(version.files)} images in {len(version.centres)} groups")
+    print(f"version {one_line(version.id)}: {len(version)} images in {len(version.centres)} groups")
     for group in range(len(version.centres)):
         print(f"  group {group}: {counts.get(group, 0)} images")
     if args.silhouette:

@@ -43,7 +43,8 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         store.clear_staging(model_dir)
         version = store.load_version(model_dir)
         records = version.records
-        files = scan_folder(settings.images)
+        scanned = Skipped()
+        files = scan_folder(settings.images, settings.follow_links, scanned)
         current = {f.path: f.key for f in files}
         unchanged = np.fromiter((current.get(p) == records.key(i) for i, p in enumerate(records.paths)), bool,
                                 count=len(records))
@@ -53,7 +54,7 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         known = {records.paths[i] for i in np.flatnonzero(unchanged)} | {rec["path"] for rec in still_bad}
         new_files = [f for f in files if f.path not in known]
         removed_ids = records.ids[~unchanged]
-        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad})
+        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
         old_state = version.manifest.get("engine") or {}
         wanted = choose_engine(engine, len(records)) if engine else old_state.get("engine", "exact")
         moving = wanted != old_state.get("engine")
