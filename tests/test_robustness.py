@@ -116,3 +116,44 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
         assert again.query(q, n=3, scope="all").to_dict() == answer
         assert set(r["path"] for r in answer["results"]) <= set(again.paths)
         assert np.isfinite([r["score"] for r in answer["results"]]).all()
+
+
+def test_training_on_a_collection_a_stranger_arranged_finishes_and_says_what_it_left_out(tmp_path, tiny_collection):
+    """Undecodable and multi-line names are trained on; link loops, links to nothing and links leaving the
+    folder are listed, not fatal (a loop used to abort the run; a non-UTF-8 name crashed it after training)."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from imgsim import Settings
+    from imgsim.training import train
+    from tests.conftest import TINY
+
+    images = Path(shutil.copytree(tiny_collection, tmp_path / "images"))
+    sample = Image.open(sorted(images.rglob("*.jpg"))[0])
+    odd = [b"caf\xe9.jpg", b"two\nlines.jpg", b"-rf.jpg"]
+    for turn, raw in enumerate(odd, 1):
+        with open(os.path.join(os.fsencode(images), raw), "wb") as fh:
+            sample.rotate(turn * 11).save(fh, "JPEG")
+    (tmp_path / "outside").mkdir()
+    sample.save(tmp_path / "outside" / "secret.jpg")
+    os.symlink(tmp_path / "outside" / "secret.jpg", images / "secret.jpg")
+    os.symlink(tmp_path / "outside", images / "elsewhere")
+    os.symlink("loop.jpg", images / "loop.jpg")
+    os.symlink("nowhere.jpg", images / "gone.jpg")
+    os.symlink("..", images / "astronaut" / "up")
+    (images / "notes.txt").write_text("not an image")
+
+    report = train(Settings(model_dir=tmp_path / "models", images=images, **TINY))
+    version = store.load_version(tmp_path / "models")
+    assert report.version == version.id and report.images == len(version) == 24 + len(odd)
+    for raw in odd:
+        assert os.path.join(str(images), os.fsdecode(raw)) in version.paths
+    assert not [p for p in version.paths if "secret" in p or "elsewhere" in p or "loop" in p or "gone" in p]
+    assert sorted(os.path.relpath(p, images) for p in report.skipped.reasons) == [
+        "astronaut/up", "elsewhere", "gone.jpg", "loop.jpg", "secret.jpg"]
+    summary = report.summary()
+    assert "\n" not in summary and "skipped 5 file(s)" in summary and "1 file(s) are not images" in summary
+    assert store.current_id(tmp_path / "models") == version.id
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["secret.jpg"]  # nothing written there
