@@ -37,7 +37,9 @@ def scan(seg: Segment, queries: np.ndarray, n: int, lo: int, hi: int, excluded: 
     step = max(1024, SCORES_BUDGET // max(b, 1))
     for start in range(lo, hi, step):
         stop = min(hi, start + step)
-        scores = queries @ np.asarray(seg.vectors[start:stop]).T
+        block = np.asarray(seg.vectors[start:stop])
+        # one query: a matrix-vector product over the C-ordered rows (BLAS gemv), steadier than a 1-row gemm
+        scores = (block @ queries[0])[None, :] if b == 1 else queries @ block.T
         dead = seg.dead[start:stop]
         if dead.any():
             scores[:, dead] = -np.inf
