@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model-dir", type=Path, help="model folder (default: $IMGSIM_MODEL_DIR or models/)")
         return p
 
+    def with_engine(p, what):
+        p.add_argument("--engine", choices=("auto", "exact", "faiss", "milvus"),
+                       help=f"vector engine {what} (default: $IMGSIM_ENGINE or auto: exact below "
+                            "20,000 images, faiss above; milvus needs $IMGSIM_MILVUS_URI)")
+
     def with_follow_links(p):
         p.add_argument("--follow-links", action="store_true", default=None,
                        help="follow links to folders and links that leave the images folder (default: list them as skipped)")
@@ -40,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters", type=int, help="number of KMeans groups (default 4)")
     p.add_argument("--seed", type=int)
     with_follow_links(p)
+    with_engine(p, "for the new version")
 
     p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
     p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
     with_follow_links(p)
+    with_engine(p, "to move the collection into, without re-encoding (default: keep the version's)")
 
     p = with_model_dir(sub.add_parser("query", help="find the images most similar to each SOURCE"))
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image path or http(s) URL")
@@ -52,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search the query's predicted group (default) or the whole collection")
     p.add_argument("--json", action="store_true", help="one JSON object per source, one per line")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the query and its results as a picture grid")
+    p.add_argument("--engine", choices=("exact", "faiss", "milvus"),
+                   help="search with another engine than the version's (its vectors are moved in memory)")
 
-    p = with_model_dir(sub.add_parser("clusters", help="show the groups; --export writes path,cluster as CSV"))
+    p = with_model_dir(sub.add_parser("clusters", help="show the groups; --name names one; --export writes path,group,name"))
+    p.add_argument("--name", action="append", metavar="G=NAME", default=[],
+                   help="name group G (repeatable; an empty NAME removes the name)")
     p.add_argument("--export", type=Path, metavar="FILE.csv")
     p.add_argument("--silhouette", action="store_true", help="silhouette score for k = 2..10, to help choose k")
 
@@ -94,7 +105,7 @@ def cmd_train(args, settings: Settings) -> None:
 
     settings = settings.replace(images=args.images, image_size=args.image_size, latent_dim=args.latent_dim,
                                 epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed,
-                                follow_links=args.follow_links)
+                                follow_links=args.follow_links, engine=args.engine)
     with terminal_progress("train") as progress:
         report = train(settings, progress)
     print(report.summary())
@@ -104,21 +115,21 @@ def cmd_index(args, settings: Settings) -> None:
     from . import store
     from .indexing import index
 
-    images = args.images or Path(store.load_version(settings.model_dir).manifest["images_root"])
+    images = args.images or store.images_root(settings.model_dir)
     with terminal_progress("index") as progress:
-        report = index(settings.replace(images=images, follow_links=args.follow_links), progress)
+        report = index(settings.replace(images=images, follow_links=args.follow_links), progress, engine=args.engine)
     print(report.summary())
 
 
 def cmd_query(args, settings: Settings) -> int:
     """Each source is answered on its own: one bad source prints its error line, the rest still run."""
     from .images import describe, open_image, read_bytes
-    from .plot import save_grid
+    from .plot import grid_path, save_grid
     from .search import Searcher
 
     if args.n < 1:
         raise ImgsimError("-n must be at least 1")
-    searcher = Searcher.load(settings.model_dir)
+    searcher = Searcher.load(settings.model_dir, engine=args.engine)
     failed = 0
     for number, source in enumerate(args.sources, 1):
         try:
@@ -135,7 +146,7 @@ def cmd_query(args, settings: Settings) -> int:
             for rank, hit in enumerate(result.results, 1):
                 print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}")
         if args.plot:
-            plot = args.plot if len(args.sources) == 1 else args.plot.with_name(f"{args.plot.stem}-{number}{args.plot.suffix}")
+            plot = grid_path(args.plot, number, len(args.sources))
             save_grid(plot, open_image(data, describe(source), draft_size=160), result)
             print(f"grid written to {one_line(plot)}", file=sys.stderr)
     return 2 if failed else 0
@@ -146,17 +157,28 @@ def cmd_clusters(args, settings: Settings) -> None:
 
     from . import store
     from .groups import silhouette_by_k
+    from .labels import load_labels, set_name
 
     version = store.load_version(settings.model_dir)
+    for spec in args.name:
+        group, sep, name = spec.partition("=")
+        if not sep or not group.strip().isdigit() or not 0 <= int(group) < len(version.centres):
+            raise ImgsimError(f"--name {one_line(spec)}: expected G=NAME with G a group from 0 to {len(version.centres) - 1}")
+        set_name(settings.model_dir, version.id, int(group), name)
+    labels = load_labels(settings.model_dir, version.id)
     counts = Counter(version.groups.tolist())
     print(f"version {one_line(version.id)}: {len(version)} images in {len(version.centres)} groups")
     for group in range(len(version.centres)):
-        print(f"  group {group}: {counts.get(group, 0)} images")
+        label = labels.get(group)
+        named = f"  {one_line(label.name)}" + (" (carried over, unconfirmed)" if label.carried else "") if label else ""
+        print(f"  group {group}: {counts.get(group, 0)} images{named}")
     if args.silhouette:
         for k, score in silhouette_by_k(version.vectors).items():
             print(f"  k={k:2d}  silhouette {score:.3f}")
     if args.export:
-        write_csv(args.export, ["path", "cluster"], zip(version.paths, version.groups.tolist()))
+        names = {g: label.name for g, label in labels.items()}
+        write_csv(args.export, ["path", "group", "name"],
+                  ((p, g, names.get(g, "")) for p, g in zip(version.paths, version.groups.tolist())))
         print(f"wrote {one_line(args.export)}")
 
 
@@ -171,15 +193,14 @@ def cmd_versions(args, settings: Settings) -> None:
 
     if args.use:
         store.set_current(settings.model_dir, args.use)
-    current = store.current_id(settings.model_dir)
-    versions = store.list_versions(settings.model_dir)
-    if not versions:
+    rows = store.version_table(settings.model_dir)
+    if not rows:
         print(f"no model versions in {one_line(settings.model_dir)}")
-    for manifest in versions:  # a manifest may have been edited by hand: its fields are shown escaped
-        mark = "*" if manifest.get("id") == current else " "
-        metrics = manifest.get("metrics", {})
-        print(one_line(f"{mark} {manifest.get('id')}  {manifest.get('kind', 'damaged')}  "
-                       f"{metrics.get('images', '?')} images  val_loss {metrics.get('val_loss')}"))
+    for row in rows:  # a manifest may have been edited by hand: its fields are shown escaped
+        twin = row["twin recall@1"]
+        print(one_line(f"{'*' if row['active'] else ' '} {row['id']}  {row['kind']}  {row['images'] or '?'} images  "
+                       f"{row['groups'] or '?'} groups  engine {row['engine'] or '?'}  "
+                       f"twin recall@1 {f'{twin:.3f}' if isinstance(twin, (int, float)) else '-'}"))
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,

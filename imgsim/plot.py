@@ -39,3 +39,9 @@ def save_grid(path, query_image: Image.Image, result: QueryResult) -> Path:
     path = Path(path)
     result_grid(query_image, result).save(path, format="PNG")
     return path
+
+
+def grid_path(path: Path, number: int, count: int) -> Path:
+    """Where the grid of query `number` (1-based) of `count` goes: PATH itself for one query, PATH-N.png for several."""
+    path = Path(path)
+    return path if count == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")

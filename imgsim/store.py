@@ -426,3 +426,26 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def version_table(model_dir) -> list[dict]:
+    """One row per version, newest first, for the CLI's `versions` and the Train page: what a person compares."""
+    current = current_id(model_dir)
+    rows = []
+    for m in list_versions(model_dir):
+        metrics, settings = m.get("metrics") or {}, m.get("settings") or {}
+        rows.append({"active": m.get("id") == current, "id": m.get("id"), "kind": m.get("kind", "damaged"),
+                     "created": m.get("created"), "images": metrics.get("images"), "groups": settings.get("clusters"),
+                     "size": settings.get("image_size"), "latent": settings.get("latent_dim"),
+                     "engine": (m.get("engine") or {}).get("engine", "exact" if "format" not in m else None),
+                     "twin recall@1": metrics.get("twin_recall@1"), "silhouette": metrics.get("silhouette"),
+                     "damaged": bool(m.get("damaged"))})
+    return rows
+
+
+def images_root(model_dir) -> Path:
+    """The folder the current version was made from: where `index` looks by default."""
+    root = load_version(model_dir).manifest.get("images_root")
+    if not root:
+        raise ImgsimError(f"{model_dir}: the current version does not say which folder it was made from; pass --images")
+    return Path(root)

@@ -135,17 +135,11 @@ with right:
 
 st.subheader("Versions")
 current = store.current_id(cfg.model_dir)
-versions = store.list_versions(cfg.model_dir)
-table = pd.DataFrame([{
-    "active": m.get("id") == current, "id": m.get("id"), "kind": m.get("kind", "damaged"), "created": m.get("created"),
-    "images": m.get("metrics", {}).get("images"), "groups": m.get("settings", {}).get("clusters"),
-    "size": m.get("settings", {}).get("image_size"), "latent": m.get("settings", {}).get("latent_dim"),
-    "epochs": m.get("metrics", {}).get("epochs_run"), "val. loss": m.get("metrics", {}).get("val_loss"),
-    "silhouette": m.get("metrics", {}).get("silhouette"),
-} for m in versions])
-st.dataframe(table, hide_index=True, column_config={"val. loss": st.column_config.NumberColumn(format="%.4f"),
-                                                    "silhouette": st.column_config.NumberColumn(format="%.3f")})
-usable = [m["id"] for m in versions if not m.get("damaged")]
+rows = store.version_table(cfg.model_dir)
+st.dataframe(pd.DataFrame(rows).drop(columns="damaged"), hide_index=True,
+             column_config={"twin recall@1": st.column_config.NumberColumn(format="%.3f"),
+                            "silhouette": st.column_config.NumberColumn(format="%.3f")})
+usable = [row["id"] for row in rows if not row["damaged"]]
 if not writable:
     st.stop()
 choice, button = st.columns([3, 1], vertical_alignment="bottom")

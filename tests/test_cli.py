@@ -82,7 +82,24 @@ def test_clusters_export_writes_every_image(capsys, trained, tmp_path):
     code, out, _ = run(capsys, "clusters", "--model-dir", models, "--export", tmp_path / "c.csv")
     assert code == 0 and "group 0" in out
     rows = (tmp_path / "c.csv").read_text().splitlines()
-    assert rows[0] == "path,cluster" and len(rows) > 20
+    assert rows[0] == "path,group,name" and len(rows) > 20
+
+
+def test_clusters_name_names_a_group_from_the_command_line(capsys, trained, tmp_path):
+    import csv
+
+    images, models = trained
+    code, out, _ = run(capsys, "clusters", "--model-dir", models, "--name", "1==HYPERLINK(x)", "--name", "0=cats",
+                       "--export", tmp_path / "c.csv")
+    assert code == 0 and "group 0:" in out and "cats" in out and "=HYPERLINK(x)" in out
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert {r["name"] for r in rows if r["group"] == "0"} == {"cats"}
+    assert {r["name"] for r in rows if r["group"] == "1"} == {"'=HYPERLINK(x)"}  # text, never a formula
+    code, _, err = run(capsys, "clusters", "--model-dir", models, "--name", "99=x")
+    assert code == 2 and err.startswith("error: --name 99=x") and len(err.strip().splitlines()) == 1
+    run(capsys, "clusters", "--model-dir", models, "--name", "1=")  # an empty name removes it
+    code, out, _ = run(capsys, "clusters", "--model-dir", models)
+    assert "HYPERLINK" not in out and "cats" in out
 
 
 def test_bad_input_exits_2_with_one_line(capsys, trained, tmp_path):
@@ -217,7 +234,7 @@ def test_grid_message_and_export_are_escaped(capsys, hostile, tmp_path):
     code, out, _ = run(capsys, "clusters", "--model-dir", models, "--export", export)
     assert code == 0
     rows = list(csv.reader(export.read_text(encoding="utf-8").splitlines()))
-    assert rows[0] == ["path", "cluster"] and all(len(row) == 2 for row in rows)
+    assert rows[0] == ["path", "group", "name"] and all(len(row) == 3 for row in rows)
     assert len(rows) == 1 + len(all_results(capsys, models, images / "-rf.jpg")) + 1
     assert f"{images}/evil\\n{FORGED}" in [row[0] for row in rows]
 
