@@ -147,7 +147,8 @@ def settings_args(settings: Settings) -> list[str]:
             "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
             "--clusters", str(settings.clusters), "--seed", str(settings.seed),
             "--validation-split", str(settings.validation_split), "--patience", str(settings.patience),
-            "--workers", str(settings.workers), *(["--follow-links"] if settings.follow_links else [])]
+            "--workers", str(settings.workers), f"--engine={settings.engine}",
+            *(["--follow-links"] if settings.follow_links else [])]
 
 
 class StatusWriter:
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--workers", int)):
         parser.add_argument(flag, type=kind)
     parser.add_argument("--follow-links", action="store_true", default=None)
+    parser.add_argument("--engine", choices=("auto", "exact", "faiss", "milvus"))
     parser.add_argument("--demo", action="store_true", help="build the demo collection in --images first")
     return parser
 
