@@ -26,13 +26,15 @@ from .model import Trainer, augment, build_autoencoder, keras, tf, use_mixed_pre
 
 Progress = Callable[[float, str], None]
 
-# The budget in optimiser steps, whatever the collection's size. Measured on photo collections
-# of 200-2,000 images (benchmarks/quality.py): 228 images x 12 epochs (85 steps) reached 0.58
-# precision@10 where 40 epochs reached 0.71, so a small collection gets at least MIN_STEPS;
-# a large one stops at MAX_STEPS, so 5,000 images train in minutes, not an hour. Both are for
-# 128 px and scale with the pixel count (a step's cost), so a 32 px model needs 1/16 as many.
-MIN_STEPS = 600
-MAX_STEPS = 900
+# The budget in optimiser steps, whatever the collection's size. Epochs alone starved small
+# collections: 228 photos x 12 epochs (85 steps) reached 0.58 precision@10 where 40 epochs (285
+# steps) reached 0.71. So every run gets at least MIN_STEPS, and at most MAX_STEPS, which keeps
+# 2,000 or 5,000 images to a few minutes on 2 cores (more images then means fewer passes, each
+# image seen less often but the views more varied). Both are for 128 px and scale with the pixel
+# count (a step's cost): a 32 px model needs 1/16 as many. The old digits figure (0.973) came
+# from about 510 steps.
+MIN_STEPS = 400
+MAX_STEPS = 500
 REFERENCE_SIZE = 128
 # The cache is held in memory up to this size, memory-mapped from a temporary file beyond it, and
 # never grows past CACHE_MAX_BYTES: a bigger collection trains on a random sample that fits
@@ -140,7 +142,8 @@ class TwinRetrieval(keras.callbacks.Callback):
     def __init__(self, encoder, images: np.ndarray, seed: int):
         super().__init__()
         size = encoder.input_shape[1]
-        fn = tf.function(lambda x: encoder(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
+        fn = tf.function(lambda x: encoder(x, training=False), autograph=False,
+                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
         self.encode = lambda x: np.concatenate([fn(x[i:i + 128]).numpy() for i in range(0, len(x), 128)])
         self.images, self.seed = images, seed
 

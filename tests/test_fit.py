@@ -21,9 +21,7 @@ def test_budget_raises_small_collections_caps_large_ones_and_keeps_the_epoch_cou
     assert total == per_epoch * 12 and total >= fit.MIN_STEPS and per_epoch > 7
     total, per_epoch = budget(50_000, s, 32)  # 12 passes = 18,750 steps: capped
     assert total <= fit.MAX_STEPS + 12 and per_epoch * 12 == total
-    total, per_epoch = budget(2_000, s, 32)  # in between: exactly the epochs asked for
-    if fit.MIN_STEPS <= 12 * 63 <= fit.MAX_STEPS:
-        assert (total, per_epoch) == (12 * 63, 63)
+    assert budget(2_000, s, 32, min_steps=100, max_steps=1000) == (12 * 63, 63)  # in between: the epochs asked for
 
 
 def test_budget_minimum_scales_with_pixels_and_can_be_switched_off():
