@@ -75,6 +75,7 @@ def main(argv=None) -> int:
         real_s.append(seconds)
         memory_s.append(memory_fit(images, settings, steps))
         print(f"round {r + 1}: imgsim fit {seen / real_s[-1]:.1f} images/s (decode {history['decode_seconds']:.1f} s, "
+              f"held-out measure {history['measure_seconds']:.1f} s, "
               f"{history['holdout_images']} held out), in memory {seen / memory_s[-1]:.1f} images/s; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     real, memory = seen * args.rounds / sum(real_s), seen * args.rounds / sum(memory_s)

@@ -25,9 +25,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from imgsim import Settings, evaluation  # noqa: E402
-from imgsim.collection import Skipped, encode_files, scan_folder  # noqa: E402
+import numpy as np  # noqa: E402
+
+from imgsim.collection import Skipped, encode_files, iter_decoded, scan_folder  # noqa: E402
 from imgsim.fit import fit_autoencoder  # noqa: E402
-from imgsim.model import compile_encoder  # noqa: E402
+from imgsim.model import compile_encoder, keras  # noqa: E402
 from make_eval_sets import precision_k  # noqa: E402
 
 TWIN = ("twin_recall@1", "twin_recall@10", "twin_mrr")
@@ -45,20 +47,51 @@ def apply_override(assignment: str) -> None:
         setattr(mod, name, value)
 
 
+class PrecisionProbe(keras.callbacks.Callback):
+    """precision@k of the labelled collection after each epoch, beside the label-free measure in the logs."""
+
+    def __init__(self, paths, labels, k, size):
+        super().__init__()
+        self.labels, self.k, self.values = labels, k, []
+        decoded = [batch for _, batch, _, _ in iter_decoded([str(p) for p in paths], size, 64, 2)]
+        self.images = np.concatenate(decoded)
+
+    def on_epoch_end(self, epoch, logs=None):
+        encode = compile_encoder(self.model.encoder)
+        vectors = np.concatenate([encode(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
+        self.values.append(evaluation.precision_at_k(vectors, self.labels, self.k))
+
+
+def agreement(history: dict) -> str:
+    """Spearman correlation, over epochs, of the label-free measures with precision@k."""
+    from scipy.stats import spearmanr
+
+    probe = history.get("probe_precision") or []
+    parts = []
+    for name in TWIN:
+        values = history.get(name) or []
+        if len(values) == len(probe) >= 3:
+            parts.append(f"{name} {spearmanr(values, probe).statistic:+.2f}")
+    return (f"over {len(probe)} epochs, Spearman with precision: " + ", ".join(parts)) if parts else "too few epochs"
+
+
 def score(folder: Path, settings: Settings, baselines_cache: dict) -> tuple[list[dict], dict, int]:
     """Train on the folder as `imgsim train` does (fit, then encode every file); rows for the latents and
     the baselines, the run's history, k."""
     paths, labels = evaluation.labelled_images(folder)
     k = precision_k(labels)
     files = [f.path for f in scan_folder(folder)]  # the order `imgsim train` sees
-    autoencoder, history = fit_autoencoder(files, settings.replace(images=folder), Skipped(), lambda *a: None, 0.85)
+    probe = PrecisionProbe(paths, labels, k, settings.image_size)
+    autoencoder, history = fit_autoencoder(files, settings.replace(images=folder), Skipped(), lambda *a: None, 0.85,
+                                           callbacks=[probe])
+    history["probe_precision"] = probe.values
     encode = compile_encoder(autoencoder.get_layer("encoder"))
     kept, vectors, _, failures = encode_files(encode, [str(p) for p in paths], settings.image_size)
     assert not failures and len(kept) == len(paths)
     if folder not in baselines_cache:
         baselines_cache[folder] = evaluation.baselines(paths)
     rows = evaluation.evaluate({"imgsim latents": vectors, **baselines_cache[folder]}, labels, k=k)
-    return rows, version.history, k
+    return rows, history, k
 
 
 def main(argv=None) -> int:
@@ -92,6 +125,9 @@ def main(argv=None) -> int:
               f"{history.get('train_images_per_second')} images/s, {seconds:.0f} s with encoding and baselines")
         print(evaluation.format_table(rows))
         print(f"label-free (held-out {history.get('holdout_images')} images): {twin}")
+        print("per epoch: precision " + " ".join(f"{v:.3f}" for v in history["probe_precision"])
+              + "; twin_mrr " + " ".join(f"{v:.3f}" for v in history.get("twin_mrr", [])))
+        print(f"label-free vs precision@{k} {agreement(history)}")
         print(f"imgsim - best baseline ({best['name']}): {ours - best[f'precision@{k}']:+.3f} precision@{k}")
         sys.stdout.flush()
     return 0

@@ -146,10 +146,13 @@ class TwinRetrieval(keras.callbacks.Callback):
                          input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
         self.encode = lambda x: np.concatenate([fn(x[i:i + 128]).numpy() for i in range(0, len(x), 128)])
         self.images, self.seed = images, seed
+        self.seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
+        start = time.monotonic()
         if logs is not None:
             logs.update(twin_retrieval(self.encode, self.images, self.seed))
+        self.seconds += time.monotonic() - start
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -185,14 +188,15 @@ def split_holdout(n: int, validation_split: float, seed: int) -> tuple[np.ndarra
 
 def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float,
                     min_steps: int | None = None, max_steps: int | None = None, jit_compile: bool | str = "auto",
-                    trainer_options: dict | None = None):
+                    trainer_options: dict | None = None, callbacks: list | None = None):
     """Train a new autoencoder on the files; returns (autoencoder, history dict).
 
     The history holds per-epoch lists (loss, reconstruction, invariance, spread and, with held-out
     images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, images_seen,
-    train_images (files trained on), holdout_images, fit_seconds (the optimiser's time alone),
-    decode_seconds, train_images_per_second (images_seen over decode + fit time),
-    best_epoch and the best epoch's twin_* values (what the saved weights give).
+    train_images (files trained on), holdout_images, fit_seconds (Keras fit, including the held-out
+    measure), measure_seconds (the measure alone), decode_seconds, train_images_per_second (images_seen over decode + fit time),
+    best_epoch and the best epoch's twin_* values (what the saved weights give). `callbacks` are
+    extra Keras callbacks, run after the held-out measure (a benchmark's per-epoch probe).
     """
     start = time.monotonic()
     keras.utils.set_random_seed(settings.seed)
@@ -222,11 +226,14 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         if jit_compile == "auto":
             jit_compile = JIT_COMPILE
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
-        callbacks = []
-        if holdout is not None:
-            callbacks += [TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed),
+        extra, callbacks = list(callbacks or []), []
+        measure = TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed) if holdout is not None else None
+        if measure is not None:
+            callbacks += [measure, *extra,
                           keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
                                                         restore_best_weights=True)]
+        else:
+            callbacks += extra
         callbacks.append(ProgressCallback(progress, settings.epochs, per_epoch, share, start=decode_share))
         fit_start = time.monotonic()
         history = trainer.fit(data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
@@ -236,6 +243,7 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
     logs.update(precision_policy=policy, steps=steps, images_seen=steps * batch_size, batch_size=batch_size,
                 train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
                 decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
+                measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),
                 train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
     if "twin_mrr" in logs:
         best = int(np.argmax(logs["twin_mrr"]))
