@@ -15,6 +15,7 @@ from pages import common
 
 SHOWN = 60  # thumbnails per gallery before "show more"
 MAX_POINTS = 20_000  # drawn on the map; a larger collection is shown as an even sample (the page says so)
+WEBGL_ABOVE = 3_000  # points: WebGL (Scattergl) draws many points fast; SVG is sharper and needs no GPU for few
 
 
 @st.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
@@ -30,8 +31,8 @@ def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def map_figure(model_dir: str, version_id: str, names: dict[int, str]):
-    """The map as a WebGL scatter (one trace per group) of at most MAX_POINTS points, built once per version and names."""
+def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[pd.DataFrame, list[str]]:
+    """The map's points (at most MAX_POINTS, an even sample beyond) and the legend's order, once per version and names."""
     version = common.load_version(model_dir, version_id)
     rows = np.arange(len(version))
     if len(rows) > MAX_POINTS:
@@ -41,15 +42,21 @@ def map_figure(model_dir: str, version_id: str, names: dict[int, str]):
         "group": [html_text(group_name(g, names)) for g in version.groups[rows].tolist()],  # Plotly reads some HTML
         "file": [html_text(common.short_name(version.paths[i], version)) for i in rows.tolist()],
     })
-    order = [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
+    return frame, [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
+
+
+def map_figure(frame: pd.DataFrame, order: list[str]):
+    """The map, one trace per group; WebGL (Scattergl) for many points. Built each run: a cached figure loses selections."""
+    rows = frame["row"].to_numpy()
     fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
                      hover_data={"x": False, "y": False, "row": False, "group": True},
-                     category_orders={"group": order}, height=560, render_mode="webgl",
+                     category_orders={"group": order}, height=560,
+                     render_mode="webgl" if len(rows) > WEBGL_ABOVE else "svg",
                      color_discrete_sequence=px.colors.qualitative.T10 + px.colors.qualitative.Alphabet)
     fig.update_traces(marker=dict(size=7 if len(rows) < 5000 else 4, opacity=0.85))
     fig.update_layout(dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
-    return fig, len(rows)
+    return fig
 
 
 def gallery(rows, version, key: str, px: int = 128) -> None:
@@ -66,7 +73,8 @@ cfg, version = common.page_start()
 names = common.group_names(cfg, version)
 st.title("Explore")
 
-fig, drawn = map_figure(str(cfg.model_dir), version.id, names)
+frame, order = map_frame(str(cfg.model_dir), version.id, names)
+fig, drawn = map_figure(frame, order), len(frame)
 st.caption("Each point is an image, placed by UMAP so that similar images sit close together. "
            "Click a point, or drag a lasso or box, to see the images below."
            + (f" The collection holds {len(version):,} images; the map shows an even sample of {drawn:,} of them."

@@ -40,8 +40,18 @@ def dashboard(model_copy, tiny_collection, tmp_path):
     """The dashboard served by a real `streamlit run` on the tiny model (or the screenshot model); yields (url, images)."""
     model_dir = os.environ.get("IMGSIM_SCREENSHOT_MODEL_DIR") or model_copy
     images = Path(os.environ.get("IMGSIM_SCREENSHOT_IMAGES") or tiny_collection)
+    yield from serve(model_dir, images, tmp_path, {})
+
+
+@pytest.fixture
+def shared_dashboard(model_copy, tiny_collection, tmp_path):
+    """The dashboard exposed with a password, as the README's "Sharing the dashboard safely" runs it."""
+    yield from serve(model_copy, tiny_collection, tmp_path, {"IMGSIM_PASSWORD": "correct horse battery"})
+
+
+def serve(model_dir, images, tmp_path, extra_env):
     port = free_port()
-    env = {**os.environ, "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images)}
+    env = {**os.environ, "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images), **extra_env}
     log_path = tmp_path / "streamlit.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
@@ -127,3 +137,41 @@ def test_search_and_every_page_in_a_real_browser(dashboard, tmp_path):
             assert page.locator('[data-testid="stSidebarUserContent"]').get_by_role("button", name="Retrain").count() == 1
         finally:
             browser.close()
+
+
+def test_a_shared_dashboard_shows_names_as_text_and_locks_changes(shared_dashboard, model_copy, http_server, tmp_path):
+    """A hostile group name fetches nothing and renders as typed; a visitor without the password cannot train."""
+    from playwright.sync_api import sync_playwright
+
+    from imgsim import jobs, store
+    from imgsim.labels import save_names
+
+    tracker = http_server.serve("/track.png", b"\x89PNG", content_type="image/png")
+    hostile = f"![x]({tracker}) <img src={tracker}?html> **bold** :red[red]"
+    save_names(model_copy, store.current_id(model_copy), {0: hostile})
+    url, _ = shared_dashboard
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/explore")
+            settle(page, "Explore")
+            assert page.get_by_text(f"group 0 · {hostile}", exact=False).count() >= 1  # the name, as typed
+            page.get_by_role("link", name="Label").click()
+            settle(page, "Label")
+            page.get_by_role("link", name="Train").click()
+            settle(page, "Train")
+            assert page.get_by_role("button", name="Start training").count() == 0
+            assert page.get_by_role("button", name="Retrain").count() == 0
+            page.get_by_label("Password to make changes").fill("wrong")
+            page.get_by_role("button", name="Unlock").click()
+            page.get_by_text("Wrong password.").wait_for(timeout=30_000)
+            assert page.get_by_role("button", name="Start training").count() == 0
+            assert not jobs.is_running(model_copy) and jobs.read_status(model_copy) is None
+            page.get_by_label("Password to make changes").fill("correct horse battery")
+            page.get_by_role("button", name="Unlock").click()
+            page.get_by_role("button", name="Start training").wait_for(timeout=30_000)
+            check_and_shoot(page, "train-unlocked", tmp_path)
+        finally:
+            browser.close()
+    assert "/track.png" not in http_server.paths()  # no visitor's browser fetched the name's image
