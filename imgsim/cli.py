@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     with_follow_links(p)
     with_engine(p, "for the new version")
+    p.add_argument("--background", action="store_true",
+                   help="train in a background process (as the dashboard does) and return at once; see `imgsim status`")
+    p.add_argument("--demo-first", action="store_true",
+                   help="with --background: build the demo collection in the images folder first")
 
     p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
     p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
@@ -71,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_model_dir(sub.add_parser("eval", help="precision@k on a labelled folder (sub-folder = label) against baselines"))
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("-k", type=int, default=10)
+
+    p = with_model_dir(sub.add_parser("status", help="the background training run's progress"))
+    p.add_argument("--follow", action="store_true", help="print progress until the run ends")
+    p.add_argument("--every", type=float, default=5.0, metavar="S", help="with --follow: seconds between lines (default 5)")
 
     p = with_model_dir(sub.add_parser("versions", help="list model versions; --use ID makes one current"))
     p.add_argument("--use", metavar="ID")
@@ -101,11 +109,18 @@ def cmd_demo(args, settings: Settings) -> None:
 
 
 def cmd_train(args, settings: Settings) -> None:
-    from .training import train
-
     settings = settings.replace(images=args.images, image_size=args.image_size, latent_dim=args.latent_dim,
                                 epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed,
                                 follow_links=args.follow_links, engine=args.engine)
+    if args.background:
+        from . import jobs
+
+        pid = jobs.start_training(settings, build_demo_first=args.demo_first)
+        print(f"training in the background (pid {pid}); `imgsim status --follow` shows its progress, "
+              f"its log is {one_line(jobs.log_path(settings.model_dir))}")
+        return
+    from .training import train
+
     with terminal_progress("train") as progress:
         report = train(settings, progress)
     print(report.summary())
@@ -188,6 +203,35 @@ def cmd_eval(args, settings: Settings) -> None:
     print(run_evaluation(args.images, settings.model_dir, k=args.k))
 
 
+def cmd_status(args, settings: Settings) -> int:
+    """One line for the last background run; with --follow, a line every few seconds until it ends."""
+    import time
+
+    from . import jobs
+
+    def line(status) -> str:
+        if status is None:
+            return "no training run has been started here"
+        state = status.get("state")
+        if state == "running":
+            elapsed = time.time() - status.get("started", time.time())
+            return f"training: {status.get('fraction', 0):.0%} · {one_line(status.get('message', ''))} · {elapsed:.0f} s elapsed"
+        if state == "finished":
+            return f"training finished: {one_line(status.get('message', ''))}"
+        return f"training {'stopped' if status.get('stopped') else 'failed'}: {one_line(status.get('error', ''))}"
+
+    status, last = jobs.training_status(settings.model_dir), None
+    while True:
+        text = line(status)
+        if text != last:
+            print(text, flush=True)
+            last = text
+        if not args.follow or not status or status.get("state") != "running":
+            return 0 if not status or status.get("state") != "failed" else 2
+        time.sleep(max(0.5, args.every))
+        status = jobs.training_status(settings.model_dir)
+
+
 def cmd_versions(args, settings: Settings) -> None:
     from . import store
 
@@ -204,7 +248,7 @@ def cmd_versions(args, settings: Settings) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
-            "clusters": cmd_clusters, "eval": cmd_eval, "versions": cmd_versions}
+            "clusters": cmd_clusters, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
 
 
 def main(argv=None) -> int:

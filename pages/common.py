@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -82,11 +83,37 @@ def load_version(model_dir: str, version_id: str) -> store.Version:
     return store.load_version(model_dir, version_id)
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+@st.cache_resource(max_entries=2, show_spinner=False)
 def searcher(model_dir: str, version_id: str):
     from imgsim.search import Searcher  # imports TensorFlow: only pages that search pay for it
 
     return Searcher(load_version(model_dir, version_id))
+
+
+_preload_lock = threading.Lock()
+_preloaded: set[tuple[str, str]] = set()
+
+
+def preload(cfg: Settings, version: store.Version) -> None:
+    """Load the active version's model in a background thread, once per server and version.
+
+    The first page view of a new server starts it, so that the first search does not wait for
+    TensorFlow's import and the model's load; a search that comes sooner waits for the same load
+    (cache_resource computes a key once).
+    """
+    key = (str(cfg.model_dir), version.id)
+    with _preload_lock:
+        if key in _preloaded:
+            return
+        _preloaded.add(key)
+
+    def load():
+        try:
+            searcher(*key)
+        except Exception:  # the Search page reports a model it cannot load, in words
+            pass
+
+    threading.Thread(target=load, daemon=True, name="imgsim-preload").start()
 
 
 @st.cache_data(max_entries=5_000, show_spinner=False)  # about 50 MB of JPEGs
@@ -230,6 +257,7 @@ def page_start() -> tuple[Settings, store.Version]:
     if version is None:
         first_run(cfg)
         st.stop()
+    preload(cfg, version)
     return cfg, version
 
 

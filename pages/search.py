@@ -69,7 +69,8 @@ cfg, version = common.page_start()
 
 st.title("Search")
 try:
-    searcher = common.searcher(str(cfg.model_dir), version.id)
+    with st.spinner("Loading the model…"):
+        searcher = common.searcher(str(cfg.model_dir), version.id)
 except Exception as exc:  # a model file Keras cannot read raises assorted types; say so, no traceback
     st.error(f"The model of version {version.id} cannot be loaded ({type(exc).__name__}: {exc}). "
              "Make another version active or retrain on the Train page.")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job: the dashboard on the demo collection (or $IMGSIM_IMAGES), training a first model
-# with a progress bar if none exists yet. Extra arguments go to `streamlit run`.
+# The main job: the dashboard on the demo collection (or $IMGSIM_IMAGES), open at once. With no
+# model yet, the first one trains in the background (building the demo collection first when
+# needed); every page shows its progress and the terminal prints it. Extra arguments go to
+# `streamlit run` (e.g. --server.port 8600).
 set -euo pipefail
 source "$(dirname "$0")/setup.sh" requirements.txt
-if [ -z "${IMGSIM_IMAGES:-}" ]; then
-  python -m imgsim demo            # builds data/demo once; a no-op when it is complete
-fi
 if ! python -m imgsim versions | grep -q '^\*'; then
-  python -m imgsim train           # first model: a few minutes on 2 CPU cores
+  demo=$([ -z "${IMGSIM_IMAGES:-}" ] && echo --demo-first || true)   # the demo build is a no-op once complete
+  python -m imgsim train --background $demo || true    # a run already in progress is fine: follow it
+  python -m imgsim status --follow --every 10 &        # progress lines here while the dashboard runs
 fi
 exec streamlit run app.py "$@"

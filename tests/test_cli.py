@@ -247,3 +247,18 @@ def test_background_runs_get_follow_links_and_keep_dash_names_as_values(tmp_path
     assert args.images == Path("--images-folder") and args.model_dir == tmp_path / "-models"
     assert args.follow_links is True
     assert jobs.build_parser().parse_args(jobs.settings_args(settings.replace(follow_links=False))).follow_links is None
+
+
+def test_train_in_the_background_and_follow_its_status(capsys, tiny_collection, tmp_path):
+    models = tmp_path / "models"
+    code, out, _ = run(capsys, "status", "--model-dir", models)
+    assert code == 0 and out.strip() == "no training run has been started here"
+    code, out, _ = run(capsys, "train", "--background", "--images", tiny_collection, "--model-dir", models,
+                       "--epochs", "1", "--image-size", "32", "--latent-dim", "16", "--clusters", "3", "--batch-size", "8")
+    assert code == 0 and out.startswith("training in the background (pid ")
+    code, out, _ = run(capsys, "status", "--model-dir", models, "--follow", "--every", "0.5")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[-1].startswith("training finished: version ")
+    assert all(line.startswith("training") for line in lines)
+    code, out, _ = run(capsys, "versions", "--model-dir", models)
+    assert out.startswith("* ")
