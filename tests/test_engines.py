@@ -141,6 +141,19 @@ def test_group_filter_inside_the_engine(full, data):
     assert full.search(queries[0], 10, group=GROUPS + 5) == []
 
 
+def test_ivf_group_search_holds_for_queries_outside_the_group():
+    # more clusters than the shared set: a plain filtered IVF search falls to recall 0.88 here
+    vectors, labels = clustered(8000, clusters=80)
+    ids, groups = np.arange(8000) + 5, labels % GROUPS
+    rng = np.random.default_rng(3)
+    queries = vectors[rng.choice(8000, 60, replace=False)] + 0.3 * rng.standard_normal((60, DIM)).astype(np.float32)
+    engine = make_engine("faiss", flat_below=500, ivf_above=1000).add(ids, vectors, groups)
+    own = [int(groups[reference(ids, vectors, groups, q, 1)[0][0] - 5]) for q in queries]
+    for wanted in (own, [(g + 1 + i % (GROUPS - 1)) % GROUPS for i, g in enumerate(own)]):
+        expected = [reference(ids, vectors, groups, q, 10, g) for q, g in zip(queries, wanted)]
+        assert recall(engine.search_many(queries, 10, group=wanted), expected) >= 0.95
+
+
 def test_a_small_group_in_a_large_index_comes_back_whole(new_engine, data):
     ids, vectors, groups, queries = data
     small = groups.copy()

@@ -91,11 +91,12 @@ class ExactEngine(VectorEngine):
         """Turn the pending rows into one segment (the last add of an id wins)."""
         if not self.pending_:
             return
-        ids, vectors, groups = (np.concatenate([p[i] for p in self.pending_]) for i in range(3))
-        self.pending_ = []
+        pending, self.pending_ = self.pending_, []
+        ids, vectors, groups = (np.concatenate([p[i] for p in pending]) if len(pending) > 1 else pending[0][i] for i in range(3))
+        del pending  # the batches' memory goes before the sorted copy is made
         _, last = np.unique(ids[::-1], return_index=True)
-        keep = np.sort(len(ids) - 1 - last)
-        self._append(Segment.build(ids[keep], vectors[keep], groups[keep]))
+        keep = None if len(last) == len(ids) else np.sort(len(ids) - 1 - last)
+        self._append(Segment.build(ids, vectors, groups, keep))
 
     def _append(self, seg: Segment) -> None:
         self._index(seg)

@@ -160,7 +160,8 @@ class MilvusEngine(VectorEngine):
             return self
         self._ensure_collection(vectors.shape[1])
         session = self._claim()
-        self.remove(ids)
+        if self.rows_:
+            self.remove(ids)  # an id already here is replaced
         for group in np.unique(groups):
             name = self.partition(int(group))
             self._ensure_partition(name)

@@ -117,9 +117,10 @@ class Segment:
         self.cache = {}
 
     @classmethod
-    def build(cls, ids, vectors, groups) -> "Segment":
-        order = np.lexsort((ids, groups))
-        return cls(ids[order], groups[order], np.ascontiguousarray(vectors[order]))
+    def build(cls, ids, vectors, groups, rows=None) -> "Segment":
+        """A segment of these rows (all, or the positions in `rows`), sorted by (group, id)."""
+        order = np.lexsort((ids, groups)) if rows is None else rows[np.lexsort((ids[rows], groups[rows]))]
+        return cls(ids[order], groups[order], vectors[order])  # one gather: the only copy of the vectors
 
     @property
     def rows(self) -> int:
