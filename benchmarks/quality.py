@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from imgsim import Settings, evaluation  # noqa: E402
 import numpy as np  # noqa: E402
+from make_eval_sets import precision_k  # noqa: E402
 
+from imgsim import Settings, evaluation  # noqa: E402
 from imgsim.collection import Skipped, encode_files, iter_decoded, scan_folder  # noqa: E402
 from imgsim.fit import fit_autoencoder  # noqa: E402
 from imgsim.model import compile_encoder, keras  # noqa: E402
-from make_eval_sets import precision_k  # noqa: E402
 
 TWIN = ("twin_recall@1", "twin_recall@10", "twin_mrr")
 

@@ -218,7 +218,11 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         held, train_rows = split_holdout(len(cache), settings.validation_split, settings.seed)
         holdout = np.asarray(cache[np.sort(held)]) if len(held) else None
         batch_size = max(2, min(settings.batch_size, len(train_rows)))
-        total, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
+        if min_steps is None:  # Settings fields, once config.py has them
+            min_steps = getattr(settings, "min_steps", None)
+        if max_steps is None:
+            max_steps = getattr(settings, "max_steps", None)
+        _, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
         data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
 
         autoencoder = build_autoencoder(size, settings.latent_dim)

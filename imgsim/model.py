@@ -111,16 +111,16 @@ def build_autoencoder(image_size: int = 128, latent_dim: int = 128) -> keras.Mod
 
 # Views of one image that should share a latent. No mirroring: a mirrored digit, letter or layout
 # is often another thing (flip invariance cost digits 0.95 -> 0.89 precision@10).
-VIEWS = dict(
-    area=(0.30, 1.0),        # crop: fraction of the image's area kept
-    aspect=(3 / 4, 4 / 3),   # crop aspect ratio, log-uniform
-    degrees=10.0,            # turn, either way
-    brightness=0.2,          # added, in [0, 1] pixel units
-    contrast=0.25,           # x (1 +- c) around each image's mean
-    saturation=0.4,          # x (1 +- s) away from each pixel's grey
-    channel_gain=0.1,        # each colour channel x (1 +- g): colour casts
-    grey=0.2,                # probability of a greyscale view
-)
+VIEWS = {
+    "area": (0.30, 1.0),        # crop: fraction of the image's area kept
+    "aspect": (3 / 4, 4 / 3),   # crop aspect ratio, log-uniform
+    "degrees": 10.0,            # turn, either way
+    "brightness": 0.2,          # added, in [0, 1] pixel units
+    "contrast": 0.25,           # x (1 +- c) around each image's mean
+    "saturation": 0.4,          # x (1 +- s) away from each pixel's grey
+    "channel_gain": 0.1,        # each colour channel x (1 +- g): colour casts
+    "grey": 0.2,                # probability of a greyscale view
+}
 
 
 def augment(images, seed, views: dict = VIEWS):
