@@ -159,7 +159,8 @@ def cmd_query(args, settings: Settings) -> int:
         else:  # one name, one line: a name holding a newline cannot forge a result line
             print(f"{one_line(source)}  (group {result.cluster})")
             for rank, hit in enumerate(result.results, 1):
-                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}")
+                copy = "  (exact copy)" if hit.exact else ""
+                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}{copy}")
         if args.plot:
             plot = grid_path(args.plot, number, len(args.sources))
             save_grid(plot, open_image(data, describe(source), draft_size=160), result)

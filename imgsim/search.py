@@ -26,6 +26,7 @@ class Hit:
     score: float  # cosine similarity, higher is more similar
     distance: float  # cosine distance, 1 - score
     cluster: int
+    exact: bool = False  # the same bytes as the query: a copy of it in the collection
 
 
 @dataclass(frozen=True)
@@ -85,35 +86,53 @@ class Searcher:
         """Encode files with this version's model: (positions kept, vectors, hashes, failures)."""
         return encode_files(self.encode, list(paths), self.image_size, workers, progress)
 
-    def members(self, data: bytes, source) -> set[int]:
-        """Collection items the query is itself: the same file path, or the same bytes."""
-        same = set(self.records.rows_with_sha1(hashlib.sha1(data).hexdigest()).tolist())
-        if isinstance(source, (str, Path)) and not is_url(source):
-            resolved = str(Path(source).expanduser().resolve())
-            if resolved in self.by_path:
-                same.add(self.by_path[resolved])
-        return same
+    def itself(self, source) -> set[int]:
+        """The collection row that is the query itself: the same file (same path, links resolved), if any."""
+        if not isinstance(source, (str, Path)) or is_url(source):
+            return set()
+        path = Path(source).expanduser()
+        rows = set()
+        for candidate in {str(path.absolute()), str(path.resolve())}:
+            if candidate in self.by_path:
+                rows.add(self.by_path[candidate])
+        return rows
+
+    def copies(self, data: bytes) -> list[int]:
+        """Collection rows holding exactly these bytes (found by hash, without the model)."""
+        return self.records.rows_with_sha1(hashlib.sha1(data).hexdigest()).tolist()
 
     def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None) -> QueryResult:
         """The n most similar collection images to a path, URL or bytes, best first.
 
         scope "cluster" searches the query's predicted group first and tops up from the rest of
         the collection when the group holds fewer than n other images; "all" searches everything.
-        The query itself (same path or same bytes) is never returned. `data`, when given, is the
-        source's bytes already read (so a URL is fetched once).
+        The query itself (the same file) is never returned; other files with the same bytes come
+        first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
+        read (so a URL is fetched once).
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         name = name or describe(source)
         data = read_bytes(source) if data is None else data
         vector = self.encode(decode(data, self.image_size, name)[None])[0]
-        return self.search_vector(vector, n, scope, exclude=self.members(data, source), name=name)
+        itself = self.itself(source)
+        copies = [row for row in self.copies(data) if row not in itself]
+        return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies)
 
-    def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query") -> QueryResult:
-        """The n nearest collection images to a latent, inside its predicted group first; `exclude` holds rows."""
+    def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query",
+                      copies=()) -> QueryResult:
+        """The n nearest collection images to a latent, inside its predicted group first.
+
+        `exclude` holds rows never returned; `copies` rows returned first as exact copies.
+        """
         group = int(predict_groups(vector[None], self.version.centres)[0])
-        excluded = set(self.records.ids[list(exclude)].tolist()) if exclude else set()
+        copies = list(copies)[:n]
+        exact = [Hit(self.paths[r], 1.0, 0.0, int(self.records.groups[r]), exact=True) for r in copies]
+        n -= len(exact)
+        excluded = set(self.records.ids[list(exclude) + list(copies)].tolist()) if (exclude or copies) else set()
         hits = []
+        if n <= 0:
+            return QueryResult(name, group, exact)
         if scope == "cluster":
             hits = self.engine.search(vector, n, group=group, exclude=excluded)
         if len(hits) < n:
@@ -121,4 +140,4 @@ class Searcher:
         rows = self.records.rows_of([i for i, _ in hits])
         results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]))
                    for r, (_, score) in zip(rows.tolist(), hits) if r >= 0]
-        return QueryResult(name, group, results)
+        return QueryResult(name, group, exact + results)

@@ -31,8 +31,8 @@ def query_thumbnail(data: bytes) -> bytes:
 
 
 def results_csv(result, names) -> str:
-    return csv_text(["rank", "path", "score", "distance", "group", "group_name"],
-                    [[rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, "")]
+    return csv_text(["rank", "path", "score", "distance", "group", "group_name", "exact"],
+                    [[rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, ""), hit.exact]
                      for rank, hit in enumerate(result.results, 1)])
 
 
@@ -55,13 +55,18 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
         about.markdown(f"**{common.md(name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
+        copies = [common.short_name(h.path, version) for h in result.results if h.exact]
+        if copies:
+            about.info("This image is in your collection as " + ", ".join(common.md(c) for c in copies[:5])
+                       + (f" and {len(copies) - 5} more" if len(copies) > 5 else "") + ".", icon=":material/content_copy:")
         about.download_button("Download results (CSV)", results_csv(result, names), file_name="imgsim-results.csv",
                               mime="text/csv", icon=":material/download:", on_click="ignore")
     with st.container(key="results"):
         for start in range(0, len(result.results), COLUMNS):
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
                 column.image(common.thumbnail(hit.path, 256), width="stretch")
-                column.caption(f"**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
+                badge = ":blue-badge[exact copy] " if hit.exact else ""
+                column.caption(f"{badge}**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
                                f"{common.md(common.short_name(hit.path, version))}")
 
 

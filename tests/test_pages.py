@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from imgsim import Settings, jobs, store
 from imgsim.labels import load_names
+from imgsim.text import markdown_text
 from tests.conftest import TINY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -125,7 +126,11 @@ def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_c
     assert not at.exception and not at.error
     assert len(at.image) == 1 + 8  # the query, then N = 8 results
     assert all("group" in c.value for c in at.main.caption[-8:])
-    assert query.stem not in " ".join(c.value for c in at.main.caption[-8:])  # never the query itself
+    shown = markdown_text(query.stem)  # captions show names escaped for Markdown
+    # the upload is a collection file's bytes: that file comes back first, as an exact copy, and only once
+    assert "exact copy" in at.main.caption[-8].value and shown in at.main.caption[-8].value
+    assert shown not in " ".join(c.value for c in at.main.caption[-7:])
+    assert any("is in your collection as" in e.value and shown in e.value for e in at.info)
 
     at.slider(key="n").set_value(3).run()
     assert len(at.image) == 1 + 3
@@ -154,7 +159,7 @@ def test_searching_by_url_and_by_a_collection_image(model_settings, tiny_collect
     at.segmented_control(key="how").set_value("Collection").run()
     at.selectbox(key="pick").select(str(query)).run()
     assert not at.error and len(at.image) == 1 + 8
-    assert query.stem not in " ".join(c.value for c in at.main.caption[-8:])
+    assert markdown_text(query.stem) not in " ".join(c.value for c in at.main.caption[-8:])  # picked: the file itself
 
 
 def test_another_version_can_be_made_active_on_the_train_page(model_settings):

@@ -21,12 +21,36 @@ def test_query_by_path_returns_n_results_best_first_without_itself(searcher):
         assert -1.0 <= hit.score <= 1.0
 
 
-def test_uploaded_bytes_of_a_collection_file_never_return_that_file(searcher):
+def test_uploaded_bytes_of_a_collection_file_find_that_file_first_as_exact(searcher):
     own = searcher.paths[3]
     with open(own, "rb") as fh:
         result = searcher.query(fh.read(), n=4, scope="all", name="upload.jpg")
-    assert own not in [h.path for h in result.results] and len(result.results) == 4
+    first, *rest = result.results
+    assert (first.path, first.score, first.exact) == (own, 1.0, True)  # "this image is in your collection as ..."
+    assert len(rest) == 3 and not any(h.exact or h.path == own for h in rest)
     assert result.query == "upload.jpg"
+
+
+def test_byte_identical_copies_come_back_first_but_never_the_file_itself(model_copy, tiny_collection, tmp_path):
+    import shutil
+
+    from imgsim import Settings
+    from imgsim.indexing import index
+    from tests.conftest import TINY
+
+    photos = shutil.copytree(tiny_collection, tmp_path / "photos")
+    original = sorted(photos.rglob("*.jpg"))[0]
+    copies = [photos / f"copy.{suffix}" for suffix in ("jpeg", "png", "bmp")]  # the same bytes under other names
+    for copy in copies:
+        shutil.copy(original, copy)
+    index(Settings(model_dir=model_copy, images=photos, **TINY))
+    searcher = Searcher.load(model_copy)
+    result = searcher.query(original, n=6, scope="cluster")
+    assert [h.path for h in result.results[:3]] == sorted(map(str, copies))
+    assert all(h.exact and h.score == 1.0 for h in result.results[:3])
+    assert str(original) not in [h.path for h in result.results] and len(result.results) == 6
+    assert not any(h.exact for h in result.results[3:])
+    assert Searcher.load(model_copy).query(original, n=2).to_dict()["results"][0]["exact"] is True
 
 
 def test_cluster_scope_searches_the_predicted_group_first(searcher):
