@@ -10,8 +10,9 @@ pages = [
     st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
+    st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 if Access.from_env(st.get_option("server.address")).readonly:
-    pages = pages[:3]  # read-only: no page that exists only to change things
+    pages = pages[:-1]  # read-only: no page that exists only to change things
 st.navigation(pages).run()

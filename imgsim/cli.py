@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", type=Path, metavar="FILE.csv")
     p.add_argument("--silhouette", action="store_true", help="silhouette score for k = 2..10, to help choose k")
 
+    p = with_model_dir(sub.add_parser("duplicates", help="exact and near copies in the collection (nothing is deleted)"))
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="cosine similarity above which two images are near copies (default: the version's measured one)")
+    p.add_argument("--json", action="store_true", help="one JSON object per group, one per line")
+    p.add_argument("--export", type=Path, metavar="FILE.csv", help="group, path, keep/duplicate, score as CSV")
+
     p = with_model_dir(sub.add_parser("eval", help="precision@k on a labelled folder (sub-folder = label) against baselines"))
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("-k", type=int, default=10)
@@ -198,6 +204,34 @@ def cmd_clusters(args, settings: Settings) -> None:
         print(f"wrote {one_line(args.export)}")
 
 
+def cmd_duplicates(args, settings: Settings) -> None:
+    from . import store
+    from .duplicates import DEFAULT_THRESHOLD, duplicates_csv, find_duplicates
+
+    version = store.load_version(settings.model_dir)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = version.manifest.get("metrics", {}).get("duplicate_threshold") or DEFAULT_THRESHOLD
+    if not -1.0 <= threshold <= 1.0:
+        raise ImgsimError(f"--threshold must be a cosine similarity between -1 and 1, got {threshold}")
+    groups = find_duplicates(version, threshold)
+    for group in groups:
+        if args.json:
+            print(json.dumps(group.to_dict()))  # ASCII: names escaped, and kept exactly
+            continue
+        print(f"group {group.group}: {len(group.images)} {'exact copies' if group.exact else 'near copies'}")
+        for m in group.images:
+            size = f"{m.width}x{m.height}" if m.width else "?x?"
+            print(f"  {'keep' if m.keep else '    '}  {m.score:.4f}  {size:>11}  {m.bytes:>10,} B  {one_line(m.path)}")
+    if not args.json:
+        spare = sum(len(g.images) - 1 for g in groups)
+        print(f"{len(groups)} group(s), {spare} image(s) another one could replace (threshold {threshold:.3f}); "
+              "nothing was changed", file=sys.stderr)
+    if args.export:
+        args.export.write_text(duplicates_csv(groups), encoding="utf-8")
+        print(f"wrote {one_line(args.export)}", file=sys.stderr)
+
+
 def cmd_eval(args, settings: Settings) -> None:
     from .evaluation import run_evaluation
 
@@ -249,7 +283,7 @@ def cmd_versions(args, settings: Settings) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
-            "clusters": cmd_clusters, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
+            "clusters": cmd_clusters, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from . import store
 from .collection import FileInfo, Skipped, encode_files, fingerprint, scan_folder
 from .config import Settings
+from .duplicates import DEFAULT_THRESHOLD
 from .engines import choose_engine
 from .errors import ImgsimError, ModelNotFoundError
 from .fit import fit_autoencoder
@@ -143,6 +144,8 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             # the label-free measure (imgsim.fit.twin_retrieval) of the weights kept
             **{k: history.get(f"best_{k}") for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")},
             **summary,
+            # what `imgsim duplicates` and the Duplicates page start from (measured: imgsim.duplicates)
+            "duplicate_threshold": DEFAULT_THRESHOLD,
         }
         engine_name = choose_engine(settings.engine, len(records))
         entries, engine_state = save_collection(settings.model_dir, engine_name, records, vectors)

@@ -18,7 +18,7 @@ from imgsim.text import markdown_text
 from tests.conftest import TINY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ("pages/search.py", "pages/explore.py", "pages/label.py", "pages/train.py")
+PAGES = ("pages/search.py", "pages/explore.py", "pages/label.py", "pages/duplicates.py", "pages/train.py")
 
 
 def open_app(settings: Settings) -> AppTest:
@@ -199,3 +199,33 @@ def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_
     at.run()
     assert not at.exception and jobs.training_status(model_settings.model_dir)["stopped"]
     assert "was stopped" in texts(at)
+
+
+def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, tiny_collection, tmp_path):
+    from imgsim.indexing import index
+
+    photos = shutil.copytree(tiny_collection, tmp_path / "photos")
+    original = sorted(photos.rglob("*.jpg"))[0]
+    copy = photos / "copy-of-it.jpg"
+    shutil.copy(original, copy)
+    settings = model_settings.replace(images=photos)
+    index(settings)
+    at = open_app(settings)
+    visit(at, "pages/duplicates.py")
+    assert not at.error
+    assert any("exact copies" in e.value for e in at.markdown)
+    assert at.get("download_button")
+    [move] = [b for b in at.button if b.label == "Move the others"]
+    assert move.disabled  # nothing moves before the confirmation is ticked
+    target = tmp_path / "moved"
+    at.text_input(key="dup-target").input(str(target))
+    at.checkbox(key="dup-sure").check().run()
+    [move] = [b for b in at.button if b.label == "Move the others"]
+    move.click().run()
+    assert not at.exception and any("Moved" in e.value for e in at.success), [e.value for e in at.error]
+    assert original.exists() != copy.exists() or not (original.exists() and copy.exists())  # one of the pair moved
+    assert any(target.rglob("*.jpg"))
+    [undo] = [b for b in at.button if b.label.startswith("Undo the move")]
+    undo.click().run()
+    assert original.exists() and copy.exists() and original.read_bytes() == copy.read_bytes()
+    assert any("back" in e.value for e in at.success)

@@ -1,0 +1,102 @@
+"""Duplicates: exact and near copies in the collection, side by side, with the one to keep suggested.
+
+Nothing is ever deleted. "Move the others" (for sessions that may change things) moves every
+image not kept into a folder, writes a log first, and can be undone from this page.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from imgsim import duplicates as dup
+from imgsim.errors import ImgsimError
+from imgsim.text import one_line
+from pages import common
+
+SHOWN_GROUPS = 30  # groups drawn at once; the CSV holds them all
+
+
+@st.cache_data(max_entries=8, show_spinner="Looking for copies…")
+def find(model_dir: str, version_id: str, threshold: float) -> list:
+    return dup.find_duplicates(common.load_version(model_dir, version_id), threshold)
+
+
+def size_text(member) -> str:
+    pixels = f"{member.width}×{member.height}" if member.width else "unreadable"
+    return f"{pixels} · {member.bytes / 1e6:.1f} MB" if member.bytes >= 100_000 else f"{pixels} · {member.bytes / 1e3:.0f} kB"
+
+
+def move(groups, target: str, keep: dict[int, str]) -> None:
+    """Button callback: move every image not kept into `target`, after the confirmation box was ticked."""
+    if not common.can_write():
+        return
+    try:
+        log = dup.move_duplicates(groups, Path(target).expanduser(), keep=keep)
+    except (ImgsimError, OSError, ValueError) as exc:
+        st.session_state["notice-duplicates"] = ("error", one_line(exc))
+        return
+    st.session_state["notice-duplicates"] = ("success", f"Moved. The log is {one_line(log)}; undo below puts every file back.")
+    st.session_state.setdefault("move-logs", []).append(str(log))
+
+
+def undo(log: str) -> None:
+    if not common.can_write():
+        return
+    try:
+        count = dup.undo_moves(Path(log))
+    except (ImgsimError, OSError, ValueError) as exc:
+        st.session_state["notice-duplicates"] = ("error", one_line(exc))
+        return
+    st.session_state["notice-duplicates"] = ("success", f"Put {count} file(s) back.")
+    st.session_state["move-logs"].remove(log)
+
+
+cfg, version = common.page_start()
+st.title("Duplicates")
+st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, slightly cropped "
+           "or recoloured) by the model. Nothing is deleted: pick what to keep, export the list, or move the others "
+           "to a folder (undoable).")
+saved = version.manifest.get("metrics", {}).get("duplicate_threshold") or dup.DEFAULT_THRESHOLD
+threshold = st.slider("Similarity threshold", 0.80, 1.0, float(saved), 0.005, key="dup-threshold", format="%.3f",
+                      help=f"Pairs above this cosine similarity are near copies; {saved:.3f} was measured "
+                           "against perceptual hashing (README, Near-duplicates).")
+groups = find(str(cfg.model_dir), version.id, float(threshold))
+kind, message = st.session_state.pop("notice-duplicates", (None, None))
+if kind:
+    getattr(st, kind)(message)
+
+copies = sum(len(g.images) - 1 for g in groups)
+st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "
+            f"({sum(g.exact for g in groups)} group(s) of exact copies).")
+st.download_button("Export (CSV: group, path, keep/duplicate, score)", dup.duplicates_csv(groups), on_click="ignore",
+                   file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
+
+keep: dict[int, str] = {}
+shown = groups[:SHOWN_GROUPS]
+for g in shown:
+    suggested = next(m.path for m in g.images if m.keep)
+    with st.container(border=True):
+        st.markdown(f"**Group {g.group}** · {'exact copies' if g.exact else 'near copies'} · {len(g.images)} images")
+        choice = st.radio("Keep", [m.path for m in g.images], index=[m.path for m in g.images].index(suggested),
+                          key=f"keep-{version.id}-{g.group}", horizontal=True, label_visibility="collapsed",
+                          format_func=lambda p: one_line(common.short_name(p, version)))
+        keep[g.group] = choice
+        for column, member in zip(st.columns(min(len(g.images), 6)), g.images[:6]):
+            column.image(common.thumbnail(member.path, 192), width="stretch")
+            mark = ":green-badge[keep] " if member.path == choice else ""
+            column.caption(f"{mark}**{member.score:.3f}** · {size_text(member)}  \n"
+                           f"{common.md(common.short_name(member.path, version))}")
+if len(groups) > SHOWN_GROUPS:
+    st.caption(f"The first {SHOWN_GROUPS} groups are shown; the CSV lists all {len(groups)}.")
+
+if groups and common.can_write():
+    st.subheader("Move the others")
+    default = str(Path(version.manifest.get("images_root") or cfg.images).with_name("imgsim-duplicates"))
+    target = st.text_input("Folder to move them into", default, key="dup-target")
+    moving = sum(len(g.images) - 1 for g in shown)
+    sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups above out of the collection into this "
+                       "folder (a log allows undo)", key="dup-sure")
+    st.button("Move the others", type="primary", disabled=not sure, on_click=move, args=(shown, target, keep))
+for log in st.session_state.get("move-logs", []):
+    st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{log}", on_click=undo, args=(log,),
+              icon=":material/undo:")
