@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     def with_engine(p, what):
         p.add_argument("--engine", choices=("auto", "exact", "faiss", "milvus"),
                        help=f"vector engine {what} (default: $IMGSIM_ENGINE or auto: exact below "
-                            "20,000 images, faiss above; milvus needs $IMGSIM_MILVUS_URI)")
+                            "10,000 images, faiss above; milvus needs $IMGSIM_MILVUS_URI)")
 
     def with_follow_links(p):
         p.add_argument("--follow-links", action="store_true", default=None,

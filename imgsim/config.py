@@ -28,7 +28,7 @@ class Settings:
     validation_split: float = 0.1
     patience: int = 3
     workers: int = 2
-    engine: str = "auto"  # vector engine: auto (exact below the measured crossover, faiss above), exact, faiss, milvus
+    engine: str = "auto"  # vector engine: auto (exact below engines.CROSSOVER, faiss above), exact, faiss, milvus
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
 
     def __post_init__(self):
