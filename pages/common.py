@@ -167,7 +167,13 @@ def train_settings(cfg: Settings, version: store.Version | None) -> Settings:
 
 
 def collection_size(folder) -> int:
-    from imgsim.collection import scan_folder
+    """How many images the folder holds (what a Train button offers); rescanned at most every 30 s."""
+    return _collection_size(str(folder))
+
+
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _collection_size(folder: str) -> int:
+    from imgsim.collection import scan_folder  # reads every file's header: 0.5 s for 5,000 files
 
     try:
         return len(scan_folder(folder))
