@@ -10,7 +10,7 @@ import pytest
 
 from imgsim.engines import (CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine,
                             unreferenced_files)
-from imgsim.errors import ModelNotFoundError
+from imgsim.errors import BusyError, ModelNotFoundError
 
 N, DIM, GROUPS = 4000, 32, 8
 
@@ -320,6 +320,23 @@ def test_milvus_refuses_a_state_its_collection_does_not_match(milvus, tmp_path):
         load_engine(tmp_path, {**state, "rows": state["rows"] + 1})
     with pytest.raises(DamagedIndexError):
         load_engine(tmp_path, {**state, "collection": "other"})
+
+
+def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
+    code = ("import json, sys, time, numpy as np; from imgsim.engines import make_engine;"
+            f"e = make_engine('milvus', uri={str(tmp_path / 'm.db')!r}).add([1, 2], np.eye(2, {DIM}), [0, 0]);"
+            f"open({str(tmp_path / 'state.json')!r}, 'w').write(json.dumps(e.save({str(tmp_path)!r})));"
+            "print('ready', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(BusyError, match="another process"):
+            load_engine(tmp_path, json.loads((tmp_path / "state.json").read_text()))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(load_engine(tmp_path, json.loads((tmp_path / "state.json").read_text()))) == 2  # free again
 
 
 def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BusyError
 from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise
 
 FORMAT = 1
@@ -45,6 +46,22 @@ PK = re.compile(r"^[0-9a-f]+\.[0-9]+$")
 
 def is_local(uri: str) -> bool:
     return "://" not in uri and not uri.startswith("unix:")
+
+
+def lite_is_locked(uri: str) -> bool:
+    """Whether another process holds Milvus Lite's lock on this database folder."""
+    import fcntl
+
+    lock = Path(uri) / "LOCK"
+    if not lock.is_file():
+        return False
+    with open(lock, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def ints(values) -> str:
@@ -85,7 +102,13 @@ class MilvusEngine(VectorEngine):
 
             if is_local(self.uri):
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            self.client_ = MilvusClient(uri=self.uri, token=self.token)
+            try:
+                self.client_ = MilvusClient(uri=self.uri, token=self.token)
+            except Exception as exc:
+                if is_local(self.uri) and lite_is_locked(self.uri):
+                    raise BusyError(f"{self.uri}: another process has this Milvus Lite database open "
+                                    "(Milvus Lite serves one process at a time; use a Milvus server to share it)") from None
+                raise ValueError(f"{self.uri}: cannot connect to Milvus ({str(exc).splitlines()[0][:200]})") from None
         return self.client_
 
     def close(self) -> None:
