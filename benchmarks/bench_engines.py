@@ -253,7 +253,7 @@ def main(argv=None) -> int:
         " peak MB: the build's peak RSS over the child's start; load: load_engine with checksum verification;"
         " RSS MB: after load and all queries (memory-mapped file pages included); p50/p95: single queries after"
         " a warm-up, Python API included, one thread (OMP/BLAS), builds on two; grp: the same queries inside their own group.")
-    say(f"total benchmark time {time.perf_counter() - began:.0f}s")
+    say(f"total benchmark time {time.perf_counter() - began:.0f}s; load average at the end {os.getloadavg()[0]:.1f}")
     if not args.quick:
         (ROOT / "benchmarks" / "engines-results.txt").write_text("\n".join(lines) + "\n")
     import shutil
