@@ -111,7 +111,11 @@ def child_query(job: dict) -> dict:
             latency.append(time.perf_counter() - t)
             found.append([h[0] for h in hits])
         warm = latency[min(10, len(latency) // 5) :]  # the first queries page the files in
-        out[label] = {"found": found, "p50_ms": 1e3 * float(np.median(warm)), "p95_ms": 1e3 * float(np.percentile(warm, 95))}
+        out[label] = {
+            "found": found,
+            "p50_ms": 1e3 * float(np.median(warm)),
+            "p95_ms": 1e3 * float(np.percentile(warm, 95)),
+        }
     out["rss_mb"] = memory_mb() - base
     return out
 
@@ -119,8 +123,14 @@ def child_query(job: dict) -> dict:
 def run_child(kind: str, job: dict) -> dict:
     threads = "2" if kind == "build" else "1"  # builds use both cores; single queries are timed on one
     env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
-    result = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(job)], capture_output=True, text=True,
-                            cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", kind, json.dumps(job)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
     if result.returncode:
         raise RuntimeError(f"{kind} {job['engine']} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -149,11 +159,16 @@ def crossover(vectors, ids, groups, queries, sizes, say) -> int | None:
     from imgsim.engines import make_engine
 
     say("\nCrossover: exact engine vs faiss engine forced to index (flat_below=0); single queries, k=10")
-    say(f"{'n':>8} {'exact p50':>10} {'HNSW build':>11} {'HNSW p50':>9} {'recall':>7} {'IVF build':>10} {'IVF p50':>8} {'recall':>7}  faster")
+    say(
+        f"{'n':>8} {'exact p50':>10} {'HNSW build':>11} {'HNSW p50':>9} {'recall':>7} "
+        f"{'IVF build':>10} {'IVF p50':>8} {'recall':>7}  faster"
+    )
     found_at = None
     for n in sizes:
         rng = np.random.default_rng(n)  # queries near this collection's own rows, as with the full set
-        queries = vectors[rng.choice(n, len(queries), replace=False)] + 0.04 * rng.standard_normal(queries.shape).astype(np.float32)
+        queries = vectors[rng.choice(n, len(queries), replace=False)] + 0.04 * rng.standard_normal(
+            queries.shape
+        ).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         truth = exact_top(vectors[:n], queries)
         exact = make_engine("exact").add(ids[:n], vectors[:n], groups[:n])
@@ -190,7 +205,11 @@ def main(argv=None) -> int:
 
     n = 100_000 if args.quick else 1_000_000
     milvus_n = 20_000 if args.quick else 100_000
-    sizes = [1_000, 5_000, 10_000, 20_000, 50_000] if args.quick else [1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 300_000]
+    sizes = (
+        [1_000, 5_000, 10_000, 20_000, 50_000]
+        if args.quick
+        else [1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 300_000]
+    )
     lines = []
 
     def say(text=""):
@@ -200,15 +219,20 @@ def main(argv=None) -> int:
     import faiss
     import pymilvus
 
-    import imgsim.engines as engines
+    from imgsim import engines
     from imgsim.engines.faiss import IVF_ABOVE
 
     began = time.perf_counter()
     say(f"imgsim vector engines benchmark ({'quick' if args.quick else 'full'} run), {time.strftime('%Y-%m-%d')}")
-    say(f"machine: {os.cpu_count()} CPU cores (shared with other jobs: figures are noisy; load average at start {os.getloadavg()[0]:.1f}), {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}, pymilvus {pymilvus.__version__}")
-    say(f"data: {n:,} x {DIM} unit vectors, {CLUSTERS} clusters each spread over a {INTRINSIC}-d subspace plus noise, "
-        f"seed 0; {GROUPS} groups (group = cluster mod {GROUPS}); queries: stored rows plus noise, seed 1")
+    say(
+        f"machine: {os.cpu_count()} CPU cores (shared with other jobs: figures are noisy; load average at start "
+        f"{os.getloadavg()[0]:.1f}), {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+        f"numpy {np.__version__}, faiss {faiss.__version__}, pymilvus {pymilvus.__version__}"
+    )
+    say(
+        f"data: {n:,} x {DIM} unit vectors, {CLUSTERS} clusters each spread over a {INTRINSIC}-d subspace plus noise, "
+        f"seed 0; {GROUPS} groups (group = cluster mod {GROUPS}); queries: stored rows plus noise, seed 1"
+    )
 
     out = Path(tempfile.mkdtemp(prefix="imgsim-bench-engines-"))
     t = time.perf_counter()
@@ -217,23 +241,35 @@ def main(argv=None) -> int:
     groups = (labels % GROUPS).astype(np.int64)
     rng = np.random.default_rng(1)
     # query rows from the prefix every engine holds (Milvus Lite holds milvus_n), plus noise
-    queries = vectors[rng.choice(milvus_n, 300, replace=False)] + 0.04 * rng.standard_normal((300, DIM)).astype(np.float32)
+    queries = vectors[rng.choice(milvus_n, 300, replace=False)] + 0.04 * rng.standard_normal((300, DIM)).astype(
+        np.float32
+    )
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     query_groups = groups[exact_top(vectors, queries, 1)[:, 0]]  # the group imgsim would predict for the query
-    for name, array in (("vectors", vectors), ("ids", ids), ("groups", groups), ("queries", queries), ("query_groups", query_groups)):
+    for name, array in (
+        ("vectors", vectors),
+        ("ids", ids),
+        ("groups", groups),
+        ("queries", queries),
+        ("query_groups", query_groups),
+    ):
         np.save(out / f"{name}.npy", array)
     say(f"generated in {time.perf_counter() - t:.0f}s; exact answers for {len(queries)} queries next")
 
     found_at = crossover(vectors, ids, groups, queries[:200], sizes, say)
-    say(f"-> faiss is faster than exact at recall >= 0.95 from n = {found_at:,} on (tested sizes); "
-        f"imgsim.engines.CROSSOVER = {engines.CROSSOVER:,}, IVF_ABOVE = {IVF_ABOVE:,}" if found_at else
-        "-> exact was never slower at the tested sizes")
+    say(
+        f"-> faiss is faster than exact at recall >= 0.95 from n = {found_at:,} on (tested sizes); "
+        f"imgsim.engines.CROSSOVER = {engines.CROSSOVER:,}, IVF_ABOVE = {IVF_ABOVE:,}"
+        if found_at
+        else "-> exact was never slower at the tested sizes"
+    )
 
-    say(f"\nEngines: build in one process, then load from the saved state and answer single queries in a fresh one")
-    say(f"{'engine':<8} {'n':>9} {'build':>8} {'peak MB':>8} {'load':>6} {'RSS MB':>7} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'recall':>7} {'grp p50':>8} {'grp rec':>8}  index")
-    plan = [("exact", n, {}, 50), ("faiss", n, {}, 300),
-            ("milvus", milvus_n, {"uri": str(out / "milvus.db")}, 200)]
+    say("\nEngines: build in one process, then load from the saved state and answer single queries in a fresh one")
+    say(
+        f"{'engine':<8} {'n':>9} {'build':>8} {'peak MB':>8} {'load':>6} {'RSS MB':>7} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'recall':>7} {'grp p50':>8} {'grp rec':>8}  index"
+    )
+    plan = [("exact", n, {}, 50), ("faiss", n, {}, 300), ("milvus", milvus_n, {"uri": str(out / "milvus.db")}, 200)]
     for name, size, options, nq in plan:
         truth = exact_top(vectors[:size], queries[:nq])
         group_truth = exact_top(vectors[:size], queries[:nq], groups=groups[:size], query_groups=query_groups[:nq])
@@ -243,16 +279,24 @@ def main(argv=None) -> int:
         served = run_child("query", {**job, "state": built["state"], "queries": nq})
         segs = built["state"].get("segments") or []
         index = ", ".join(json.dumps(s["index_info"]) for s in segs if s.get("index_info")) or (
-            "milvus " + json.dumps({k: built["state"]["params"][k] for k in ("index_type", "M", "ef_construction", "ef")})
-            if name == "milvus" else "none (numpy scan)")
-        say(f"{name:<8} {size:>9,} {built['build_s']:>7.1f}s {built['build_peak_mb']:>8.0f} {served['load_s']:>5.1f}s "
+            "milvus "
+            + json.dumps({k: built["state"]["params"][k] for k in ("index_type", "M", "ef_construction", "ef")})
+            if name == "milvus"
+            else "none (numpy scan)"
+        )
+        say(
+            f"{name:<8} {size:>9,} {built['build_s']:>7.1f}s {built['build_peak_mb']:>8.0f} {served['load_s']:>5.1f}s "
             f"{served['rss_mb']:>7.0f} {served['all']['p50_ms']:>7.3f} {served['all']['p95_ms']:>7.3f} "
             f"{recall(served['all']['found'], truth, ids):>7.3f} {served['group']['p50_ms']:>8.3f} "
-            f"{recall(served['group']['found'], group_truth, ids):>8.3f}  {index}")
-    say("\nbuild: add + seal (+ index, calibration) + save (fsynced, checksummed files; Milvus: insert, flush, index);"
+            f"{recall(served['group']['found'], group_truth, ids):>8.3f}  {index}"
+        )
+    say(
+        "\nbuild: add + seal (+ index, calibration) + save (fsynced, checksummed files; Milvus: insert, flush, index);"
         " peak MB: the build's peak RSS over the child's start; load: load_engine with checksum verification;"
         " RSS MB: after load and all queries (memory-mapped file pages included); p50/p95: single queries after"
-        " a warm-up, Python API included, one thread (OMP/BLAS), builds on two; grp: the same queries inside their own group.")
+        " a warm-up, Python API included, one thread (OMP/BLAS), builds on two;"
+        " grp: the same queries inside their own group."
+    )
     say(f"total benchmark time {time.perf_counter() - began:.0f}s; load average at the end {os.getloadavg()[0]:.1f}")
     if not args.quick:
         (ROOT / "benchmarks" / "engines-results.txt").write_text("\n".join(lines) + "\n")

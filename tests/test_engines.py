@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from imgsim.engines import (CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine,
-                            unreferenced_files)
+from imgsim.engines import CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine, unreferenced_files
 from imgsim.errors import BusyError, ModelNotFoundError
 
 N, DIM, GROUPS = 4000, 32, 8
@@ -59,7 +58,8 @@ def reference(ids, vectors, groups, query, n, group=None, exclude=()):
 def same(found, expected):
     """The same ids in the same order with the same scores (to float32 rounding)."""
     return [[i for i, _ in f] for f in found] == [[i for i, _ in e] for e in expected] and all(
-        np.allclose([s for _, s in f], [s for _, s in e], atol=1e-5) for f, e in zip(found, expected))
+        np.allclose([s for _, s in f], [s for _, s in e], atol=1e-5) for f, e in zip(found, expected)
+    )
 
 
 def recall(found, expected):
@@ -112,7 +112,10 @@ def test_exact_engine_equals_brute_force(data):
     engine = make_engine("exact").add(ids, vectors, groups)
     for q in queries[:20]:
         for group, exclude in ((None, ()), (3, set(ids[:500].tolist()))):
-            got, want = engine.search(q, 10, group=group, exclude=exclude), reference(ids, vectors, groups, q, 10, group, exclude)
+            got, want = (
+                engine.search(q, 10, group=group, exclude=exclude),
+                reference(ids, vectors, groups, q, 10, group, exclude),
+            )
             assert [i for i, _ in got] == [i for i, _ in want]
             assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
 
@@ -178,7 +181,9 @@ def test_excluded_ids_never_returned_and_n_still_met(full, data):
 def test_search_many_agrees_with_search_and_takes_a_group_per_query(full, data):
     queries = data[3][:12]
     per_query = [g % GROUPS for g in range(12)]
-    assert same(full.search_many(queries, 5, group=per_query), [full.search(q, 5, group=g) for q, g in zip(queries, per_query)])
+    assert same(
+        full.search_many(queries, 5, group=per_query), [full.search(q, 5, group=g) for q, g in zip(queries, per_query)]
+    )
     assert same(full.search_many(queries[:3], 5), [full.search(q, 5) for q in queries[:3]])
 
 
@@ -232,7 +237,7 @@ def files(store):
 
 @pytest.mark.parametrize("kind", SEGMENT_ENGINES)
 def test_adding_after_load_writes_only_the_new_rows(full, data, tmp_path, kind):
-    ids, vectors, groups, queries = data
+    ids = data[0]
     store = tmp_path / "store"
     state = full.save(store)
     old = files(store)
@@ -247,7 +252,8 @@ def test_adding_after_load_writes_only_the_new_rows(full, data, tmp_path, kind):
     # one small segment (ids, groups, vectors; too small for an index) and one tombstone file
     assert len(created) == 4 and sum(n.endswith(".dead.npy") for n in created) == 1
     assert sum((store / "segments" / n).stat().st_size for n in created) < 0.05 * sum(
-        (store / "segments" / n).stat().st_size for n in old)
+        (store / "segments" / n).stat().st_size for n in old
+    )
     assert len(load_engine(store, state2)) == N + 100 - 3
     assert engine.save(store) == state2 and files(store) == new  # nothing changed: nothing written
 
@@ -263,7 +269,7 @@ def test_milvus_adds_only_the_new_rows(milvus, tmp_path):
 
 
 def test_a_crash_before_the_switch_leaves_the_previous_state_answering(full, data, tmp_path):
-    ids, vectors, groups, queries = data
+    ids, queries = data[0], data[3]
     store = tmp_path / "store"
     state = json.loads(json.dumps(full.save(store)))
     before = full.search_many(queries, 10)
@@ -323,12 +329,15 @@ def test_milvus_refuses_a_state_its_collection_does_not_match(milvus, tmp_path):
 
 
 def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
-    code = ("import json, sys, time, numpy as np; from imgsim.engines import make_engine;"
-            f"e = make_engine('milvus', uri={str(tmp_path / 'm.db')!r}).add([1, 2], np.eye(2, {DIM}), [0, 0]);"
-            f"open({str(tmp_path / 'state.json')!r}, 'w').write(json.dumps(e.save({str(tmp_path)!r})));"
-            "print('ready', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = (
+        "import json, sys, time, numpy as np; from imgsim.engines import make_engine;"
+        f"e = make_engine('milvus', uri={str(tmp_path / 'm.db')!r}).add([1, 2], np.eye(2, {DIM}), [0, 0]);"
+        f"open({str(tmp_path / 'state.json')!r}, 'w').write(json.dumps(e.save({str(tmp_path)!r})));"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__))
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(BusyError, match="another process"):
@@ -340,7 +349,7 @@ def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
 
 
 def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):
-    ids, vectors, groups, queries = data
+    ids, vectors, groups, _ = data
     base = make_engine("milvus", uri=str(tmp_path / "m.db")).add(ids[:500], vectors[:500], groups[:500]).save(tmp_path)
     one = load_engine(tmp_path, base)
     one.remove(ids[:10])
@@ -349,8 +358,10 @@ def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):
     two.remove(ids[5:15])
     two.add([7], vectors[600:601], [0])
     state_two = two.save(tmp_path)
-    seen = {name: {int(i) for chunk, _, _ in load_engine(tmp_path, state).items() for i in chunk}
-            for name, state in (("base", base), ("one", state_one), ("two", state_two))}
+    seen = {
+        name: {int(i) for chunk, _, _ in load_engine(tmp_path, state).items() for i in chunk}
+        for name, state in (("base", base), ("one", state_one), ("two", state_two))
+    }
     assert seen["base"] == set(ids[:500].tolist())
     assert seen["one"] == set(ids[10:500].tolist())
     assert seen["two"] == (set(ids[:5].tolist()) | set(ids[15:500].tolist()) | {7})
@@ -405,8 +416,15 @@ def test_milvus_uri_comes_from_the_environment_and_is_checked(tmp_path, monkeypa
 
 
 def test_engines_never_import_tensorflow_or_streamlit():
-    code = ("import sys, imgsim.engines.exact, imgsim.engines.faiss, imgsim.engines.milvus;"
-            "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'streamlit')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = (
+        "import sys, imgsim.engines.exact, imgsim.engines.faiss, imgsim.engines.milvus;"
+        "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'streamlit')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.strip() == "[]"

@@ -47,7 +47,7 @@ class VectorEngine(abc.ABC):
     name = "engine"
 
     @abc.abstractmethod
-    def add(self, ids, vectors, groups) -> "VectorEngine":
+    def add(self, ids, vectors, groups) -> VectorEngine:
         """Add (n,) int64 ids with (n, d) vectors (normalised here) and (n,) int groups.
 
         An id already present is replaced: its old row is removed. Returns self.
@@ -88,7 +88,7 @@ class VectorEngine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, store_dir, state: dict, **options) -> "VectorEngine":
+    def load(cls, store_dir, state: dict, **options) -> VectorEngine:
         """Open a saved state, verifying its data; raises DamagedIndexError when it is not intact."""
 
     def compact(self) -> bool:
@@ -200,8 +200,8 @@ def unreferenced_files(store_dir, states) -> list:
 
 __all__ = [
     "CROSSOVER",
-    "DamagedIndexError",
     "ENGINES",
+    "DamagedIndexError",
     "VectorEngine",
     "choose_engine",
     "load_engine",

@@ -67,7 +67,7 @@ class ExactEngine(VectorEngine):
 
     # --- rows -----------------------------------------------------------------------------
 
-    def add(self, ids, vectors, groups) -> "ExactEngine":
+    def add(self, ids, vectors, groups) -> ExactEngine:
         ids, vectors, groups = check_rows(ids, vectors, groups, self.dim_)
         if len(ids):
             self.dim_ = vectors.shape[1]
@@ -92,7 +92,9 @@ class ExactEngine(VectorEngine):
         if not self.pending_:
             return
         pending, self.pending_ = self.pending_, []
-        ids, vectors, groups = (np.concatenate([p[i] for p in pending]) if len(pending) > 1 else pending[0][i] for i in range(3))
+        ids, vectors, groups = (
+            np.concatenate([p[i] for p in pending]) if len(pending) > 1 else pending[0][i] for i in range(3)
+        )
         del pending  # the batches' memory goes before the sorted copy is made
         _, last = np.unique(ids[::-1], return_index=True)
         keep = None if len(last) == len(ids) else np.sort(len(ids) - 1 - last)
@@ -175,18 +177,26 @@ class ExactEngine(VectorEngine):
             seg.save(folder, self._write_index)
         fsync_path(folder)
         fsync_path(folder.parent)
-        return {"engine": self.name, "format": FORMAT, "dim": self.dim_, "rows": len(self),
-                "params": self.params, "segments": [seg.state() for seg in self.segments_]}
+        return {
+            "engine": self.name,
+            "format": FORMAT,
+            "dim": self.dim_,
+            "rows": len(self),
+            "params": self.params,
+            "segments": [seg.state() for seg in self.segments_],
+        }
 
     _write_index = None  # engines with per-segment indexes write them here: (segment, folder) -> name
 
     @classmethod
-    def load(cls, store_dir, state: dict, verify: bool = True, **options) -> "ExactEngine":
+    def load(cls, store_dir, state: dict, verify: bool = True, **options) -> ExactEngine:
         """Open a state saved by the exact or the faiss engine; checksums verified unless verify=False."""
         folder = Path(store_dir) / SEGMENTS_DIR
         if state.get("format") != FORMAT or state.get("engine") not in ("exact", "faiss"):
-            raise DamagedIndexError(f"{store_dir}: engine state {state.get('engine')!r} format "
-                                    f"{state.get('format')!r} is not a segment state this version reads")
+            raise DamagedIndexError(
+                f"{store_dir}: engine state {state.get('engine')!r} format "
+                f"{state.get('format')!r} is not a segment state this version reads"
+            )
         saved = {k: v for k, v in (state.get("params") or {}).items() if k in cls.OPTIONS}
         engine = cls(**{**saved, **options})
         engine.dim_ = state.get("dim")
@@ -195,7 +205,9 @@ class ExactEngine(VectorEngine):
             engine._open_index(seg, folder)
             engine.segments_.append(seg)
         if state.get("rows") is not None and state["rows"] != len(engine):
-            raise DamagedIndexError(f"{store_dir}: the state counts {state['rows']} vectors, its segments hold {len(engine)}")
+            raise DamagedIndexError(
+                f"{store_dir}: the state counts {state['rows']} vectors, its segments hold {len(engine)}"
+            )
         return engine
 
     def _open_index(self, seg: Segment, folder: Path) -> None:
@@ -210,9 +222,7 @@ class ExactEngine(VectorEngine):
         self._seal()
         chosen, kept = [], []
         for seg in self.segments_:
-            if not seg.live:
-                chosen.append(seg)
-            elif seg.dead_count > self.max_dead_share * seg.rows:
+            if not seg.live or seg.dead_count > self.max_dead_share * seg.rows:
                 chosen.append(seg)
             else:
                 kept.append(seg)

@@ -45,8 +45,10 @@ def pad(scores: np.ndarray, positions: np.ndarray, n: int):
     missing = n - scores.shape[1]
     if missing <= 0:
         return scores, positions
-    return (np.hstack([scores, np.full((len(scores), missing), -np.inf, np.float32)]),
-            np.hstack([positions, np.full((len(scores), missing), -1, np.int64)]))
+    return (
+        np.hstack([scores, np.full((len(scores), missing), -np.inf, np.float32)]),
+        np.hstack([positions, np.full((len(scores), missing), -1, np.int64)]),
+    )
 
 
 def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
@@ -61,11 +63,25 @@ class FaissEngine(ExactEngine):
     """Approximate cosine search with faiss (HNSW or IVF per segment), exact on small slices."""
 
     name = "faiss"
-    OPTIONS = ExactEngine.OPTIONS + ("flat_below", "ivf_above", "hnsw_m", "hnsw_ef_construction",
-                                     "target_recall", "seed")
+    OPTIONS = ExactEngine.OPTIONS + (
+        "flat_below",
+        "ivf_above",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "target_recall",
+        "seed",
+    )
 
-    def __init__(self, flat_below: int = CROSSOVER, ivf_above: int = IVF_ABOVE, hnsw_m: int = 32,
-                 hnsw_ef_construction: int = 40, target_recall: float = 0.95, seed: int = 0, **options):
+    def __init__(
+        self,
+        flat_below: int = CROSSOVER,
+        ivf_above: int = IVF_ABOVE,
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 40,
+        target_recall: float = 0.95,
+        seed: int = 0,
+        **options,
+    ):
         super().__init__(**options)
         self.flat_below = flat_below
         self.ivf_above = ivf_above
@@ -156,7 +172,9 @@ class FaissEngine(ExactEngine):
         queries = np.ascontiguousarray(queries)
         info = seg.index_info
         if info["type"] == "hnsw":
-            scores, positions = seg.index.search(queries, k, params=self._search_params("hnsw", info["efSearch"], sel, k))
+            scores, positions = seg.index.search(
+                queries, k, params=self._search_params("hnsw", info["efSearch"], sel, k)
+            )
         elif filtered:
             scores, positions, outside = self._search_group_lists(seg, queries, k, int(seg.groups[lo]), sel)
         else:
@@ -191,16 +209,27 @@ class FaissEngine(ExactEngine):
         nearest = np.argpartition(-every, top - 1, axis=1)[:, :top]
         outside = rows_here[nearest].sum(axis=1) < NEARBY_ROWS * k
         coarse = every[:, lists]
-        pick = np.argpartition(-coarse, nprobe - 1, axis=1)[:, :nprobe] if nprobe < len(lists) else \
-            np.broadcast_to(np.arange(len(lists)), coarse.shape)
+        pick = (
+            np.argpartition(-coarse, nprobe - 1, axis=1)[:, :nprobe]
+            if nprobe < len(lists)
+            else np.broadcast_to(np.arange(len(lists)), coarse.shape)
+        )
         assign = np.ascontiguousarray(lists[pick], dtype=np.int64)
         distances = np.ascontiguousarray(np.take_along_axis(coarse, pick, 1), dtype=np.float32)
         params = self._search_params("ivf", nprobe, sel, k)
         scores, positions = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
         # the C++ call: faiss' Python wrapper of search_preassigned does not pass search parameters on
-        seg.index.search_preassigned_c(len(queries), faiss.swig_ptr(queries), k, faiss.swig_ptr(assign),
-                                       faiss.swig_ptr(distances), faiss.swig_ptr(scores), faiss.swig_ptr(positions),
-                                       False, params)
+        seg.index.search_preassigned_c(
+            len(queries),
+            faiss.swig_ptr(queries),
+            k,
+            faiss.swig_ptr(assign),
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(positions),
+            False,
+            params,
+        )
         return scores, positions, outside
 
     @staticmethod
@@ -246,7 +275,9 @@ class FaissEngine(ExactEngine):
     # --- files ------------------------------------------------------------------------------
 
     def _write_index(self, seg: Segment, folder: Path) -> str:
-        return write_file(folder, f".{seg.index_info['type']}.faiss", lambda path: faiss.write_index(seg.index, str(path)))
+        return write_file(
+            folder, f".{seg.index_info['type']}.faiss", lambda path: faiss.write_index(seg.index, str(path))
+        )
 
     def _open_index(self, seg: Segment, folder: Path) -> None:
         name = (seg.files or {}).get("index")

@@ -75,11 +75,21 @@ class MilvusEngine(VectorEngine):
     name = "milvus"
     OPTIONS = ("collection", "index_type", "M", "ef_construction", "ef")
 
-    def __init__(self, uri: str | None = None, collection: str = "imgsim", index_type: str = "HNSW", M: int = 16,
-                 ef_construction: int = 128, ef: int = 64, token: str = ""):
+    def __init__(
+        self,
+        uri: str | None = None,
+        collection: str = "imgsim",
+        index_type: str = "HNSW",
+        M: int = 16,
+        ef_construction: int = 128,
+        ef: int = 64,
+        token: str = "",
+    ):
         if not uri:
-            raise ValueError("the milvus engine needs a URI: a local path ending in .db (Milvus Lite) or "
-                             "http://host:19530 (set IMGSIM_MILVUS_URI)")
+            raise ValueError(
+                "the milvus engine needs a URI: a local path ending in .db (Milvus Lite) or "
+                "http://host:19530 (set IMGSIM_MILVUS_URI)"
+            )
         uri = str(uri)
         if is_local(uri) and not uri.endswith(".db"):
             raise ValueError(f"{uri}: a local Milvus Lite URI must be a path ending in .db")
@@ -99,15 +109,18 @@ class MilvusEngine(VectorEngine):
     def client(self):
         if self.client_ is None:
             from pymilvus import MilvusClient
+            from pymilvus.exceptions import MilvusException
 
             if is_local(self.uri):
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
             try:
                 self.client_ = MilvusClient(uri=self.uri, token=self.token)
-            except Exception as exc:
+            except MilvusException as exc:
                 if is_local(self.uri) and lite_is_locked(self.uri):
-                    raise BusyError(f"{self.uri}: another process has this Milvus Lite database open "
-                                    "(Milvus Lite serves one process at a time; use a Milvus server to share it)") from None
+                    raise BusyError(
+                        f"{self.uri}: another process has this Milvus Lite database open "
+                        "(Milvus Lite serves one process at a time; use a Milvus server to share it)"
+                    ) from None
                 raise ValueError(f"{self.uri}: cannot connect to Milvus ({str(exc).splitlines()[0][:200]})") from None
         return self.client_
 
@@ -137,9 +150,15 @@ class MilvusEngine(VectorEngine):
             schema.add_field("removed", DataType.INT64)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
             index = self.client.prepare_index_params()
-            index.add_index("vector", index_type=self.index_type, metric_type="COSINE",
-                            params={"M": self.M, "efConstruction": self.ef_construction})
-            self.client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong")
+            index.add_index(
+                "vector",
+                index_type=self.index_type,
+                metric_type="COSINE",
+                params={"M": self.M, "efConstruction": self.ef_construction},
+            )
+            self.client.create_collection(
+                self.collection, schema=schema, index_params=index, consistency_level="Strong"
+            )
         elif existing != dim:
             raise ValueError(f"{self.uri}: collection {self.collection!r} holds {existing}-d vectors, not {dim}-d")
         self.dim_ = dim
@@ -177,7 +196,7 @@ class MilvusEngine(VectorEngine):
 
     # --- rows --------------------------------------------------------------------------------
 
-    def add(self, ids, vectors, groups) -> "MilvusEngine":
+    def add(self, ids, vectors, groups) -> MilvusEngine:
         ids, vectors, groups = check_rows(ids, vectors, groups, self.dim_)
         if not len(ids):
             return self
@@ -191,10 +210,21 @@ class MilvusEngine(VectorEngine):
             rows = np.flatnonzero(groups == group)
             for start in range(0, len(rows), BATCH):
                 part = rows[start : start + BATCH]
-                self.client.insert(self.collection, [
-                    {"pk": f"{session:x}.{self.next_row_ + i}", "image_id": int(ids[r]), "group_id": int(group),
-                     "added": session, "removed": 0, "vector": vectors[r].tolist()} for i, r in enumerate(part)],
-                    partition_name=name)
+                self.client.insert(
+                    self.collection,
+                    [
+                        {
+                            "pk": f"{session:x}.{self.next_row_ + i}",
+                            "image_id": int(ids[r]),
+                            "group_id": int(group),
+                            "added": session,
+                            "removed": 0,
+                            "vector": vectors[r].tolist(),
+                        }
+                        for i, r in enumerate(part)
+                    ],
+                    partition_name=name,
+                )
                 self.next_row_ += len(part)
         self.rows_ += len(ids)
         return self
@@ -206,15 +236,26 @@ class MilvusEngine(VectorEngine):
         removed = 0
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
-            rows = self.client.query(self.collection, filter=f"image_id in {ints(chunk)} and {self._visible()}",
-                                     output_fields=list(FIELDS), limit=len(chunk), consistency_level="Strong")
+            rows = self.client.query(
+                self.collection,
+                filter=f"image_id in {ints(chunk)} and {self._visible()}",
+                output_fields=list(FIELDS),
+                limit=len(chunk),
+                consistency_level="Strong",
+            )
             if rows:
                 session = self._claim()
                 self.conflicts_ += [row["pk"] for row in rows if row["removed"]]  # removed on another branch
                 for group in {row["group_id"] for row in rows if not row["removed"]}:
-                    self.client.upsert(self.collection, [{**{k: row[k] for k in FIELDS}, "removed": session}
-                                                         for row in rows if row["group_id"] == group and not row["removed"]],
-                                       partition_name=self.partition(group))
+                    self.client.upsert(
+                        self.collection,
+                        [
+                            {**{k: row[k] for k in FIELDS}, "removed": session}
+                            for row in rows
+                            if row["group_id"] == group and not row["removed"]
+                        ],
+                        partition_name=self.partition(group),
+                    )
             removed += len(rows)
         self.rows_ -= removed
         return removed
@@ -225,12 +266,19 @@ class MilvusEngine(VectorEngine):
     def items(self, batch: int = 10_000):
         if self.dim_ is None or not self.lineage:
             return
-        iterator = self.client.query_iterator(self.collection, batch_size=min(batch, MAX_LIMIT), filter=self._visible(),
-                                              output_fields=["image_id", "vector", "group_id"])
+        iterator = self.client.query_iterator(
+            self.collection,
+            batch_size=min(batch, MAX_LIMIT),
+            filter=self._visible(),
+            output_fields=["image_id", "vector", "group_id"],
+        )
         try:
             while rows := iterator.next():
-                yield (np.array([r["image_id"] for r in rows], np.int64), np.array([r["vector"] for r in rows], np.float32),
-                       np.array([r["group_id"] for r in rows], np.int64))
+                yield (
+                    np.array([r["image_id"] for r in rows], np.int64),
+                    np.array([r["vector"] for r in rows], np.float32),
+                    np.array([r["group_id"] for r in rows], np.int64),
+                )
         finally:
             iterator.close()
 
@@ -268,12 +316,20 @@ class MilvusEngine(VectorEngine):
             expression += f" and image_id not in {ints(exclude)}"
         results = []
         for start in range(0, len(queries), 256):
-            answer = self.client.search(self.collection, data=queries[start : start + 256].tolist(), limit=n,
-                                        filter=expression, output_fields=["image_id"], consistency_level="Strong",
-                                        partition_names=partitions,
-                                        search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, n)}})
+            answer = self.client.search(
+                self.collection,
+                data=queries[start : start + 256].tolist(),
+                limit=n,
+                filter=expression,
+                output_fields=["image_id"],
+                consistency_level="Strong",
+                partition_names=partitions,
+                search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, n)}},
+            )
             for hits in answer:
-                pairs = sorted(((int(h["entity"]["image_id"]), float(h["distance"])) for h in hits), key=lambda p: (-p[1], p[0]))
+                pairs = sorted(
+                    ((int(h["entity"]["image_id"]), float(h["distance"])) for h in hits), key=lambda p: (-p[1], p[0])
+                )
                 results.append(pairs[:n])
         return results
 
@@ -283,8 +339,12 @@ class MilvusEngine(VectorEngine):
     def params(self) -> dict:
         import pymilvus
 
-        return {"engine": self.name, **{k: getattr(self, k) for k in self.OPTIONS}, "metric": "COSINE",
-                "pymilvus": pymilvus.__version__}
+        return {
+            "engine": self.name,
+            **{k: getattr(self, k) for k in self.OPTIONS},
+            "metric": "COSINE",
+            "pymilvus": pymilvus.__version__,
+        }
 
     def save(self, store_dir) -> dict:
         """Flush this session's rows; the returned state makes them visible once recorded."""
@@ -295,13 +355,21 @@ class MilvusEngine(VectorEngine):
         if is_local(uri):
             path, store = Path(uri).resolve(), Path(store_dir).resolve()
             uri = str(path.relative_to(store)) if path.is_relative_to(store) else str(path)
-        return {"engine": self.name, "format": FORMAT, "uri": uri, "collection": self.collection, "dim": self.dim_,
-                "sessions": list(self.sessions_), "version": len(self.sessions_), "conflicts": list(self.conflicts_),
-                "rows": self.rows_,
-                "params": self.params}
+        return {
+            "engine": self.name,
+            "format": FORMAT,
+            "uri": uri,
+            "collection": self.collection,
+            "dim": self.dim_,
+            "sessions": list(self.sessions_),
+            "version": len(self.sessions_),
+            "conflicts": list(self.conflicts_),
+            "rows": self.rows_,
+            "params": self.params,
+        }
 
     @classmethod
-    def load(cls, store_dir, state: dict, verify: bool = True, **options) -> "MilvusEngine":
+    def load(cls, store_dir, state: dict, verify: bool = True, **options) -> MilvusEngine:
         """Open a saved state; with verify, count its visible rows against the state's count."""
         if state.get("format") != FORMAT or not state.get("uri"):
             raise DamagedIndexError(f"{store_dir}: the milvus engine state is incomplete or of an unknown format")
@@ -325,9 +393,12 @@ class MilvusEngine(VectorEngine):
         engine.dim_ = dim
         engine.client.load_collection(engine.collection)
         if verify and engine.sessions_:
-            count = engine.client.query(engine.collection, filter=engine._visible(), output_fields=["count(*)"],
-                                        consistency_level="Strong")[0]["count(*)"]
+            count = engine.client.query(
+                engine.collection, filter=engine._visible(), output_fields=["count(*)"], consistency_level="Strong"
+            )[0]["count(*)"]
             if count != engine.rows_:
-                raise DamagedIndexError(f"{uri}: collection {engine.collection!r} holds {count} rows for this version, "
-                                        f"its state says {engine.rows_}")
+                raise DamagedIndexError(
+                    f"{uri}: collection {engine.collection!r} holds {count} rows for this version, "
+                    f"its state says {engine.rows_}"
+                )
         return engine

@@ -97,7 +97,9 @@ def open_array(folder: Path, name, verify: bool, dtype, shape, mmap: bool = Fals
     except (OSError, ValueError) as exc:
         raise DamagedIndexError(f"{path}: not a readable array ({exc})") from None
     if array.dtype != dtype or array.shape[: len(shape)] != shape or array.ndim != len(shape):
-        raise DamagedIndexError(f"{path}: holds {array.dtype} {array.shape}, the state expects {np.dtype(dtype)} {shape}")
+        raise DamagedIndexError(
+            f"{path}: holds {array.dtype} {array.shape}, the state expects {np.dtype(dtype)} {shape}"
+        )
     return array
 
 
@@ -117,7 +119,7 @@ class Segment:
         self.cache = {}
 
     @classmethod
-    def build(cls, ids, vectors, groups, rows=None) -> "Segment":
+    def build(cls, ids, vectors, groups, rows=None) -> Segment:
         """A segment of these rows (all, or the positions in `rows`), sorted by (group, id)."""
         order = np.lexsort((ids, groups)) if rows is None else rows[np.lexsort((ids[rows], groups[rows]))]
         return cls(ids[order], groups[order], vectors[order])  # one gather: the only copy of the vectors
@@ -172,15 +174,20 @@ class Segment:
     def live_rows(self, batch: int):
         for start in range(0, self.rows, batch):
             keep = ~self.dead[start : start + batch]
-            yield (self.ids[start : start + batch][keep], np.asarray(self.vectors[start : start + batch][keep]),
-                   self.groups[start : start + batch][keep])
+            yield (
+                self.ids[start : start + batch][keep],
+                np.asarray(self.vectors[start : start + batch][keep]),
+                self.groups[start : start + batch][keep],
+            )
 
     def save(self, folder: Path, write_index=None) -> None:
         """Write what this segment lacks in `folder`: its arrays, its index, its tombstones."""
         if self.folder != folder or self.files is None:
-            self.files = {"ids": write_array(folder, ".ids.npy", self.ids),
-                          "groups": write_array(folder, ".groups.npy", self.groups),
-                          "vectors": write_array(folder, ".vectors.npy", self.vectors)}
+            self.files = {
+                "ids": write_array(folder, ".ids.npy", self.ids),
+                "groups": write_array(folder, ".groups.npy", self.groups),
+                "vectors": write_array(folder, ".vectors.npy", self.vectors),
+            }
             self.vectors = np.load(folder / self.files["vectors"], mmap_mode="r")
             self.dead_dirty = True
         if write_index and self.index is not None and not self.files.get("index"):
@@ -192,11 +199,16 @@ class Segment:
         self.folder = folder
 
     def state(self) -> dict:
-        return {"rows": self.rows, "dead": self.dead_count, **self.files, "tombstones": self.tombstones,
-                "index_info": self.index_info}
+        return {
+            "rows": self.rows,
+            "dead": self.dead_count,
+            **self.files,
+            "tombstones": self.tombstones,
+            "index_info": self.index_info,
+        }
 
     @classmethod
-    def open(cls, folder: Path, entry: dict, dim: int, verify: bool = True) -> "Segment":
+    def open(cls, folder: Path, entry: dict, dim: int, verify: bool = True) -> Segment:
         try:
             rows = int(entry["rows"])
             files = {k: entry[k] for k in ("ids", "groups", "vectors")}
