@@ -42,6 +42,9 @@ REFERENCE_SIZE = 128
 CACHE_IN_MEMORY_BYTES = 512 * 2**20
 CACHE_MAX_BYTES = 4 * 2**30
 HOLDOUT_MIN, HOLDOUT_MAX = 32, 256  # images held out for the retrieval measure
+# XLA off: the step cannot be compiled whole (no XLA_CPU kernel for ImageProjectiveTransformV3) and
+# the network alone was not measurably faster (benchmarks/training-results.txt).
+JIT_COMPILE = False
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -194,8 +197,8 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
     The history holds per-epoch lists (loss, reconstruction, invariance, spread and, with held-out
     images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, images_seen,
     train_images (files trained on), holdout_images, fit_seconds (Keras fit, including the held-out
-    measure), measure_seconds (the measure alone), decode_seconds, train_images_per_second (images_seen over decode + fit time),
-    best_epoch and the best epoch's twin_* values (what the saved weights give). `callbacks` are
+    measure), measure_seconds (the measure alone), decode_seconds, train_images_per_second
+    (images_seen over decode + fit time), best_epoch and the best epoch's twin_* values (what the saved weights give). `callbacks` are
     extra Keras callbacks, run after the held-out measure (a benchmark's per-epoch probe).
     """
     start = time.monotonic()
@@ -255,5 +258,3 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         logs.update({f"best_{k}": logs[k][best] for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")})
     return autoencoder, logs
 
-
-JIT_COMPILE = False  # XLA: see benchmarks/bench_pipeline.py --train-only; set from measurement
