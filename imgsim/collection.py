@@ -58,14 +58,17 @@ class Skipped:
         return text + (f"; {self.not_images} file(s) are not images" if self.not_images else "")
 
 
-def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None) -> list[FileInfo]:
+def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None,
+                known: dict[str, tuple[int, int]] | None = None) -> list[FileInfo]:
     """Every image below `root`, recognised by its content, sorted by path; hidden files and folders left out.
 
     Paths are absolute, under `root` resolved once, so a linked file keeps its own name. Into
     `skipped` go, with the reason: files with an image's name that cannot be read (SVG, PNM,
     HEIC, a corrupt header...), links that loop or lead nowhere, and, unless `follow_links`,
     links to folders and links that leave `root`; every other file is counted as not an image.
-    Each folder is scanned once, so links that lead back up end.
+    Each folder is scanned once, so links that lead back up end. `known` maps paths to the
+    (size, mtime_ns) they had when last read as images: those files are not opened again while
+    unchanged, so scanning a large collection that grew a little reads only the new headers.
     """
     skipped = Skipped() if skipped is None else skipped
     top = Path(root).expanduser()
@@ -113,11 +116,12 @@ def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None
             elif not stat.S_ISREG(info.st_mode):
                 skip_non_image(path, f"{path}: not a regular file", skipped)
             else:
-                try:
-                    sniff(path)
-                except ImageError as exc:
-                    skip_non_image(path, str(exc), skipped)
-                    continue
+                if not known or known.get(path) != (info.st_size, info.st_mtime_ns):
+                    try:
+                        sniff(path)
+                    except ImageError as exc:
+                        skip_non_image(path, str(exc), skipped)
+                        continue
                 found.append(FileInfo(path, info.st_size, info.st_mtime_ns))
     found.sort(key=lambda f: f.path)
     return found

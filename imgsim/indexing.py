@@ -44,7 +44,8 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         version = store.load_version(model_dir)
         records = version.records
         scanned = Skipped()
-        files = scan_folder(settings.images, settings.follow_links, scanned)
+        known = dict(zip(records.paths, zip(records.sizes.tolist(), records.mtimes.tolist())))
+        files = scan_folder(settings.images, settings.follow_links, scanned, known)
         current = {f.path: f.key for f in files}
         unchanged = np.fromiter((current.get(p) == records.key(i) for i, p in enumerate(records.paths)), bool,
                                 count=len(records))

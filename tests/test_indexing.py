@@ -146,3 +146,15 @@ def test_a_version_written_by_imgsim_0_1_is_read_and_indexed_into_the_new_format
     shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "new.jpg")
     new = store.load_version(settings.model_dir, index(settings).version)
     assert new.manifest["format"] == store.FORMAT and len(new) == len(version) + 1
+
+
+def test_index_reads_the_headers_of_new_files_only(grown, monkeypatch):
+    import imgsim.collection
+
+    settings, photos = grown
+    shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "fresh.jpg")
+    opened = []
+    real = imgsim.collection.sniff
+    monkeypatch.setattr(imgsim.collection, "sniff", lambda path: (opened.append(path), real(path))[1])
+    assert index(settings).added == 1
+    assert opened == [str(photos / "fresh.jpg")]  # unchanged files were not opened again
