@@ -1,0 +1,603 @@
+"""Dashboard page speed in a real browser, against a reference Streamlit page measured in the same run; prints figures.
+
+    .venv/bin/python benchmarks/bench_pages.py                       # demo model (200 images), ~5 min on 2 cores
+    .venv/bin/python benchmarks/bench_pages.py --rounds 3 --users 5  # a quicker look
+    .venv/bin/python benchmarks/bench_pages.py --model-dir M --images I   # an existing model, e.g. 5,000 images
+    .venv/bin/python benchmarks/bench_pages.py --profile             # where imgsim's server CPU goes, per page (py-spy)
+
+Serves imgsim (`streamlit run app.py`, IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
+empty page with an uploader that shows the upload nine times) on free loopback ports, and drives Debian's Chromium
+with Playwright. Every page view is a new browser context (no cache shared), and the reference is measured before
+each imgsim page, so both see the same machine load. Measured:
+
+  page      navigation -> the page's title heading (reference: its uploader) drawn and the script run ended;
+            "full": every <img> loaded and every Plotly chart drawn
+  CPU       the server process's utime+stime (all its threads, /proc/PID/stat) over one view, read when it is quiet
+  upload    file chosen on Search -> the 8 results drawn (reference: the nine images), images loaded, run ended
+  first     a fresh server: start -> healthy, navigation -> uploader present, then upload at once -> results
+  burst     USERS new contexts at once, each opening the page and searching: errors, p95 page and search times
+
+Targets (issue 12): page <= 1.5x the reference, upload -> results <= 2x, server CPU per view <= 2x, burst p95 <= 3x
+with no errors, first search <= 2 s. Ratios are imgsim / reference, p50 against p50 and p95 against p95; p95 is
+the nearest rank, i.e. the maximum below 20 samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "out" / "pages"
+REFERENCE = ROOT / "benchmarks" / "reference_app.py"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+EXCEPTION = '[data-testid="stException"]'
+UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
+PAGES = {"search": ("/", "Search"), "explore": ("/explore", "Explore"), "label": ("/label", "Label"),
+         "train": ("/train", "Train")}
+TICK = os.sysconf("SC_CLK_TCK")
+WAIT_MS = 180_000
+VIEWPORT = {"width": 1400, "height": 1200}
+
+# Every <img> loaded and every Plotly chart drawn: what "full" waits for after the run ends.
+DRAWN_JS = """() => Array.from(document.images).every(i => i.complete)
+  && Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every(c => c.querySelector('.main-svg'))"""
+# At least n images in the results container, all loaded.
+RESULTS_JS = """n => { const imgs = document.querySelectorAll('.st-key-results [data-testid="stImage"] img');
+  return imgs.length >= n && Array.from(imgs).every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- setup -------------------------------------------------------------------------------------------------------
+
+def demo_model(count: int, image_size: int, epochs: int) -> tuple[Path, Path]:
+    """A demo collection and a quick model on it, built once under benchmarks/out/pages/ and reused."""
+    from imgsim import store
+
+    folder = OUT / f"demo-{count}-{image_size}px-{epochs}ep"
+    photos, models = folder / "photos", folder / "models"
+    if models.exists() and store.current_id(models):
+        return models, photos
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.log", "wb") as out:
+        if not any(photos.glob("**/*.jpg")):
+            log(f"building a demo collection of {count} images in {photos}")
+            subprocess.run([sys.executable, "-m", "imgsim", "demo", "--out", str(photos), "-n", str(count)],
+                           cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
+        log(f"training a quick model ({image_size} px, {epochs} epoch) in {models}")
+        subprocess.run([sys.executable, "-m", "imgsim", "train", "--images", str(photos), "--model-dir", str(models),
+                        "--epochs", str(epochs), "--image-size", str(image_size)],
+                       cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
+    return models, photos
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`streamlit run SCRIPT` on a free loopback port, headless, no file watcher; its log in benchmarks/out/pages/."""
+
+    def __init__(self, name: str, script: Path, env: dict):
+        self.name, self.port = name, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = OUT / f"{name}-{self.port}.log"
+        OUT.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true",
+                 f"--server.port={self.port}", "--server.address=127.0.0.1", "--server.fileWatcherType=none",
+                 "--browser.gatherUsageStats=false"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.process.pid
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if opener.open(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the server process, all its threads, dead ones included."""
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5); [0] here is field 3
+
+    async def quiet(self, window: float = 0.3, timeout: float = 8.0) -> float:
+        """Wait until the server uses at most one clock tick in `window` seconds; return its CPU seconds then."""
+        last, deadline = self.cpu(), time.monotonic() + timeout
+        while True:
+            await asyncio.sleep(window)
+            now = self.cpu()
+            if now - last <= 1.01 / TICK or time.monotonic() > deadline:
+                return now
+            last = now
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Target:
+    """One thing to open: a server, a path on it, the element that says the page is drawn, and results to expect."""
+
+    def __init__(self, label: str, server: Server, path: str, ready: str, results: int):
+        self.label, self.server, self.path, self.ready, self.results = label, server, path, ready, results
+
+    def ready_locator(self, page):
+        if self.ready.startswith("heading:"):
+            return page.get_by_role("heading", name=self.ready.split(":", 1)[1], exact=True)
+        return page.locator(self.ready).first
+
+
+def imgsim_target(server: Server, name: str) -> Target:
+    path, title = PAGES[name]
+    return Target(name, server, path, f"heading:{title}", 8)
+
+
+def reference_target(server: Server) -> Target:
+    return Target("reference", server, "/", '[data-testid="stFileUploader"]', 9)
+
+
+# --- measurements -------------------------------------------------------------------------------------------------
+
+async def check(page, label: str) -> None:
+    if await page.locator(EXCEPTION).count():
+        raise RuntimeError(f"{label}: {await page.locator(EXCEPTION).first.inner_text()}")
+
+
+async def open_page(browser, target: Target):
+    """A new context and tab on the target; returns (context, page, seconds until drawn and the run ended)."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    try:
+        page = await context.new_page()
+        start = time.perf_counter()
+        await page.goto(target.server.url + target.path, wait_until="commit")
+        await target.ready_locator(page).wait_for(timeout=WAIT_MS)
+        await page.wait_for_selector(IDLE, timeout=WAIT_MS)
+        return context, page, time.perf_counter() - start
+    except BaseException:
+        await context.close()
+        raise
+
+
+async def upload(page, target: Target, query: Path) -> float:
+    start = time.perf_counter()
+    await page.set_input_files(UPLOAD_INPUT, str(query))
+    await page.wait_for_function(RESULTS_JS, arg=target.results, timeout=WAIT_MS, polling=20)
+    await page.wait_for_selector(IDLE, timeout=WAIT_MS)
+    return time.perf_counter() - start
+
+
+async def page_view(browser, target: Target) -> dict:
+    """One page view in a new context: time to the main element, time until everything is drawn, server CPU."""
+    before = await target.server.quiet()
+    context, page, main = await open_page(browser, target)
+    try:
+        start = time.perf_counter()
+        await page.wait_for_function(DRAWN_JS, timeout=WAIT_MS, polling=20)
+        full = main + time.perf_counter() - start
+        await check(page, target.label)
+        cpu = await target.server.quiet() - before
+    finally:
+        await context.close()
+    return {"main": main, "full": full, "cpu": cpu}
+
+
+async def search_view(browser, target: Target, query: Path) -> dict:
+    """A settled page in a new context, then one upload: seconds and server CPU from the upload to the results."""
+    context, page, _ = await open_page(browser, target)
+    try:
+        before = await target.server.quiet()
+        seconds = await upload(page, target, query)
+        await check(page, target.label)
+        cpu = await target.server.quiet() - before
+    finally:
+        await context.close()
+    return {"upload": seconds, "upload_cpu": cpu}
+
+
+async def first_search(browser, make_server, path: str, ready: str, results: int, query: Path) -> dict:
+    """A fresh server: seconds to healthy, to the uploader, and from an immediate upload to the results."""
+    start = time.perf_counter()
+    server = make_server()
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        healthy = time.perf_counter() - start
+        target = Target(server.name, server, path, ready, results)
+        context = await browser.new_context(viewport=VIEWPORT)
+        try:
+            page = await context.new_page()
+            opened = time.perf_counter()
+            await page.goto(server.url + path, wait_until="commit")
+            await page.wait_for_selector(UPLOAD_INPUT, state="attached", timeout=WAIT_MS)
+            uploader = time.perf_counter() - opened
+            seconds = await upload(page, target, query)
+            await check(page, target.label)
+            total = time.perf_counter() - opened
+        finally:
+            await context.close()
+        return {"healthy": healthy, "uploader": uploader, "upload": seconds, "total": total, "cpu": server.cpu()}
+    finally:
+        server.stop()
+
+
+async def burst(browser, target: Target, query: Path, users: int) -> list[dict]:
+    """`users` new contexts at once, each opening the page and searching."""
+    async def one() -> dict:
+        context = None
+        try:
+            context, page, opened = await open_page(browser, target)
+            searched = await upload(page, target, query)
+            await check(page, target.label)
+            return {"page": opened, "search": searched, "error": None}
+        except Exception as exc:  # noqa: BLE001 - counted, not raised: errors under load are a result
+            return {"page": None, "search": None, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+        finally:
+            if context is not None:
+                await context.close()
+
+    return list(await asyncio.gather(*(one() for _ in range(users))))
+
+
+# --- figures ------------------------------------------------------------------------------------------------------
+
+def p50(values) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def p95(values) -> float:
+    """Nearest rank: the smallest value with at least 95% of the samples at or below it."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def verdict(value: float, limit: float) -> str:
+    return "n/a" if math.isnan(value) else ("met" if value <= limit else "MISSED")
+
+
+def report(views: dict, searches: dict, firsts: dict, bursts: dict, users: int) -> None:
+    ref = views["reference"]
+    ref_main, ref_cpu = [v["main"] for v in ref], [v["cpu"] for v in ref]
+    print("\nPage view, new browser context (seconds; CPU = server CPU seconds per view)")
+    print(f"{'page':<10} {'n':>3} {'main p50':>9} {'p95':>7} {'x ref p50':>9} {'x ref p95':>9} {'full p50':>9}"
+          f" {'CPU p50':>8} {'CPU p95':>8} {'CPU x ref':>9}  targets: main <= 1.5x, CPU <= 2x")
+    for label, rows in views.items():
+        main, full, cpu = [v["main"] for v in rows], [v["full"] for v in rows], [v["cpu"] for v in rows]
+        m_ratio, c_ratio = ratio(p50(main), p50(ref_main)), ratio(p50(cpu), p50(ref_cpu))
+        verdicts = "" if label == "reference" else f"  main {verdict(m_ratio, 1.5)}, CPU {verdict(c_ratio, 2)}"
+        print(f"{label:<10} {len(rows):>3} {p50(main):>9.3f} {p95(main):>7.3f} {m_ratio:>9.2f}"
+              f" {ratio(p95(main), p95(ref_main)):>9.2f} {p50(full):>9.3f} {p50(cpu):>8.3f} {p95(cpu):>8.3f}"
+              f" {c_ratio:>9.2f}{verdicts}")
+
+    print("\nUpload -> results drawn (imgsim Search: 8 results; reference: the nine images), settled page, new context")
+    print(f"{'app':<10} {'n':>3} {'p50':>7} {'p95':>7} {'x ref p50':>9} {'CPU p50':>8} {'CPU x ref':>9}  target <= 2x")
+    ref_up = [v["upload"] for v in searches["reference"]]
+    ref_up_cpu = [v["upload_cpu"] for v in searches["reference"]]
+    for label, rows in searches.items():
+        up, cpu = [v["upload"] for v in rows], [v["upload_cpu"] for v in rows]
+        r = ratio(p50(up), p50(ref_up))
+        print(f"{label:<10} {len(rows):>3} {p50(up):>7.3f} {p95(up):>7.3f} {r:>9.2f} {p50(cpu):>8.3f}"
+              f" {ratio(p50(cpu), p50(ref_up_cpu)):>9.2f}" + ("" if label == "reference" else f"  {verdict(r, 2)}"))
+
+    print("\nFirst search after server start (fresh server; upload as soon as the uploader exists)")
+    print(f"{'app':<10} {'healthy':>8} {'->uploader':>11} {'upload->results':>16} {'nav->results':>13}"
+          f" {'server CPU':>11}  target: upload->results <= 2 s")
+    for label, rows in firsts.items():
+        for row in rows:
+            print(f"{label:<10} {row['healthy']:>8.2f} {row['uploader']:>11.2f} {row['upload']:>16.2f}"
+                  f" {row['total']:>13.2f} {row['cpu']:>11.2f}"
+                  + ("" if label == "reference" else f"  {verdict(row['upload'], 2.0)}"))
+
+    print(f"\nBurst: {users} new contexts at once, each opening the page and searching")
+    print(f"{'app':<10} {'n':>3} {'errors':>6} {'page p50':>9} {'page p95':>9} {'x ref p95':>9} {'search p95':>10}"
+          f" {'x ref p95':>9}  target: page p95 <= 3x, no errors")
+    ref_ok = [r for r in bursts["reference"] if not r["error"]]
+    for label, rows in bursts.items():
+        ok = [r for r in rows if not r["error"]]
+        errors = len(rows) - len(ok)
+        page, search = [r["page"] for r in ok], [r["search"] for r in ok]
+        r = ratio(p95(page), p95([x["page"] for x in ref_ok]))
+        print(f"{label:<10} {len(rows):>3} {errors:>6} {p50(page):>9.3f} {p95(page):>9.3f} {r:>9.2f}"
+              f" {p95(search):>10.3f} {ratio(p95(search), p95([x['search'] for x in ref_ok])):>9.2f}"
+              + ("" if label == "reference" else f"  {verdict(r, 3) if not errors else 'MISSED'}"))
+        for message, count in Counter(r["error"] for r in rows if r["error"]).most_common(3):
+            print(f"    {count} x {message}")
+
+
+# --- profile ------------------------------------------------------------------------------------------------------
+
+# Frames every stack passes through on its way to real work: left out of the cumulative list.
+PLUMBING = ("threading.py", "tornado/", "asyncio/", "concurrent/futures", "anyio/", "click/", "<frozen runpy>",
+            "streamlit/__main__.py", "streamlit/web/cli.py", "uvicorn/")
+
+
+def frame_key(frame: str) -> tuple[str, str, str]:
+    """('function', 'short/file.py', 'line') from py-spy's 'function (path:line)'."""
+    match = re.match(r"(.*) \((.*?):(\d+)\)$", frame)
+    if not match:
+        return frame, "", ""
+    function, path, line = match.groups()
+    for marker in ("site-packages/", "/lib/python3.", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            path = path.split("/", 1)[1] if marker == "/lib/python3." else path
+            break
+    return function, path, line
+
+
+def package_of(path: str) -> str:
+    if path.startswith(("pages/", "imgsim/")) or path == "app.py":
+        return path.split("/")[0] if "/" in path else path
+    top = path.split("/")[0]
+    return top.removesuffix(".py") if top else "?"
+
+
+def is_project(path: str) -> bool:
+    return path.startswith(("pages/", "imgsim/")) or path == "app.py"
+
+
+def read_raw(path: Path) -> list[tuple[list[tuple[str, str, str]], int]]:
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append(([frame_key(f) for f in stack.split(";")], int(count)))
+    return stacks
+
+
+def print_profile(label: str, raw: Path, views: int, cpu: float, top: int) -> None:
+    """Shares of the GIL samples, turned into seconds per view by scaling them to the measured CPU.
+
+    py-spy samples wall-clock time: on a loaded machine a thread that waits for a core still looks busy,
+    so its own seconds overstate CPU. Its shares hold up; /proc gives the seconds.
+    """
+    stacks = read_raw(raw)
+    total = sum(count for _, count in stacks)
+    if not total:
+        print(f"\n== {label}: no samples")
+        return
+    per_view = cpu / views / total  # seconds per view that one sample stands for
+    print(f"\n== {label}: {cpu / views:.3f} s of server CPU per view (/proc, {views} views); {total} GIL samples")
+    leaf_by_package, leaves, functions, depths, project_lines = Counter(), Counter(), Counter(), Counter(), Counter()
+    for frames, count in stacks:
+        leaf_by_package[package_of(frames[-1][1])] += count
+        leaves[(frames[-1][0], f"{frames[-1][1]}:{frames[-1][2]}")] += count
+        for depth, (function, path, _) in enumerate(frames):
+            functions[(function, path)] += count
+            depths[(function, path)] += depth * count
+        for key in {(f, p, ln) for f, p, ln in frames if is_project(p)}:
+            project_lines[key] += count
+    print("  self time by package (s/view): " + ", ".join(
+        f"{name} {count * per_view:.3f}" for name, count in leaf_by_package.most_common(8)))
+    print("  self time by function (s/view): " + ", ".join(
+        f"{function} ({path}) {count * per_view:.3f}" for (function, path), count in leaves.most_common(5)))
+    def together(a, b) -> int:
+        return sum(count for frames, count in stacks if {a, b} <= {f[:2] for f in frames})
+
+    # A chain of wrappers shares one cumulative count: show its deepest function, and where the chain starts.
+    chains: list[list] = []
+    for key, count in functions.most_common():
+        if any(p in key[1] for p in PLUMBING) or count >= 0.98 * total:
+            continue
+        if chains and abs(chains[-1][0] - count) <= 0.03 * chains[-1][0] \
+                and together(chains[-1][1][0], key) >= 0.97 * count:
+            chains[-1][1].append(key)
+            continue
+        if len(chains) == top:
+            break
+        chains.append([count, [key]])
+    print("  top cumulative functions (s/view; wrapper chains folded; thread, event-loop and CLI frames left out):")
+    for count, keys in chains:
+        deepest = max(keys, key=lambda k: depths[k] / functions[k])
+        outer = min(keys, key=lambda k: depths[k] / functions[k])
+        via = f"  <- {outer[0]} ({outer[1]}), {len(keys)} frames" if len(keys) > 1 else ""
+        print(f"    {count * per_view:7.3f}  {100 * count / total:4.1f}%  {deepest[0]} ({deepest[1]}){via}")
+    print("  imgsim's own lines (cumulative, s/view):")
+    for (function, path, line), count in project_lines.most_common(top):
+        print(f"    {count * per_view:7.3f}  {100 * count / total:4.1f}%  {path}:{line}  {function}")
+
+
+def start_spy(spy: Path, pid: int, rate: int, raw: Path) -> subprocess.Popen:
+    with open(OUT / "py-spy.log", "ab") as errors:
+        return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--gil", "--full-filenames", "--format", "raw",
+                                 "--rate", str(rate), "--output", str(raw)], stdout=subprocess.DEVNULL, stderr=errors)
+
+
+async def profile(browser, server: Server, ref_server: Server, query: Path, views: int, rate: int, top: int) -> None:
+    """Each page (and one upload on each app) under `py-spy record`, attached to the warm server."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        print("py-spy is not installed: .venv/bin/pip install py-spy")
+        return
+    jobs = [("reference", ref_server, lambda: page_view(browser, reference_target(ref_server)))]
+    jobs += [(name, server, lambda n=name: page_view(browser, imgsim_target(server, n))) for name in PAGES]
+    jobs.append(("search + upload", server, lambda: search_view(browser, imgsim_target(server, "search"), query)))
+    jobs.append(("reference + upload", ref_server, lambda: search_view(browser, reference_target(ref_server), query)))
+    print(f"Profile: `py-spy record --gil` at {rate} Hz attached to the warm server, {views} new-context views\n"
+          "of each page ('+ upload': the page, then one search). Only the thread holding the GIL is sampled\n"
+          "(py-spy's idle detection counts waiting threads as busy here); each row is its share of the samples\n"
+          "times the CPU that /proc measured. Native work that releases the GIL (TensorFlow ops, image decoding)\n"
+          "is under-represented. py-spy stops the server for each sample, which costs CPU of its own: compare\n"
+          "the reference here with the reference of a plain run.")
+    for name, spied, job in jobs:
+        raw = OUT / f"profile-{name.replace(' + ', '-')}.txt"
+        raw.unlink(missing_ok=True)
+        await spied.quiet()
+        recorder = start_spy(spy, spied.pid, rate, raw)
+        await asyncio.sleep(1.5)  # attached and sampling
+        before = await spied.quiet()
+        for _ in range(views):
+            await job()
+        cpu = await spied.quiet() - before
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+        if not raw.exists():
+            print(f"\n== {name}: py-spy wrote nothing (see {OUT / 'py-spy.log'})")
+            continue
+        print_profile(name, raw, views, cpu, top)
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+def server_env(model_dir: Path, images: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGSIM_PASSWORD", "IMGSIM_READONLY")}
+    return {**env, "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images)}
+
+
+async def run(args, model_dir: Path, images: Path, query: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    env = server_env(model_dir, images)
+    servers = [Server("imgsim", ROOT / "app.py", env), Server("reference", REFERENCE, dict(os.environ))]
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.wait_ready)
+        app, ref_server = servers
+        reference = reference_target(ref_server)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                log("warming up: every page once, one search on each app (not counted)")
+                for name in PAGES:
+                    await page_view(browser, imgsim_target(app, name))
+                await search_view(browser, imgsim_target(app, "search"), query)
+                await page_view(browser, reference)
+                await search_view(browser, reference, query)
+                if args.profile:
+                    await profile(browser, app, ref_server, query, args.profile_views, args.profile_rate, args.top)
+                    return
+
+                views = {"reference": [], **{name: [] for name in PAGES}}
+                searches = {"reference": [], "search": []}
+                for round_ in range(args.rounds):
+                    log(f"page views, round {round_ + 1}/{args.rounds}")
+                    for name in PAGES:  # the reference just before each page, so both see the same load
+                        views["reference"].append(await page_view(browser, reference))
+                        views[name].append(await page_view(browser, imgsim_target(app, name)))
+                    order = [reference, imgsim_target(app, "search")]
+                    for target in order if round_ % 2 == 0 else order[::-1]:
+                        searches[target.label].append(await search_view(browser, target, query))
+
+                bursts = {"reference": [], "search": []}
+                for round_ in range(args.burst_rounds):
+                    log(f"burst of {args.users}, round {round_ + 1}/{args.burst_rounds}")
+                    order = [imgsim_target(app, "search"), reference]
+                    for target in order if round_ % 2 == 0 else order[::-1]:
+                        await target.server.quiet()
+                        bursts[target.label] += await burst(browser, target, query, args.users)
+
+                firsts = {"reference": [], "search": []}
+                for round_ in range(args.first_rounds):
+                    log(f"first search on a fresh server, round {round_ + 1}/{args.first_rounds}")
+                    await ref_server.quiet()
+                    await app.quiet()
+                    firsts["reference"].append(await first_search(
+                        browser, lambda: Server("reference-fresh", REFERENCE, dict(os.environ)), "/",
+                        reference.ready, 9, query))
+                    firsts["search"].append(await first_search(
+                        browser, lambda: Server("imgsim-fresh", ROOT / "app.py", env), "/", "heading:Search", 8,
+                        query))
+            finally:
+                await browser.close()
+        report(views, searches, firsts, bursts, args.users)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def describe(model_dir: Path, images: Path, query: Path) -> None:
+    import streamlit
+
+    from imgsim import store
+
+    version = store.load_version(model_dir)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    print(f"bench_pages {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {commit.strip()}"
+          f"{' + uncommitted changes' if dirty else ''}; Streamlit {streamlit.__version__}; Python "
+          f"{platform.python_version()}; {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"model {model_dir} (version {version.id}, {len(version)} images, "
+          f"{version.manifest.get('settings', {}).get('image_size', '?')} px); query {query.name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="an existing model folder (default: build a demo one)")
+    parser.add_argument("--images", type=Path, help="its images folder (with --model-dir)")
+    parser.add_argument("--count", type=int, default=200, help="demo collection size (default 200)")
+    parser.add_argument("--image-size", type=int, default=64, help="demo model input size (default 64)")
+    parser.add_argument("--epochs", type=int, default=1, help="demo model epochs (default 1)")
+    parser.add_argument("--query", type=Path, help="image to search with (default: one from the collection)")
+    parser.add_argument("--rounds", type=int, default=5, help="page views of each page and searches (default 5)")
+    parser.add_argument("--users", type=int, default=10, help="contexts opened at once in a burst (default 10)")
+    parser.add_argument("--burst-rounds", type=int, default=2, help="bursts on each app (default 2)")
+    parser.add_argument("--first-rounds", type=int, default=1, help="fresh-server first searches (default 1)")
+    parser.add_argument("--profile", action="store_true", help="only profile imgsim's server per page (py-spy)")
+    parser.add_argument("--profile-views", type=int, default=5, help="views of each page under py-spy (default 5)")
+    parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second (default 200)")
+    parser.add_argument("--top", type=int, default=10, help="rows of each profile list (default 10)")
+    args = parser.parse_args()
+    if not Path(CHROMIUM).exists():
+        sys.exit(f"no Chromium at {CHROMIUM} (apt-get install chromium); Playwright cannot download one here")
+    if args.model_dir:
+        if not args.images:
+            from imgsim import store
+
+            args.images = store.images_root(args.model_dir)
+        model_dir, images = args.model_dir.resolve(), args.images.resolve()
+    else:
+        model_dir, images = demo_model(args.count, args.image_size, args.epochs)
+    from imgsim.collection import scan_folder
+
+    files = scan_folder(images)  # sorted by path
+    query = args.query or Path(files[len(files) // 3].path)
+    describe(model_dir, images, query)
+    started = time.monotonic()
+    asyncio.run(run(args, model_dir, images, query))
+    print(f"\n({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
