@@ -93,6 +93,23 @@ class Records:
         at = np.searchsorted(self._sorted, ids).clip(0, len(self.ids) - 1)
         return np.where(self._sorted[at] == ids, self._order[at], -1)
 
+    def has_duplicate_ids(self) -> bool:
+        self.rows_of([])  # builds the sorted index
+        return bool(len(self.ids) and (self._sorted[1:] == self._sorted[:-1]).any())
+
+    def row_of_path(self, path: str) -> int:
+        """The row of a collection path, or -1 (a sorted index over the paths, built once: no dict of a million)."""
+        if not len(self.paths):
+            return -1
+        if not hasattr(self, "_path_order"):
+            paths = np.array(self.paths, dtype=object)
+            self._path_order = np.argsort(paths, kind="stable")
+            self._paths_sorted = paths[self._path_order]
+        at = int(np.searchsorted(self._paths_sorted, path))
+        if at < len(self.paths) and self._paths_sorted[at] == path:
+            return int(self._path_order[at])
+        return -1
+
     def rows_with_sha1(self, sha1: str) -> np.ndarray:
         """Rows whose bytes have this sha1 (byte-identical copies)."""
         if not hasattr(self, "_sha_order"):

@@ -57,7 +57,6 @@ class Searcher:
         self.engine = version.engine(engine)
         self.records = version.records
         self.paths = version.paths
-        self.by_path = {p: i for i, p in enumerate(self.paths)}
 
     @classmethod
     def load(cls, model_dir, version_id: str | None = None, engine: str | None = None) -> Searcher:
@@ -91,11 +90,8 @@ class Searcher:
         if not isinstance(source, (str, Path)) or is_url(source):
             return set()
         path = Path(source).expanduser()
-        rows = set()
-        for candidate in {str(path.absolute()), str(path.resolve())}:
-            if candidate in self.by_path:
-                rows.add(self.by_path[candidate])
-        return rows
+        rows = {self.records.row_of_path(candidate) for candidate in {str(path.absolute()), str(path.resolve())}}
+        return rows - {-1}
 
     def copies(self, data: bytes) -> list[int]:
         """Collection rows holding exactly these bytes (found by hash, without the model)."""

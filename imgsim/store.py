@@ -387,7 +387,7 @@ def inconsistency(records, centres, history, vectors=None) -> str | None:
         return f"vectors {vectors.shape} do not match {n} files"
     if n and (groups.min() < 0 or groups.max() >= len(centres)):
         return "groups refer to centres that do not exist"
-    if len(np.unique(records.ids)) != n:
+    if records.has_duplicate_ids():
         return "an image id appears twice"
     return None
 

@@ -27,6 +27,16 @@ from streamlit.runtime.pages_manager import PagesManager
 _folder_mode = bool(PagesManager.uses_pages_directory)
 PagesManager.uses_pages_directory = False
 
+# After every script run Streamlit calls keras.backend.clear_session() whenever Keras is imported
+# (for apps that build a model per run). imgsim loads each model once and shares it between
+# sessions (cache_resource): clearing cost 0.06-0.4 s of server CPU per page view (measured with
+# benchmarks/bench_pages.py --profile) and resets Keras' global state under searches running in
+# other threads. imgsim draws no matplotlib figures, the function's other concern.
+from streamlit.runtime.scriptrunner import script_runner as _script_runner  # noqa: E402
+
+if hasattr(_script_runner, "_clean_problem_modules"):
+    _script_runner._clean_problem_modules = lambda: None
+
 
 def settings() -> Settings:
     """The environment's settings; a test (or a future settings page) may put its own in the session."""

@@ -73,13 +73,6 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
 cfg, version = common.page_start()
 
 st.title("Search")
-try:
-    with st.spinner("Loading the model…"):
-        searcher = common.searcher(str(cfg.model_dir), version.id)
-except Exception as exc:  # a model file Keras cannot read raises assorted types; say so, no traceback
-    st.error(f"The model of version {version.id} cannot be loaded ({type(exc).__name__}: {exc}). "
-             "Make another version active or retrain on the Train page.")
-    st.stop()
 names = common.group_names(cfg, version)
 
 how = st.segmented_control("Query by", ["Upload", "URL", "Collection"], default="Upload", required=True, key="how")
@@ -109,4 +102,11 @@ else:
 if data is None:
     st.caption("Upload an image, paste its URL or pick one from the collection to see the most similar images.")
 else:
+    try:  # loading began in the background at the first page view; a query that comes sooner waits for it
+        with st.spinner("Loading the model…"):
+            searcher = common.searcher(str(cfg.model_dir), version.id)
+    except Exception as exc:  # a model file Keras cannot read raises assorted types; say so, no traceback
+        st.error(f"The model of version {version.id} cannot be loaded ({common.md(f'{type(exc).__name__}: {exc}')}). "
+                 "Make another version active or retrain on the Train page.")
+        st.stop()
     results(searcher, data, name, source, names)
