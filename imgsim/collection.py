@@ -205,7 +205,7 @@ def encode_files(encode, paths: list[str], size: int, workers: int = 2, progress
     Returns (positions of the files kept, their L2-normalised vectors, sha1 of their bytes,
     {path: reason} of the unreadable ones). Memory holds two decoded batches at most.
     """
-    from .index import normalise
+    from .engines import normalise
 
     kept, chunks, hashes, failures = [], [], [], {}
     done = 0

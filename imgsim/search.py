@@ -76,7 +76,7 @@ class Searcher:
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) float32 images -> (n, D) L2-normalised latents."""
-        from .index import normalise
+        from .engines import normalise
 
         with self.lock:
             return normalise(self.encode_batch(images))
