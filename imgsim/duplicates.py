@@ -1,0 +1,421 @@
+"""Near-duplicates: the copies in a collection, grouped, with one suggested keeper each; moving, never deleting.
+
+Exact copies (the same bytes) are found from the records' sha1 alone, without the model. Near
+copies (re-encoded, resized, slightly cropped or turned, lighter or darker) are pairs of images
+whose latents are at least `threshold` cosine-similar among each image's k nearest neighbours in
+the version's vector engine, searched a chunk at a time (never an N x N matrix), and whose
+perceptual hashes then agree (PHASH_MAX_DISTANCE): the latents find the candidates at any
+collection size, the hash rejects look-alikes that are not copies. Pairs are joined
+into groups (union-find), so an exact group with a near copy of it becomes one near group that
+holds the exact copies too: a person deciding what to keep sees every copy of a picture at once.
+A group whose members all share one sha1 is reported as exact.
+
+Moving is undoable: `move_duplicates` writes its JSON log of every (from, to) before it moves a
+file, and `undo_moves` reads that log back, so even a run killed half-way can be undone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import ImgsimError
+from .images import ALLOWED_FORMATS
+from .text import csv_text, one_line
+
+# Chosen by benchmarks/duplicates_eval.py (benchmarks/duplicates-results.txt), on labelled
+# collections built from the shipped photographs (exact and near copies; hard negatives: other
+# crops of the same photograph, other photographs) with imgsim's default model (128 px, 128-d).
+# The threshold only proposes candidates for the pHash check, so it is set for recall: pair F1
+# stays at its best from 0.90 to 0.98 and falls from 0.985 on (turned and cropped copies drop
+# out); 0.95 is the middle of that plateau, away from the edge, not the best value of one set.
+# A model trained otherwise (tiny test models put every pair above 0.9) only costs more
+# candidates to hash, while latents alone would need a threshold per model.
+DEFAULT_THRESHOLD = 0.95
+# Latent neighbours propose, a perceptual hash confirms: a near pair must also lie within this many
+# of the 64 bits of imagehash.phash. Latents alone confuse two halves of one texture (gravel,
+# grass) and lose turned copies before they reject those; pHash alone must stay tight (its best
+# was 15 and 17 bits on the two sets) and then misses some crops and turns; checked only on latent
+# neighbours it can be looser (18: between pHash's own best and the pair's, 21 and 19), and the
+# two together beat either (benchmarks/duplicates-results.txt). Only images with a latent neighbour above the
+# threshold are read again, once each.
+PHASH_MAX_DISTANCE = 18
+# A version's manifest may hold its own threshold under this key (a model trained otherwise may
+# need another); find_duplicates uses it when no threshold is given.
+MANIFEST_KEY = "duplicate_threshold"
+CHUNK = 4096  # query vectors per search_many call
+
+
+@dataclass
+class Member:
+    path: str
+    score: float  # cosine similarity to the group's keeper (1.0 for the keeper and its exact copies)
+    keep: bool  # the suggested keeper: most pixels, then largest file, then oldest
+    width: int | None
+    height: int | None
+    bytes: int
+    mtime_ns: int
+    id: int
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "score": self.score, "keep": self.keep, "width": self.width,
+                "height": self.height, "bytes": self.bytes}
+
+
+@dataclass
+class DuplicateGroup:
+    group: int
+    exact: bool  # every member has the same bytes
+    images: list[Member]
+
+    @property
+    def keeper(self) -> Member:
+        return next(m for m in self.images if m.keep)
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "exact": self.exact, "images": [m.to_dict() for m in self.images]}
+
+
+class UndoIncomplete(ImgsimError):
+    """`undo_moves` restored what it could; `conflicts` lists the files it left where they are, and why."""
+
+    def __init__(self, message: str, restored: int, conflicts: list[tuple[str, str]]):
+        super().__init__(message)
+        self.restored = restored
+        self.conflicts = conflicts
+
+
+# --- finding ----------------------------------------------------------------------------------
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:  # path compression
+            self.parent[i], i = root, self.parent[i]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def exact_pairs(records):
+    """(row, row) pairs joining every set of byte-identical records, from their sha1 alone."""
+    order = np.argsort(records.sha1, kind="stable")
+    sha = records.sha1[order]
+    same = np.flatnonzero(sha[1:] == sha[:-1])
+    return zip(order[same].tolist(), order[same + 1].tolist())
+
+
+def near_pairs(version, threshold: float, k: int, progress=None):
+    """Yield (row, row, score) for every image's nearest neighbours scoring at least `threshold`."""
+    engine, records = version.engine(), version.records
+    total, done = max(len(records), 1), 0
+    for ids, vectors, _ in engine.items(CHUNK):
+        rows = records.rows_of(ids)
+        hits = engine.search_many(np.asarray(vectors, np.float32), k + 1)
+        found = [(i, hid, score) for i, row_hits in enumerate(hits) for hid, score in row_hits
+                 if score >= threshold and hid != ids[i]]
+        if found:
+            others = records.rows_of([hid for _, hid, _ in found])
+            for (i, _, score), other in zip(found, others.tolist()):
+                if rows[i] >= 0 and other >= 0:
+                    yield int(rows[i]), other, float(score)
+        done += len(ids)
+        if progress:
+            progress(done / total, f"searched {done:,} of {len(records):,} images for near copies")
+
+
+def picture_hash(path: str) -> np.ndarray | None:
+    """The image's 64-bit perceptual hash (imagehash.phash) as 64 booleans; None if it cannot be read now."""
+    import imagehash
+
+    from .images import open_image, read_bytes
+
+    try:
+        img = open_image(read_bytes(path), path, draft_size=64)
+    except ImgsimError:
+        return None
+    return imagehash.phash(img).hash.reshape(-1)
+
+
+def same_picture(paths, a: int, b: int, hashes: dict) -> bool:
+    """Whether two latent neighbours are the same picture: perceptual hashes within PHASH_MAX_DISTANCE bits."""
+    for row in (a, b):
+        if row not in hashes:
+            hashes[row] = picture_hash(paths[row])
+    if hashes[a] is None or hashes[b] is None:
+        return False  # a file gone or unreadable since indexing cannot be confirmed
+    return int(np.count_nonzero(hashes[a] != hashes[b])) <= PHASH_MAX_DISTANCE
+
+
+def image_size(path: str) -> tuple[int | None, int | None]:
+    """(width, height) from the image's header only (Pillow opens lazily); (None, None) if unreadable."""
+    try:
+        with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - any unreadable file is simply of unknown size
+        return None, None
+
+
+def keeper_order(member: Member) -> tuple:
+    """Sort key: most pixels, then largest file, then oldest, then path (so ties resolve the same way)."""
+    return (-((member.width or 0) * (member.height or 0)), -member.bytes, member.mtime_ns, member.path)
+
+
+def member_vectors(version, rows: set[int]) -> dict[int, np.ndarray]:
+    """The vectors of these rows, collected in one streaming pass over the engine."""
+    wanted = np.asarray(sorted(version.records.ids[list(rows)].tolist()), np.int64)
+    out = {}
+    if not len(wanted):
+        return out
+    for ids, vectors, _ in version.engine().items(CHUNK):
+        hit = np.flatnonzero(np.isin(ids, wanted))
+        for i, row in zip(hit, version.records.rows_of(ids[hit]).tolist()):
+            out[row] = np.asarray(vectors[i], np.float32)
+    return out
+
+
+def find_duplicates(version, threshold: float | None = None, k: int = 10, progress=None) -> list[DuplicateGroup]:
+    """Groups of exact copies (same bytes) and near copies (latents >= threshold) in a model version.
+
+    Each group lists its members, the suggested keeper first, then by score; groups come largest
+    first, then by their first path. `threshold` is a cosine similarity (default DEFAULT_THRESHOLD);
+    `k` the neighbours searched per image (a picture with more than k near copies is still one
+    group, joined through its copies' own neighbours).
+    """
+    if threshold is None:  # a version may carry its own (see MANIFEST_KEY), else the measured default
+        threshold = (getattr(version, "manifest", None) or {}).get(MANIFEST_KEY, DEFAULT_THRESHOLD)
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ImgsimError(f"the duplicate threshold must be a number, got {one_line(threshold)!r}") from None
+    if not -1.0 <= threshold <= 1.0:
+        raise ImgsimError(f"the duplicate threshold is a cosine similarity between -1 and 1, got {threshold}")
+    if int(k) < 1:
+        raise ImgsimError(f"k (neighbours searched per image) must be at least 1, got {k}")
+    records = version.records
+    links = UnionFind(len(records))
+    for a, b in exact_pairs(records):
+        links.union(a, b)
+    hashes = {}
+    for a, b, _ in near_pairs(version, threshold, int(k), progress):
+        if links.find(a) != links.find(b) and same_picture(records.paths, a, b, hashes):
+            links.union(a, b)
+    roots = np.fromiter((links.find(i) for i in range(len(records))), np.int64, count=len(records))
+    order = np.argsort(roots, kind="stable")
+    components = [rows for rows in np.split(order, np.flatnonzero(np.diff(roots[order])) + 1) if len(rows) > 1]
+    near = [rows for rows in components if len(set(records.sha1[rows].tolist())) > 1]
+    vectors = member_vectors(version, {int(r) for rows in near for r in rows})
+    groups = [make_group(version, rows, vectors) for rows in components]
+    groups.sort(key=lambda g: (-len(g.images), min(m.path for m in g.images)))
+    for number, group in enumerate(groups):
+        group.group = number
+    if progress:
+        progress(1.0, f"{len(groups)} groups of copies")
+    return groups
+
+
+def make_group(version, rows: np.ndarray, vectors: dict) -> DuplicateGroup:
+    """A group's members, the suggested keeper first; scores are cosine similarity to the keeper."""
+    records = version.records
+    members = {}
+    for row in rows.tolist():
+        width, height = image_size(records.paths[row])
+        members[row] = Member(records.paths[row], 1.0, False, width, height, int(records.sizes[row]),
+                              int(records.mtimes[row]), int(records.ids[row]))
+    keeper = min(members, key=lambda r: keeper_order(members[r]))
+    members[keeper].keep = True
+    exact = len(set(records.sha1[rows].tolist())) == 1
+    if not exact:
+        for row, member in members.items():
+            if records.sha1[row] != records.sha1[keeper]:  # an exact copy of the keeper scores 1.0
+                member.score = round(float(np.clip(vectors[row] @ vectors[keeper], -1.0, 1.0)), 4)
+    others = sorted((m for r, m in members.items() if r != keeper), key=lambda m: (-m.score, m.path))
+    return DuplicateGroup(0, exact, [members[keeper], *others])
+
+
+def duplicates_csv(groups: list[DuplicateGroup]) -> str:
+    """One row per member: group, path, role ("keep" or "duplicate"), score, exact; safe for spreadsheets."""
+    rows = ([g.group, m.path, "keep" if m.keep else "duplicate", m.score, "true" if g.exact else "false"]
+            for g in groups for m in g.images)
+    return csv_text(["group", "path", "role", "score", "exact"], rows)
+
+
+# --- moving and undoing -----------------------------------------------------------------------
+
+def check_target(target_folder, root) -> None:
+    """Refuse a target folder inside the collection `root`: the next index would find the moved copies again."""
+    target, root = Path(target_folder).expanduser().resolve(), Path(root).expanduser().resolve()
+    if target == root or root in target.parents:
+        raise ImgsimError(f"{one_line(target)}: inside the collection {one_line(root)}; the moved copies would be "
+                          "indexed again. Choose a folder outside it")
+
+
+def plan_moves(groups, target: Path, keep: dict | None) -> list[tuple[str, str]]:
+    """(from, to) for every member not kept, checked before anything moves."""
+    keep = dict(keep or {})
+    by_number = {g.group: g for g in groups}
+    for number, path in keep.items():
+        group = by_number.get(number)
+        if group is None:
+            raise ImgsimError(f"no duplicate group {one_line(number)} to keep {one_line(path)} in")
+        if path not in {m.path for m in group.images}:
+            raise ImgsimError(f"{one_line(path)}: not a member of duplicate group {number}")
+    sources = []
+    for group in groups:
+        kept = keep.get(group.group) or group.keeper.path
+        sources += [m.path for m in group.images if m.path != kept]
+    if len(set(sources)) != len(sources):
+        raise ImgsimError("the same file is listed in two duplicate groups; find the duplicates again")
+    for source in sources:
+        path = Path(source)
+        if path.is_symlink() or not path.is_file():
+            raise ImgsimError(f"{one_line(source)}: no longer there (or not a plain file); find the duplicates "
+                              "again before moving")
+        folder = path.parent.resolve()
+        if target == folder or folder in target.parents or target in path.resolve().parents:
+            raise ImgsimError(f"{one_line(target)}: inside or next to the copies' own folder {one_line(folder)}; "
+                              "moving there would put them back into the collection. Choose a folder outside it")
+    if not sources:
+        return []
+    root = Path(os.path.commonpath([str(Path(s).resolve().parent) for s in sources]))
+    planned, moves = set(), []
+    for source in sources:
+        dest = unique_name(target / Path(source).resolve().relative_to(root), planned)
+        planned.add(dest)
+        moves.append((source, str(dest)))
+    return moves
+
+
+def unique_name(path: Path, taken: set) -> Path:
+    """`path`, or `name (1).ext`, `name (2).ext` ... : the first that neither exists nor is planned."""
+    candidate, n = path, 0
+    while candidate in taken or os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+    return candidate
+
+
+def move_file(source: str, dest: str) -> None:
+    """Move without ever overwriting: a hard link (fails if dest exists) then unlink, or an exclusive copy."""
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except FileExistsError:
+        raise
+    except OSError:  # another file system, or one without hard links
+        with open(source, "rb") as src, open(dest, "xb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copystat(source, dest)
+    os.unlink(source)
+
+
+def write_log(path: Path, data: dict) -> None:
+    """Create the log (never over an existing file) and make it durable before any file moves."""
+    with open(path, "x", encoding="ascii") as fh:
+        json.dump(data, fh, indent=1, ensure_ascii=True)  # undecodable names survive as \\udcxx
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def move_duplicates(groups: list[DuplicateGroup], target_folder, keep: dict[int, str] | None = None, log=None) -> Path:
+    """Move every member but each group's keeper (or `keep[group]`) into `target_folder`; returns the undo log.
+
+    Files keep their folders relative to the copies' common folder; a name already taken gets
+    " (1)", " (2)" ... Nothing is overwritten or deleted. The log (default
+    `target_folder/imgsim-moves-<time>.json`) lists every move and is written before the first.
+    """
+    target = Path(target_folder).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ImgsimError(f"{one_line(target)}: not a folder")
+    target = target.resolve()
+    moves = plan_moves(groups, target, keep)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    log_path = Path(log).expanduser() if log else unique_name(target / f"imgsim-moves-{stamp}.json", set())
+    created = not target.exists()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        write_log(log_path, {"format": 1, "created": stamp, "target": str(target),
+                             "moves": [{"from": a, "to": b} for a, b in moves]})
+    except FileExistsError:
+        raise ImgsimError(f"{one_line(log_path)}: already exists; choose another log file") from None
+    except OSError as exc:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)  # only what this call made: an empty folder
+        where = exc.filename or target
+        raise ImgsimError(f"{one_line(where)}: cannot write there ({exc.strerror or exc}); nothing was moved") from None
+    for done, (source, dest) in enumerate(moves):
+        try:
+            move_file(source, dest)
+        except OSError as exc:
+            raise ImgsimError(f"{one_line(source)}: could not move it ({exc.strerror or exc}); {done} of {len(moves)} "
+                              f"files were moved, undo with the log {one_line(log_path)}") from None
+    return log_path
+
+
+def remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents while they are empty, up to (not including) `top`."""
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def undo_moves(log) -> int:
+    """Put every file a move log lists back where it was; returns how many were put back.
+
+    A file that now exists at its original path is left alone (never overwritten): the rest are
+    restored, then UndoIncomplete names what was left. Running it twice restores nothing twice.
+    """
+    log = Path(log).expanduser()
+    try:
+        data = json.loads(log.read_text(encoding="ascii"))
+        moves = [(str(m["from"]), str(m["to"])) for m in data["moves"]]
+        target = Path(data["target"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImgsimError(f"{one_line(log)}: not a readable imgsim move log ({type(exc).__name__})") from None
+    restored, conflicts = 0, []
+    for source, dest in reversed(moves):
+        here, there = os.path.lexists(source), os.path.lexists(dest)
+        if here and there:
+            if os.path.samefile(source, dest):  # a move killed between link and unlink
+                os.unlink(dest)
+                restored += 1
+            else:
+                conflicts.append((source, "a file is at the original path again"))
+        elif there:
+            try:
+                move_file(dest, source)
+                restored += 1
+                remove_empty_folders(Path(dest).parent, target)
+            except OSError as exc:
+                conflicts.append((source, f"could not move it back ({exc.strerror or exc})"))
+        elif not here:
+            conflicts.append((source, f"missing from {one_line(dest)}"))
+    if conflicts:
+        listed = "; ".join(f"{one_line(p)}: {why}" for p, why in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        raise UndoIncomplete(f"put {restored} file(s) back; left {len(conflicts)}: {listed}{more}", restored, conflicts)
+    return restored
+
+
+__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "DuplicateGroup", "Member", "UndoIncomplete", "check_target", "duplicates_csv",
+           "find_duplicates", "move_duplicates", "undo_moves"]

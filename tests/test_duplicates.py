@@ -1,0 +1,301 @@
+"""Near-duplicates: exact and near copies found, hard negatives left apart, keeper rule, exports, move and undo."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance
+
+from imgsim import duplicates
+from imgsim.duplicates import DuplicateGroup, Member, duplicates_csv, find_duplicates, move_duplicates, undo_moves
+from imgsim.errors import ImgsimError
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+NEAR = ("reencoded.jpg", "half.png", "double.png", "cropped.png", "brighter.png")
+
+
+def fit(img: Image.Image, side: int) -> Image.Image:
+    scale = side / max(img.size)
+    return img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory) -> Path:
+    return build_copies(tmp_path_factory.mktemp("dups") / "photos")
+
+
+def build_copies(root: Path) -> Path:
+    """Per photograph: an original (its left 55 %), an exact copy elsewhere, five near copies (JPEG
+    quality 60, 50 % and 200 % size, 10 % of the area cropped, 10 % brighter) and a hard negative
+    (its right 45 %: the same photograph, no pixel in common)."""
+    from imgsim.demo import source_photos
+
+    photos = source_photos()
+    for name in PHOTOS:
+        photo, folder = photos[name], root / name
+        folder.mkdir(parents=True)
+        w, h = photo.size
+        original = fit(photo.crop((0, 0, round(w * 0.55), h)), 160)
+        original.save(folder / "original.png")
+        (root / "backup").mkdir(exist_ok=True)
+        shutil.copyfile(folder / "original.png", root / "backup" / f"{name}.PNG")  # same bytes, other name
+        original.save(folder / "reencoded.jpg", quality=60)
+        fit(original, 80).save(folder / "half.png")
+        fit(original, 320).save(folder / "double.png")
+        ow, oh = original.size
+        cut = (1 - 0.9 ** 0.5) / 2  # 2.6 % off each side: 10 % of the area gone
+        original.crop((round(ow * cut), round(oh * cut), round(ow * (1 - cut)), round(oh * (1 - cut)))).save(
+            folder / "cropped.png")
+        ImageEnhance.Brightness(original).enhance(1.1).save(folder / "brighter.png")
+        fit(photo.crop((round(w * 0.55), 0, w, h)), 160).save(folder / "other-crop.png")
+    old = 1_500_000_000_000_000_000
+    os.utime(root / "backup" / "astronaut.PNG", ns=(old, old))  # the older of two identical files is kept
+    return root
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory, copies):
+    from imgsim import Settings, store
+    from imgsim.training import train
+
+    model_dir = tmp_path_factory.mktemp("dup-models") / "models"
+    train(Settings(model_dir=model_dir, images=copies, image_size=32, latent_dim=32, epochs=2, batch_size=8,
+                   clusters=2, seed=0, workers=1))
+    return store.load_version(model_dir)
+
+
+@pytest.fixture(scope="module")
+def groups(version):
+    return find_duplicates(version)
+
+
+def group_of(groups, path) -> DuplicateGroup | None:
+    return next((g for g in groups if str(path) in {m.path for m in g.images}), None)
+
+
+def test_exact_copies_are_found_by_their_bytes(version, groups, copies):
+    # Exact copies need no model: at a threshold no near pair reaches, only same-bytes groups remain.
+    exact_only = find_duplicates(version, threshold=1.0, k=1)
+    found = {frozenset(m.path for m in g.images) for g in exact_only}
+    for name in PHOTOS:
+        assert frozenset({str(copies / name / "original.png"), str(copies / "backup" / f"{name}.PNG")}) in found
+    assert all(g.exact and all(m.score == 1.0 for m in g.images) for g in exact_only)
+    assert len(exact_only) == len(PHOTOS)
+
+
+def test_near_copies_join_the_exact_group_of_their_original(groups, copies):
+    for name in PHOTOS:
+        group = group_of(groups, copies / name / "original.png")
+        assert group is not None and not group.exact
+        paths = {m.path for m in group.images}
+        assert str(copies / "backup" / f"{name}.PNG") in paths
+        for near in NEAR:
+            assert str(copies / name / near) in paths, (name, near)
+
+
+def test_hard_negatives_are_not_grouped_at_the_default_threshold(groups, copies):
+    for name in PHOTOS:
+        assert group_of(groups, copies / name / "other-crop.png") is None
+    originals = [group_of(groups, copies / name / "original.png") for name in PHOTOS]
+    assert len({id(g) for g in originals}) == len(PHOTOS)  # no two photographs share a group
+    assert len(groups) == len(PHOTOS)
+
+
+def test_keeper_has_most_pixels_then_largest_file_then_is_oldest(groups, copies):
+    for name in PHOTOS:
+        group = group_of(groups, copies / name / "original.png")
+        assert group.images[0].keep and sum(m.keep for m in group.images) == 1
+        assert group.images[0].path == str(copies / name / "double.png")  # 320 px beats 160 px
+        assert (group.images[0].width, group.images[0].height) == Image.open(copies / name / "double.png").size
+        assert group.images[0].score == 1.0
+        scores = [m.score for m in group.images[1:]]
+        assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+        copy = next(m for m in group.images if m.path.endswith(f"{name}.PNG"))
+        original = next(m for m in group.images if m.path.endswith("original.png"))
+        assert copy.score == original.score  # the same bytes score the same
+
+
+def test_keeper_ties_go_to_the_larger_file_then_the_older(version, copies):
+    keepers = {g.images[0].path for g in find_duplicates(version, threshold=1.0, k=1)}
+    # Identical files: astronaut's backup copy was made older than its original; the others' are newer.
+    assert str(copies / "backup" / "astronaut.PNG") in keepers
+    assert {str(copies / name / "original.png") for name in PHOTOS[1:]} <= keepers
+    bigger = Member("/b.jpg", 0.9, False, 10, 10, 200, 5, 1)
+    smaller_older = Member("/a.jpg", 0.9, False, 10, 10, 100, 1, 2)
+    unknown_size = Member("/c.jpg", 0.9, False, None, None, 10**9, 0, 3)
+    ranked = sorted([smaller_older, unknown_size, bigger], key=duplicates.keeper_order)
+    assert [m.path for m in ranked] == ["/b.jpg", "/a.jpg", "/c.jpg"]
+
+
+def test_groups_are_sorted_and_numbered_deterministically(version, groups):
+    again = find_duplicates(version)
+    assert [g.to_dict() for g in again] == [g.to_dict() for g in groups]
+    assert [g.group for g in groups] == list(range(len(groups)))
+    keys = [(-len(g.images), min(m.path for m in g.images)) for g in groups]
+    assert keys == sorted(keys)
+
+
+def test_json_shape(groups):
+    data = json.loads(json.dumps([g.to_dict() for g in groups]))
+    first = data[0]
+    assert set(first) == {"group", "exact", "images"} and first["group"] == 0 and first["exact"] is False
+    assert set(first["images"][0]) == {"path", "score", "keep", "width", "height", "bytes"}
+    assert first["images"][0]["keep"] is True and isinstance(first["images"][0]["bytes"], int)
+    assert os.path.isabs(first["images"][0]["path"])
+
+
+def test_csv_rows_are_one_per_member_and_never_formulas(groups):
+    hostile = DuplicateGroup(7, True, [Member("=HYPERLINK(\"x\")\n.png", 1.0, True, 1, 1, 1, 1, 1),
+                                       Member("+cmd.png", 1.0, False, None, None, 1, 2, 2)])
+    rows = list(csv.reader(io.StringIO(duplicates_csv([*groups, hostile]))))
+    assert rows[0] == ["group", "path", "role", "score", "exact"]
+    assert len(rows) == 1 + sum(len(g.images) for g in groups) + 2
+    assert rows[1][2] == "keep" and rows[2][2] == "duplicate" and rows[1][4] == "false"
+    assert rows[-2] == ["7", "'=HYPERLINK(\"x\")\\n.png", "keep", "1.0", "true"]
+    assert rows[-1][1] == "'+cmd.png"
+
+
+def test_threshold_and_k_are_checked(version):
+    for bad in ({"threshold": 1.5}, {"threshold": -2}, {"k": 0}):
+        with pytest.raises(ImgsimError):
+            find_duplicates(version, **bad)
+
+
+# --- moving and undoing -------------------------------------------------------------------------
+
+@pytest.fixture
+def movable(tmp_path, groups, copies):
+    """The groups found, over a private copy of the collection's files."""
+    work = Path(shutil.copytree(copies, tmp_path / "photos"))
+
+    def moved(member):
+        return dataclasses.replace(member, path=str(work / Path(member.path).relative_to(copies)))
+
+    return work, [dataclasses.replace(g, images=[moved(m) for m in g.images]) for g in groups]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_move_then_undo_puts_every_file_back_byte_identical(tmp_path, movable):
+    work, groups = movable
+    before = snapshot(work)
+    target = tmp_path / "dups"
+    log = move_duplicates(groups, target)
+    assert log.parent == target and log.name.startswith("imgsim-moves-") and log.suffix == ".json"
+    for group in groups:
+        assert Path(group.keeper.path).exists()
+        assert not any(Path(m.path).exists() for m in group.images if not m.keep)
+    moves = json.loads(log.read_text())["moves"]
+    assert len(moves) == sum(len(g.images) - 1 for g in groups)
+    assert all(Path(m["to"]).is_relative_to(target) and Path(m["to"]).exists() for m in moves)
+    assert len({m["to"] for m in moves}) == len(moves)
+    assert undo_moves(log) == len(moves)
+    assert snapshot(work) == before
+    assert undo_moves(log) == 0  # a second undo finds nothing to put back
+
+
+def test_keep_override_keeps_the_chosen_file(tmp_path, movable):
+    _work, groups = movable
+    chosen = next(m.path for m in groups[0].images if not m.keep)
+    move_duplicates(groups[:1], tmp_path / "dups", keep={groups[0].group: chosen})
+    assert Path(chosen).exists() and not Path(groups[0].keeper.path).exists()
+    with pytest.raises(ImgsimError, match="not a member"):
+        move_duplicates(groups[1:2], tmp_path / "dups2", keep={groups[1].group: chosen})
+    with pytest.raises(ImgsimError, match="no duplicate group"):
+        move_duplicates(groups[1:2], tmp_path / "dups3", keep={99: chosen})
+
+
+def test_move_never_overwrites_a_file_in_the_target(tmp_path, movable):
+    work, groups = movable
+    target = tmp_path / "dups"
+    first = next(m for m in groups[0].images if not m.keep)
+    relative = Path(first.path).relative_to(work)
+    squatter = target / relative
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"mine")
+    original_bytes = Path(first.path).read_bytes()
+    log = move_duplicates(groups, target)
+    assert squatter.read_bytes() == b"mine"
+    to = next(m["to"] for m in json.loads(log.read_text())["moves"] if m["from"] == first.path)
+    assert Path(to).name == f"{relative.stem} (1){relative.suffix}" and Path(to).read_bytes() == original_bytes
+    undo_moves(log)
+    assert squatter.read_bytes() == b"mine" and Path(first.path).read_bytes() == original_bytes
+
+
+def test_undo_refuses_to_overwrite_a_file_that_reappeared(tmp_path, movable):
+    _work, groups = movable
+    log = move_duplicates(groups, tmp_path / "dups")
+    moves = json.loads(log.read_text())["moves"]
+    Path(moves[0]["from"]).write_bytes(b"new file")
+    with pytest.raises(duplicates.UndoIncomplete, match="original path") as info:
+        undo_moves(log)
+    assert info.value.restored == len(moves) - 1 and [p for p, _ in info.value.conflicts] == [moves[0]["from"]]
+    assert Path(moves[0]["from"]).read_bytes() == b"new file" and Path(moves[0]["to"]).exists()
+
+
+def test_a_move_that_fails_half_way_can_be_undone(tmp_path, movable, monkeypatch):
+    work, groups = movable
+    before = snapshot(work)
+    real, calls = duplicates.move_file, []
+
+    def fail_on_third(source, dest):  # a disk that fills up mid-run
+        calls.append(source)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(source, dest)
+
+    monkeypatch.setattr(duplicates, "move_file", fail_on_third)
+    with pytest.raises(ImgsimError, match="2 of .* moved, undo with the log") as info:
+        move_duplicates(groups, tmp_path / "dups")
+    monkeypatch.undo()
+    log = next((tmp_path / "dups").glob("imgsim-moves-*.json"))
+    assert str(log) in str(info.value)
+    assert undo_moves(log) == 2
+    assert snapshot(work) == before
+
+
+def test_bad_targets_and_missing_files_move_nothing(tmp_path, movable):
+    work, groups = movable
+    before = snapshot(work)
+    keeper_folder = Path(groups[0].keeper.path).parent
+    (tmp_path / "a-file").write_bytes(b"x")
+    cases = {
+        "inside the copies' folder": keeper_folder / "dups",
+        "the collection itself": work,
+        "an ancestor of it": tmp_path,
+        "a file": tmp_path / "a-file",
+        "under a file": tmp_path / "a-file" / "dups",
+    }
+    for why, target in cases.items():
+        with pytest.raises(ImgsimError) as info:
+            move_duplicates(groups, target)
+        assert "\n" not in str(info.value), why
+        assert snapshot(work) == before, why
+        assert not list(tmp_path.rglob("imgsim-moves-*.json")), why
+    gone = next(m for m in groups[1].images if not m.keep)
+    Path(gone.path).unlink()
+    with pytest.raises(ImgsimError, match="no longer there"):
+        move_duplicates(groups, tmp_path / "dups")
+    assert not (tmp_path / "dups").exists()
+
+
+def test_check_target_refuses_a_folder_inside_the_collection(tmp_path):
+    duplicates.check_target(tmp_path / "elsewhere", tmp_path / "photos")
+    with pytest.raises(ImgsimError, match="inside the collection"):
+        duplicates.check_target(tmp_path / "photos" / "dups", tmp_path / "photos")
+
+
+def test_undo_of_something_that_is_not_a_log_is_one_line(tmp_path):
+    bad = tmp_path / "log.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ImgsimError, match="not a readable imgsim move log"):
+        undo_moves(bad)
