@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,8 @@ def same_picture(paths, a: int, b: int, hashes: dict) -> bool:
 def image_size(path: str) -> tuple[int | None, int | None]:
     """(width, height) from the image's header only (Pillow opens lazily); (None, None) if unreadable."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO put there since indexing would block the open
+            return None, None
         with Image.open(path, formats=ALLOWED_FORMATS) as img:
             return img.size
     except Exception:  # noqa: BLE001 - any unreadable file is simply of unknown size
@@ -190,10 +193,12 @@ def member_vectors(version, rows: set[int]) -> dict[int, np.ndarray]:
 
 
 def find_duplicates(version, threshold: float | None = None, k: int = 10, progress=None) -> list[DuplicateGroup]:
-    """Groups of exact copies (same bytes) and near copies (latents >= threshold) in a model version.
+    """Groups of exact copies (same bytes) and near copies (latents >= threshold, pHash confirmed) in a version.
 
     Each group lists its members, the suggested keeper first, then by score; groups come largest
-    first, then by their first path. `threshold` is a cosine similarity (default DEFAULT_THRESHOLD);
+    first, then by their first path. `threshold` is a cosine similarity (default: the manifest's
+    MANIFEST_KEY when a version has one, else DEFAULT_THRESHOLD); a near pair whose file cannot be
+    read now is not confirmed (exact copies still are, from the records);
     `k` the neighbours searched per image (a picture with more than k near copies is still one
     group, joined through its copies' own neighbours).
     """
