@@ -151,7 +151,7 @@ def active_version(cfg: Settings, quiet: bool = False) -> store.Version | None:
             return load_version(str(cfg.model_dir), candidate)
         except ImgsimError as exc:
             if candidate == version_id and not quiet:
-                st.error(f"The active model cannot be used: {exc}")
+                st.error(f"The active model cannot be used: {md(exc)}")
     return None
 
 
@@ -201,7 +201,7 @@ def start_training(run_settings: Settings, build_demo_first: bool = False, where
     except BusyError:
         notice = ("warning", "A training run is already in progress; wait for it to finish.")
     except (ImgsimError, ValueError, OSError) as exc:
-        notice = ("error", str(exc))
+        notice = ("error", md(exc))
     else:
         notice = ("info", "Training started. Searches use the current model until the new one is ready.")
     st.session_state[f"notice-{where}"] = notice
@@ -236,9 +236,9 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool) -> None
     elif detailed and state == "failed" and status.get("stopped"):
         st.info("The last training run was stopped; the active model is unchanged.")
     elif detailed and state == "failed":
-        st.error(f"The last training run failed: {status.get('error')}")
+        st.error(f"The last training run failed: {md(status.get('error'))}")
     elif detailed and state == "finished":
-        st.success(f"The last training run finished: {status.get('message')}")
+        st.success(f"The last training run finished: {md(status.get('message'))}")
 
 
 def first_run(cfg: Settings) -> None:

@@ -26,16 +26,19 @@ def size_text(member) -> str:
     return f"{pixels} · {member.bytes / 1e6:.1f} MB" if member.bytes >= 100_000 else f"{pixels} · {member.bytes / 1e3:.0f} kB"
 
 
-def move(groups, target: str, keep: dict[int, str]) -> None:
+def move(groups, target: str, keep: dict[int, str], root) -> None:
     """Button callback: move every image not kept into `target`, after the confirmation box was ticked."""
     if not common.can_write():
         return
     try:
+        dup.check_target(Path(target).expanduser(), root)  # never into the collection itself
         log = dup.move_duplicates(groups, Path(target).expanduser(), keep=keep)
     except (ImgsimError, OSError, ValueError) as exc:
-        st.session_state["notice-duplicates"] = ("error", one_line(exc))
+        st.session_state["notice-duplicates"] = ("error", common.md(exc))
         return
-    st.session_state["notice-duplicates"] = ("success", f"Moved. The log is {one_line(log)}; undo below puts every file back.")
+    st.session_state["notice-duplicates"] = ("success", f"Moved. The log is {common.md(log)}; undo below puts every "
+                                                        "file back. Run `imgsim index` (or retrain) to drop the moved "
+                                                        "files from the model.")
     st.session_state.setdefault("move-logs", []).append(str(log))
 
 
@@ -45,7 +48,7 @@ def undo(log: str) -> None:
     try:
         count = dup.undo_moves(Path(log))
     except (ImgsimError, OSError, ValueError) as exc:
-        st.session_state["notice-duplicates"] = ("error", one_line(exc))
+        st.session_state["notice-duplicates"] = ("error", common.md(exc))
         return
     st.session_state["notice-duplicates"] = ("success", f"Put {count} file(s) back.")
     st.session_state["move-logs"].remove(log)
@@ -68,7 +71,7 @@ if kind:
 copies = sum(len(g.images) - 1 for g in groups)
 st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "
             f"({sum(g.exact for g in groups)} group(s) of exact copies).")
-st.download_button("Export (CSV: group, path, keep/duplicate, score)", dup.duplicates_csv(groups), on_click="ignore",
+st.download_button("Export (CSV: group, path, keep or duplicate, score, exact)", dup.duplicates_csv(groups), on_click="ignore",
                    file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
 
 keep: dict[int, str] = {}
@@ -96,7 +99,8 @@ if groups and common.can_write():
     moving = sum(len(g.images) - 1 for g in shown)
     sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups above out of the collection into this "
                        "folder (a log allows undo)", key="dup-sure")
-    st.button("Move the others", type="primary", disabled=not sure, on_click=move, args=(shown, target, keep))
+    st.button("Move the others", type="primary", disabled=not sure, on_click=move,
+              args=(shown, target, keep, version.manifest.get("images_root") or cfg.images))
 for log in st.session_state.get("move-logs", []):
     st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{log}", on_click=undo, args=(log,),
               icon=":material/undo:")

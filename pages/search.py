@@ -46,7 +46,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
     try:
         result = searcher.query(source if source is not None else data, n, scope, name=name, data=data)
     except (ImgsimError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(common.md(exc))
         return
     version = searcher.version
     with st.container(key="query"):
@@ -90,14 +90,14 @@ elif how == "URL":
         try:
             data, name = fetch(url), url
         except (ImgsimError, ValueError) as exc:
-            st.error(one_line(exc))
+            st.error(common.md(exc))
 else:
     path = st.selectbox("Image from the collection", version.paths, key="pick",
                         format_func=lambda p: one_line(common.short_name(p, version)))
     try:
         data, name, source = read_bytes(path), Path(path).name, path
     except ImgsimError as exc:
-        st.error(str(exc))
+        st.error(common.md(exc))
 
 if data is None:
     st.caption("Upload an image, paste its URL or pick one from the collection to see the most similar images.")

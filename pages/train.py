@@ -30,7 +30,7 @@ def make_active(model_dir) -> None:
     try:
         store.set_current(model_dir, st.session_state["use-version"])
     except ImgsimError as exc:
-        st.session_state["notice-main"] = ("error", str(exc))
+        st.session_state["notice-main"] = ("error", common.md(exc))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)

@@ -149,3 +149,12 @@ def test_names_with_html_reach_plotly_escaped(model_settings):
     names = {t["name"] for t in figure["data"]}
     assert "group 1 · &lt;a href=&quot;http://127.0.0.1:9/x&quot;&gt;click&lt;/a&gt;&lt;img src=x&gt;" in names
     assert "<a href" not in json.dumps(figure) and "<img" not in json.dumps(figure)
+
+
+def test_error_messages_holding_names_are_text_never_markup(model_settings, tmp_path):
+    """An upload named like Markdown that fails to decode: the error shows the name as typed."""
+    at = open_page(model_settings)
+    name = "![x](http://127.0.0.1:9/t.png)**b**.png"
+    at.file_uploader(key="upload").set_value((name, b"not pixels", "image/png")).run()
+    [error] = at.error
+    assert "\\!\\[x\\]\\(http\\:" in error.value and "![x](" not in error.value
