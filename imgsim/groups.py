@@ -6,8 +6,9 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin, silhouette_score
 
-# Above this many vectors, MiniBatchKMeans: full KMeans (10 starts) grows with N x k x iterations
-# while mini-batches stay near-constant per step (benchmarks/bench_groups.py prints both).
+# Above this many vectors, MiniBatchKMeans. Measured (benchmarks/groups-results.txt, 2 cores): its
+# inertia stays within 0.2-1.6 % of full KMeans (10 starts) at every size from 5K to 200K, while
+# full KMeans takes up to 4 s at 20K and 19 s at 100K (k = 12) against 0.4 and 2.5 s.
 MINIBATCH_ABOVE = 20_000
 SILHOUETTE_SAMPLE = 4_000
 
