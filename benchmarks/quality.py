@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from make_eval_sets import precision_k  # noqa: E402
 
 from imgsim import Settings, evaluation  # noqa: E402
-from imgsim.collection import Skipped, encode_files, iter_decoded, scan_folder  # noqa: E402
+from imgsim.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
 from imgsim.fit import fit_autoencoder  # noqa: E402
 from imgsim.model import compile_encoder, keras  # noqa: E402
 
@@ -86,8 +86,11 @@ def score(folder: Path, settings: Settings, baselines_cache: dict) -> tuple[list
                                            callbacks=[probe])
     history["probe_precision"] = probe.values
     encode = compile_encoder(autoencoder.get_layer("encoder"))
-    kept, vectors, _, failures = encode_files(encode, [str(p) for p in paths], settings.image_size)
-    assert not failures and len(kept) == len(paths)
+    vectors = []
+    for indices, images, _, failures in iter_decoded([str(p) for p in paths], settings.image_size, 64, settings.workers):
+        assert not failures, failures
+        vectors.append(encode(images))
+    vectors = np.concatenate(vectors)  # the metrics are cosine: no need to normalise
     if folder not in baselines_cache:
         baselines_cache[folder] = evaluation.baselines(paths)
     rows = evaluation.evaluate({"imgsim latents": vectors, **baselines_cache[folder]}, labels, k=k)
