@@ -49,6 +49,24 @@ def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[
     return out
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def curves_figure(model_dir: str, version_id: str):
+    """The version's training curves, one panel per measure; built once per version (Plotly figures cost CPU)."""
+    history = common.load_version(model_dir, version_id).history
+    curves = pd.DataFrame([{"epoch": epoch, "value": value, "measure": measure, "data": data}
+                           for key, (measure, data) in CURVES.items() if isinstance(history.get(key), list)
+                           for epoch, value in enumerate(history[key], 1)])
+    if curves.empty:
+        return None
+    fig = px.line(curves, x="epoch", y="value", color="data", facet_col="measure", markers=True, height=300,
+                  labels={"value": "", "data": ""}, color_discrete_sequence=["#2f6fdf", "#f28e2b", "#59a14f"])
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_xaxes(dtick=max(1, curves["epoch"].max() // 6))
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 def settings_form(cfg, run, demo: bool) -> None:
     """The next run's settings and the button that starts it (drawn only for sessions that may write)."""
     with st.form("train-settings"):
@@ -106,22 +124,14 @@ cells[2].metric("Epochs run", metrics.get("epochs_run", "–"))
 cells[3].metric("Val. loss", f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "–")
 cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
 
-curves = pd.DataFrame([{"epoch": epoch, "value": value, "measure": measure, "data": data}
-                       for key, (measure, data) in CURVES.items() if isinstance(version.history.get(key), list)
-                       for epoch, value in enumerate(version.history[key], 1)])
 left, right = st.columns(2)
 with left:
-    st.markdown("**Loss by epoch**")
-    if curves.empty:
+    st.markdown("**Curves by epoch**")
+    figure = curves_figure(str(cfg.model_dir), version.id)
+    if figure is None:
         st.caption("This version has no training history.")
     else:
-        fig = px.line(curves, x="epoch", y="value", color="data", facet_col="measure", markers=True, height=300,
-                      labels={"value": "", "data": ""}, color_discrete_sequence=["#2f6fdf", "#f28e2b"])
-        fig.update_yaxes(matches=None, showticklabels=True)
-        fig.update_xaxes(dtick=max(1, curves["epoch"].max() // 6))
-        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-        fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
-        st.plotly_chart(fig, key="loss")
+        st.plotly_chart(figure, key="loss")
 with right:
     st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
     for row, neighbours in typical_neighbours(str(cfg.model_dir), version.id):
