@@ -49,6 +49,20 @@ def precision_at_k(features, labels, k: int = 10, metric: str = "cosine") -> flo
     return float(np.mean(labels[neighbours] == labels[:, None]))
 
 
+def engine_precision_at_k(vectors, labels, k: int, engine: str) -> float:
+    """precision@k as imgsim answers queries: each image's k nearest others through a vector engine of that kind."""
+    from .engines import make_engine
+
+    vectors, labels = _check(vectors, labels)
+    if not 1 <= k < len(labels):
+        raise ValueError(f"k must be between 1 and {len(labels) - 1} for {len(labels)} items, got {k}")
+    index = make_engine(engine)
+    index.add(np.arange(len(vectors)), vectors, np.zeros(len(vectors), np.int64))
+    hits = index.search_many(vectors, k + 1)
+    found = [[i for i, _ in row if i != own][:k] for own, row in enumerate(hits)]
+    return float(np.mean([np.mean(labels[row] == labels[own]) for own, row in enumerate(found)]))
+
+
 def mean_average_precision(features, labels, metric: str = "cosine") -> float:
     """Mean over items of the average precision of the ranking of all other items by distance.
 
@@ -200,9 +214,12 @@ def run_evaluation(images_root, model_dir, k: int = 10, seed: int = 0) -> str:
     if failures:
         raise ValueError(f"{images_root}: {len(failures)} unreadable file(s), e.g. {next(iter(failures.values()))}")
     rows = evaluate({"imgsim latents": vectors, **baselines(paths, seed)}, labels, k=k)
+    engine = searcher.engine.name
+    through = engine_precision_at_k(vectors, labels, k, engine)  # what `query` answers, approximate engines included
     ari = adjusted_rand(predict_groups(vectors, searcher.version.centres), labels)
     return (f"{images_root}: {len(paths)} images, {len(set(labels))} labels; model version {searcher.version.id}\n"
-            f"{format_table(rows)}\nKMeans groups vs labels: adjusted Rand index {ari:.3f}\n"
+            f"{format_table(rows)}\nimgsim latents through the {engine} engine the version uses: "
+            f"precision@{k} {through:.3f}\nKMeans groups vs labels: adjusted Rand index {ari:.3f}\n"
             f"{label_free_summary(searcher.version.history)}")
 
 

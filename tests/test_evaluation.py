@@ -140,3 +140,16 @@ def test_label_free_summary_reports_the_runs_best_values_or_says_it_has_none():
     assert "16 held-out images" in line and "twin_recall@1 0.812" in line and "twin_mrr 0.875" in line
     assert "not recorded" in evaluation.label_free_summary({"loss": [1.0]})
     assert "not recorded" in evaluation.label_free_summary(None)
+
+
+@pytest.mark.parametrize("engine", ["exact", "faiss"])
+def test_precision_through_an_engine_matches_the_exact_computation(engine):
+    from imgsim.evaluation import engine_precision_at_k, precision_at_k
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(20), 30)
+    centres = rng.normal(size=(20, 16))
+    vectors = (centres[labels] + 0.9 * rng.normal(size=(len(labels), 16))).astype(np.float32)
+    exact = precision_at_k(vectors, labels, k=10)
+    assert 0.3 < exact < 0.99  # neither trivial nor hopeless
+    assert engine_precision_at_k(vectors, labels, 10, engine) == pytest.approx(exact, abs=0.02 if engine == "faiss" else 1e-9)
