@@ -134,7 +134,7 @@ def train_base_model(folder: Path, model_dir: Path, sample: int) -> dict:
             (sample_dir / f.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, sample_dir / f.parent.name / f.name)
     shutil.rmtree(model_dir, ignore_errors=True)
-    report = train(Settings(model_dir=model_dir, images=sample_dir, epochs=2, patience=5))
+    report = train(Settings(model_dir=model_dir, images=sample_dir, epochs=2, patience=5, min_steps=0))
     return {"train_images_per_s": report.metrics["train_images_per_second"], "train_images": report.images}
 
 

@@ -28,6 +28,8 @@ class Settings:
     validation_split: float = 0.1
     patience: int = 3
     workers: int = 2
+    min_steps: int | None = None  # training budget in optimiser steps (None: imgsim.fit's measured default; 0: epochs only)
+    max_steps: int | None = None
     engine: str = "auto"  # vector engine: auto (exact below engines.CROSSOVER, faiss above), exact, faiss, milvus
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
 
@@ -66,5 +68,6 @@ class Settings:
 
     def training_dict(self) -> dict:
         """The settings that shape a model, as stored in a version's manifest."""
-        keys = ("image_size", "latent_dim", "epochs", "batch_size", "clusters", "seed", "validation_split", "patience")
+        keys = ("image_size", "latent_dim", "epochs", "batch_size", "clusters", "seed", "validation_split", "patience",
+                "min_steps", "max_steps")
         return {k: getattr(self, k) for k in keys}

@@ -139,8 +139,9 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "loss": history["loss"][-1] if history.get("loss") else None,
             "val_loss": min(history["val_loss"]) if history.get("val_loss") else None,
             "train_seconds": round(train_seconds, 1),
-            "train_images_per_second": round((history.get("images_seen") or epochs_run * len(paths))
-                                             / max(train_seconds, 1e-9), 1),
+            "train_images_per_second": history.get("train_images_per_second")
+                                       or round(epochs_run * len(paths) / max(train_seconds, 1e-9), 1),
+            "steps": history.get("steps"),
             # the label-free measure (imgsim.fit.twin_retrieval) of the weights kept
             **{k: history.get(f"best_{k}") for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")},
             **summary,

@@ -296,8 +296,9 @@ def sidebar(cfg: Settings) -> None:
             a, b = st.columns(2)
             a.metric("Images", metrics.get("images", len(version)))
             b.metric("Groups", len(version.centres))
-            val_loss, silhouette = metrics.get("val_loss") or metrics.get("loss"), metrics.get("silhouette")
-            a.metric("Val. loss", f"{val_loss:.4f}" if val_loss is not None else "–")
+            twin, silhouette = metrics.get("twin_recall@1"), metrics.get("silhouette")
+            a.metric("Twin recall@1", f"{twin:.2f}" if twin is not None else "–",
+                     help="Label-free check: how often a held-out image's augmented view finds its twin first")
             b.metric("Silhouette", f"{silhouette:.3f}" if silhouette is not None else "–")
         training_progress(cfg, where="sidebar")
         access_panel()

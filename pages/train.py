@@ -12,7 +12,7 @@ from pages import common
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
 LATENTS = [16, 32, 64, 128, 256, 512]
 CURVES = {"loss": ("total loss", "training"), "val_loss": ("total loss", "validation"),
-          "twin_recall@1": ("twin recall@1 (label-free)", "held out"),
+          "twin_recall@1": ("twin recall@1 (label-free)", "held out"), "twin_mrr": ("twin MRR (label-free)", "held out"),
           "reconstruction": ("reconstruction error", "training"), "val_reconstruction": ("reconstruction error", "validation")}
 
 
@@ -121,7 +121,7 @@ cells = st.columns(5)
 cells[0].metric("Images", metrics.get("images", len(version)))
 cells[1].metric("Groups", len(version.centres))
 cells[2].metric("Epochs run", metrics.get("epochs_run", "–"))
-cells[3].metric("Val. loss", f"{metrics['val_loss']:.4f}" if metrics.get("val_loss") is not None else "–")
+cells[3].metric("Twin recall@1", f"{metrics['twin_recall@1']:.2f}" if metrics.get("twin_recall@1") is not None else "–")
 cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
 
 left, right = st.columns(2)
