@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from .engines.segments import fsync_path, sha256_of
 from .errors import BusyError, ImgsimError, ModelNotFoundError
 from .records import Records
 from .text import one_line
@@ -183,22 +183,6 @@ def is_busy(model_dir) -> bool:
 def clear_staging(model_dir) -> None:
     """Remove versions left unfinished by a killed run (call with the writer lock held)."""
     shutil.rmtree(Path(model_dir) / "staging", ignore_errors=True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json(path: Path, data) -> None:
