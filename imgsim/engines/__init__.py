@@ -125,6 +125,21 @@ def check_rows(ids, vectors, groups, dim: int | None):
     return ids, vectors, groups
 
 
+def per_group(queries: np.ndarray, n: int, group, exclude, search) -> list:
+    """Answer `search(queries, n, group, exclude)` for one group (or None), or row by row for one group per row."""
+    if group is None or np.ndim(group) == 0:
+        return search(queries, int(n), None if group is None else int(group), exclude)
+    group = np.asarray(group).reshape(-1)
+    if len(group) != len(queries):
+        raise ValueError(f"{len(group)} groups for {len(queries)} query vectors")
+    results = [None] * len(queries)
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        for row, hits in zip(rows, search(queries[rows], int(n), int(g), exclude)):
+            results[row] = hits
+    return results
+
+
 def id_array(ids) -> np.ndarray:
     """Any iterable of ids (set, list, array) as a 1-D int64 array."""
     if isinstance(ids, (set, frozenset)) or not hasattr(ids, "__len__"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise
+from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise, per_group
 from .segments import FORMAT, SEGMENTS_DIR, Segment, fsync_path, merge
 
 SCORES_BUDGET = 1 << 22  # floats in one (queries x rows) block of scores: 16 MB
@@ -126,17 +126,7 @@ class ExactEngine(VectorEngine):
             return [[] for _ in range(len(queries))]
         queries = normalise(queries, self.dim_)
         exclude = np.unique(id_array(exclude))
-        if group is None or np.ndim(group) == 0:
-            return self._search_group(queries, int(n), None if group is None else int(group), exclude)
-        group = np.asarray(group).reshape(-1)
-        if len(group) != len(queries):
-            raise ValueError(f"{len(group)} groups for {len(queries)} query vectors")
-        results = [None] * len(queries)
-        for g in np.unique(group):
-            rows = np.flatnonzero(group == g)
-            for row, hits in zip(rows, self._search_group(queries[rows], int(n), int(g), exclude)):
-                results[row] = hits
-        return results
+        return per_group(queries, n, group, exclude, self._search_group)
 
     def _search_group(self, queries, n, group, exclude) -> list[list[tuple[int, float]]]:
         scores, ids = [], []

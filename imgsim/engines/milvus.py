@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BusyError
-from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise
+from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise, per_group
 
 FORMAT = 1
 BATCH = 1000  # rows per insert/upsert request and ids per `in [...]` query
@@ -293,17 +293,7 @@ class MilvusEngine(VectorEngine):
             raise ValueError(f"Milvus returns at most {MAX_LIMIT} neighbours per query, {n} asked")
         queries = normalise(queries, self.dim_)
         exclude = np.unique(id_array(exclude))
-        if group is None or np.ndim(group) == 0:
-            return self._search(queries, int(n), group, exclude)
-        group = np.asarray(group).reshape(-1)
-        if len(group) != len(queries):
-            raise ValueError(f"{len(group)} groups for {len(queries)} query vectors")
-        results = [None] * len(queries)
-        for g in np.unique(group):
-            rows = np.flatnonzero(group == g)
-            for row, hits in zip(rows, self._search(queries[rows], int(n), int(g), exclude)):
-                results[row] = hits
-        return results
+        return per_group(queries, n, group, exclude, self._search)
 
     def _search(self, queries, n, group, exclude) -> list[list[tuple[int, float]]]:
         expression, partitions = self._visible(), None
