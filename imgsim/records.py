@@ -194,8 +194,10 @@ def remove_rows(model_dir, entries: list, removed_ids, verify: bool = True) -> l
 
 
 def dead_share(model_dir, entries: list) -> float:
+    """The share of dead rows, from the small dead-row files alone (no segment is loaded)."""
+    folder = Path(model_dir) / SEGMENTS_DIR
     total = sum(e["rows"] for e in entries)
-    dead = sum(int(load_segment(model_dir, e, verify=False)[1].sum()) for e in entries if e.get("dead"))
+    dead = sum(len(np.load(checked_path(folder, e["dead"], False), mmap_mode="r")) for e in entries if e.get("dead"))
     return dead / total if total else 0.0
 
 

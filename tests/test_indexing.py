@@ -158,3 +158,13 @@ def test_index_reads_the_headers_of_new_files_only(grown, monkeypatch):
     monkeypatch.setattr(imgsim.collection, "sniff", lambda path: (opened.append(path), real(path))[1])
     assert index(settings).added == 1
     assert opened == [str(photos / "fresh.jpg")]  # unchanged files were not opened again
+
+
+def test_records_are_compacted_once_a_quarter_of_them_is_dead(grown):
+    settings, photos = grown
+    for path in sorted(photos.rglob("*.jpg"))[:8]:  # 8 of 24: a third dead
+        path.unlink()
+    index(settings)
+    version = store.load_version(settings.model_dir)
+    [entry] = version.manifest["records"]
+    assert entry["dead"] is None and entry["rows"] == len(version) == 16
