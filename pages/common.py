@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -127,13 +128,17 @@ def preload(cfg: Settings, version: store.Version) -> None:
 
 
 @st.cache_data(max_entries=5_000, show_spinner=False)  # about 50 MB of JPEGs
-def _thumbnail(path: str, mtime: int, px: int) -> bytes:
-    return thumbnail_or_placeholder(path, px)
+def _thumbnail(path: bytes, mtime: int, px: int) -> bytes:
+    return thumbnail_or_placeholder(os.fsdecode(path), px)
 
 
 def thumbnail(path: str, px: int = 192) -> bytes:
-    """A cached JPEG thumbnail; an edited file (new mtime) gets a new one."""
-    return _thumbnail(str(path), mtime_ns(path), px)
+    """A cached JPEG thumbnail; an edited file (new mtime) gets a new one.
+
+    The cache key is the path's bytes: Streamlit hashes a str as UTF-8, which a file name that
+    is not UTF-8 (held as lone surrogates) cannot be.
+    """
+    return _thumbnail(os.fsencode(path), mtime_ns(path), px)
 
 
 def spread(rows: list[int], count: int) -> list[int]:

@@ -229,3 +229,26 @@ def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, 
     undo.click().run()
     assert original.exists() and copy.exists() and original.read_bytes() == copy.read_bytes()
     assert any("back" in e.value for e in at.success)
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_on_every_page(model_settings, tiny_collection, tmp_path):
+    import os
+
+    from imgsim.indexing import index
+
+    photos = shutil.copytree(tiny_collection, tmp_path / "photos")
+    bad = os.path.join(os.fsencode(photos), b"caf\xe9\n-x.jpg")
+    shutil.copy(os.fsencode(sorted(photos.rglob("*.jpg"))[0]), bad)
+    settings = model_settings.replace(images=photos)
+    index(settings)
+    assert os.fsdecode(bad) in store.load_version(settings.model_dir).paths  # stored exactly
+    at = open_app(settings)
+    for page in PAGES:
+        visit(at, page)  # thumbnails of that file are cached by its bytes, never hashed as UTF-8
+        assert not at.error, page
+    at.switch_page("pages/search.py").run()
+    at.segmented_control(key="how").set_value("Collection").run()
+    [shown] = [o for o in at.selectbox(key="pick").options if "caf" in o]
+    assert shown == "caf\\xe9\\n-x.jpg"
+    at.selectbox(key="pick").select(os.fsdecode(bad)).run()
+    assert not at.exception and not at.error and len(at.image) == 1 + 8
