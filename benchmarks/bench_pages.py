@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_pages.py --model-dir M --images I   # an existing model, e.g. 5,000 images
     .venv/bin/python benchmarks/bench_pages.py --profile             # where imgsim's server CPU goes, per page (py-spy)
 
-Serves imgsim (`streamlit run app.py`, IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
+Serves imgsim as run.sh does (scripts/serve.py: `streamlit run app.py` plus the model warm-up; IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
 empty page with an uploader that shows the upload nine times) on free loopback ports, and drives Debian's Chromium
 with Playwright. Every page view is a new browser context (no cache shared), and the reference is measured before
 each imgsim page, so both see the same machine load. Measured:
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "pages"
 REFERENCE = ROOT / "benchmarks" / "reference_app.py"
+SERVE = ROOT / "scripts" / "serve.py"  # how run.sh starts the dashboard
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -100,13 +101,15 @@ class Server:
     """`streamlit run SCRIPT` on a free loopback port, headless, no file watcher; its log in benchmarks/out/pages/."""
 
     def __init__(self, name: str, script: Path, env: dict):
+        """`script` is a Streamlit script, or scripts/serve.py (imgsim as run.sh starts it: app.py plus the warm-up)."""
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = OUT / f"{name}-{self.port}.log"
         OUT.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true",
+                [sys.executable, *([str(script)] if script == SERVE else ["-m", "streamlit", "run", str(script)]),
+                 "--server.headless=true",
                  f"--server.port={self.port}", "--server.address=127.0.0.1", "--server.fileWatcherType=none",
                  "--browser.gatherUsageStats=false"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -487,7 +490,7 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
     from playwright.async_api import async_playwright
 
     env = server_env(model_dir, images)
-    servers = [Server("imgsim", ROOT / "app.py", env), Server("reference", REFERENCE, dict(os.environ))]
+    servers = [Server("imgsim", SERVE, env), Server("reference", REFERENCE, dict(os.environ))]
     try:
         for server in servers:
             await asyncio.to_thread(server.wait_ready)
@@ -534,7 +537,7 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
                         browser, lambda: Server("reference-fresh", REFERENCE, dict(os.environ)), "/",
                         reference.ready, 9, query))
                     firsts["search"].append(await first_search(
-                        browser, lambda: Server("imgsim-fresh", ROOT / "app.py", env), "/", "heading:Search", 8,
+                        browser, lambda: Server("imgsim-fresh", SERVE, env), "/", "heading:Search", 8,
                         query))
             finally:
                 await browser.close()

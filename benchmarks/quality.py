@@ -9,6 +9,7 @@ reported on its held-out images.
     .venv/bin/python benchmarks/make_eval_sets.py
     .venv/bin/python benchmarks/quality.py [--eval data/eval] [--only photos] [--epochs E]
     .venv/bin/python benchmarks/quality.py --only photos-hard-8 --set fit.MIN_STEPS=300 --set model.VIEWS.grey=0
+    .venv/bin/python benchmarks/quality.py --only photos --setting batch_size=16 --json out.jsonl
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -104,6 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="override the default epochs")
     parser.add_argument("--image-size", type=int, help="override the default image size")
     parser.add_argument("--set", action="append", default=[], help="experiment: module.NAME[.key]=literal")
+    parser.add_argument("--setting", action="append", default=[], help="experiment: Settings field=literal")
+    parser.add_argument("--json", type=Path, help="also write each collection's figures to this file (JSON lines)")
     args = parser.parse_args(argv)
     for assignment in args.set:
         apply_override(assignment)
@@ -116,7 +120,8 @@ def main(argv=None) -> int:
         print("overrides: " + ", ".join(args.set))
     cache = {}
     for folder in collections:
-        settings = Settings().replace(epochs=args.epochs, image_size=args.image_size)
+        fields = {k: ast.literal_eval(v) for k, v in (a.split("=", 1) for a in args.setting)}
+        settings = Settings().replace(epochs=args.epochs, image_size=args.image_size, **fields)
         start = time.perf_counter()
         rows, history, k = score(folder, settings, cache)
         seconds = time.perf_counter() - start
@@ -133,6 +138,13 @@ def main(argv=None) -> int:
         print(f"label-free vs precision@{k} {agreement(history)}")
         print(f"imgsim - best baseline ({best['name']}): {ours - best[f'precision@{k}']:+.3f} precision@{k}")
         sys.stdout.flush()
+        if args.json:
+            record = {"collection": folder.name, "k": k, "overrides": args.set + args.setting, "rows": rows,
+                      "seconds": round(seconds, 1), **{n: history.get(n) for n in
+                      ("steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision",
+                       *TWIN, *(f"best_{t}" for t in TWIN))}}
+            with open(args.json, "a") as out:
+                out.write(json.dumps(record) + "\n")
     return 0
 
 

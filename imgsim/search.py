@@ -137,3 +137,55 @@ class Searcher:
         results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]))
                    for r, (_, score) in zip(rows.tolist(), hits) if r >= 0]
         return QueryResult(name, group, exact + results)
+
+
+_shared: dict[tuple[str, str], Searcher] = {}
+_loading: dict[tuple[str, str], threading.Lock] = {}
+_guard = threading.Lock()
+SHARED_VERSIONS = 2  # searchers a process keeps (the active version and the one before a switch)
+
+
+def shared(model_dir, version_id: str) -> Searcher:
+    """One Searcher per model folder and version for the whole process, loaded once.
+
+    A caller that comes while another thread loads the same version waits for that load instead
+    of starting its own; the encoder is traced on a dummy batch before the searcher is handed
+    out, so the first real query pays neither the load nor the tracing.
+    """
+    key = (str(model_dir), version_id)
+    with _guard:
+        if key in _shared:
+            return _shared[key]
+        lock = _loading.setdefault(key, threading.Lock())
+    with lock:
+        with _guard:
+            if key in _shared:
+                return _shared[key]
+        searcher = Searcher(store.load_version(model_dir, version_id))
+        searcher.encode(np.zeros((1, searcher.image_size, searcher.image_size, 3), np.float32))
+        with _guard:
+            _shared[key] = searcher
+            _loading.pop(key, None)
+            while len(_shared) > SHARED_VERSIONS:
+                _shared.pop(next(iter(_shared)))
+        return searcher
+
+
+def warm_up(model_dir) -> str | None:
+    """Import TensorFlow and load the current version into `shared`, for a server that has just started.
+
+    Returns the version loaded, or None when there is none yet (TensorFlow is imported all the
+    same) or it cannot be loaded (whoever searches first is told why, in words).
+    """
+    from . import model  # noqa: F401  (the import is most of the wait)
+
+    version_id = store.current_id(model_dir)
+    if version_id is None:
+        return None
+    try:
+        shared(model_dir, version_id)
+    except Exception as exc:  # reported to the user by the page that searches, not by a background thread
+        log.info("warm-up did not load version %s: %s", version_id, exc)
+        return None
+    return version_id
+

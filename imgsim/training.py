@@ -102,8 +102,19 @@ def current_or_none(model_dir) -> store.Version | None:
         return None
 
 
-def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
-    """Train a new model version on `settings.images` and make it current (group names carried over)."""
+# A first model (none current yet) whose fit runs longer than this is also published early: at the
+# first epoch's end past PREVIEW_AFTER_S of fitting, the weights so far are encoded and saved as a
+# version that searches at once, while the fit goes on to the full budget. The demo's 600 images
+# take about 3.5 minutes on 2 cores; the preview lands after about 1.5 (README, "Speed and memory").
+PREVIEW_AFTER_S = 75.0
+
+
+def train(settings: Settings, progress: Progress = no_progress, preview: bool | None = None) -> RunReport:
+    """Train a new model version on `settings.images` and make it current (group names carried over).
+
+    `preview` (default: only when no version exists yet) publishes an early version during a long
+    fit (see PREVIEW_AFTER_S); the final version then descends from it.
+    """
     start = time.monotonic()
     with store.writer_lock(settings.model_dir):
         store.clear_staging(settings.model_dir)
@@ -115,16 +126,35 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
                               f"({skipped.summary()})")
         paths = [f.path for f in files]
         progress(0.0, f"training on {len(paths)} images")
-        autoencoder, history = fit_autoencoder(paths, settings, skipped, progress, share=0.85)
-        train_seconds = time.monotonic() - start
+        run = Publisher(settings, files, skipped, parent, start)
+        callbacks = [Preview(run, progress)] if (parent is None if preview is None else preview) else []
+        autoencoder, history = fit_autoencoder(paths, settings, skipped, progress, share=0.85, callbacks=callbacks)
+        report = run.publish(autoencoder, history, progress, 0.85, 0.1)
+        progress(1.0, f"saved version {report.version}")
+        return report
+
+
+class Publisher:
+    """Encodes, groups, maps and saves one training run's weights as a version; more than once with a preview."""
+
+    def __init__(self, settings: Settings, files: list[FileInfo], skipped: Skipped, parent, start: float):
+        self.settings, self.files, self.skipped, self.parent, self.start = settings, files, skipped, parent, start
+        self.preview_id = None
+
+    def publish(self, autoencoder, history: dict, progress: Progress, at: float, share: float,
+                preview: bool = False) -> RunReport:
+        settings, files, skipped = self.settings, self.files, self.skipped
+        train_seconds = time.monotonic() - self.start
         encoder = autoencoder.get_layer("encoder")
+        # a preview's failures are the final run's too: count them once
+        failed = Skipped() if preview else skipped
         kept, vectors, hashes, failures = encode_files(
-            compile_encoder(encoder), paths, settings.image_size, settings.workers, progress, 0.85, 0.1)
+            compile_encoder(encoder), [f.path for f in files], settings.image_size, settings.workers, progress, at, share)
         for path, reason in failures.items():
-            skipped.add(path, reason)
+            failed.add(path, reason)
         if len(vectors) < 2:
-            raise ImgsimError(f"{settings.images}: fewer than 2 readable images ({skipped.summary()})")
-        progress(0.95, "grouping and mapping")
+            raise ImgsimError(f"{settings.images}: fewer than 2 readable images ({failed.summary()})")
+        progress(at + share / 2, "grouping and mapping")
         centres, groups = fit_groups(vectors, settings.clusters, settings.seed)
         coords = map_2d(vectors, settings.seed)
         kept_files = [files[p] for p in kept]
@@ -134,13 +164,12 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
         epochs_run = len(history.get("loss", []))
         metrics = {
             "images": len(vectors),
-            "skipped": len(skipped),
+            "skipped": len(failed) if preview else len(skipped),
             "epochs_run": epochs_run,
             "loss": history["loss"][-1] if history.get("loss") else None,
             "val_loss": min(history["val_loss"]) if history.get("val_loss") else None,
             "train_seconds": round(train_seconds, 1),
-            "train_images_per_second": history.get("train_images_per_second")
-                                       or round(epochs_run * len(paths) / max(train_seconds, 1e-9), 1),
+            "train_images_per_second": history.get("train_images_per_second"),
             "steps": history.get("steps"),
             # the label-free measure (imgsim.fit.twin_retrieval) of the weights kept
             **{k: history.get(f"best_{k}") for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")},
@@ -150,8 +179,9 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
         }
         engine_name = choose_engine(settings.engine, len(records))
         entries, engine_state = save_collection(settings.model_dir, engine_name, records, vectors)
+        parent = current_or_none(settings.model_dir) if self.preview_id else self.parent
         manifest = {
-            "kind": "train",
+            "kind": "preview" if preview else "train",
             "parent": parent.id if parent else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "images_root": str(Path(settings.images).resolve()),
@@ -159,15 +189,47 @@ def train(settings: Settings, progress: Progress = no_progress) -> RunReport:
             "settings": settings.training_dict(),
             "metrics": metrics,
             "libraries": library_versions(),
-            "skipped_files": skipped_records(files, skipped),
+            "skipped_files": skipped_records(files, failed if preview else skipped),
         }
         version = store.write_version(settings.model_dir, manifest=manifest, records=entries, engine=engine_state,
                                       centres=centres, history=history, make_current=False,
                                       save_model=lambda path: autoencoder.save(path))
         carry_names(settings.model_dir, parent, version, records)
         store.set_current(settings.model_dir, version)
-        progress(1.0, f"saved version {version}")
-        return RunReport(version, len(vectors), skipped, seconds=time.monotonic() - start, metrics=metrics)
+        if preview:
+            self.preview_id = version
+        return RunReport(version, len(vectors), skipped, seconds=time.monotonic() - self.start, metrics=metrics)
+
+
+class Preview(keras.callbacks.Callback):
+    """Publishes the weights so far once, at the first epoch's end past PREVIEW_AFTER_S of fitting,
+    when at least two epochs remain (a fit about to end publishes soon enough by itself)."""
+
+    def __init__(self, run: Publisher, progress: Progress):
+        super().__init__()
+        self.run, self.progress = run, progress
+        self.fit_start = time.monotonic()
+        self.history: dict[str, list[float]] = {}
+        self.version = None
+
+    def on_train_begin(self, logs=None):
+        self.fit_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+        epochs = self.params.get("epochs", 0)
+        if self.version or time.monotonic() - self.fit_start < PREVIEW_AFTER_S or epoch + 2 >= epochs:
+            return
+        # the weights published are this epoch's: their measure is this epoch's
+        history = {**self.history, **{f"best_{k}": v[-1] for k, v in self.history.items() if k.startswith("twin_")},
+                   "train_images_per_second": None}
+        fraction = 0.85 * (epoch + 1) / max(epochs, 1)
+        report = self.run.publish(self.model.autoencoder, history,
+                                  lambda f, message: self.progress(fraction, f"first model: {message}"),
+                                  fraction, 0.0, preview=True)
+        self.version = report.version
+        self.progress(fraction, f"a first model (version {report.version}) is ready to search; training goes on")
 
 
 def skipped_records(files: list[FileInfo], skipped: Skipped) -> list[dict]:

@@ -94,11 +94,12 @@ def load_version(model_dir: str, version_id: str) -> store.Version:
     return store.load_version(model_dir, version_id)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
 def searcher(model_dir: str, version_id: str):
-    from imgsim.search import Searcher  # imports TensorFlow: only pages that search pay for it
+    """The process-wide searcher for a version (`imgsim.search.shared`): the one scripts/serve.py loaded at
+    server start, or the first page view's preload, or loaded now."""
+    from imgsim.search import shared  # imports TensorFlow: only pages that search pay for it
 
-    return Searcher(load_version(model_dir, version_id))
+    return shared(model_dir, version_id)
 
 
 _preload_lock = threading.Lock()
@@ -108,9 +109,10 @@ _preloaded: set[tuple[str, str]] = set()
 def preload(cfg: Settings, version: store.Version) -> None:
     """Load the active version's model in a background thread, once per server and version.
 
-    The first page view of a new server starts it, so that the first search does not wait for
-    TensorFlow's import and the model's load; a search that comes sooner waits for the same load
-    (cache_resource computes a key once).
+    scripts/serve.py (what run.sh starts) loads it at server start already; under a plain
+    `streamlit run app.py`, or after a new version lands, the first page view starts it here, so
+    that the first search does not wait for TensorFlow's import and the model's load. A search
+    that comes sooner waits for the same load (`imgsim.search.shared` loads a version once).
     """
     key = (str(cfg.model_dir), version.id)
     with _preload_lock:
@@ -218,14 +220,17 @@ def training_progress(cfg: Settings, detailed: bool = False, where: str = "main"
     if kind:
         getattr(st, kind)(message)
     running = jobs.is_running(cfg.model_dir)
-    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed, running)
+    drawn = store.current_id(cfg.model_dir)
+    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed, running, drawn)
 
 
-def _training_progress(cfg: Settings, detailed: bool, was_running: bool) -> None:
+def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: str | None = None) -> None:
     status = jobs.training_status(cfg.model_dir)
     state = status.get("state") if status else None
-    if was_running and state != "running":
-        st.rerun()  # the run ended while this part refreshed alone: rerun the app, which loads the new version
+    if was_running and (state != "running" or store.current_id(cfg.model_dir) != drawn):
+        # the run ended, or published a first model, while this part refreshed alone: rerun the app,
+        # which loads the new version
+        st.rerun()
     if state == "running":
         elapsed = time.time() - status.get("started", time.time())
         label = f"Training… {status.get('fraction', 0):.0%} · {elapsed:.0f} s elapsed"

@@ -10,4 +10,4 @@ if ! python -m imgsim versions | grep -q '^\*'; then
   python -m imgsim train --background $demo || true    # a run already in progress is fine: follow it
   python -m imgsim status --follow --every 10 &        # progress lines here while the dashboard runs
 fi
-exec streamlit run app.py "$@"
+exec python "$(dirname "$0")/serve.py" "$@"   # streamlit run app.py, loading the model at once

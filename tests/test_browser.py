@@ -1,4 +1,4 @@
-"""End to end in a real browser: `streamlit run app.py` on a free port, driven by Playwright on Debian's Chromium.
+"""End to end in a real browser: the dashboard as run.sh starts it (scripts/serve.py), driven by Playwright on Debian's Chromium.
 
 Screenshots of every page go to the test's temporary folder, or to $IMGSIM_SCREENSHOTS (e.g. docs/).
 $IMGSIM_SCREENSHOT_MODEL_DIR and $IMGSIM_SCREENSHOT_IMAGES, when set, replace the tiny fixture model
@@ -37,7 +37,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def dashboard(model_copy, tiny_collection, tmp_path):
-    """The dashboard served by a real `streamlit run` on the tiny model (or the screenshot model); yields (url, images)."""
+    """The dashboard served as run.sh serves it (scripts/serve.py) on the tiny model (or the screenshot model); yields (url, images)."""
     model_dir = os.environ.get("IMGSIM_SCREENSHOT_MODEL_DIR") or model_copy
     images = Path(os.environ.get("IMGSIM_SCREENSHOT_IMAGES") or tiny_collection)
     yield from serve(model_dir, images, tmp_path, {})
@@ -55,7 +55,7 @@ def serve(model_dir, images, tmp_path, extra_env):
     log_path = tmp_path / "streamlit.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+            [sys.executable, "scripts/serve.py", "--server.headless=true", f"--server.port={port}",  # as run.sh starts it
              "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -74,3 +74,39 @@ def test_query_vector_matches_the_indexed_vector_of_the_same_file(searcher):
 def test_bad_scope_is_refused(searcher):
     with pytest.raises(ValueError, match="scope"):
         searcher.query(searcher.paths[0], n=3, scope="everything")
+
+
+def test_shared_loads_a_version_once_however_many_threads_ask(trained_model_dir, monkeypatch):
+    import threading
+
+    from imgsim import search, store
+
+    loads = []
+    real_init = Searcher.__init__
+
+    def counting_init(self, *args, **kwargs):
+        loads.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Searcher, "__init__", counting_init)
+    monkeypatch.setattr(search, "_shared", {})
+    version_id = store.current_id(trained_model_dir)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(search.shared(trained_model_dir, version_id)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len(got) == 4 and all(s is got[0] for s in got)
+    assert got[0].version.id == version_id
+
+
+def test_warm_up_loads_the_current_version_and_says_none_without_one(trained_model_dir, tmp_path, monkeypatch):
+    from imgsim import search, store
+
+    monkeypatch.setattr(search, "_shared", {})
+    assert search.warm_up(tmp_path / "no-models-yet") is None
+    version_id = search.warm_up(trained_model_dir)
+    assert version_id == store.current_id(trained_model_dir)
+    assert (str(trained_model_dir), version_id) in search._shared
