@@ -127,8 +127,10 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         paths = [f.path for f in files]
         progress(0.0, f"training on {len(paths)} images")
         run = Publisher(settings, files, skipped, parent, start)
+        fitting = lambda f, message: progress(f, message if run.preview_id is None else
+                                              f"{message} · a first model is ready to search")
         callbacks = [Preview(run, progress)] if (parent is None if preview is None else preview) else []
-        autoencoder, history = fit_autoencoder(paths, settings, skipped, progress, share=0.85, callbacks=callbacks)
+        autoencoder, history = fit_autoencoder(paths, settings, skipped, fitting, share=0.85, callbacks=callbacks)
         report = run.publish(autoencoder, history, progress, 0.85, 0.1)
         progress(1.0, f"saved version {report.version}")
         return report
@@ -146,8 +148,8 @@ class Publisher:
         settings, files, skipped = self.settings, self.files, self.skipped
         train_seconds = time.monotonic() - self.start
         encoder = autoencoder.get_layer("encoder")
-        # a preview's failures are the final run's too: count them once
-        failed = Skipped() if preview else skipped
+        # a preview's encoding failures will be the final run's too: count them there once
+        failed = Skipped(dict(skipped.reasons), skipped.not_images) if preview else skipped
         kept, vectors, hashes, failures = encode_files(
             compile_encoder(encoder), [f.path for f in files], settings.image_size, settings.workers, progress, at, share)
         for path, reason in failures.items():
@@ -164,7 +166,7 @@ class Publisher:
         epochs_run = len(history.get("loss", []))
         metrics = {
             "images": len(vectors),
-            "skipped": len(failed) if preview else len(skipped),
+            "skipped": len(failed),
             "epochs_run": epochs_run,
             "loss": history["loss"][-1] if history.get("loss") else None,
             "val_loss": min(history["val_loss"]) if history.get("val_loss") else None,
@@ -189,7 +191,7 @@ class Publisher:
             "settings": settings.training_dict(),
             "metrics": metrics,
             "libraries": library_versions(),
-            "skipped_files": skipped_records(files, failed if preview else skipped),
+            "skipped_files": skipped_records(files, failed),
         }
         version = store.write_version(settings.model_dir, manifest=manifest, records=entries, engine=engine_state,
                                       centres=centres, history=history, make_current=False,
