@@ -140,24 +140,23 @@ class Searcher:
 
 
 _shared: dict[tuple[str, str], Searcher] = {}
-_loading: dict[tuple[str, str], threading.Lock] = {}
-_guard = threading.Lock()
+_guard = threading.Lock()  # the dict
+_loading = threading.Lock()  # one load at a time: Keras does not promise that two threads may load at once
 SHARED_VERSIONS = 2  # searchers a process keeps (the active version and the one before a switch)
 
 
 def shared(model_dir, version_id: str) -> Searcher:
     """One Searcher per model folder and version for the whole process, loaded once.
 
-    A caller that comes while another thread loads the same version waits for that load instead
-    of starting its own; the encoder is traced on a dummy batch before the searcher is handed
-    out, so the first real query pays neither the load nor the tracing.
+    A caller that comes while another thread loads waits for that load instead of starting its
+    own; the encoder is traced on a dummy batch before the searcher is handed out, so the first
+    real query pays neither the load nor the tracing.
     """
     key = (str(model_dir), version_id)
     with _guard:
         if key in _shared:
             return _shared[key]
-        lock = _loading.setdefault(key, threading.Lock())
-    with lock:
+    with _loading:
         with _guard:
             if key in _shared:
                 return _shared[key]
@@ -165,7 +164,6 @@ def shared(model_dir, version_id: str) -> Searcher:
         searcher.encode(np.zeros((1, searcher.image_size, searcher.image_size, 3), np.float32))
         with _guard:
             _shared[key] = searcher
-            _loading.pop(key, None)
             while len(_shared) > SHARED_VERSIONS:
                 _shared.pop(next(iter(_shared)))
         return searcher

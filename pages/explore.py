@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 from threadpoolctl import threadpool_limits
 
@@ -46,15 +47,23 @@ def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[p
 
 
 def map_figure(frame: pd.DataFrame, order: list[str]):
-    """The map, one trace per group; WebGL (Scattergl) for many points. Built each run: a cached figure loses selections."""
-    rows = frame["row"].to_numpy()
-    fig = px.scatter(frame, x="x", y="y", color="group", custom_data=["row"], hover_name="file",
-                     hover_data={"x": False, "y": False, "row": False, "group": True},
-                     category_orders={"group": order}, height=560,
-                     render_mode="webgl" if len(rows) > WEBGL_ABOVE else "svg",
-                     color_discrete_sequence=px.colors.qualitative.T10 + px.colors.qualitative.Alphabet)
-    fig.update_traces(marker=dict(size=7 if len(rows) < 5000 else 4, opacity=0.85))
-    fig.update_layout(dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
+    """The map, one trace per group; WebGL (Scattergl) for many points. Built each run: a cached figure loses selections.
+
+    Traces straight from the frame's arrays, with the row as numeric custom data: Plotly Express's
+    grouping and its object-typed custom data cost a 5,000-image map a tenth of a second a view.
+    """
+    webgl = len(frame) > WEBGL_ABOVE
+    colours = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet
+    fig = go.Figure()
+    for i, name in enumerate(order):
+        part = frame[frame["group"] == name]
+        trace = go.Scattergl if webgl else go.Scatter
+        fig.add_trace(trace(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
+                            customdata=part["row"].to_numpy()[:, None], hovertext=part["file"].to_numpy(),
+                            hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>",
+                            marker=dict(size=7 if len(frame) < 5000 else 4, opacity=0.85,
+                                        color=colours[i % len(colours)])))
+    fig.update_layout(height=560, dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
 

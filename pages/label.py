@@ -56,5 +56,7 @@ st.subheader("All groups")
 st.dataframe(pd.DataFrame({"group": groups, "images": [counts[g] for g in groups],
                            "name": [names.get(g, "") for g in groups],
                            "carried over": [g in labels and labels[g].carried for g in groups]}), hide_index=True)
-st.download_button("Export labels (CSV: path, group, name)", labels_csv(version, names), on_click="ignore",
+# data as a callable: the CSV of every image is written when someone clicks, not on every view
+st.download_button("Export labels (CSV: path, group, name)", lambda names=dict(names): labels_csv(version, names),
+                   on_click="ignore",
                    file_name=f"imgsim-labels-{version.id}.csv", mime="text/csv", icon=":material/download:")
