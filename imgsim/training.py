@@ -8,6 +8,7 @@ lock, both stream images in batches, and both finish by writing one complete ver
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .errors import ImgsimError, ModelNotFoundError
 from .fit import fit_autoencoder
 from .groups import fit_groups, silhouette_by_k
 from .labels import carry_over, inherit
-from .layout import map_2d
+from .layout import map_2d, warm_up
 from .model import compile_encoder, keras
 from .records import Records, save_segment
 
@@ -105,8 +106,9 @@ def current_or_none(model_dir) -> store.Version | None:
 # A first model (none current yet) whose fit runs longer than this is also published early: at the
 # first epoch's end past PREVIEW_AFTER_S of fitting, the weights so far are encoded and saved as a
 # version that searches at once, while the fit goes on to the full budget. The demo's 600 images
-# take about 3.5 minutes on 2 cores; the preview lands after about 1.5 (README, "Speed and memory").
-PREVIEW_AFTER_S = 75.0
+# take about 4 minutes from a fresh clone's run.sh on 2 cores; the preview is meant to land
+# within 2 (README, "Speed and memory").
+PREVIEW_AFTER_S = 60.0
 
 
 def train(settings: Settings, progress: Progress = no_progress, preview: bool | None = None) -> RunReport:
@@ -129,7 +131,12 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         run = Publisher(settings, files, skipped, parent, start)
         fitting = lambda f, message: progress(f, message if run.preview_id is None else
                                               f"{message} · a first model is ready to search")
-        callbacks = [Preview(run, progress)] if (parent is None if preview is None else preview) else []
+        callbacks = []
+        if parent is None if preview is None else preview:
+            callbacks.append(Preview(run, progress))
+            # the preview's map would otherwise wait for UMAP's compilation: done beside the fit instead
+            run.warming = threading.Thread(target=warm_up, args=(len(paths),), daemon=True, name="imgsim-umap-warm-up")
+            run.warming.start()
         autoencoder, history = fit_autoencoder(paths, settings, skipped, fitting, share=0.85, callbacks=callbacks)
         report = run.publish(autoencoder, history, progress, 0.85, 0.1)
         progress(1.0, f"saved version {report.version}")
@@ -142,6 +149,7 @@ class Publisher:
     def __init__(self, settings: Settings, files: list[FileInfo], skipped: Skipped, parent, start: float):
         self.settings, self.files, self.skipped, self.parent, self.start = settings, files, skipped, parent, start
         self.preview_id = None
+        self.warming: threading.Thread | None = None  # UMAP's compilation, started beside the fit
 
     def publish(self, autoencoder, history: dict, progress: Progress, at: float, share: float,
                 preview: bool = False) -> RunReport:
@@ -158,6 +166,8 @@ class Publisher:
             raise ImgsimError(f"{settings.images}: fewer than 2 readable images ({failed.summary()})")
         progress(at + share / 2, "grouping and mapping")
         centres, groups = fit_groups(vectors, settings.clusters, settings.seed)
+        if self.warming is not None:
+            self.warming.join()  # numba's default threading layer must not run in two threads at once
         coords = map_2d(vectors, settings.seed)
         kept_files = [files[p] for p in kept]
         records = Records.build([f.path for f in kept_files], [f.size for f in kept_files],
