@@ -81,9 +81,10 @@ def main(argv=None) -> int:
               f"held-out measure {history['measure_seconds']:.1f} s, "
               f"{history['holdout_images']} held out), in memory {seen / memory_s[-1]:.1f} images/s; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
-    real, memory = seen * args.rounds / sum(real_s), seen * args.rounds / sum(memory_s)
-    print(f"training {len(paths)} files, {steps} steps of {settings.batch_size} a side per round: imgsim fit "
-          f"{real:.1f} images/s, in-memory tensors {memory:.1f} images/s, ratio {real / memory:.0%} (target >= 90%)")
+    if args.rounds:  # --rounds 0 --full N times the whole training alone
+        real, memory = seen * args.rounds / sum(real_s), seen * args.rounds / sum(memory_s)
+        print(f"training {len(paths)} files, {steps} steps of {settings.batch_size} a side per round: imgsim fit "
+              f"{real:.1f} images/s, in-memory tensors {memory:.1f} images/s, ratio {real / memory:.0%} (target >= 90%)")
     if args.full:
         from imgsim.training import train
 

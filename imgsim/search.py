@@ -177,13 +177,11 @@ def warm_up(model_dir) -> str | None:
     """
     from . import model  # noqa: F401  (the import is most of the wait)
 
-    version_id = store.current_id(model_dir)
-    if version_id is None:
-        return None
     try:
-        shared(model_dir, version_id)
+        version_id = store.current_id(model_dir)
+        if version_id is not None:
+            shared(model_dir, version_id)
+        return version_id
     except Exception as exc:  # reported to the user by the page that searches, not by a background thread
-        log.info("warm-up did not load version %s: %s", version_id, exc)
+        log.info("warm-up did not load a model from %s: %s", model_dir, exc)
         return None
-    return version_id
-

@@ -49,8 +49,9 @@ def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[p
 def map_figure(frame: pd.DataFrame, order: list[str]):
     """The map, one trace per group; WebGL (Scattergl) for many points. Built each run: a cached figure loses selections.
 
-    Traces straight from the frame's arrays, with the row as numeric custom data: Plotly Express's
-    grouping and its object-typed custom data cost a 5,000-image map a tenth of a second a view.
+    Traces straight from the frame's arrays: Plotly Express's grouping and its object-typed custom
+    data cost a 5,000-image map a tenth of a second a view. The custom data is each point's row, one
+    number (a one-column 2-D array, binary-encoded by Plotly, came back missing from selections).
     """
     webgl = len(frame) > WEBGL_ABOVE
     colours = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet
@@ -59,7 +60,7 @@ def map_figure(frame: pd.DataFrame, order: list[str]):
         part = frame[frame["group"] == name]
         trace = go.Scattergl if webgl else go.Scatter
         fig.add_trace(trace(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
-                            customdata=part["row"].to_numpy()[:, None], hovertext=part["file"].to_numpy(),
+                            customdata=part["row"].to_numpy(), hovertext=part["file"].to_numpy(),
                             hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>",
                             marker=dict(size=7 if len(frame) < 5000 else 4, opacity=0.85,
                                         color=colours[i % len(colours)])))
@@ -91,7 +92,8 @@ st.caption("Each point is an image, placed by UMAP so that similar images sit cl
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
 
 points = event.selection.points if event else []
-chosen = sorted({int(p["customdata"][0]) for p in points if p.get("customdata")})
+chosen = sorted({int(row[0] if isinstance(row, list) else row) for row in (p.get("customdata") for p in points)
+                 if row is not None})
 if chosen:
     st.subheader(f"{len(chosen)} selected")
     gallery(chosen, version, "selection")

@@ -22,8 +22,12 @@ def main() -> int:
     from imgsim.config import Settings
     from imgsim.search import warm_up
 
-    model_dir = Settings.from_env().model_dir
-    threading.Thread(target=warm_up, args=(model_dir,), daemon=True, name="imgsim-warm-up").start()
+    try:
+        model_dir = Settings.from_env().model_dir
+    except ValueError:  # a bad IMGSIM_* value: the pages say what is wrong, in words
+        model_dir = None
+    if model_dir is not None:
+        threading.Thread(target=warm_up, args=(model_dir,), daemon=True, name="imgsim-warm-up").start()
     from streamlit.web.cli import main as streamlit
 
     sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *sys.argv[1:]]
