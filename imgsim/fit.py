@@ -30,9 +30,9 @@ Progress = Callable[[float, str], None]
 # collections: 228 photos x 12 epochs (85 steps) reached 0.58 precision@10 where 40 epochs (285
 # steps) reached 0.71. So every run gets MIN_STEPS at least and MAX_STEPS at most, which keeps
 # 2,000 or 5,000 images to about 4 minutes on 2 cores (more images then means fewer passes, each
-# image seen less often but the views more varied). The cap was 500: on 2,016 photographs the
-# 420th step scored 0.652 precision@10 against the 504th's 0.660, for a fifth less time. Both
-# are for 128 px and scale with the pixel count (a step's cost): a 32 px model needs 1/16 as many.
+# image seen less often but the views more varied). The cap was 500: on 2,016 photographs a
+# 408-step run scored 0.664 precision@10 against 0.660 at 504, in a fifth less time. Both are
+# for 128 px and scale with the pixel count (a step's cost): a 32 px model needs 1/16 as many.
 MIN_STEPS = 400
 MAX_STEPS = 400
 REFERENCE_SIZE = 128

@@ -72,7 +72,8 @@ copies = sum(len(g.images) - 1 for g in groups)
 st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "
             f"({sum(g.exact for g in groups)} group(s) of exact copies).")
 st.download_button("Export (CSV: group, path, keep or duplicate, score, exact)",
-                   lambda groups=groups: dup.duplicates_csv(groups), on_click="ignore", file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
+                   lambda groups=groups: dup.duplicates_csv(groups), on_click="ignore",  # written when clicked
+                   file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
 
 keep: dict[int, str] = {}
 shown = groups[:SHOWN_GROUPS]
