@@ -222,7 +222,6 @@ class Preview(keras.callbacks.Callback):
         self.run, self.progress = run, progress
         self.fit_start = time.monotonic()
         self.history: dict[str, list[float]] = {}
-        self.version = None
 
     def on_train_begin(self, logs=None):
         self.fit_start = time.monotonic()
@@ -231,7 +230,7 @@ class Preview(keras.callbacks.Callback):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
         epochs = self.params.get("epochs", 0)
-        if self.version or time.monotonic() - self.fit_start < PREVIEW_AFTER_S or epoch + 2 >= epochs:
+        if self.run.preview_id or time.monotonic() - self.fit_start < PREVIEW_AFTER_S or epoch + 2 >= epochs:
             return
         # the weights published are this epoch's: their measure is this epoch's
         history = {**self.history, **{f"best_{k}": v[-1] for k, v in self.history.items() if k.startswith("twin_")},
@@ -240,7 +239,6 @@ class Preview(keras.callbacks.Callback):
         report = self.run.publish(self.model.autoencoder, history,
                                   lambda f, message: self.progress(fraction, f"first model: {message}"),
                                   fraction, 0.0, preview=True)
-        self.version = report.version
         self.progress(fraction, f"a first model (version {report.version}) is ready to search; training goes on")
 
 

@@ -92,8 +92,7 @@ st.caption("Each point is an image, placed by UMAP so that similar images sit cl
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
 
 points = event.selection.points if event else []
-chosen = sorted({int(row[0] if isinstance(row, list) else row) for row in (p.get("customdata") for p in points)
-                 if row is not None})
+chosen = sorted({int(p["customdata"]) for p in points if p.get("customdata") is not None})
 if chosen:
     st.subheader(f"{len(chosen)} selected")
     gallery(chosen, version, "selection")
