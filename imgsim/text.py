@@ -73,7 +73,11 @@ def markdown_text(text) -> str:
 
 
 def html_text(text) -> str:
-    """`text` for Plotly's labels, legends and hover boxes, which read a subset of HTML (<a href>, <b>, <br>)."""
+    """`text` for Plotly's labels, legends and hover boxes, which read a subset of HTML (<a href>, <b>, <br>).
+
+    Quotes stay as typed: with `<` escaped no tag (so no attribute) can form, and Plotly does not
+    decode `&quot;`, which it would show literally (seen in a real browser on the Explore legend).
+    """
     import html
 
-    return html.escape(one_line(text), quote=True)
+    return html.escape(one_line(text), quote=False)
