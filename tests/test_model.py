@@ -52,3 +52,19 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
     history = trainer.fit(images, batch_size=16, epochs=15, verbose=0).history
     assert history["reconstruction"][-1] < history["reconstruction"][0]
     assert {"loss", "reconstruction", "invariance", "spread"} <= set(history)
+
+
+def test_tracing_the_encoder_parses_no_python_source(monkeypatch):
+    """The dashboard's preload thread traces it beside Streamlit's script thread, whose ast.parse it raced
+    (CPython 3.11: "AST constructor recursion depth mismatch"); autograph parsed 11 sources here."""
+    import ast
+
+    import numpy as np
+
+    from imgsim.model import build_encoder, compile_encoder
+
+    calls = []
+    real_parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
+    compile_encoder(build_encoder(32, 16))(np.zeros((1, 32, 32, 3), np.float32))
+    assert calls == []
