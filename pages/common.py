@@ -303,6 +303,8 @@ def sidebar(cfg: Settings) -> None:
         else:
             metrics = version.manifest.get("metrics", {})
             st.text(version.id)
+            if version.manifest.get("kind") == "preview":
+                st.caption("Early model: published during the first training, which replaces it when it ends.")
             a, b = st.columns(2)
             a.metric("Images", metrics.get("images", len(version)))
             b.metric("Groups", len(version.centres))

@@ -90,6 +90,7 @@ def test_every_page_renders_with_a_trained_model(model_settings):
         visit(at, page)
         assert version.id in " ".join(e.value for e in at.sidebar.text)
         assert [b.label for b in at.sidebar.button] == ["Retrain"]
+        assert not any("Early model" in e.value for e in at.sidebar.caption)
         assert not at.error, f"{page}: {[e.value for e in at.error]}"
         assert at.title[0].value == Path(page).stem.title()
 
@@ -108,6 +109,16 @@ def test_every_page_renders_with_a_trained_model(model_settings):
             assert len(at.dataframe[0].value) == 1  # the versions table
             assert at.image, "typical images and their neighbours"
             assert at.get("plotly_chart"), "loss curve"
+
+
+def test_the_sidebar_says_when_the_active_model_is_the_early_one(model_settings):
+    manifest_path = model_settings.model_dir / "versions" / store.current_id(model_settings.model_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "kind": "preview"}))
+    at = open_app(model_settings)
+    for page in PAGES:
+        visit(at, page)
+        assert any("Early model" in e.value for e in at.sidebar.caption), page
 
 
 def test_a_damaged_model_is_reported_in_plain_words(model_settings):
