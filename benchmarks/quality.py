@@ -96,7 +96,20 @@ def score(folder: Path, settings: Settings, baselines_cache: dict) -> tuple[list
     if folder not in baselines_cache:
         baselines_cache[folder] = evaluation.baselines(paths)
     rows = evaluation.evaluate({"imgsim latents": vectors, **baselines_cache[folder]}, labels, k=k)
+    history["worst"] = worst_labels(vectors, labels, k)
     return rows, history, k
+
+
+def worst_labels(vectors, labels, k: int, count: int = 4) -> list[tuple[str, float]]:
+    """The labels whose images find the fewest of their own kind among their k nearest (cosine)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels)
+    neighbours = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(vectors).kneighbors(
+        return_distance=False)
+    hits = (labels[neighbours] == labels[:, None]).mean(axis=1)
+    per_label = sorted((float(hits[labels == name].mean()), str(name)) for name in np.unique(labels))
+    return [(name, round(value, 3)) for value, name in per_label[:count]]
 
 
 def main(argv=None) -> int:
@@ -136,12 +149,13 @@ def main(argv=None) -> int:
         print("per epoch: precision " + " ".join(f"{v:.3f}" for v in history["probe_precision"])
               + "; twin_mrr " + " ".join(f"{v:.3f}" for v in history.get("twin_mrr", [])))
         print(f"label-free vs precision@{k} {agreement(history)}")
+        print("hardest: " + ", ".join(f"{name} {value:.3f}" for name, value in history["worst"]))
         print(f"imgsim - best baseline ({best['name']}): {ours - best[f'precision@{k}']:+.3f} precision@{k}")
         sys.stdout.flush()
         if args.json:
             record = {"collection": folder.name, "k": k, "overrides": args.set + args.setting, "rows": rows,
                       "seconds": round(seconds, 1), **{n: history.get(n) for n in
-                      ("steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision",
+                      ("steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision", "worst",
                        *TWIN, *(f"best_{t}" for t in TWIN))}}
             with open(args.json, "a") as out:
                 out.write(json.dumps(record) + "\n")

@@ -45,6 +45,12 @@ STAGE_DEPTH = (0, 1, 1, 1)
 # 16) against the encoder's 60.
 DECODER_FILTERS = (64, 32, 16, 8)
 GRID = 4  # the last stage is also pooled to a GRID x GRID layout
+# Each image is brought to zero mean and unit variance (over its pixels and channels) before the
+# stages, and its mean colour goes to the bottleneck beside them: the stages then learn the image's
+# pattern and texture rather than its light, which a crop or an exposure change alters. Measured
+# on the 600 photos (precision@10): 0.952 -> 0.991, and the two grey textures it confused, grass
+# and gravel, 0.50 / 0.61 -> 0.86 / 0.97 (benchmarks/quality-results.txt). False builds the old model.
+STANDARDISE = True
 
 
 def gpu_available() -> bool:
@@ -75,6 +81,9 @@ def build_encoder(image_size: int, latent_dim: int) -> keras.Model:
     inp = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(inp)
     pooled = []
+    if STANDARDISE:
+        pooled.append(layers.GlobalAveragePooling2D(name="mean_colour")(x))
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="standardise")(x)
     for i, filters in enumerate(STAGE_FILTERS):
         x = conv_block(x, filters, f"stage{i + 1}", STAGE_DEPTH[i])
         pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
@@ -173,6 +182,10 @@ def augment(images, seed, views: dict = VIEWS):
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
+# The loss terms' weights (Trainer's docstring); a dict so that experiments can override one entry.
+LOSS_WEIGHTS = {"reconstruction": 10.0, "invariance": 1.0, "variance": 1.0, "covariance": 0.04}
+
+
 class Trainer(keras.Model):
     """Fits an autoencoder's encoder and decoder; only the autoencoder itself is saved.
 
@@ -185,15 +198,15 @@ class Trainer(keras.Model):
     still shapes the latent (digits precision@10 0.89 -> 0.93 on a 400-image subset).
     """
 
-    def __init__(self, autoencoder: keras.Model, seed: int = 0, reconstruction: float = 10.0, invariance: float = 1.0,
-                 variance: float = 1.0, covariance: float = 0.04, views: dict | None = None, **kwargs):
+    def __init__(self, autoencoder: keras.Model, seed: int = 0, weights: dict | None = None, views: dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.autoencoder = autoencoder
         self.encoder = autoencoder.get_layer("encoder")
         self.decoder = autoencoder.get_layer("decoder")
         self.views = dict(VIEWS if views is None else views)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.weights_ = (reconstruction, invariance, variance, covariance)
+        self.loss_weights = {**LOSS_WEIGHTS, **(weights or {})}
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "reconstruction", "invariance", "spread")}
 
     @property
@@ -211,8 +224,9 @@ class Trainer(keras.Model):
         invariance = tf.reduce_mean(tf.square(z1 - z2))
         spread = variance_term(z1) + variance_term(z2)
         cov = covariance_term(z1) + covariance_term(z2)
-        w_rec, w_inv, w_var, w_cov = self.weights_
-        total = w_rec * reconstruction + w_inv * invariance + w_var * spread + w_cov * cov
+        w = self.loss_weights
+        total = w["reconstruction"] * reconstruction + w["invariance"] * invariance + w["variance"] * spread \
+            + w["covariance"] * cov
         return total, {"reconstruction": reconstruction, "invariance": invariance, "spread": spread}
 
     def train_step(self, data):

@@ -31,6 +31,21 @@ def test_saved_model_round_trips_in_keras_format(tmp_path, autoencoder):
     np.testing.assert_allclose(before, after, atol=1e-5)
 
 
+def test_the_stages_see_an_images_pattern_whatever_its_light(autoencoder):
+    """Each image is standardised before the first stage: a darker, flatter copy reaches the stages unchanged,
+    and only its mean colour (a bottleneck input of its own) tells the two apart."""
+    import keras
+
+    encoder = encoder_of(autoencoder)
+    stages = keras.Model(encoder.input, encoder.get_layer("stage1_conv").input)
+    image = 0.2 + 0.5 * np.random.default_rng(3).random((1, 32, 32, 3), np.float32)
+    darker = 0.6 * image + 0.05
+    np.testing.assert_allclose(stages(darker).numpy(), stages(image).numpy(), atol=0.03)  # 0.46 apart before it
+    assert not np.allclose(stages(image[:, ::-1]).numpy(), stages(image).numpy(), atol=0.1)  # a pattern still shows
+    latents = compile_encoder(encoder)(np.concatenate([image, darker]))
+    assert not np.allclose(latents[0], latents[1], atol=1e-4)  # the mean colour still reaches the latent
+
+
 def test_vicreg_terms_penalise_collapse_and_correlation():
     rng = np.random.default_rng(0)
     collapsed = tf.constant(np.ones((16, 4), np.float32))
