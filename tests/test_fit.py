@@ -103,6 +103,21 @@ def test_twin_retrieval_is_perfect_for_an_invariant_encoder_and_near_chance_for_
     assert random["twin_recall@1"] < 0.3 and random["twin_mrr"] < 0.5 and random["twin_recall@10"] < 1.0
 
 
+def test_early_stopping_watches_only_the_second_half_of_the_budget(tmp_path):
+    """A measure that peaks in the first epoch (a noisy held-out set) neither ends the run nor chooses the weights."""
+    import keras
+
+    class Falling(keras.callbacks.Callback):  # runs after the real measure, before early stopping reads it
+        def on_epoch_end(self, epoch, logs=None):
+            logs["twin_mrr"] = (0.9, 0.5, 0.4, 0.3)[epoch]
+
+    settings = Settings(image_size=32, latent_dim=8, epochs=4, batch_size=8, seed=0, workers=1, patience=1)
+    _, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85,
+                                 min_steps=0, jit_compile=False, callbacks=[Falling()])
+    assert len(history["loss"]) == 4  # watching from epoch 1, patience 1 had stopped after epoch 2
+    assert history["best_epoch"] == 3  # the best watched epoch, not epoch 1
+
+
 def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path):
     paths = write_images(tmp_path, 30)
     settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5)
@@ -115,6 +130,6 @@ def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path
     assert history["steps"] == 2 * per_epoch and history["images_seen"] == 2 * per_epoch * 8
     assert len(history["loss"]) == len(history["twin_mrr"]) == 2
     assert 0 <= history["best_twin_recall@1"] <= history["best_twin_recall@10"] <= 1
-    assert history["best_twin_mrr"] == max(history["twin_mrr"])  # the saved weights are the best epoch's
+    assert history["best_epoch"] == 2 and history["best_twin_mrr"] == history["twin_mrr"][1]  # the second half's best
     assert reports[-1][0] == pytest.approx(0.85) and reports[-1][1].startswith("epoch 2/2")
     assert autoencoder.get_layer("encoder").output_shape == (None, 8)
