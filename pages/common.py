@@ -15,6 +15,7 @@ from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
 from imgsim.text import markdown_text
+from imgsim.threads import serialise_ast_parse
 from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
 
 TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
@@ -37,6 +38,9 @@ from streamlit.runtime.scriptrunner import script_runner as _script_runner  # no
 
 if hasattr(_script_runner, "_clean_problem_modules"):
     _script_runner._clean_problem_modules = lambda: None
+
+# Models load in background threads while Streamlit parses pages in its script thread (imgsim.threads).
+serialise_ast_parse()
 
 
 def settings() -> Settings:

@@ -21,6 +21,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from imgsim.config import Settings
     from imgsim.search import warm_up
+    from imgsim.threads import serialise_ast_parse
+
+    serialise_ast_parse()  # before the warm-up thread reads .npy headers beside Streamlit's page parsing
 
     try:
         model_dir = Settings.from_env().model_dir
