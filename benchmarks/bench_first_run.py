@@ -67,6 +67,7 @@ def main(argv=None) -> int:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
         jobs.stop_training(model_dir)  # the training job runs in a session of its own
+        log.close()
     if not any(kind == "train" for _, kind in seen.values()):
         print(f"no final model within {args.timeout:.0f} s (log: {log.name})", file=sys.stderr)
         return 1
