@@ -53,12 +53,11 @@ def map_figure(frame: pd.DataFrame, order: list[str]):
     data cost a 5,000-image map a tenth of a second a view. The custom data is each point's row, one
     number (a one-column 2-D array, binary-encoded by Plotly, came back missing from selections).
     """
-    webgl = len(frame) > WEBGL_ABOVE
+    trace = go.Scattergl if len(frame) > WEBGL_ABOVE else go.Scatter
     colours = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet
     fig = go.Figure()
     for i, name in enumerate(order):
         part = frame[frame["group"] == name]
-        trace = go.Scattergl if webgl else go.Scatter
         fig.add_trace(trace(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
                             customdata=part["row"].to_numpy(), hovertext=part["file"].to_numpy(),
                             hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>",
