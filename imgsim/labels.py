@@ -26,6 +26,7 @@ from .text import csv_text
 class Label:
     name: str
     carried: bool = False  # moved over from an earlier training's groups, not yet confirmed
+    merged: tuple[str, ...] = ()  # other carried names whose images fell into this same group
 
 
 def labels_path(model_dir, version_id: str) -> Path:
@@ -46,7 +47,9 @@ def load_labels(model_dir, version_id: str) -> dict[int, Label]:
             value = {"name": value}
         if not str(key).isdigit() or not isinstance(value, dict) or not str(value.get("name", "")).strip():
             continue
-        labels[int(key)] = Label(" ".join(str(value["name"]).split()), bool(value.get("carried", False)))
+        merged = value.get("merged") if isinstance(value.get("merged"), list) else []
+        labels[int(key)] = Label(" ".join(str(value["name"]).split()), bool(value.get("carried", False)),
+                                 tuple(" ".join(str(m).split()) for m in merged if str(m).strip()))
     return labels
 
 
@@ -59,7 +62,8 @@ def save_labels(model_dir, version_id: str, labels: dict[int, Label]) -> Path:
     """Write the labels whole (temporary file, then rename); blank names are dropped."""
     path = labels_path(model_dir, version_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {str(int(g)): {"name": " ".join(label.name.split()), "carried": label.carried}
+    clean = {str(int(g)): {"name": " ".join(label.name.split()), "carried": label.carried,
+                           **({"merged": list(label.merged)} if label.merged else {})}
              for g, label in sorted(labels.items()) if label.name.strip()}
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     tmp.write_text(json.dumps(clean, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -80,30 +84,51 @@ def set_name(model_dir, version_id: str, group: int, name: str) -> Path:
 
 
 def inherit(model_dir, parent_id: str | None, child_id: str, mapping: dict[int, int] | None = None) -> dict[int, Label]:
-    """Give a new version its parent's names: as they are (`mapping` None: same groups), or moved old -> new group."""
+    """Give a new version its parent's names: as they are (`mapping` None: same groups), or moved old -> new group.
+
+    When several names land on one new group (groups merged), the name with most images there
+    keeps it and the others are listed in its `merged`, for the Label page to show.
+    """
     labels = load_labels(model_dir, parent_id) if parent_id else {}
     if mapping is not None:
-        labels = {mapping[g]: Label(label.name, carried=True) for g, label in labels.items() if g in mapping}
+        moved: dict[int, list[Label]] = {}
+        for g, new in mapping.items():  # carry_over's order: the name with most images first
+            if g in labels:
+                moved.setdefault(new, []).append(labels[g])
+        labels = {new: Label(names[0].name, carried=True,
+                             merged=tuple(dict.fromkeys(n for label in names for n in (label.name, *label.merged)
+                                                        if n != names[0].name)))
+                  for new, names in moved.items()}
     if labels:
         save_labels(model_dir, child_id, labels)
     return labels
 
 
-def carry_over(old_ids, old_groups, new_ids, new_groups) -> dict[int, int]:
-    """Old group -> the new group that holds most of its images (by stable image id).
+def carry_over(old_ids, old_groups, new_ids, new_groups, named=None) -> dict[int, int]:
+    """Old group -> the new group its name moves to, by where its images (stable ids) went.
 
-    When two old groups land on the same new group, the one with more images there keeps it.
+    Only `named` old groups compete (all of them when None). Pairs are taken by overlap, largest
+    first: a name whose best new group went to a name with more images there takes its next best
+    new group that still holds some of its images. A name with nowhere else to go shares the new
+    group (two old groups map to one): the groups truly merged, and `inherit` records both names.
+    The returned dict lists the names in the order they should be kept: by overlap, largest first.
     """
     new_group_of = dict(zip(np.asarray(new_ids).tolist(), np.asarray(new_groups).tolist()))
+    named = None if named is None else {int(g) for g in named}
     votes: dict[int, Counter] = {}
     for image, group in zip(np.asarray(old_ids).tolist(), np.asarray(old_groups).tolist()):
-        if image in new_group_of:
+        if image in new_group_of and (named is None or int(group) in named):
             votes.setdefault(int(group), Counter())[int(new_group_of[image])] += 1
-    best = {old: counter.most_common(1)[0] for old, counter in votes.items()}
-    mapping, taken = {}, {}
-    for old, (new, count) in sorted(best.items(), key=lambda item: -item[1][1]):
-        if new not in taken:
-            mapping[old], taken[new] = new, count
+    pairs = sorted(((count, old, new) for old, counter in votes.items() for new, count in counter.items()),
+                   key=lambda item: (-item[0], item[1], item[2]))
+    mapping, taken = {}, set()
+    for count, old, new in pairs:
+        if old not in mapping and new not in taken:
+            mapping[old] = new
+            taken.add(new)
+    for old, counter in sorted(votes.items(), key=lambda item: -max(item[1].values())):
+        if old not in mapping:  # every new group holding its images went to a larger name: they merged
+            mapping[old] = counter.most_common(1)[0][0]
     return mapping
 
 

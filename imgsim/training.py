@@ -24,7 +24,7 @@ from .engines import choose_engine
 from .errors import ImgsimError, ModelNotFoundError
 from .fit import fit_autoencoder
 from .groups import fit_groups, silhouette_by_k
-from .labels import carry_over, inherit
+from .labels import carry_over, inherit, load_labels
 from .layout import map_2d, warm_up
 from .model import compile_encoder, keras
 from .records import Records, save_segment
@@ -92,7 +92,10 @@ def carry_names(model_dir, parent: store.Version | None, version_id: str, record
     """Move the parent's group names onto this retraining's groups (marked carried over)."""
     if parent is None:
         return {}
-    mapping = carry_over(parent.ids, parent.groups, records.ids, records.groups)
+    named = load_labels(model_dir, parent.id)
+    if not named:
+        return {}
+    mapping = carry_over(parent.ids, parent.groups, records.ids, records.groups, named=named)
     return inherit(model_dir, parent.id, version_id, mapping)
 
 

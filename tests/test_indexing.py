@@ -73,16 +73,24 @@ def test_names_survive_index_and_move_with_their_images_on_retrain(grown):
     assert {g: label.name for g, label in load_labels(settings.model_dir, indexed).items()} == {0: "brick walls", 1: "skies"}
     assert not any(label.carried for label in load_labels(settings.model_dir, indexed).values())
 
-    retrained = train(settings.replace(seed=1)).version
-    parent, child = store.load_version(settings.model_dir, indexed), store.load_version(settings.model_dir, retrained)
-    labels = load_labels(settings.model_dir, retrained)
-    assert {label.name for label in labels.values()} <= {"brick walls", "skies"} and labels
-    assert all(label.carried for label in labels.values())
-    for group, label in labels.items():  # the name sits on the group holding most of its old images
-        old_group = {"brick walls": 0, "skies": 1}[label.name]
-        old_ids = set(parent.ids[parent.groups == old_group].tolist())
-        counts = {g: len(old_ids & set(child.ids[child.groups == g].tolist())) for g in set(child.groups.tolist())}
-        assert counts[group] == max(counts.values())
+    def names_on(version_id):
+        """Each carried name (leading or merged) -> the new group it sits on."""
+        labels = load_labels(settings.model_dir, version_id)
+        assert labels and all(label.carried for label in labels.values())
+        return {name: g for g, label in labels.items() for name in (label.name, *label.merged)}
+
+    parent, where = store.load_version(settings.model_dir, indexed), {"brick walls": 0, "skies": 1}
+    for clusters in (3, 1):  # 3: the names may or may not share a group; 1: every group merges into one
+        retrained = train(settings.replace(seed=1, clusters=clusters)).version
+        child = store.load_version(settings.model_dir, retrained)
+        placed = names_on(retrained)
+        assert sorted(placed) == ["brick walls", "skies"]  # no name is ever dropped
+        for name, group in placed.items():  # and each sits on a group holding some of its old images
+            old_ids = set(parent.ids[parent.groups == where[name]].tolist())
+            assert old_ids & set(child.ids[child.groups == group].tolist())
+        parent, where = child, placed
+    [merged] = load_labels(settings.model_dir, retrained).values()  # one group: one name leads, the other is listed
+    assert len(merged.merged) == 1 and {merged.name, *merged.merged} == {"brick walls", "skies"}
 
 
 def test_a_crash_between_segment_write_and_switch_leaves_the_previous_version_answering(grown, monkeypatch):
