@@ -72,6 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", type=Path, metavar="FILE.csv")
     p.add_argument("--silhouette", action="store_true", help="silhouette score for k = 2..10, to help choose k")
 
+    p = with_model_dir(sub.add_parser("labels", help="label every image from a few: suggest, set, review, export"))
+    labels = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    q = labels.add_parser("suggest", help="the images to label next, best first")
+    q.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    q.add_argument("--json", action="store_true", help="one JSON object a line: path, suggested, confidence, reason")
+    q = labels.add_parser("set", help="give images a label (yours: propagation never changes it)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("paths", nargs="+", metavar="PATH")
+    q = labels.add_parser("clear", help="remove your label from images")
+    q.add_argument("paths", nargs="+", metavar="PATH")
+    q = labels.add_parser("import", help="labels from a CSV of path,label rows (an export's CSV too: its own labels only)")
+    q.add_argument("file", type=Path, metavar="FILE.csv")
+    q = labels.add_parser("review", help="likely mistakes (labels the neighbours disagree with) and outliers, worst first")
+    q.add_argument("--json", action="store_true")
+    q = labels.add_parser("export", help="every image's label: JSON lines, CSV, or one folder per label")
+    q.add_argument("--json", action="store_true", help="one JSON object a line: path, label, source, confidence")
+    q.add_argument("--csv", type=Path, metavar="FILE", help="the same as CSV")
+    q.add_argument("--folders", type=Path, metavar="DIR", help="copy each labelled image to DIR/<label>/")
+    q.add_argument("--link", action="store_true", help="with --folders: hard links instead of copies")
+    q.add_argument("--force", action="store_true", help="with --folders: write into a folder that is not empty")
+    q.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
+                   help="leave out propagated labels below C (0..1, default 0: every image)")
+    labels.add_parser("undo", help="revert the last labelling change")
+    labels.add_parser("status", help="how many images are labelled by you, by propagation, and unsure")
+
     p = with_model_dir(sub.add_parser("duplicates", help="exact and near copies in the collection (nothing is deleted)"))
     p.add_argument("--threshold", type=float, metavar="T",
                    help="cosine similarity above which two images are near copies (default: the version's measured one)")
@@ -204,6 +229,117 @@ def cmd_clusters(args, settings: Settings) -> None:
         print(f"wrote {one_line(args.export)}")
 
 
+def cmd_labels(args, settings: Settings) -> int:
+    from . import assistant, store
+    from .annotations import LabelStore
+
+    action = args.labels_command
+    version = store.load_version(settings.model_dir)
+    labels = LabelStore(settings.model_dir)
+    if action in ("set", "clear"):
+        rows = assistant.rows_for_paths(version, args.paths)
+        ids = version.ids[rows].tolist()
+        paths = {int(i): version.paths[r] for i, r in zip(ids, rows)}
+        changed = labels.set(ids, args.name, paths) if action == "set" else labels.clear(ids)
+        what = f"labelled {one_line(args.name)!r}" if action == "set" else "cleared"
+        print(f"{what}: {len(set(rows))} image(s), {changed} changed")
+        return 0
+    if action == "import":
+        return import_labels(args.file, version, labels)
+    if action == "undo":
+        entry = labels.undo()
+        print(f"undone: {one_line(entry.get('action'))} of {entry.get('count')} image(s)" if entry else "nothing to undo")
+        return 0
+    propagation = assistant.propagate(version, labels.load())
+    if action == "suggest":
+        for suggestion in assistant.suggest(version, args.n, propagation):
+            if args.json:
+                print(json.dumps(suggestion.to_dict()))
+            else:
+                guess = f"{one_line(suggestion.suggested)} {suggestion.confidence:.0%}" if suggestion.suggested else "-"
+                print(f"{one_line(suggestion.path)}  [{guess}]  {one_line(suggestion.reason)}")
+    elif action == "review":
+        for finding in assistant.review(version, propagation):
+            if args.json:
+                print(json.dumps(finding.to_dict()))
+            else:
+                print(f"{finding.kind:8s} {one_line(finding.path)}  [{one_line(finding.label or '-')}]  {one_line(finding.reason)}")
+    elif action == "status":
+        counts = propagation.counts(0.9)
+        print(f"{len(version)} images: {counts['person']} labelled by you, {counts['propagated']} propagated at 90% "
+              f"confidence or more, {counts['unsure']} unsure; {len(propagation.classes)} label(s)")
+    elif action == "export":
+        return export_labels(args, version, propagation)
+    return 0
+
+
+def export_labels(args, version, propagation) -> int:
+    from . import dataset
+
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise ImgsimError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
+    if (args.link or args.force) and not args.folders:
+        raise ImgsimError("--link and --force go with --folders DIR")
+    if not (args.json or args.csv or args.folders):
+        args.json = True
+    if args.folders:  # first: a refused folder stops the export before anything is written
+        report = dataset.export_folders(version, propagation, args.folders, link=args.link, force=args.force,
+                                        min_confidence=args.min_confidence)
+        for path, why in report.failed.items():
+            print(f"error: {one_line(path)}: {one_line(why)}", file=sys.stderr)
+        print(f"wrote {report.files} image(s) in {report.labels} label folder(s) under {one_line(report.folder)}"
+              f"{'' if not report.unlabelled else f'; {report.unlabelled} without a label left out'}", file=sys.stderr)
+    items = dataset.rows(version, propagation, args.min_confidence)
+    if args.csv:
+        write_csv(args.csv, ["path", "label", "source", "confidence"],
+                  ((r["path"], r["label"], r["source"], r["confidence"]) for r in items))
+        print(f"wrote {one_line(args.csv)}", file=sys.stderr)
+    elif args.json:
+        for item in items:
+            print(json.dumps(item))
+    return 2 if args.folders and report.failed else 0
+
+
+def import_labels(file: Path, version, labels) -> int:
+    """Rows of path,label (a header naming them is optional; an export's CSV imports its own labels only).
+
+    Paths are read as typed, relative to the CSV's folder or the collection's; a bad row stops the
+    import before anything changes. An empty label clears the image's label.
+    """
+    import csv
+
+    from . import assistant
+    from .annotations import clean_label
+
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImgsimError(f"{file}: cannot be read ({type(exc).__name__})") from None
+    table = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+    columns = {"path": 0, "label": 1}
+    if table and {"path", "label"} <= {c.strip().lower() for c in table[0]}:
+        header = [c.strip().lower() for c in table.pop(0)]
+        columns = {name: header.index(name) for name in ("path", "label", "source") if name in header}
+    changes, paths, skipped = {}, {}, 0
+    for number, row in enumerate(table, 1):
+        if len(row) <= max(columns["path"], columns["label"]):
+            raise ImgsimError(f"{file}: row {number} has no label column (expected path,label)")
+        if "source" in columns and row[columns["source"]].strip() not in ("person", ""):
+            skipped += 1  # an export's propagated rows are the assistant's guesses, not labels to import
+            continue
+        path, name = row[columns["path"]].lstrip("'"), row[columns["label"]].lstrip("'")  # our CSVs' formula guard
+        try:
+            [r] = assistant.rows_for_paths(version, [path], base=file.parent)
+            label = clean_label(name) if name.strip() else None
+        except ImgsimError as exc:
+            raise ImgsimError(f"{file}: row {number}: {exc}") from None
+        changes[int(version.ids[r])], paths[int(version.ids[r])] = label, version.paths[r]
+    changed = labels.change(changes, "import", paths)
+    print(f"imported {len(changes)} row(s), {changed} label(s) changed"
+          + (f"; {skipped} propagated row(s) skipped" if skipped else ""))
+    return 0
+
+
 def cmd_duplicates(args, settings: Settings) -> None:
     from . import store
     from .duplicates import DEFAULT_THRESHOLD, duplicates_csv, find_duplicates
@@ -283,7 +419,7 @@ def cmd_versions(args, settings: Settings) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
-            "clusters": cmd_clusters, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
+            "clusters": cmd_clusters, "labels": cmd_labels, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
 
 
 def main(argv=None) -> int:

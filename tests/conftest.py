@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import http.server
+import os
+import socket
 import socketserver
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,6 +107,49 @@ def make_http_server():
         server.close()
 
 
+# --- the dashboard's real server -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_dashboard(log_path: Path, env: dict, args=()):
+    """scripts/serve.py as run.sh starts it, on a free port; yields (url, port) once /_stcore/health answers."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "scripts/serve.py", "--server.headless=true", f"--server.port={port}",
+             "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false", *args],
+            cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 # --- a tiny real collection and model, trained once for the whole suite -------------------------
 
 TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, seed=0, workers=1)
@@ -130,3 +180,34 @@ def model_copy(tmp_path, trained_model_dir) -> Path:
     import shutil
 
     return Path(shutil.copytree(trained_model_dir, tmp_path / "models"))
+
+
+# --- a version of clustered random vectors, for what never encodes (labelling) ---------------------
+
+def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float = 0.6, seed: int = 0,
+                   folder: str = "/collection"):
+    """Write and load a version whose n vectors lie around `classes` random centres; returns (version, truth).
+
+    Its model file is empty: enough for everything but encoding. Paths are folder/class-C/NNNNNN.jpg.
+    """
+    import numpy as np
+
+    from imgsim import store
+    from imgsim.engines import choose_engine
+    from imgsim.records import Records
+    from imgsim.training import save_collection
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    truth = rng.integers(0, classes, n)
+    vectors = centres[truth] + rng.normal(scale=spread, size=(n, dim)).astype(np.float32)
+    paths = [f"{folder}/class-{c}/{i:06d}.jpg" for i, c in enumerate(truth.tolist())]
+    records = Records.build(paths, [1] * n, [0] * n, [f"{i:040x}" for i in range(n)], truth % 4,
+                            np.zeros((n, 2), np.float32))
+    with store.writer_lock(model_dir):
+        entries, state = save_collection(model_dir, choose_engine("auto", n), records, vectors)
+        store.write_version(model_dir, manifest={"kind": "train", "settings": {"image_size": 32, "seed": 0},
+                                                 "images_root": folder},
+                            records=entries, engine=state, centres=centres[:4], history={},
+                            save_model=lambda path: path.write_bytes(b""))
+    return store.load_version(model_dir), truth

@@ -1,0 +1,382 @@
+"""The labelling assistant: labels for every image from a few of a person's, and what to label next.
+
+- `neighbour_graph`: each image's K nearest others, through the version's vector engine
+  (`search_many` in batches, never an N x N matrix), computed once per version and kept on disk.
+- `propagate`: label spreading over that graph (Zhou et al. 2004): every image gets a label and
+  a confidence from the person's labels; a person's label is never changed.
+- `suggest`: what to label next. Representatives that cover the collection first: the most
+  typical image of each large cluster that holds no label yet (TypiClust, Hacohen et al. 2022,
+  the strongest low-budget choice in its benchmarks), clusters where the propagation is unsure
+  before sure ones; images a person labelled are never suggested again.
+- `review`: a person's labels that their neighbours disagree with, and outliers with no close
+  neighbour.
+
+Nothing here imports TensorFlow: the latents are read from the version's engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from . import store
+from .annotations import FOLDER, LabelStore
+from .errors import ImgsimError
+
+log = logging.getLogger(__name__)
+
+K = 15  # neighbours per image in the graph (benchmarks/bench_labelling.py)
+ALPHA = 0.99  # label spreading: how far labels travel (the rest stays at the seeds)
+ITERATIONS = 40
+SUGGEST_FIT_SAMPLE = 8_000  # clusters for suggestions are fitted on at most this many vectors
+MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
+BATCH = 4_096
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Each row's K nearest other rows (-1 where fewer exist) and their cosine similarity, best first."""
+
+    rows: np.ndarray  # (n, k) int64
+    sims: np.ndarray  # (n, k) float32
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+_graphs: dict[tuple, Graph] = {}
+_graphs_lock = threading.Lock()
+
+
+def graph_path(version: store.Version, k: int) -> Path:
+    return version.model_dir / FOLDER / "graphs" / f"{version.id}-k{k}.npz"
+
+
+def neighbour_graph(version: store.Version, k: int = K) -> Graph:
+    """The version's kNN graph: from memory, from disk, or computed through its engine (and saved)."""
+    key = (str(version.model_dir), version.id, k)
+    with _graphs_lock:
+        if key in _graphs:
+            return _graphs[key]
+    path = graph_path(version, k)
+    graph = None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            graph = Graph(data["rows"].astype(np.int64), data["sims"].astype(np.float32))
+        if len(graph) != len(version) or graph.rows.shape[1] != k or graph.rows.max(initial=-1) >= len(version):
+            graph = None
+    except (OSError, ValueError, KeyError):
+        graph = None
+    if graph is None:
+        graph = compute_graph(version, k)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+            np.savez(tmp, rows=graph.rows.astype(np.int32), sims=graph.sims)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only model folder: compute again next time
+            log.info("kNN graph not saved (%s)", exc)
+    with _graphs_lock:
+        _graphs[key] = graph
+        while len(_graphs) > 4:
+            _graphs.pop(next(iter(_graphs)))
+    return graph
+
+
+def compute_graph(version: store.Version, k: int = K) -> Graph:
+    """Each image's k nearest others by `search_many` on the version's engine, in batches."""
+    n = len(version)
+    rows = np.full((n, k), -1, np.int64)
+    sims = np.zeros((n, k), np.float32)
+    engine, vectors, records = version.engine(), version.vectors, version.records
+    for lo in range(0, n, BATCH):
+        hits = engine.search_many(vectors[lo:lo + BATCH], k + 1)
+        for offset, found in enumerate(hits):
+            row = lo + offset
+            found_rows = records.rows_of([i for i, _ in found])
+            kept = [(r, s) for r, (_, s) in zip(found_rows.tolist(), found) if r >= 0 and r != row][:k]
+            if kept:
+                rows[row, :len(kept)] = [r for r, _ in kept]
+                sims[row, :len(kept)] = [s for _, s in kept]
+    return Graph(rows, sims)
+
+
+def affinity(graph: Graph) -> sparse.csr_matrix:
+    """Symmetric weights from the kNN graph: w = exp((s - 1) / sigma), sigma the median distance to the k-th neighbour."""
+    n, k = graph.rows.shape
+    valid = graph.rows >= 0
+    distance = 1.0 - graph.sims
+    sigma = float(np.median(distance[valid])) if valid.any() else 1.0
+    weights = np.exp(-distance / max(sigma, 1e-6)) * valid
+    w = sparse.csr_matrix((weights[valid], (np.repeat(np.arange(n), k)[valid.ravel()], graph.rows[valid])), shape=(n, n))
+    return w.maximum(w.T).tocsr()
+
+
+@dataclass
+class Propagation:
+    """Every image's label (an index into `classes`, -1 for none), its confidence and where it comes from."""
+
+    classes: list[str]
+    label: np.ndarray  # (n,) int64
+    confidence: np.ndarray  # (n,) float32 in [0, 1]; 1 for a person's label
+    person: np.ndarray  # (n,) bool: the label is a person's
+    scores: np.ndarray  # (n, c) float32: each class's share, rows summing to 1 (0 without labels)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def name(self, row: int) -> str | None:
+        return self.classes[self.label[row]] if self.label[row] >= 0 else None
+
+    def source(self, row: int) -> str:
+        return "person" if self.person[row] else "propagated" if self.label[row] >= 0 else "none"
+
+    def counts(self, min_confidence: float) -> dict[str, int]:
+        """How many images a person labelled, how many are propagated at or above `min_confidence`, how many are unsure."""
+        person = int(self.person.sum())
+        sure = int(((~self.person) & (self.label >= 0) & (self.confidence >= min_confidence)).sum())
+        return {"person": person, "propagated": sure, "unsure": len(self) - person - sure}
+
+
+def person_rows(version: store.Version, labels: dict) -> dict[int, str]:
+    """Row -> the person's label, for the labelled images present in this version."""
+    if not labels:
+        return {}
+    ids = np.fromiter(labels, np.int64, count=len(labels))
+    rows = version.records.rows_of(ids)
+    return {int(r): labels[int(i)].label for i, r in zip(ids.tolist(), rows.tolist()) if r >= 0}
+
+
+def spread(graph: Graph, seeds: dict[int, int], n_classes: int, alpha: float = ALPHA,
+           iterations: int = ITERATIONS) -> np.ndarray:
+    """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c)."""
+    n = len(graph)
+    y = np.zeros((n, n_classes), np.float32)
+    if seeds:
+        y[list(seeds), list(seeds.values())] = 1.0
+    w = affinity(graph)
+    degree = np.asarray(w.sum(axis=1)).ravel()
+    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
+    s = sparse.diags(scale) @ w @ sparse.diags(scale)
+    f = y.copy()
+    for _ in range(iterations):
+        f = alpha * (s @ f) + (1 - alpha) * y
+    return f
+
+
+def propagate(version: store.Version, labels: dict | None = None, graph: Graph | None = None) -> Propagation:
+    """Every image's label and confidence from the person's labels (`labels`: id -> ImageLabel; default: the store's).
+
+    Images the spreading cannot reach (no path in the graph to a labelled image) take the label of
+    the most similar labelled image, with its similarity as a low confidence.
+    """
+    labels = LabelStore(version.model_dir).load() if labels is None else labels
+    graph = graph or neighbour_graph(version)
+    given = person_rows(version, labels)
+    classes = sorted(set(given.values()), key=str.casefold)
+    n = len(version)
+    person = np.zeros(n, bool)
+    if not classes:
+        return Propagation([], np.full(n, -1, np.int64), np.zeros(n, np.float32), person, np.zeros((n, 0), np.float32))
+    index = {name: i for i, name in enumerate(classes)}
+    seeds = {row: index[name] for row, name in given.items()}
+    f = spread(graph, seeds, len(classes))
+    mass = f.sum(axis=1)
+    scores = np.divide(f, mass[:, None], out=np.zeros_like(f), where=mass[:, None] > 0)
+    label = scores.argmax(axis=1).astype(np.int64)
+    confidence = scores.max(axis=1).astype(np.float32)
+    unreached = np.flatnonzero(mass <= 0)
+    if len(unreached):
+        seed_rows = np.fromiter(seeds, np.int64)
+        vectors = version.vectors
+        sims = vectors[unreached] @ vectors[seed_rows].T  # n_unreached x n_labelled: small
+        best = sims.argmax(axis=1)
+        label[unreached] = [seeds[int(seed_rows[b])] for b in best]
+        confidence[unreached] = np.clip(sims[np.arange(len(unreached)), best], 0, 1) * 0.5
+    person[list(seeds)] = True
+    label[list(seeds)] = list(seeds.values())
+    confidence[person] = 1.0
+    scores[list(seeds)] = 0
+    scores[list(seeds), list(seeds.values())] = 1.0
+    return Propagation(classes, label, confidence, person, scores.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    row: int
+    path: str
+    suggested: str | None
+    confidence: float
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "suggested": self.suggested, "confidence": round(float(self.confidence), 4),
+                "reason": self.reason}
+
+
+def typicality(graph: Graph) -> np.ndarray:
+    """How typical each image is of its neighbourhood: its mean similarity to its K nearest (TypiClust's density)."""
+    valid = graph.rows >= 0
+    return np.where(valid.any(axis=1), (graph.sims * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), 0.0)
+
+
+def fine_clusters(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Each vector's cluster among k, KMeans fitted on an even sample of at most SUGGEST_FIT_SAMPLE vectors."""
+    from sklearn.cluster import KMeans
+
+    from .groups import predict_groups
+
+    k = max(1, min(k, len(vectors)))
+    sample = vectors
+    if len(vectors) > SUGGEST_FIT_SAMPLE:
+        sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), SUGGEST_FIT_SAMPLE, replace=False))]
+    kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample)
+    if sample is vectors:
+        return kmeans.labels_.astype(np.int64)
+    return predict_groups(vectors, kmeans.cluster_centers_).astype(np.int64)
+
+
+def suggest(version: store.Version, n: int = 10, propagation: Propagation | None = None,
+            graph: Graph | None = None) -> list[Suggestion]:
+    """The n images whose labels would help most, best first; never one a person labelled.
+
+    The collection is cut into (labelled + n) clusters; clusters without a person's label are
+    taken largest-and-least-sure first, and each gives its most typical unlabelled image. When
+    those run out, the images the propagation is least sure of fill the rest, never two
+    neighbours of each other.
+    """
+    if n < 1:
+        raise ImgsimError("-n must be at least 1")
+    graph = graph or neighbour_graph(version)
+    propagation = propagation or propagate(version, graph=graph)
+    free = ~propagation.person
+    if not free.any():
+        return []
+    typical = typicality(graph)
+    seed = int(version.manifest.get("settings", {}).get("seed", 0))
+    clusters = fine_clusters(version.vectors, int(propagation.person.sum()) + n, seed)
+    covered = set(clusters[propagation.person].tolist())
+    unsure = 1.0 - propagation.confidence
+    candidates = []
+    for c in np.unique(clusters):
+        members = np.flatnonzero((clusters == c) & free)
+        if c in covered or len(members) < MIN_CLUSTER:
+            continue
+        doubt = float(unsure[members].mean()) if propagation.classes else 1.0
+        candidates.append((len(members) * doubt, int(members[np.argmax(typical[members])]), len(members), doubt))
+    candidates.sort(key=lambda item: (-item[0], item[1]))
+    picked, blocked, out = set(), set(), []
+
+    def take(row: int, reason: str) -> None:
+        picked.add(row)
+        blocked.update(graph.rows[row][graph.rows[row] >= 0].tolist())
+        out.append(Suggestion(row, version.paths[row], propagation.name(row), float(propagation.confidence[row]), reason))
+
+    for _, row, size, doubt in candidates[:n]:
+        why = (f"typical of {size} similar images that have no label yet" if not propagation.classes else
+               f"typical of {size} similar images with no label among them (propagation {1 - doubt:.0%} sure there)")
+        take(row, why)
+    if len(out) < n:  # then the images the propagation is least sure of
+        margin = np.sort(propagation.scores, axis=1)
+        gap = margin[:, -1] - (margin[:, -2] if margin.shape[1] > 1 else 0) if margin.shape[1] else np.zeros(len(free))
+        order = np.lexsort((np.arange(len(free)), -typical, gap))
+        for row in order.tolist():
+            if len(out) >= n:
+                break
+            if free[row] and row not in picked and row not in blocked:
+                take(row, f"the propagation is unsure: {propagation.confidence[row]:.0%} for "
+                          f"{propagation.name(row) or 'any label'}")
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    row: int
+    path: str
+    kind: str  # "mistake": a person's label its neighbours disagree with; "outlier": no close neighbour
+    label: str | None
+    suggested: str | None
+    score: float  # how strongly: the neighbours' share against the label, or how far the nearest image is
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "label": self.label, "suggested": self.suggested,
+                "score": round(float(self.score), 4), "reason": self.reason}
+
+
+OUTLIER_MADS = 4.0  # nearest-neighbour similarity this many median absolute deviations below the median
+
+
+def review(version: store.Version, propagation: Propagation | None = None, graph: Graph | None = None) -> list[Finding]:
+    """Likely mistakes (worst first), then outliers (farthest first)."""
+    graph = graph or neighbour_graph(version)
+    propagation = propagation or propagate(version, graph=graph)
+    found = []
+    for row in np.flatnonzero(propagation.person).tolist():
+        neighbours = graph.rows[row][graph.rows[row] >= 0]
+        if not len(neighbours):
+            continue
+        weights = np.maximum(graph.sims[row][: len(neighbours)], 0)
+        votes = np.zeros(len(propagation.classes))
+        np.add.at(votes, propagation.label[neighbours].clip(0), weights * (propagation.label[neighbours] >= 0))
+        if votes.sum() <= 0:
+            continue
+        share = votes / votes.sum()
+        other = int(np.argmax(np.where(np.arange(len(share)) == propagation.label[row], -1, share)))
+        if share[other] > 0.5:
+            found.append(Finding(row, version.paths[row], "mistake", propagation.name(row), propagation.classes[other],
+                                 float(share[other]),
+                                 f"{share[other]:.0%} of its nearest images are labelled {propagation.classes[other]}"))
+    found.sort(key=lambda f: -f.score)
+    nearest = graph.sims[:, 0]
+    has = graph.rows[:, 0] >= 0
+    if has.sum() >= 8:
+        median = float(np.median(nearest[has]))
+        mad = float(np.median(np.abs(nearest[has] - median))) or 1e-6
+        limit = median - OUTLIER_MADS * mad
+        rows = np.flatnonzero(has & (nearest < limit))
+        for row in rows[np.argsort(nearest[rows])].tolist():
+            found.append(Finding(row, version.paths[row], "outlier", propagation.name(row), None,
+                                 float(1 - nearest[row]),
+                                 f"its nearest image is only {nearest[row]:.2f} similar (typical: {median:.2f})"))
+    return found
+
+
+def rows_for_paths(version: store.Version, paths, base: Path | None = None) -> list[int]:
+    """The rows of paths as a person types them (relative to `base` or the working folder, or to the
+    collection's folder); ImgsimError naming the first path that is not in the version."""
+    root = version.manifest.get("images_root")
+    rows = []
+    for typed in paths:
+        path = Path(os.fsdecode(typed)).expanduser()
+        tries = [path] if path.is_absolute() else [Path(base or Path.cwd()) / path] + ([Path(root) / path] if root else [])
+        found = -1
+        for candidate in tries:
+            for form in (str(candidate.absolute()), os.path.normpath(candidate.absolute()), str(candidate.resolve())):
+                found = version.records.row_of_path(form)
+                if found >= 0:
+                    break
+            if found >= 0:
+                break
+        if found < 0:
+            from .text import one_line
+
+            raise ImgsimError(f"{one_line(typed)}: not an image of the active version (see `imgsim query` for its paths)")
+        rows.append(found)
+    return rows
+
+
+def state_key(version: store.Version, labels: dict) -> str:
+    """A short key that changes whenever the version or any person's label does (for caches)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(version.id.encode())
+    for image, label in sorted(labels.items()):
+        digest.update(f"{image}\0{label.label}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()

@@ -1,0 +1,119 @@
+"""A person's labels per image: kept by stable id, changed whole under one lock, undoable, never lost."""
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from imgsim.annotations import MAX_LABEL_CHARS, LabelStore, clean_label
+from imgsim.errors import ImgsimError
+
+
+def test_set_clear_and_undo_round_trip(tmp_path):
+    labels = LabelStore(tmp_path)
+    assert labels.load() == {} and labels.undo() is None
+    assert labels.set([1, 2, 3], "  cats  ", {1: "/a/1.jpg"}) == 3
+    assert labels.set([3, 4], "dogs") == 2
+    assert {i: label.label for i, label in labels.load().items()} == {1: "cats", 2: "cats", 3: "dogs", 4: "dogs"}
+    assert labels.load()[1].path == "/a/1.jpg" and labels.load()[1].via == "set"
+    assert labels.undoable()["label"] == "dogs" and labels.undoable()["count"] == 2
+
+    labels.undo()  # the dogs: 3 is a cat again, 4 has no label
+    assert {i: label.label for i, label in labels.load().items()} == {1: "cats", 2: "cats", 3: "cats"}
+    assert labels.undoable()["label"] == "cats"
+    labels.clear([2, 99])
+    assert sorted(labels.load()) == [1, 3]
+    labels.undo()
+    labels.undo()
+    assert labels.load() == {} and labels.undoable() is None
+
+
+def test_setting_the_same_label_again_changes_and_logs_nothing(tmp_path):
+    labels = LabelStore(tmp_path)
+    labels.set([1, 2], "cats")
+    lines = labels.log_path.read_text().count("\n")
+    assert labels.set([1, 2], "cats") == 0
+    assert labels.log_path.read_text().count("\n") == lines
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * (MAX_LABEL_CHARS + 1), "bell\x07", "rtl\u202eevil"])
+def test_a_bad_label_is_refused_and_changes_nothing(tmp_path, bad):
+    labels = LabelStore(tmp_path)
+    labels.set([1], "cats")
+    with pytest.raises(ImgsimError):
+        labels.set([1, 2], bad)
+    assert {i: label.label for i, label in labels.load().items()} == {1: "cats"}
+
+
+def test_names_are_kept_as_typed_text():
+    for name in ("=HYPERLINK(\"http://x\")", "<b>bold</b>", "[link](http://evil)", "$x^2$", "日本 ✓", "a/b/../c"):
+        assert clean_label(name) == name
+    assert clean_label("two\nlines\tand  tabs") == "two lines and tabs"
+
+
+def test_ten_thousand_images_in_one_call(tmp_path):
+    labels = LabelStore(tmp_path)
+    assert labels.set(range(10_000), "bulk") == 10_000
+    assert len(labels.load()) == 10_000
+    labels.undo()
+    assert labels.load() == {}
+
+
+def test_a_kill_during_the_write_leaves_the_last_complete_labels(tmp_path, monkeypatch):
+    labels = LabelStore(tmp_path)
+    labels.set([1], "cats")
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the process dies before the new labels replace the old ones
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        labels.set([1, 2], "dogs")
+    monkeypatch.undo()
+    assert {i: label.label for i, label in labels.load().items()} == {1: "cats"}
+    assert [p.name for p in labels.folder.iterdir() if p.name.startswith(".labels")] == []  # no temporary left
+    labels.undo()  # the logged change never landed: undoing it restores what is there, the cats
+    assert {i: label.label for i, label in labels.load().items()} == {1: "cats"}
+
+
+def test_a_torn_log_line_is_skipped(tmp_path):
+    labels = LabelStore(tmp_path)
+    labels.set([1], "cats")
+    with open(labels.log_path, "a") as fh:
+        fh.write('{"op": "x", "action": "set", "bef')  # a kill mid-append
+    labels.set([2], "dogs")
+    assert len(labels.history()) == 2
+    labels.undo()
+    assert sorted(labels.load()) == [1]
+
+
+def test_a_hand_edited_labels_file_is_read_as_data(tmp_path):
+    labels = LabelStore(tmp_path)
+    labels.folder.mkdir()
+    labels.labels_path.write_text(json.dumps({"labels": {"1": {"label": "ok"}, "x": {"label": "no id"},
+                                                         "2": {"label": "\x1b[31m"}, "3": "not a mapping",
+                                                         "4": {"label": "fine", "via": "rm -rf"}}}))
+    assert {i: (label.label, label.via) for i, label in labels.load().items()} == {1: ("ok", "set"), 4: ("fine", "set")}
+    labels.labels_path.write_text("{not json")
+    with pytest.raises(ImgsimError, match="labels.json: unreadable"):
+        labels.load()
+
+
+def label_many(folder, start, count, name):
+    labels = LabelStore(folder)
+    for i in range(start, start + count):
+        labels.set([i], name)
+
+
+def test_two_writers_at_once_lose_no_label(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=label_many, args=(tmp_path, start, 40, name))
+               for start, name in ((0, "left"), (1000, "right"))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    labels = LabelStore(tmp_path).load()
+    assert sorted(labels) == list(range(40)) + list(range(1000, 1040))
