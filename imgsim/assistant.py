@@ -40,7 +40,7 @@ MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
 BATCH = 4_096
 
 
-@dataclass(frozen=True)
+@dataclass
 class Graph:
     """Each row's K nearest other rows (-1 where fewer exist) and their cosine similarity, best first."""
 
@@ -49,6 +49,14 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def transition(self) -> sparse.csr_matrix:
+        """S = D^-1/2 W D^-1/2 over the symmetric affinities: what label spreading multiplies by (made once)."""
+        if not hasattr(self, "_transition"):
+            w = affinity(self)
+            scale = 1.0 / np.sqrt(np.maximum(np.asarray(w.sum(axis=1)).ravel(), 1e-12))
+            self._transition = (sparse.diags(scale) @ w @ sparse.diags(scale)).astype(np.float32).tocsr()
+        return self._transition
 
 
 _graphs: dict[tuple, Graph] = {}
@@ -161,10 +169,7 @@ def spread(graph: Graph, seeds: dict[int, int], n_classes: int, alpha: float = A
     y = np.zeros((n, n_classes), np.float32)
     if seeds:
         y[list(seeds), list(seeds.values())] = 1.0
-    w = affinity(graph)
-    degree = np.asarray(w.sum(axis=1)).ravel()
-    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
-    s = sparse.diags(scale) @ w @ sparse.diags(scale)
+    s = graph.transition()
     f = y.copy()
     for _ in range(iterations):
         f = alpha * (s @ f) + (1 - alpha) * y
@@ -319,21 +324,10 @@ def review(version: store.Version, propagation: Propagation | None = None, graph
     graph = graph or neighbour_graph(version)
     propagation = propagation or propagate(version, graph=graph)
     found = []
-    for row in np.flatnonzero(propagation.person).tolist():
-        neighbours = graph.rows[row][graph.rows[row] >= 0]
-        if not len(neighbours):
-            continue
-        weights = np.maximum(graph.sims[row][: len(neighbours)], 0)
-        votes = np.zeros(len(propagation.classes))
-        np.add.at(votes, propagation.label[neighbours].clip(0), weights * (propagation.label[neighbours] >= 0))
-        if votes.sum() <= 0:
-            continue
-        share = votes / votes.sum()
-        other = int(np.argmax(np.where(np.arange(len(share)) == propagation.label[row], -1, share)))
-        if share[other] > 0.5:
-            found.append(Finding(row, version.paths[row], "mistake", propagation.name(row), propagation.classes[other],
-                                 float(share[other]),
-                                 f"{share[other]:.0%} of its nearest images are labelled {propagation.classes[other]}"))
+    for row, other, share in out_of_fold(graph, propagation):
+        name = propagation.classes[other]
+        found.append(Finding(row, version.paths[row], "mistake", propagation.name(row), name, share,
+                             f"its neighbourhood says {name} ({share:.0%}) when the other labels are spread without it"))
     found.sort(key=lambda f: -f.score)
     nearest = graph.sims[:, 0]
     has = graph.rows[:, 0] >= 0
@@ -347,6 +341,38 @@ def review(version: store.Version, propagation: Propagation | None = None, graph
                                  float(1 - nearest[row]),
                                  f"its nearest image is only {nearest[row]:.2f} similar (typical: {median:.2f})"))
     return found
+
+
+REVIEW_FOLDS = 10
+
+
+def out_of_fold(graph: Graph, propagation: Propagation) -> list[tuple[int, int, float]]:
+    """(row, other class, its share) for each person-labelled row whose label the others contradict.
+
+    The person's labels are split in REVIEW_FOLDS folds; each fold is judged by spreading the
+    other folds' labels only (cleanlab's out-of-sample idea), so a wrong label cannot vouch for
+    itself through the neighbours it labelled. A label whose class has no other example outside
+    its fold cannot be judged and is left alone.
+    """
+    seeds = np.flatnonzero(propagation.person)
+    if len(seeds) < 2 or len(propagation.classes) < 2:
+        return []
+    given = propagation.label[seeds]
+    fold = np.arange(len(seeds)) % min(REVIEW_FOLDS, len(seeds))
+    out = []
+    for f in np.unique(fold):
+        train = fold != f
+        known = set(given[train].tolist())
+        f_scores = spread(graph, dict(zip(seeds[train].tolist(), given[train].tolist())), len(propagation.classes))
+        for row, label in zip(seeds[~train].tolist(), given[~train].tolist()):
+            total = f_scores[row].sum()
+            if label not in known or total <= 0:
+                continue
+            share = f_scores[row] / total
+            other = int(np.argmax(np.where(np.arange(len(share)) == label, -1.0, share)))
+            if share[other] > 0.5:
+                out.append((row, other, float(share[other])))
+    return out
 
 
 def rows_for_paths(version: store.Version, paths, base: Path | None = None) -> list[int]:

@@ -1,0 +1,122 @@
+"""The labelling assistant on versions of clustered vectors whose true classes are known."""
+
+import numpy as np
+import pytest
+
+from imgsim import assistant, store
+from imgsim.annotations import ImageLabel, LabelStore
+from tests.conftest import vector_version
+
+CLASSES = 12
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    """600 vectors around 12 centres; (version, true class of each row)."""
+    return vector_version(tmp_path_factory.mktemp("clustered") / "models", 600, CLASSES)
+
+
+def person_labels(version, truth, rows, wrong=()):
+    return {int(version.ids[r]): ImageLabel("wrong" if r in wrong else f"class {truth[r]}") for r in rows}
+
+
+def accuracy(version, truth, propagation):
+    return np.mean([propagation.name(r) == f"class {truth[r]}" for r in range(len(version))])
+
+
+def test_the_graph_comes_from_the_engine_and_is_kept_per_version(clustered, monkeypatch):
+    version, _ = clustered
+    graph = assistant.neighbour_graph(version)
+    assert graph.rows.shape == (len(version), assistant.K)
+    assert not (graph.rows == np.arange(len(version))[:, None]).any()  # never itself
+    assert (np.diff(graph.sims, axis=1) <= 1e-6).all()  # best first
+    exact = version.vectors @ version.vectors[7] / np.linalg.norm(version.vectors, axis=1) / np.linalg.norm(version.vectors[7])
+    exact[7] = -np.inf
+    assert graph.rows[7, 0] == np.argmax(exact)
+    assert assistant.graph_path(version, assistant.K).is_file()
+    assistant._graphs.clear()
+    monkeypatch.setattr(assistant, "compute_graph", lambda *a: pytest.fail("recomputed instead of read from disk"))
+    assert np.array_equal(assistant.neighbour_graph(version).rows, graph.rows)
+
+
+def test_one_label_per_class_labels_every_image_and_never_changes_a_persons(clustered):
+    version, truth = clustered
+    rows = [int(np.flatnonzero(truth == c)[0]) for c in range(CLASSES)]
+    wrong = {rows[0]}  # a person's mistake stays as they gave it
+    propagation = assistant.propagate(version, person_labels(version, truth, rows, wrong))
+    assert (propagation.label >= 0).all()
+    assert propagation.name(rows[0]) == "wrong" and propagation.person[rows].all()
+    assert (propagation.confidence[rows] == 1).all()
+    assert accuracy(version, truth, propagation) > 0.9
+    counts = propagation.counts(0.0)
+    assert counts["person"] == CLASSES and counts["person"] + counts["propagated"] + counts["unsure"] == len(version)
+
+
+def test_without_labels_nothing_is_propagated(clustered):
+    version, _ = clustered
+    propagation = assistant.propagate(version, {})
+    assert propagation.classes == [] and (propagation.label == -1).all()
+    assert {propagation.source(r) for r in range(len(version))} == {"none"}
+
+
+def test_suggestions_cover_the_classes_first_and_never_repeat_a_labelled_image(clustered):
+    version, truth = clustered
+    first = assistant.suggest(version, CLASSES)
+    assert len(first) == CLASSES and len({s.row for s in first}) == CLASSES
+    assert len({truth[s.row] for s in first}) >= CLASSES - 2  # representatives, not twelve of one kind
+    assert all(s.suggested is None and "no label yet" in s.reason for s in first)
+    labels = person_labels(version, truth, [s.row for s in first])
+    propagation = assistant.propagate(version, labels)
+    again = assistant.suggest(version, 20, propagation)
+    assert not {s.row for s in again} & {s.row for s in first}
+    assert all(s.suggested is not None and 0 <= s.confidence <= 1 for s in again)
+
+
+def test_review_finds_a_wrong_label_and_only_it(tmp_path):
+    version, truth = vector_version(tmp_path / "models", 300, 5, spread=0.3, seed=1)
+    members = np.flatnonzero(truth == 0)
+    rows = [int(np.flatnonzero(truth == c)[0]) for c in range(5)] + members[1:4].tolist()
+    labels = person_labels(version, truth, rows)
+    labels[int(version.ids[members[3]])] = ImageLabel("class 3")  # a slip: a class-0 image labelled class 3
+    findings = assistant.review(version, assistant.propagate(version, labels))
+    mistakes = [f for f in findings if f.kind == "mistake"]
+    # the slip cannot vouch for itself through the neighbours it labelled: judged without it, they say class 0
+    assert [(f.row, f.label, f.suggested) for f in mistakes] == [(members[3], "class 3", "class 0")]
+
+
+def test_an_image_far_from_everything_is_an_outlier(tmp_path):
+    version, truth = vector_version(tmp_path / "models", 200, 3, spread=0.2, seed=2)
+    from imgsim.records import Records
+    from imgsim.training import save_collection
+
+    vectors = np.vstack([version.vectors, -version.vectors.mean(axis=0, keepdims=True) + 5.0])
+    records = Records.concat([version.records, Records.build(["/collection/odd.jpg"], [1], [0], ["f" * 40], [0],
+                                                             np.zeros((1, 2), np.float32))])
+    with store.writer_lock(version.model_dir):
+        entries, state = save_collection(version.model_dir, "exact", records, vectors)
+        store.write_version(version.model_dir, manifest=dict(version.manifest, kind="index"), records=entries,
+                            engine=state, centres=version.centres, history={}, save_model=lambda p: p.write_bytes(b""))
+    grown = store.load_version(version.model_dir)
+    outliers = [f for f in assistant.review(grown) if f.kind == "outlier"]
+    assert outliers and outliers[0].path == "/collection/odd.jpg"
+
+
+def test_labels_follow_images_into_a_new_version(clustered, tmp_path):
+    version, truth = clustered
+    LabelStore(version.model_dir).set([int(version.ids[5])], "kept")
+    assert assistant.propagate(version).name(5) == "kept"  # read from the store by default
+    LabelStore(version.model_dir).clear([int(version.ids[5])])
+
+
+def test_paths_as_a_person_types_them(clustered, tmp_path, monkeypatch):
+    version, _ = clustered
+    path = version.paths[3]
+    monkeypatch.chdir("/")
+    assert assistant.rows_for_paths(version, [path, path.lstrip("/"), "/collection/./" + path.split("/", 2)[2]]) == [3, 3, 3]
+    relative = path.split("/collection/", 1)[1]  # relative to the collection's folder
+    monkeypatch.chdir(tmp_path)
+    assert assistant.rows_for_paths(version, [relative]) == [3]
+    from imgsim.errors import ImgsimError
+
+    with pytest.raises(ImgsimError, match="not an image of the active version"):
+        assistant.rows_for_paths(version, [path, "/elsewhere/x.jpg"])
