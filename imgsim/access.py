@@ -9,6 +9,9 @@ says so:
 - neither: changes are allowed only while the server listens on a loopback address (the
   default in `.streamlit/config.toml`), i.e. only to people on this machine. A server exposed
   with `--server.address 0.0.0.0` and no password is read-only for everyone.
+
+Whoever may write, the dashboard answers only the names it is reached by (`allowed_hosts`), so
+a web page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) cannot drive it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 TRUE = ("1", "true", "yes", "on")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 
 
 def is_loopback(address) -> bool:
@@ -32,6 +38,25 @@ def is_loopback(address) -> bool:
         return ipaddress.ip_address(str(address).strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def allowed_hosts(server_address=None, environ=None) -> list[str]:
+    """The names (Host headers, any port) the dashboard answers: this machine's, the address it listens on, and the names shared.
+
+    A browser sends the name it was pointed at. Refusing every other name is what stops DNS
+    rebinding: a page at `rebind.attacker.example`, re-pointed at 127.0.0.1, sends that name.
+    `IMGSIM_ALLOWED_HOSTS` (commas or spaces) adds the names a shared dashboard is reached by;
+    Streamlit's own STREAMLIT_SERVER_ALLOWED_HOSTS counts too, as `streamlit run` would read it.
+    """
+    environ = os.environ if environ is None else environ
+    names = list(LOOPBACK_NAMES)
+    address = str(server_address or "").strip().strip("[]")
+    if address not in WILDCARD_ADDRESSES:
+        names.append(address)
+    for variable in ("IMGSIM_ALLOWED_HOSTS", "STREAMLIT_SERVER_ALLOWED_HOSTS"):
+        names += re.split(r"[,\s]+", environ.get(variable, ""))
+    names = [name.strip("[]").lower() for name in names]
+    return list(dict.fromkeys(name for name in names if name))
 
 
 @dataclass(frozen=True)

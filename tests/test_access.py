@@ -1,6 +1,8 @@
 """Who may change things: the write policy itself, and the dashboard enforcing it (AppTest)."""
 
 import json
+import runpy
+import socket
 from pathlib import Path
 
 import pytest
@@ -8,11 +10,12 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from imgsim import Settings, jobs, store
-from imgsim.access import Access, is_loopback
+from imgsim.access import Access, allowed_hosts, is_loopback
 from imgsim.labels import load_names
-from tests.conftest import TINY
+from tests.conftest import TINY, running_dashboard
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
 
 
 @pytest.mark.parametrize("address, local", [
@@ -158,3 +161,64 @@ def test_error_messages_holding_names_are_text_never_markup(model_settings, tmp_
     at.file_uploader(key="upload").set_value((name, b"not pixels", "image/png")).run()
     [error] = at.error
     assert "\\!\\[x\\]\\(http\\:" in error.value and "![x](" not in error.value
+
+
+FOREIGN = "rebind.attacker.example"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The dashboard as run.sh serves it (no model: it starts in seconds), with one public name added; yields its port."""
+    folder = tmp_path_factory.mktemp("served")
+    env = {"IMGSIM_MODEL_DIR": str(folder / "models"), "IMGSIM_IMAGES": str(folder / "photos"),
+           "IMGSIM_ALLOWED_HOSTS": "photos.example.org"}
+    with running_dashboard(folder / "streamlit.log", env) as (_, port):
+        yield port
+
+
+def open_stream(port: int, host: str):
+    """The dashboard's WebSocket as a browser at http://host:port opens it (that Host and Origin), through 127.0.0.1."""
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return connect(f"ws://{host}:{port}/_stcore/stream", sock=sock, origin=f"http://{host}:{port}",
+                   subprotocols=["streamlit"], open_timeout=10)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "photos.example.org"])
+def test_the_dashboard_answers_its_own_names(served, host):
+    with open_stream(served, host) as stream:
+        assert stream.subprotocol == "streamlit"
+
+
+@pytest.mark.parametrize("host", [FOREIGN, "127.0.0.1.nip.io", "localhost.attacker.example"])
+def test_a_page_whose_name_was_rebound_to_this_machine_cannot_open_the_dashboard(served, host):
+    """DNS rebinding: the browser sends the attacker's name as Host and Origin; the socket every change goes through is refused."""
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        open_stream(served, host).close()
+    assert refused.value.response.status_code == 403
+
+
+def test_the_allowed_names_are_this_machine_s_plus_the_shared_ones():
+    assert allowed_hosts("127.0.0.1", environ={}) == ["localhost", "127.0.0.1", "::1"]
+    assert allowed_hosts("0.0.0.0", environ={}) == ["localhost", "127.0.0.1", "::1"]  # exposed: names must be given
+    assert allowed_hosts("192.168.1.20", environ={"IMGSIM_ALLOWED_HOSTS": "Photos.example.org, [fd00::5] *.lan"}) == [
+        "localhost", "127.0.0.1", "::1", "192.168.1.20", "photos.example.org", "fd00::5", "*.lan"]
+
+
+def test_serve_py_passes_the_names_and_hides_error_details_whatever_config_is_found(monkeypatch, capsys):
+    server_options = runpy.run_path(str(ROOT / "scripts" / "serve.py"))["server_options"]
+    monkeypatch.setenv("IMGSIM_ALLOWED_HOSTS", "photos.example.org")
+    options = server_options(["--server.port", "8600", "--server.address", "0.0.0.0"])
+    assert options == ["--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1",
+                       "--server.allowedHosts=::1", "--server.allowedHosts=photos.example.org",
+                       "--client.showErrorDetails=none"]
+    assert "IMGSIM_ALLOWED_HOSTS" in capsys.readouterr().err  # exposed: the terminal says how to add a name
+
+
+def test_a_visitor_never_sees_a_traceback_or_an_error_s_text():
+    at = AppTest.from_string("raise RuntimeError('/srv/photos/private/holiday.jpg cannot be read')").run()
+    shown = at.exception[0]
+    assert not shown.stack_trace and "/srv/photos" not in shown.message

@@ -7,18 +7,14 @@ the image searched with.
 """
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import running_dashboard
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-ROOT = Path(__file__).resolve().parent.parent
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 EXCEPTION = '[data-testid="stException"]'
 
@@ -27,12 +23,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); Playwright cannot download one here"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -50,35 +40,9 @@ def shared_dashboard(model_copy, tiny_collection, tmp_path):
 
 
 def serve(model_dir, images, tmp_path, extra_env):
-    port = free_port()
-    env = {**os.environ, "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images), **extra_env}
-    log_path = tmp_path / "streamlit.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "scripts/serve.py", "--server.headless=true", f"--server.port={port}",  # as run.sh starts it
-             "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    env = {"IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images), **extra_env}
+    with running_dashboard(tmp_path / "streamlit.log", env) as (url, _):
         yield url, images
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def settle(page, heading: str) -> None:
