@@ -14,7 +14,7 @@ from imgsim.access import Access
 from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
-from imgsim.text import markdown_text
+from imgsim.text import markdown_text, one_line
 from imgsim.threads import serialise_ast_parse
 from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
 
@@ -324,3 +324,100 @@ def sidebar(cfg: Settings) -> None:
                       args=(run, False, "sidebar"),
                       help=f"{run.image_size} px, latent {run.latent_dim}, {run.epochs} epochs, "
                            f"{run.clusters} groups (change them on the Train page)")
+
+
+# --- labels: what the Label and Explore pages share ----------------------------------------------
+
+def show_notice(where: str) -> None:
+    """What a callback left for this part of the page (an error in plain words), shown once."""
+    kind, message = st.session_state.pop(f"notice-{where}", (None, None))
+    if kind:
+        getattr(st, kind)(message)
+
+
+def person_labels(model_dir) -> dict:
+    """Image id -> a person's label (imgsim.annotations); an unreadable labels file is said in words and read as none."""
+    from imgsim.annotations import LabelStore
+
+    try:
+        return LabelStore(model_dir).load()
+    except ImgsimError as exc:
+        st.error(md(exc))
+        return {}
+
+
+@st.cache_resource(max_entries=8, show_spinner="Spreading your labels over the collection…")
+def _propagation(model_dir: str, version_id: str, key: str, _labels: dict):
+    from imgsim.assistant import propagate
+
+    return propagate(load_version(model_dir, version_id), _labels)
+
+
+def propagation(model_dir, version: store.Version, labels: dict, key: str | None = None):
+    """Every image's label and confidence from the person's (imgsim.assistant.propagate), once per version and labels.
+
+    `key` is `imgsim.assistant.state_key(version, labels)` where the caller has it already. Shared by
+    every session: never change what it returns.
+    """
+    from imgsim.assistant import state_key
+
+    return _propagation(str(model_dir), version.id, key or state_key(version, labels), labels)
+
+
+def label_rows(model_dir: str, version_id: str, rows, name: str | None = None, name_key: str | None = None,
+               via: str = "set", where: str = "labels") -> None:
+    """Button, picker or form callback: a person's label for these rows of a version.
+
+    The label is `name`, or what the widget `name_key` holds; a refusal (read-only, a bad name,
+    the labels file busy) is left as a notice for `show_notice(where)`.
+    """
+    from imgsim.annotations import LabelStore
+
+    if not can_write():  # the controls are not drawn then; this guards the callback itself too
+        st.session_state[f"notice-{where}"] = ("error", access().why_not())
+        return
+    if name_key is not None:
+        name = st.session_state.get(name_key)
+    if name is None or not str(name).strip():
+        st.session_state[f"notice-{where}"] = ("error", "Type a label, or pick one, first.")
+        return
+    try:
+        version = load_version(model_dir, version_id)
+        rows = [int(r) for r in rows]
+        ids = [int(i) for i in version.ids[rows]]
+        changed = LabelStore(model_dir).set(ids, name, paths={i: version.paths[r] for i, r in zip(ids, rows)}, via=via)
+    except ImgsimError as exc:
+        st.session_state[f"notice-{where}"] = ("error", md(exc))
+        return
+    images = "image" if len(rows) == 1 else f"{len(rows):,} images"
+    st.toast(f"Labelled {images} {md(quoted(name))}" + ("" if changed == len(rows) else f" ({changed:,} changed)"),
+             icon=":material/label:")
+
+
+def quoted(name, limit: int = 40) -> str:
+    """A label in quotes, cut to `limit` characters: for buttons and notices (pass the result through `md`)."""
+    text = " ".join(str(name).split())
+    return f"“{text if len(text) <= limit else text[:limit - 1] + '…'}”"
+
+
+def label_picker(label: str, classes, key: str, **options) -> None:
+    """A box offering the labels given so far that also takes a new one (typed, then Enter); `options` go to st.selectbox."""
+    st.selectbox(label, list(classes), index=None, key=key, accept_new_options=True,
+                 placeholder="Pick a label or type a new one", format_func=one_line, **options)
+
+
+def label_form(model_dir, version: store.Version, rows, key: str, classes, what: str, default: str | None = None) -> None:
+    """A label for many images at once (a map selection, a group): a picker and one button."""
+    classes = list(classes)
+    if default and default not in classes:
+        classes.append(default)
+    with st.form(key, border=False, enter_to_submit=True):
+        left, right = st.columns([3, 1], vertical_alignment="bottom")
+        with left:
+            st.selectbox(f"Label {what}", classes, index=classes.index(default) if default else None,
+                         key=f"{key}-name", accept_new_options=True, placeholder="Pick a label or type a new one",
+                         format_func=one_line)
+        right.form_submit_button(f"Label {len(rows):,} image{'s' if len(rows) != 1 else ''}", type="primary",
+                                 width="stretch", on_click=label_rows, args=(str(model_dir), version.id, tuple(rows)),
+                                 kwargs={"name_key": f"{key}-name", "where": key})
+    show_notice(key)

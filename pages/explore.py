@@ -1,4 +1,4 @@
-"""Explore: the collection's map coloured by group, what a selection holds, each group's images, and k."""
+"""Explore: the collection's map coloured by group or label, what a selection holds (label it), each group's images, and k."""
 
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from pages import common
 SHOWN = 60  # thumbnails per gallery before "show more"
 MAX_POINTS = 20_000  # drawn on the map; a larger collection is shown as an even sample (the page says so)
 WEBGL_ABOVE = 3_000  # points: WebGL (Scattergl) draws many points fast; SVG is sharper and needs no GPU for few
+SURE = 0.9  # a propagated label less sure than this is drawn as "unsure" when the map is coloured by label
+UNSURE = "unsure"
 
 
 @st.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
@@ -46,8 +48,17 @@ def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[p
     return frame, [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
 
 
-def map_figure(frame: pd.DataFrame, order: list[str]):
-    """The map, one trace per group; WebGL (Scattergl) for many points. Built each run: a cached figure loses selections.
+def label_colours(frame: pd.DataFrame, propagation) -> tuple[pd.DataFrame, list[str]]:
+    """The frame with each point's label (a person's, or propagated at SURE or more; else "unsure") and the legend's order."""
+    rows = frame["row"].to_numpy()
+    names = np.array([html_text(c) for c in propagation.classes] + [UNSURE], dtype=object)
+    label, confidence = propagation.label[rows], propagation.confidence[rows]
+    sure = (label >= 0) & (confidence >= SURE)
+    return frame.assign(label=names[np.where(sure, label, -1)]), [*names[:-1].tolist(), UNSURE]
+
+
+def map_figure(frame: pd.DataFrame, order: list[str], by: str = "group"):
+    """The map, one trace per group (or label); WebGL (Scattergl) for many points. Built each run: a cached figure loses selections.
 
     Traces straight from the frame's arrays: Plotly Express's grouping and its object-typed custom
     data cost a 5,000-image map a tenth of a second a view. The custom data is each point's row, one
@@ -57,12 +68,13 @@ def map_figure(frame: pd.DataFrame, order: list[str]):
     colours = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet
     fig = go.Figure()
     for i, name in enumerate(order):
-        part = frame[frame["group"] == name]
+        part = frame[frame[by] == name]
+        colour = "#c8c8c8" if by == "label" and name == UNSURE else colours[i % len(colours)]
         fig.add_trace(trace(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
                             customdata=part["row"].to_numpy(), hovertext=part["file"].to_numpy(),
                             hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>",
                             marker=dict(size=7 if len(frame) < 5000 else 4, opacity=0.85,
-                                        color=colours[i % len(colours)])))
+                                        color=colour)))
     fig.update_layout(height=560, dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
                       xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
@@ -80,20 +92,32 @@ def gallery(rows, version, key: str, px: int = 128) -> None:
 
 cfg, version = common.page_start()
 names = common.group_names(cfg, version)
+writable = common.can_write()
 st.title("Explore")
 
 frame, order = map_frame(str(cfg.model_dir), version.id, names)
-fig, drawn = map_figure(frame, order), len(frame)
 st.caption("Each point is an image, placed by UMAP so that similar images sit close together. "
-           "Click a point, or drag a lasso or box, to see the images below."
-           + (f" The collection holds {len(version):,} images; the map shows an even sample of {drawn:,} of them."
-              if drawn < len(version) else ""))
+           "Click a point, or drag a lasso or box, to see the images below"
+           + (" and label them together." if writable else ".")
+           + (f" The collection holds {len(version):,} images; the map shows an even sample of {len(frame):,} of them."
+              if len(frame) < len(version) else ""))
+by = "label" if st.toggle("Colour by label", key="colour-by-label",
+                          help=f"A person's label, or one the assistant propagated at least {SURE:.0%} sure "
+                               "(Label page); the others are grey") else "group"
+labels = common.person_labels(cfg.model_dir) if by == "label" or writable else {}
+if by == "label":
+    frame, order = label_colours(frame, common.propagation(cfg.model_dir, version, labels))
+fig = map_figure(frame, order, by)
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
 
-points = event.selection.points if event else []
+# read as a mapping: what st.plotly_chart returns, and what a test puts in the session state
+points = ((event or {}).get("selection") or {}).get("points") or []
 chosen = sorted({int(p["customdata"]) for p in points if p.get("customdata") is not None})
+classes = sorted({label.label for label in labels.values()}, key=str.casefold)
 if chosen:
     st.subheader(f"{len(chosen)} selected")
+    if writable:
+        common.label_form(cfg.model_dir, version, chosen, "label-selection", classes, f"these {len(chosen)} images")
     gallery(chosen, version, "selection")
 
 st.subheader("Groups")
@@ -101,7 +125,11 @@ counts = {int(g): int(c) for g, c in zip(*np.unique(version.groups, return_count
 group = st.segmented_control("Group", list(counts), default=next(iter(counts)), required=True, key="group",
                              format_func=lambda g: f"{common.md(group_name(g, names))} ({counts[g]})",
                              label_visibility="collapsed")
-gallery(np.flatnonzero(version.groups == group).tolist(), version, f"group-{group}")
+rows = np.flatnonzero(version.groups == group).tolist()
+if writable:
+    common.label_form(cfg.model_dir, version, rows, f"label-group-{group}", classes,
+                      f"all {len(rows)} images of group {group}", default=names.get(group))
+gallery(rows, version, f"group-{group}")
 
 st.subheader("Choosing k")
 scores = silhouettes(str(cfg.model_dir), version.id)
