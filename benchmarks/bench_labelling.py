@@ -55,7 +55,7 @@ def trained_version(folder: Path, models: Path) -> store.Version:
 
 def truth_of(version: store.Version, folder: Path) -> np.ndarray:
     paths, labels = evaluation.labelled_images(folder)
-    by_path = {str(p): label for p, label in zip(paths, labels)}
+    by_path = {str(Path(p).resolve()): label for p, label in zip(paths, labels)}
     return np.array([by_path[p] for p in version.paths])
 
 

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 K = 15  # neighbours per image in the graph (benchmarks/bench_labelling.py)
 ALPHA = 0.99  # label spreading: how far labels travel (the rest stays at the seeds)
 ITERATIONS = 40
+# Confidence is a class's share of what reaches an image, beside an "unknown" label spread from this
+# much on every unlabelled image: far from any person's label, unknown outweighs the classes, so a
+# lone label does not make the whole collection 100 % sure (benchmarks/bench_labelling.py).
+UNKNOWN_PRIOR = 0.001
 SUGGEST_FIT_SAMPLE = 8_000  # clusters for suggestions are fitted on at most this many vectors
 MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
 BATCH = 4_096
@@ -135,7 +139,7 @@ class Propagation:
     label: np.ndarray  # (n,) int64
     confidence: np.ndarray  # (n,) float32 in [0, 1]; 1 for a person's label
     person: np.ndarray  # (n,) bool: the label is a person's
-    scores: np.ndarray  # (n, c) float32: each class's share, rows summing to 1 (0 without labels)
+    scores: np.ndarray  # (n, c) float32: each class's share of what reached the image (the rest is "unknown")
 
     def __len__(self) -> int:
         return len(self.label)
@@ -163,12 +167,16 @@ def person_rows(version: store.Version, labels: dict) -> dict[int, str]:
 
 
 def spread(graph: Graph, seeds: dict[int, int], n_classes: int, alpha: float = ALPHA,
-           iterations: int = ITERATIONS) -> np.ndarray:
-    """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c)."""
+           iterations: int = ITERATIONS, prior: float | None = None) -> np.ndarray:
+    """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c), or
+    (n, c + 1) with a `prior`: a last column spread from `prior` on every unlabelled row (see `propagate`)."""
     n = len(graph)
-    y = np.zeros((n, n_classes), np.float32)
+    y = np.zeros((n, n_classes + (prior is not None)), np.float32)
     if seeds:
         y[list(seeds), list(seeds.values())] = 1.0
+    if prior is not None:
+        y[:, -1] = prior
+        y[list(seeds), -1] = 0.0
     s = graph.transition()
     f = y.copy()
     for _ in range(iterations):
@@ -192,11 +200,13 @@ def propagate(version: store.Version, labels: dict | None = None, graph: Graph |
         return Propagation([], np.full(n, -1, np.int64), np.zeros(n, np.float32), person, np.zeros((n, 0), np.float32))
     index = {name: i for i, name in enumerate(classes)}
     seeds = {row: index[name] for row, name in given.items()}
-    f = spread(graph, seeds, len(classes))
+    f = spread(graph, seeds, len(classes), prior=UNKNOWN_PRIOR)
     mass = f.sum(axis=1)
-    scores = np.divide(f, mass[:, None], out=np.zeros_like(f), where=mass[:, None] > 0)
+    shares = np.divide(f, mass[:, None], out=np.zeros_like(f), where=mass[:, None] > 0)
+    scores = shares[:, :-1]
     label = scores.argmax(axis=1).astype(np.int64)
     confidence = scores.max(axis=1).astype(np.float32)
+    mass = f[:, :-1].sum(axis=1)
     unreached = np.flatnonzero(mass <= 0)
     if len(unreached):
         seed_rows = np.fromiter(seeds, np.int64)

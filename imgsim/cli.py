@@ -72,21 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", type=Path, metavar="FILE.csv")
     p.add_argument("--silhouette", action="store_true", help="silhouette score for k = 2..10, to help choose k")
 
-    p = with_model_dir(sub.add_parser("labels", help="label every image from a few: suggest, set, review, export"))
-    labels = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
-    q = labels.add_parser("suggest", help="the images to label next, best first")
+    p = sub.add_parser("labels", help="label every image from a few: suggest, set, review, export")
+    actions = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+
+    def labels_action(name, help):
+        return with_model_dir(actions.add_parser(name, help=help))
+
+    q = labels_action("suggest", "the images to label next, best first")
     q.add_argument("-n", type=int, default=10, help="how many (default 10)")
     q.add_argument("--json", action="store_true", help="one JSON object a line: path, suggested, confidence, reason")
-    q = labels.add_parser("set", help="give images a label (yours: propagation never changes it)")
+    q = labels_action("set", "give images a label (yours: propagation never changes it)")
     q.add_argument("name", metavar="NAME")
     q.add_argument("paths", nargs="+", metavar="PATH")
-    q = labels.add_parser("clear", help="remove your label from images")
+    q = labels_action("clear", "remove your label from images")
     q.add_argument("paths", nargs="+", metavar="PATH")
-    q = labels.add_parser("import", help="labels from a CSV of path,label rows (an export's CSV too: its own labels only)")
+    q = labels_action("import", "labels from a CSV of path,label rows (an export's CSV too: its own labels only)")
     q.add_argument("file", type=Path, metavar="FILE.csv")
-    q = labels.add_parser("review", help="likely mistakes (labels the neighbours disagree with) and outliers, worst first")
+    q = labels_action("review", "likely mistakes (labels the neighbours disagree with) and outliers, worst first")
     q.add_argument("--json", action="store_true")
-    q = labels.add_parser("export", help="every image's label: JSON lines, CSV, or one folder per label")
+    q = labels_action("export", "every image's label: JSON lines, CSV, or one folder per label")
     q.add_argument("--json", action="store_true", help="one JSON object a line: path, label, source, confidence")
     q.add_argument("--csv", type=Path, metavar="FILE", help="the same as CSV")
     q.add_argument("--folders", type=Path, metavar="DIR", help="copy each labelled image to DIR/<label>/")
@@ -94,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="with --folders: write into a folder that is not empty")
     q.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
                    help="leave out propagated labels below C (0..1, default 0: every image)")
-    labels.add_parser("undo", help="revert the last labelling change")
-    labels.add_parser("status", help="how many images are labelled by you, by propagation, and unsure")
+    labels_action("undo", "revert the last labelling change")
+    labels_action("status", "how many images are labelled by you, by propagation, and unsure")
 
     p = with_model_dir(sub.add_parser("duplicates", help="exact and near copies in the collection (nothing is deleted)"))
     p.add_argument("--threshold", type=float, metavar="T",
