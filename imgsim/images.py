@@ -52,6 +52,24 @@ ORIENTATIONS = {  # EXIF orientation -> the transpose that shows the image uprig
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# A progressive JPEG is decoded scan by scan, and every scan is a pass over every block of the
+# image however few bytes it holds: one empty 59-byte scan of 6000x6000 costs 22 ms of CPU, so
+# 0.39 MB of them would cost ~90 s (benchmarks/scan-bomb-results.txt). libjpeg's own progression
+# has 10 scans (6 for grey) and encoders that tune it stay within a few tens; libjpeg-turbo's
+# djpeg -maxscans and TurboJPEG's scan limit exist for this attack, and nvImageCodec refuses more
+# than 256 by default. 100 leaves every real encoder room and bounds the worst JPEG accepted at
+# ~2 s of CPU (100 scans of 36 megapixels: 2.2 s; a normal photo query: 2 ms).
+MAX_JPEG_SCANS = 100
+# Pillow reads a JPEG's header (everything before the first scan) in Python, a marker or a stray
+# byte at a time: 1 s of CPU per 4 MB of empty segments. A camera's JPEG has about 20 markers
+# and no stray bytes; these caps keep that walk, and the one here, to milliseconds.
+MAX_JPEG_MARKERS = 1000
+MAX_JPEG_STRAY_BYTES = 64 * 1024
+JPEG_SIGNATURE = b"\xff\xd8\xff"  # what Pillow recognises a JPEG (and an MPO) by
+# The next marker: 0xFF, any fill 0xFFs, then a code other than 0x00 (a stuffed 0xFF in scan
+# data) or RST0-7 (restart points inside a scan), as libjpeg finds it.
+NEXT_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
 # TIFF tags read to size libtiff's strip buffer
 BITS_PER_SAMPLE, PHOTOMETRIC, SAMPLES_PER_PIXEL, ROWS_PER_STRIP, TILE_WIDTH, TILE_LENGTH = 258, 262, 277, 278, 322, 323
 
@@ -117,6 +135,8 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None, 
     side on its own.
     """
     with decode_errors(name):
+        if data[:3] == JPEG_SIGNATURE:
+            check_jpeg(data, name)
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = img.size
         if width * height > MAX_PIXELS:
@@ -155,6 +175,9 @@ def sniff(path) -> str:
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
     with file, decode_errors(name):
+        if file.read(3) == JPEG_SIGNATURE:
+            check_jpeg_header(file, name)
+        file.seek(0)
         return Image.open(file, formats=ALLOWED_FORMATS).format
 
 
@@ -232,17 +255,64 @@ def format_buffers(img: Image.Image, data: bytes) -> int:
     return 0
 
 
+def jpeg_markers(data):
+    """(code, position, stray bytes skipped before it) of each marker of a JPEG's first image, as libjpeg finds them.
+
+    Segments are stepped over by their length and scan data searched in C, so no pixel is decoded
+    and the walk costs microseconds a marker. It ends at the first image's EOI (an MPO's later
+    images are never decoded).
+    """
+    pos = 2
+    while (found := NEXT_JPEG_MARKER.search(data, pos)) is not None:
+        start = found.start()
+        code = data[start + 1]
+        yield code, start, start - pos
+        if code == JPEG_EOI:
+            return
+        standalone = code in (0x01, 0xD8)  # TEM and a stray SOI carry no length
+        pos = start + 2 + (0 if standalone else int.from_bytes(data[start + 2:start + 4], "big"))
+
+
+def check_jpeg(data, name: str, header_only: bool = False) -> bool:
+    """Refuse a JPEG whose structure costs far more CPU than its pixels: too many scans, markers or stray bytes.
+
+    With `header_only`, stops at the first scan (what Pillow's open reads). Returns whether a scan was reached.
+    """
+    scans = markers = stray = 0
+    for code, pos, skipped in jpeg_markers(data):
+        markers += 1
+        stray += skipped if not scans else 0  # in scan data, libjpeg skips in C; before it, Pillow in Python
+        scans += code == JPEG_SOS
+        if scans > MAX_JPEG_SCANS:
+            total = scans + data.count(b"\xff\xda", pos + 2)  # 0xFFDA cannot occur inside scan data
+            raise ImageError(f"{name}: JPEG has {total} progressive scans, more than {MAX_JPEG_SCANS}: refused "
+                             "(each one is a pass over the whole image)")
+        if markers > MAX_JPEG_MARKERS:
+            raise ImageError(f"{name}: JPEG has more than {MAX_JPEG_MARKERS} markers: refused")
+        if stray > MAX_JPEG_STRAY_BYTES:
+            raise ImageError(f"{name}: JPEG has more than {MAX_JPEG_STRAY_BYTES // 1024} KB of stray bytes "
+                             "between its header's markers: refused")
+        if header_only and scans:
+            return True
+    return scans > 0
+
+
+def check_jpeg_header(file, name: str) -> None:
+    """`check_jpeg(header_only=True)` on an open file, reading no further than its first scan (in growing chunks)."""
+    size = 64 * 1024
+    while True:
+        file.seek(0)
+        data = file.read(size)
+        if check_jpeg(data, name, header_only=True) or len(data) < size or size > MAX_FILE_BYTES:
+            return
+        size *= 4
+
+
 def jpeg_scan_components(data: bytes) -> int | None:
     """How many components a JPEG's first scan holds (fewer than the image's: libjpeg buffers it whole)."""
-    pos = 2
-    while (pos := data.find(b"\xff", pos)) >= 0 and pos + 4 < len(data):  # libjpeg skips junk between segments too
-        marker = data[pos + 1]
-        if marker == 0xFF or marker == 0x00 or 0xD0 <= marker <= 0xD8 or marker == 0x01:
-            pos += 1 if marker == 0xFF else 2  # fill byte, stuffed zero, or a marker without a length
-        elif marker == 0xDA:
-            return data[pos + 4]
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    for code, pos, _ in jpeg_markers(data):
+        if code == JPEG_SOS:
+            return data[pos + 4] if pos + 4 < len(data) else None
     return None
 
 

@@ -97,20 +97,26 @@ class Searcher:
         """Collection rows holding exactly these bytes (found by hash, without the model)."""
         return self.records.rows_with_sha1(hashlib.sha1(data).hexdigest()).tolist()
 
-    def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None) -> QueryResult:
+    def vector_of(self, data: bytes, name: str = "image") -> np.ndarray:
+        """An image's latent (its bytes decoded as every model input is, then encoded)."""
+        return self.encode(decode(data, self.image_size, name)[None])[0]
+
+    def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None,
+              vector: np.ndarray | None = None) -> QueryResult:
         """The n most similar collection images to a path, URL or bytes, best first.
 
         scope "cluster" searches the query's predicted group first and tops up from the rest of
         the collection when the group holds fewer than n other images; "all" searches everything.
         The query itself (the same file) is never returned; other files with the same bytes come
         first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
-        read (so a URL is fetched once).
+        read (so a URL is fetched once); `vector`, their latent already encoded (`vector_of`), so a
+        page that reruns decodes a query once.
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         name = name or describe(source)
         data = read_bytes(source) if data is None else data
-        vector = self.encode(decode(data, self.image_size, name)[None])[0]
+        vector = self.vector_of(data, name) if vector is None else vector
         itself = self.itself(source)
         copies = [row for row in self.copies(data) if row not in itself]
         return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies)

@@ -30,6 +30,16 @@ def query_thumbnail(data: bytes) -> bytes:
     return thumbnail_jpeg(data, 256)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def query_vector(_searcher, model_dir: str, version_id: str, data: bytes, _name: str):
+    """The query's latent, decoded once for all the reruns that change N or the scope (refusals are not cached).
+
+    With its thumbnail, an upload is decoded twice in all: the model's input and the picture shown
+    are reduced differently (squashed to the model's size; the aspect kept), from different JPEG draft scales.
+    """
+    return _searcher.vector_of(data, _name)
+
+
 def results_csv(result, names) -> str:
     return csv_text(["rank", "path", "score", "distance", "group", "group_name", "exact"],
                     [[rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, ""), hit.exact]
@@ -44,7 +54,8 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
     scope = right.segmented_control("Search in", ["cluster", "all"], default="cluster", required=True, key="scope",
                                     format_func={"cluster": "Same group", "all": "Whole collection"}.get)
     try:
-        result = searcher.query(source if source is not None else data, n, scope, name=name, data=data)
+        vector = query_vector(searcher, str(searcher.version.model_dir), searcher.version.id, data, name)
+        result = searcher.query(source if source is not None else data, n, scope, name=name, data=data, vector=vector)
     except (ImgsimError, ValueError) as exc:
         st.error(common.md(exc))
         return

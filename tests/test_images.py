@@ -259,6 +259,63 @@ def test_small_file_that_decodes_huge_is_refused_before_decoding(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing left behind
 
 
+def jpeg_with_scans(total: int, size: int = 256) -> bytes:
+    """A flat progressive JPEG whose last scan (an empty AC refinement, ~12 bytes) is repeated up to `total` scans.
+
+    A valid stream, and libjpeg passes over every block of the image once per scan: 2,000 scans of
+    1000x1000 pixels cost 1.5 s of CPU in Pillow (measured by hand), 0.39 MB of 6000x6000 ~90 s.
+    """
+    data = encode(Image.new("RGB", (size, size), GREEN), "JPEG", progressive=True, quality=90)
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * (total - data.count(b"\xff\xda")) + data[end:]
+
+
+def test_a_jpeg_with_too_many_progressive_scans_is_refused_from_its_markers():
+    at_limit = images.decode(jpeg_with_scans(images.MAX_JPEG_SCANS), 16, name="fine.jpg")
+    assert np.allclose(colour_of(at_limit), GREEN, atol=4)  # the limit leaves real encoders room
+    with pytest.raises(ImageError) as caught:
+        images.decode(jpeg_with_scans(images.MAX_JPEG_SCANS + 1), 16, name="bomb.jpg")
+    assert str(caught.value) == ("bomb.jpg: JPEG has 101 progressive scans, more than 100: refused "
+                                 "(each one is a pass over the whole image)")
+
+
+def test_a_10_mb_scan_bomb_is_refused_within_a_second_on_every_path(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(jpeg_with_scans(850_000))  # under the dashboard's 10 MB upload cap
+    assert 9.5e6 < path.stat().st_size < 10.5e6
+    spy = DecodeSpy(monkeypatch)
+    start = time.thread_time()
+    for call in (lambda: imgsim.load_image(path, 128), lambda: images.thumbnail(path)):
+        with pytest.raises(ImageError, match=f"^{re.escape(str(path))}: JPEG has 850000 progressive scans, more than 100"):
+            call()
+    assert spy.calls == 0 and time.thread_time() - start < 1
+    assert images.sniff(path) == "JPEG"  # a collection scan reads its header only; the decode refuses it
+
+
+def jpeg_with_header(padding: bytes) -> bytes:
+    """A small valid JPEG with `padding` inserted right after its start marker."""
+    data = valid_jpeg()
+    return data[:2] + padding + data[2:]
+
+
+@pytest.mark.parametrize("name, padding, reason", [
+    ("markers.jpg", b"\xff\xfe\x00\x02" * 1_000_000, "JPEG has more than 1000 markers"),  # 4 MB of empty comments
+    ("stray.jpg", b"\xff\x00" * 2_000_000, "JPEG has more than 64 KB of stray bytes between its header's markers"),
+])
+def test_a_jpeg_header_that_pillow_would_walk_for_seconds_is_refused(tmp_path, monkeypatch, name, padding, reason):
+    """Pillow reads a JPEG's header in Python, a marker or a stray byte at a time (~1 s per 4 MB, measured)."""
+    path = tmp_path / name
+    path.write_bytes(jpeg_with_header(padding))
+    fine = tmp_path / "fine.jpg"
+    fine.write_bytes(jpeg_with_header(b"\xff\xfe\x00\x02" * 50 + b"\xff\x00" * 100))  # a few of each pass
+    assert images.sniff(fine) == "JPEG" and imgsim.load_image(fine, 32).shape == (32, 32, 3)
+    start = time.thread_time()
+    for call in (lambda: images.sniff(path), lambda: imgsim.load_image(path, 32)):
+        with pytest.raises(ImageError, match=f"^{re.escape(str(path))}: {reason}: refused$"):
+            call()
+    assert time.thread_time() - start < 0.5
+
+
 def test_large_baseline_jpeg_is_accepted_because_it_is_decoded_reduced():
     # The same header as the refused progressive one: a baseline JPEG is decoded at 1/8 scale row by
     # row, so it passes the memory check (libjpeg pads its missing rows; benchmarks/ measures a real one).

@@ -168,6 +168,24 @@ def test_index_reads_the_headers_of_new_files_only(grown, monkeypatch):
     assert opened == [str(photos / "fresh.jpg")]  # unchanged files were not opened again
 
 
+def test_files_that_would_cost_seconds_of_cpu_are_skipped_and_reported_not_decoded(grown):
+    """A scan bomb passes the header scan and is refused by the decode; a marker flood is refused by the scan."""
+    from tests.test_images import jpeg_with_header, jpeg_with_scans
+
+    settings, photos = grown
+    shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "fresh.jpg")
+    (photos / "bomb.jpg").write_bytes(jpeg_with_scans(20_000, size=512))  # 0.25 MB: ~4 s of CPU to decode
+    (photos / "comments.jpg").write_bytes(jpeg_with_header(b"\xff\xfe\x00\x02" * 5000))
+    report = index(settings)
+    assert report.added == 1
+    reasons = report.skipped.reasons
+    assert "JPEG has 20000 progressive scans, more than 100: refused" in reasons[str(photos / "bomb.jpg")]
+    assert "JPEG has more than 1000 markers: refused" in reasons[str(photos / "comments.jpg")]
+    assert "bomb.jpg" in report.summary() and "comments.jpg" in report.summary()
+    paths = store.load_version(settings.model_dir).paths
+    assert str(photos / "fresh.jpg") in paths and str(photos / "bomb.jpg") not in paths
+
+
 def test_records_are_compacted_once_a_quarter_of_them_is_dead(grown):
     settings, photos = grown
     for path in sorted(photos.rglob("*.jpg"))[:8]:  # 8 of 24: a third dead

@@ -130,9 +130,15 @@ def test_a_damaged_model_is_reported_in_plain_words(model_settings):
         assert any(markdown_text("centres.npy is missing or damaged") in e.value for e in at.error), page
 
 
-def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection):
-    at = open_app(model_settings)
+def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection, monkeypatch):
+    from imgsim import images
+
     query = sorted(tiny_collection.rglob("*.jpg"))[0]
+    decodes = []
+    real_open_image = images.open_image
+    monkeypatch.setattr(images, "open_image", lambda data, *args, **kwargs: (
+        decodes.append(data == query.read_bytes() and kwargs.get("stretch")), real_open_image(data, *args, **kwargs))[1])
+    at = open_app(model_settings)
     at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
     assert not at.exception and not at.error
     assert len(at.image) == 1 + 8  # the query, then N = 8 results
@@ -147,6 +153,7 @@ def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_c
     assert len(at.image) == 1 + 3
     at.segmented_control(key="scope").set_value("all").run()
     assert len(at.image) == 1 + 3 and not at.exception
+    assert decodes.count(True) == 1  # the upload is decoded for the model once, whatever N and scope
 
     at.file_uploader(key="upload").set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert "not an image" in at.error[0].value and not at.exception
