@@ -4,7 +4,7 @@ from .config import Settings
 from .errors import BusyError, ImageError, ImgsimError, ModelNotFoundError, UrlError
 from .images import load_image, load_images
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BusyError",

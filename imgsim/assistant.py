@@ -32,15 +32,16 @@ from .errors import ImgsimError
 
 log = logging.getLogger(__name__)
 
-K = 15  # neighbours per image in the graph (benchmarks/bench_labelling.py)
-ALPHA = 0.99  # label spreading: how far labels travel (the rest stays at the seeds)
+K = 10  # neighbours per image in the graph (benchmarks/bench_labelling.py: 10 beat 15 and 30)
+ALPHA = 0.5  # label spreading: how far labels travel; 0.99 flooded small classes (0.16 vs 0.83 on photos-hard-8)
 ITERATIONS = 40
 # Confidence is a class's share of what reaches an image, beside an "unknown" label spread from this
 # much on every unlabelled image: far from any person's label, unknown outweighs the classes, so a
 # lone label does not make the whole collection 100 % sure (benchmarks/bench_labelling.py).
 UNKNOWN_PRIOR = 0.001
 SUGGEST_FIT_SAMPLE = 8_000  # clusters for suggestions are fitted on at most this many vectors
-MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
+MIN_CLUSTER = 3
+WEIGH_DOUBT = True  # a cluster smaller than this is noise, not something to cover
 BATCH = 4_096
 
 
@@ -166,8 +167,7 @@ def person_rows(version: store.Version, labels: dict) -> dict[int, str]:
     return {int(r): labels[int(i)].label for i, r in zip(ids.tolist(), rows.tolist()) if r >= 0}
 
 
-def spread(graph: Graph, seeds: dict[int, int], n_classes: int, alpha: float = ALPHA,
-           iterations: int = ITERATIONS, prior: float | None = None) -> np.ndarray:
+def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | None = None) -> np.ndarray:
     """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c), or
     (n, c + 1) with a `prior`: a last column spread from `prior` on every unlabelled row (see `propagate`)."""
     n = len(graph)
@@ -179,8 +179,8 @@ def spread(graph: Graph, seeds: dict[int, int], n_classes: int, alpha: float = A
         y[list(seeds), -1] = 0.0
     s = graph.transition()
     f = y.copy()
-    for _ in range(iterations):
-        f = alpha * (s @ f) + (1 - alpha) * y
+    for _ in range(ITERATIONS):
+        f = ALPHA * (s @ f) + (1 - ALPHA) * y
     return f
 
 
@@ -285,7 +285,7 @@ def suggest(version: store.Version, n: int = 10, propagation: Propagation | None
         if c in covered or len(members) < MIN_CLUSTER:
             continue
         doubt = float(unsure[members].mean()) if propagation.classes else 1.0
-        candidates.append((len(members) * doubt, int(members[np.argmax(typical[members])]), len(members), doubt))
+        candidates.append((len(members) * (doubt if WEIGH_DOUBT else 1.0), int(members[np.argmax(typical[members])]), len(members), doubt))
     candidates.sort(key=lambda item: (-item[0], item[1]))
     picked, blocked, out = set(), set(), []
 
