@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from imgsim.access import Access
 from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
-from imgsim.text import markdown_text, one_line
+from imgsim.text import markdown_text, one_line, relative_paths
 from imgsim.threads import serialise_ast_parse
 from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
 
@@ -88,9 +89,15 @@ def access_panel() -> None:
         st.caption(policy.why_not())
 
 
+# Streamlit's Markdown (GitHub's flavour) makes links of bare URLs (http://…, www.…) and e-mail addresses
+# after parsing, when backslash escapes are already gone; a word joiner (U+2060, invisible) inside each
+# pattern is what stops it (seen in a real browser: a label "http://x.example" became a link).
+_AUTOLINKS = re.compile(r"(?<=https\\:)(?=//)|(?<=http\\:)(?=//)|(?<=www)(?=\\\.)|(?<=@)", re.IGNORECASE)
+
+
 def md(text) -> str:
-    """A user's text (file or group name, URL) for a Markdown place: shown as typed, never markup."""
-    return markdown_text(text)
+    """A user's text (file or group name, label, URL) for a Markdown place: shown as typed, never markup or a link."""
+    return _AUTOLINKS.sub("\u2060", markdown_text(text))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -162,7 +169,7 @@ def active_version(cfg: Settings, quiet: bool = False) -> store.Version | None:
             return load_version(str(cfg.model_dir), candidate)
         except ImgsimError as exc:
             if candidate == version_id and not quiet:
-                st.error(f"The active model cannot be used: {md(exc)}")
+                st.error(f"The active model cannot be used: {md(relative_paths(exc, [cfg.images, cfg.model_dir]))}")
     return None
 
 
@@ -250,7 +257,7 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: 
     elif detailed and state == "failed" and status.get("stopped"):
         st.info("The last training run was stopped; the active model is unchanged.")
     elif detailed and state == "failed":
-        st.error(f"The last training run failed: {md(status.get('error'))}")
+        st.error(f"The last training run failed: {md(relative_paths(status.get('error'), [cfg.images, cfg.model_dir]))}")
     elif detailed and state == "finished":
         st.success(f"The last training run finished: {md(status.get('message'))}")
 
@@ -402,8 +409,8 @@ def quoted(name, limit: int = 40) -> str:
 
 def label_picker(label: str, classes, key: str, **options) -> None:
     """A box offering the labels given so far that also takes a new one (typed, then Enter); `options` go to st.selectbox."""
-    st.selectbox(label, list(classes), index=None, key=key, accept_new_options=True,
-                 placeholder="Pick a label or type a new one", format_func=one_line, **options)
+    options = {"placeholder": "Pick a label or type a new one", **options}
+    st.selectbox(label, list(classes), index=None, key=key, accept_new_options=True, format_func=one_line, **options)
 
 
 def label_form(model_dir, version: store.Version, rows, key: str, classes, what: str, default: str | None = None) -> None:

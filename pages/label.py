@@ -15,6 +15,7 @@ from pages import common
 QUEUE = 8  # suggestions shown at a time
 PER_ROW = 4
 BUTTONS = 4  # label buttons on a suggestion, its likeliest labels; the picker beside them offers every label
+GUESS = 0.5  # a suggested label less sure than this is offered first but not highlighted: it is barely a guess
 LISTED = 12  # findings shown per review list
 SHOWN = 24  # thumbnails of a group before "show all"
 ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting", "group": "the group name on",
@@ -125,9 +126,9 @@ def suggestion_card(item, version, propagation, writable: bool, model_dir: str) 
     st.image(common.thumbnail(item.path, 192), width="stretch")
     st.caption(common.md(common.short_name(item.path, version)))
     if item.suggested:
-        st.markdown(f"**{common.md(item.suggested)}**? {item.confidence:.0%} sure")
+        st.markdown(f"Best guess **{common.md(item.suggested)}**, {item.confidence:.0%} sure")
     else:
-        st.markdown("No guess yet")
+        st.markdown("No guess yet: label it")
     st.caption(common.md(item.reason))
     if not writable:
         return
@@ -139,9 +140,10 @@ def suggestion_card(item, version, propagation, writable: bool, model_dir: str) 
     with st.container(horizontal=True, gap="small"):
         for j, name in enumerate(likely):
             st.button(common.md(common.quoted(name, 30)[1:-1]), key=f"q-{image_id}-{j}",
-                      type="primary" if name == item.suggested else "secondary",
+                      type="primary" if name == item.suggested and item.confidence >= GUESS else "secondary",
                       kwargs={"name": name, "where": "label"}, **callback)
     common.label_picker("Another label", propagation.classes, key=f"q-{image_id}-new", label_visibility="collapsed",
+                        placeholder="Another label…" if propagation.classes else "Type a label…",
                         on_change=common.label_rows, args=callback["args"],
                         kwargs={"name_key": f"q-{image_id}-new", "where": "label"})
 
@@ -277,11 +279,11 @@ with st.container(horizontal=True, vertical_alignment="center"):
                       icon=":material/undo:")
     group_names = common.group_names(cfg, version)
     # data as a callable: the CSV of every image is written when someone clicks, not on every view
-    st.download_button("Download every image's label (CSV)",
+    st.download_button("Download labels (CSV)",
                        lambda: labels_csv(version, propagation, confidence, group_names), on_click="ignore",
                        file_name=f"imgsim-labels-{version.id}.csv", mime="text/csv", icon=":material/download:",
-                       help=f"path, label, source (person, propagated or none below {confidence:.0%}), "
-                            "confidence, group, group name")
+                       help=f"Every image: path, label, source (person, propagated, or none below "
+                            f"{confidence:.0%}), confidence, group, group name")
 
 queue, review, groups = st.tabs(["Next to label", "Review", "Groups"])
 with queue:

@@ -200,10 +200,12 @@ def test_a_label_that_looks_like_markup_is_shown_as_text(model_settings, version
     shown = [text for text in rendered(at) if "evil" in text]
     assert shown, "the label appears on buttons and in the merged-names warning"
     for text in shown:
-        assert "](" not in text and "<b>" not in text and "\\[x\\]\\(http\\:" in text, text
+        # escaped, and a bare URL broken by an invisible word joiner (Markdown links those after unescaping)
+        assert "](" not in text and "<b>" not in text and "\\[x\\]\\(http\\:\u2060//evil" in text, text
     [warning] = at.warning
-    assert warning.value == ("After retraining, most images named “brick walls” and "
-                             f"{markdown_text('“' + HOSTILE + '”')} are in this group; pick one name or type another.")
+    assert warning.value == ("After retraining, most images named “brick walls” and “"
+                             + markdown_text(HOSTILE).replace("http\\://", "http\\:\u2060//")
+                             + "” are in this group; pick one name or type another.")
 
     first = cards(at)[0]
     [button] = [b for b in at.button if b.key and b.key.startswith(f"q-{first}-") and "evil" in b.label]

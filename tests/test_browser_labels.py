@@ -1,0 +1,61 @@
+"""The Label page in a real browser: a new label typed into a suggestion's box, and a label that looks like markup.
+
+What AppTest cannot do: type a label that is not among the box's options (Streamlit's
+`accept_new_options`), and show what the browser makes of a label's Markdown.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imgsim import store
+from imgsim.annotations import LabelStore
+from tests.conftest import running_dashboard
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE, settle
+
+HOSTILE = "[x](http://evil.example) <b>b</b> =1+1"
+BARE = "see www.evil.example/x, http://evil.example/y, me@evil.example"  # Markdown links these after unescaping
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); Playwright cannot download one here"),
+]
+
+
+def test_a_typed_label_is_stored_and_a_markup_label_stays_text(model_copy, tiny_collection, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    version = store.load_version(model_copy)
+    labels = LabelStore(model_copy)
+    labels.set([int(version.ids[0])], HOSTILE)
+    labels.set([int(version.ids[1])], "dogs")
+    labels.set([int(version.ids[2])], BARE)
+    env = {"IMGSIM_MODEL_DIR": str(model_copy), "IMGSIM_IMAGES": str(tiny_collection)}
+    shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with running_dashboard(tmp_path / "streamlit.log", env) as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1500})
+            page.goto(f"{url}/label")
+            settle(page, "Label")
+            assert page.locator('a[href*="evil.example"]').count() == 0  # a label is never a link ...
+            shown = page.inner_text("body").replace("\u2060", "")  # (the invisible word joiner that stops links)
+            assert HOSTILE[:29] in shown and BARE[:29] in shown  # ... but text as typed (on buttons, cut to 30)
+
+            picker = page.locator('[class*="st-key-q-"][class*="-new"]').first  # the first suggestion's box
+            image_id = int(picker.get_attribute("class").split("st-key-q-")[1].split("-")[0])
+            picker.click()
+            page.keyboard.type("sunsets")
+            page.keyboard.press("Enter")
+            page.get_by_text("Labelled image “sunsets”").wait_for(timeout=60_000)
+            page.wait_for_selector(IDLE, timeout=60_000)
+            assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+            assert page.locator(f".st-key-q-{image_id}-new").count() == 0  # the queue moved on
+            page.screenshot(path=str(shots / "label-queue.png"), full_page=True)
+        finally:
+            browser.close()
+    assert {i: label.label for i, label in LabelStore(model_copy).load().items()} == {
+        int(version.ids[0]): HOSTILE, int(version.ids[1]): "dogs", int(version.ids[2]): BARE, image_id: "sunsets"}
