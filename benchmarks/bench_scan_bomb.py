@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "scan-bomb"
 
-import imgsim  # noqa: E402
-from imgsim import images  # noqa: E402
-from imgsim.demo import skimage_data_dir  # noqa: E402
-from imgsim.errors import ImageError  # noqa: E402
+import imgsim
+from imgsim import images
+from imgsim.demo import skimage_data_dir
+from imgsim.errors import ImageError
 
 SOS = b"\xff\xda"  # a scan's start marker
 SIDE = 6000  # 36 megapixels, grey: under the pixel cap, and under the memory cap (a colour one is not)
@@ -81,7 +81,7 @@ def main() -> None:
              "bomb-0.39MB.jpg": of_size(base, 0.39),
              "bomb-10MB.jpg": of_size(base, 10)}
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     print(f"# benchmarks/bench_scan_bomb.py, {date.today()}, {os.cpu_count()} CPU cores, {platform.machine()}, "
           f"Python {platform.python_version()}, Pillow {Image.__version__}, imgsim {imgsim.__version__} ({commit})")
     print(f"# CPU s: median process time of load_image(path, 128) (3 runs; 1 for the ones that take seconds). "
@@ -94,7 +94,7 @@ def main() -> None:
             continue
         path = OUT / name
         path.write_bytes(data)
-        seconds, outcome = cpu_seconds(lambda: imgsim.load_image(path, 128), 1 if name == "at-limit-6000.jpg" else 3)
+        seconds, outcome = cpu_seconds(lambda path=path: imgsim.load_image(path, 128), 1 if name == "at-limit-6000.jpg" else 3)
         measured[name] = seconds
         outcome = outcome.replace(f"{path}: ", "")
         print(f"{name:20} {len(data) / 1e3:7.0f}KB {data.count(SOS):7d} {seconds:8.3f}  {outcome}")
@@ -105,7 +105,7 @@ def main() -> None:
         scans = cases[name].count(SOS)
         print(f"# {name} without the check: about {scans * one_scan:,.0f} s of CPU (estimated: {scans} scans x one scan)")
     for name in ("bomb-0.39MB.jpg", "bomb-10MB.jpg"):
-        seconds, outcome = cpu_seconds(lambda: images.sniff(OUT / name), 3)
+        seconds, outcome = cpu_seconds(lambda name=name: images.sniff(OUT / name), 3)
         print(f"# sniff (a collection scan reads the header only) of {name}: {seconds:.4f} s, {outcome.split(':')[0]}")
 
 

@@ -253,9 +253,12 @@ def make_group(version, rows: np.ndarray, vectors: dict) -> DuplicateGroup:
     return DuplicateGroup(0, exact, [members[keeper], *others])
 
 
-def duplicates_csv(groups: list[DuplicateGroup]) -> str:
-    """One row per member: group, path, role ("keep" or "duplicate"), score, exact; safe for spreadsheets."""
-    rows = ([g.group, m.path, "keep" if m.keep else "duplicate", m.score, "true" if g.exact else "false"]
+def duplicates_csv(groups: list[DuplicateGroup], name=str) -> str:
+    """One row per member: group, path, role ("keep" or "duplicate"), score, exact; safe for spreadsheets.
+
+    `name` turns a path into what the CSV shows: the CLI writes it whole, the dashboard relative to the collection.
+    """
+    rows = ([g.group, name(m.path), "keep" if m.keep else "duplicate", m.score, "true" if g.exact else "false"]
             for g in groups for m in g.images)
     return csv_text(["group", "path", "role", "score", "exact"], rows)
 

@@ -278,9 +278,8 @@ def check_jpeg(data, name: str, header_only: bool = False) -> bool:
 
     With `header_only`, stops at the first scan (what Pillow's open reads). Returns whether a scan was reached.
     """
-    scans = markers = stray = 0
-    for code, pos, skipped in jpeg_markers(data):
-        markers += 1
+    scans = stray = 0
+    for markers, (code, pos, skipped) in enumerate(jpeg_markers(data), 1):
         stray += skipped if not scans else 0  # in scan data, libjpeg skips in C; before it, Pillow in Python
         scans += code == JPEG_SOS
         if scans > MAX_JPEG_SCANS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import unicodedata
 
 # OWASP's CSV-injection rule: a cell starting with one of these is a formula in Excel,
@@ -33,6 +34,28 @@ def one_line(text) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def relative_paths(text, folders) -> str:
+    """`text` with the server's folders cut from the paths in it: what a dashboard visitor may see of its files.
+
+    A path under one of `folders` becomes relative to it (`/srv/photos/cats/a.jpg` -> `cats/a.jpg`)
+    and the folder itself its name, as typed or resolved, raw or as `one_line` escapes it; the
+    longest folder first, so a model folder inside the collection is cut as itself.
+    """
+    cut = {}
+    for folder in folders:
+        if not folder:
+            continue
+        given = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        for path in (given, os.path.realpath(given)):
+            if path != os.sep:
+                cut[path] = os.path.basename(path)
+                cut[one_line(path)] = one_line(os.path.basename(path))
+    text = str(text)
+    for path in sorted(cut, key=len, reverse=True):
+        text = text.replace(path + os.sep, "").replace(path, cut[path])
+    return text
 
 
 def csv_cell(value) -> str | int | float:

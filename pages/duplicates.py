@@ -10,7 +10,7 @@ import streamlit as st
 
 from imgsim import duplicates as dup
 from imgsim.errors import ImgsimError
-from imgsim.text import one_line
+from imgsim.text import one_line, relative_paths
 from pages import common
 
 SHOWN_GROUPS = 30  # groups drawn at once; the CSV holds them all
@@ -34,7 +34,7 @@ def move(groups, target: str, keep: dict[int, str], root) -> None:
         dup.check_target(Path(target).expanduser(), root)  # never into the collection itself
         log = dup.move_duplicates(groups, Path(target).expanduser(), keep=keep)
     except (ImgsimError, OSError, ValueError) as exc:
-        st.session_state["notice-duplicates"] = ("error", common.md(exc))
+        st.session_state["notice-duplicates"] = ("error", common.md(relative_paths(exc, [root])))
         return
     st.session_state["notice-duplicates"] = ("success", f"Moved. The log is {common.md(log)}; undo below puts every "
                                                         "file back. Run `imgsim index` (or retrain) to drop the moved "
@@ -72,7 +72,8 @@ copies = sum(len(g.images) - 1 for g in groups)
 st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "
             f"({sum(g.exact for g in groups)} group(s) of exact copies).")
 st.download_button("Export (CSV: group, path, keep or duplicate, score, exact)",
-                   lambda groups=groups: dup.duplicates_csv(groups), on_click="ignore",  # written when clicked
+                   lambda groups=groups: dup.duplicates_csv(groups, name=lambda p: common.short_name(p, version)),
+                   on_click="ignore",  # written when clicked; paths relative to the collection, as shown
                    file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
 
 keep: dict[int, str] = {}

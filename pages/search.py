@@ -8,7 +8,7 @@ from imgsim.errors import ImgsimError
 from imgsim.fetch import fetch_url
 from imgsim.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.labels import group_name
-from imgsim.text import csv_text, one_line
+from imgsim.text import csv_text, one_line, relative_paths
 from imgsim.thumbnails import thumbnail_jpeg
 from pages import common
 
@@ -40,14 +40,20 @@ def query_vector(_searcher, model_dir: str, version_id: str, data: bytes, _name:
     return _searcher.vector_of(data, _name)
 
 
-def results_csv(result, names) -> str:
+def results_csv(result, names, version) -> str:
+    """The results as a visitor downloads them: paths relative to the collection folder (the CLI prints them whole)."""
     return csv_text(["rank", "path", "score", "distance", "group", "group_name", "exact"],
-                    [[rank, hit.path, hit.score, hit.distance, hit.cluster, names.get(hit.cluster, ""), hit.exact]
-                     for rank, hit in enumerate(result.results, 1)])
+                    [[rank, common.short_name(hit.path, version), hit.score, hit.distance, hit.cluster,
+                      names.get(hit.cluster, ""), hit.exact] for rank, hit in enumerate(result.results, 1)])
+
+
+def error_text(exc, cfg, version) -> str:
+    """An error for the page: Markdown-safe, and naming files relative to the collection and model folders."""
+    return common.md(relative_paths(exc, [version.manifest.get("images_root"), cfg.images, cfg.model_dir]))
 
 
 @st.fragment
-def results(searcher, data: bytes, name: str, source, names: dict) -> None:
+def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
     """N, scope and what they find; changing either reruns only this part of the page."""
     left, right = st.columns([2, 1])
     n = left.slider("Number of results", 1, 48, 8, key="n")
@@ -57,7 +63,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
         vector = query_vector(searcher, str(searcher.version.model_dir), searcher.version.id, data, name)
         result = searcher.query(source if source is not None else data, n, scope, name=name, data=data, vector=vector)
     except (ImgsimError, ValueError) as exc:
-        st.error(common.md(exc))
+        st.error(error_text(exc, cfg, searcher.version))
         return
     version = searcher.version
     with st.container(key="query"):
@@ -70,7 +76,7 @@ def results(searcher, data: bytes, name: str, source, names: dict) -> None:
         if copies:
             about.info("This image is in your collection as " + ", ".join(common.md(c) for c in copies[:5])
                        + (f" and {len(copies) - 5} more" if len(copies) > 5 else "") + ".", icon=":material/content_copy:")
-        about.download_button("Download results (CSV)", results_csv(result, names), file_name="imgsim-results.csv",
+        about.download_button("Download results (CSV)", results_csv(result, names, version), file_name="imgsim-results.csv",
                               mime="text/csv", icon=":material/download:", on_click="ignore")
     with st.container(key="results"):
         for start in range(0, len(result.results), COLUMNS):
@@ -101,14 +107,14 @@ elif how == "URL":
         try:
             data, name = fetch(url), url
         except (ImgsimError, ValueError) as exc:
-            st.error(common.md(exc))
+            st.error(error_text(exc, cfg, version))
 else:
     path = st.selectbox("Image from the collection", version.paths, key="pick",
                         format_func=lambda p: one_line(common.short_name(p, version)))
     try:
         data, name, source = read_bytes(path), Path(path).name, path
     except ImgsimError as exc:
-        st.error(common.md(exc))
+        st.error(error_text(exc, cfg, version))
 
 if data is None:
     st.caption("Upload an image, paste its URL or pick one from the collection to see the most similar images.")
@@ -117,7 +123,8 @@ else:
         with st.spinner("Loading the model…"):
             searcher = common.searcher(str(cfg.model_dir), version.id)
     except Exception as exc:  # a model file Keras cannot read raises assorted types; say so, no traceback
-        st.error(f"The model of version {version.id} cannot be loaded ({common.md(f'{type(exc).__name__}: {exc}')}). "
+        why = error_text(f"{type(exc).__name__}: {exc}", cfg, version)
+        st.error(f"The model of version {version.id} cannot be loaded ({why}). "
                  "Make another version active or retrain on the Train page.")
         st.stop()
-    results(searcher, data, name, source, names)
+    results(searcher, data, name, source, names, cfg)

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from imgsim import Settings, jobs, store
 from imgsim.access import Access, allowed_hosts, is_loopback
 from imgsim.labels import load_names
+from imgsim.text import markdown_text
 from tests.conftest import TINY, running_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +109,90 @@ def test_readonly_first_visit_offers_no_training(tmp_path, monkeypatch):
     at = open_page(Settings(model_dir=tmp_path / "models", images=tmp_path / "photos"))
     assert not at.button and any("read-only" in e.value for e in at.info)
     assert not (tmp_path / "models").exists()
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What each download button a page draws would give its visitor, by file name (deferred ones generated as a click would)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    files = {}
+    real_add, real_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def add(self, data, mimetype, coordinates, file_name=None, *args, **kwargs):
+        files[file_name] = lambda: data
+        return real_add(self, data, mimetype, coordinates, file_name, *args, **kwargs)
+
+    def add_deferred(self, make, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = make
+        return real_deferred(self, make, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
+
+    def download(name: str) -> str:
+        data = files[name]()
+        return data.decode() if isinstance(data, bytes) else data
+
+    return download
+
+
+def test_a_visitor_sees_collection_relative_paths_only(model_settings, tiny_collection, tmp_path, monkeypatch, downloads):
+    """The results and duplicates CSVs, and the errors on Search, name files relative to the collection (the CLI keeps them whole)."""
+    import csv
+    import io
+    import shutil
+
+    import imgsim.search
+    from imgsim.indexing import index
+
+    photos = shutil.copytree(tiny_collection, tmp_path / "photos")
+    query = min(photos.rglob("*.jpg"))
+    shutil.copy(query, photos / "copy-of-it.jpg")
+    settings = model_settings.replace(images=photos)
+    index(settings)
+    gone = max(photos.rglob("*.jpg"))
+    gone.unlink()
+    server_paths = {form(path) for path in (tmp_path, tmp_path.resolve()) for form in (str, markdown_text)}
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+
+    at = open_page(settings)
+    at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
+    results = list(csv.DictReader(io.StringIO(downloads("imgsim-results.csv"))))
+    assert len(results) == 8 and {r["path"] for r in results} >= {"copy-of-it.jpg", str(query.relative_to(photos))}
+    at.segmented_control(key="how").set_value("Collection").run()
+    at.selectbox(key="pick").select(str(gone)).run()
+    assert [e.value for e in at.error] == [markdown_text(f"{gone.relative_to(photos)}: no such file")]
+    version_id = store.current_id(settings.model_dir)
+
+    def damaged(model_dir, version_id):
+        raise OSError(f"cannot read {model_dir}/versions/{version_id}/model.keras")
+
+    monkeypatch.setattr(imgsim.search, "shared", damaged)
+    at.selectbox(key="pick").select(str(query)).run()
+    [error] = at.error
+    assert f"loaded ({markdown_text(f'OSError: cannot read versions/{version_id}/model.keras')})" in error.value
+    shown = " ".join(e.value for e in at.error)
+
+    at.switch_page("pages/duplicates.py").run()
+    assert not at.exception
+    duplicates = list(csv.DictReader(io.StringIO(downloads(f"imgsim-duplicates-{version_id}.csv"))))
+    assert {r["path"] for r in duplicates} == {"copy-of-it.jpg", str(query.relative_to(photos))}
+    for text in (str(results), shown, str(duplicates)):
+        assert not any(path in text for path in server_paths), text
+
+
+def test_a_damaged_model_is_reported_to_a_visitor_without_server_paths(model_settings, monkeypatch):
+    version_id = store.current_id(model_settings.model_dir)
+    (model_settings.model_dir / "versions" / version_id / "centres.npy").write_bytes(b"damaged")
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    at = open_page(model_settings)
+    for page in ("pages/search.py", "pages/duplicates.py"):
+        if page != "pages/search.py":
+            at.switch_page(page).run()
+        [error] = at.error
+        assert error.value == "The active model cannot be used: " + markdown_text(
+            f"versions/{version_id}: centres.npy is missing or damaged"), page
 
 
 @pytest.mark.parametrize("typed", ["/etc/passwd", "/root", "/nonexistent/x.png", "../outside/secret.png",

@@ -173,7 +173,7 @@ def test_files_that_would_cost_seconds_of_cpu_are_skipped_and_reported_not_decod
     from tests.test_images import jpeg_with_header, jpeg_with_scans
 
     settings, photos = grown
-    shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "fresh.jpg")
+    shutil.copy(min(photos.rglob("*.jpg")), photos / "fresh.jpg")
     (photos / "bomb.jpg").write_bytes(jpeg_with_scans(20_000, size=512))  # 0.25 MB: ~4 s of CPU to decode
     (photos / "comments.jpg").write_bytes(jpeg_with_header(b"\xff\xfe\x00\x02" * 5000))
     report = index(settings)
