@@ -348,8 +348,8 @@ def person_labels(model_dir) -> dict:
 
     try:
         return LabelStore(model_dir).load()
-    except ImgsimError as exc:
-        st.error(md(exc))
+    except ImgsimError as exc:  # the message names the file: a server path only a writer may see
+        st.error(md(exc) if can_write() else "The labels file cannot be read; the labels are not shown.")
         return {}
 
 

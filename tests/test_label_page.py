@@ -265,3 +265,19 @@ def test_explore_labels_exactly_the_selected_images_and_a_whole_group(model_sett
     assert not at.exception
     traces = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert {"cats", "brick walls"} <= traces
+
+
+def test_a_damaged_labels_file_is_one_plain_line_and_no_path_for_a_visitor(model_settings, version, monkeypatch):
+    give(model_settings, version, {0: "cats", 1: "dogs"})
+    at = open_page(model_settings)
+    first = cards(at)[0]
+    damaged = model_settings.model_dir / "annotations" / "labels.json"
+    damaged.write_text("{not json", encoding="utf-8")  # edited by hand, say, after the page was drawn
+    at.button(key=f"q-{first}-0").click().run()
+    assert not at.exception and damaged.read_text() == "{not json"  # nothing written over it
+    assert at.error and all("unreadable" in e.value for e in at.error)  # the click's refusal and the page's own line
+    assert progress(at).startswith("**0** labelled by you")
+
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    visitor = open_page(model_settings)
+    assert [e.value for e in visitor.error] == ["The labels file cannot be read; the labels are not shown."]
