@@ -72,14 +72,32 @@ def play(version: store.Version, truth: np.ndarray, budget: int, graph) -> tuple
             assert not propagation.person[row], "suggested an image the person labelled"
             labels[int(version.ids[row])] = ImageLabel(str(truth[row]))
         propagation = assistant.propagate(version, labels, graph)
+    info_labels = labels
     named = np.array([propagation.name(r) for r in range(len(version))], dtype=object)
     person = propagation.person
     assert all(named[r] == truth[r] for r in np.flatnonzero(person)), "a person's label was changed"
-    info = {"classes found": len(set(truth[person].tolist())), "classes": len(set(truth.tolist()))}
+    info = {"classes found": len(set(truth[person].tolist())), "classes": len(set(truth.tolist())),
+            "review": review_check(version, truth, info_labels, graph)}
     for c in (0.5, 0.9):
         sure = (~person) & (propagation.confidence >= c)
         info[f"propagated >= {c}"] = (float(sure.mean()), float((named[sure] == truth[sure]).mean()) if sure.any() else None)
     return float((named == truth).mean()), info
+
+
+def review_check(version, truth, labels: dict, graph, share: float = 0.1, seed: int = 0) -> dict:
+    """Turn `share` of the person's labels into slips (another class's label); how many `review` lists as mistakes."""
+    rng = np.random.default_rng(seed)
+    ids = sorted(labels)
+    classes = sorted({label.label for label in labels.values()})
+    slipped = set(rng.choice(ids, max(1, round(share * len(ids))), replace=False).tolist())
+    noisy = {i: ImageLabel(rng.choice([c for c in classes if c != labels[i].label])) if i in slipped else labels[i]
+             for i in ids}
+    propagation = assistant.propagate(version, noisy, graph)
+    flagged = {int(version.ids[f.row]) for f in assistant.review(version, propagation, graph) if f.kind == "mistake"}
+    clean = assistant.propagate(version, labels, graph)
+    false_clean = sum(f.kind == "mistake" for f in assistant.review(version, clean, graph))
+    return {"slips": len(slipped), "found": len(slipped & flagged), "false flags": len(flagged - slipped),
+            "false flags without slips": false_clean, "labels": len(ids)}
 
 
 def oracle_picks(features: np.ndarray, truth: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
@@ -153,7 +171,9 @@ def run_collection(folder: Path, models: Path) -> list[dict]:
               f"groups {row['groups']:.3f}  oracle+imgsim {oracle:.3f}  "
               f"classes found {info['classes found']}/{n_classes}  "
               f">=0.9: {sure[0]:.0%} of images at {sure[1] if sure[1] is None else round(sure[1], 3)}  "
-              f"({play_s:.1f} s for {ROUNDS} rounds)", flush=True)
+              f"({play_s:.1f} s for {ROUNDS} rounds)  review: {info['review']['found']}/{info['review']['slips']} slips "
+              f"found, {info['review']['false flags']} false flags ({info['review']['false flags without slips']} "
+              f"with no slips) among {info['review']['labels']} labels", flush=True)
     return out
 
 

@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 
 K = 10  # neighbours per image in the graph (benchmarks/bench_labelling.py: 10 beat 15 and 30)
 ALPHA = 0.5  # label spreading: how far labels travel; 0.99 flooded small classes (0.16 vs 0.83 on photos-hard-8)
-ITERATIONS = 40
+ITERATIONS = 20  # with ALPHA 0.5 a seed's reach shrinks by 2**-20 by then: converged
 # Confidence is a class's share of what reaches an image, beside an "unknown" label spread from this
 # much on every unlabelled image: far from any person's label, unknown outweighs the classes, so a
 # lone label does not make the whole collection 100 % sure (benchmarks/bench_labelling.py).
 UNKNOWN_PRIOR = 0.001
-SUGGEST_FIT_SAMPLE = 8_000  # clusters for suggestions are fitted on at most this many vectors
+SUGGEST_FIT_SAMPLE = 4_000  # clusters for suggestions are fitted on at most this many vectors
 MIN_CLUSTER = 3
 WEIGH_DOUBT = True  # a cluster smaller than this is noise, not something to cover
 BATCH = 4_096
@@ -167,7 +167,8 @@ def person_rows(version: store.Version, labels: dict) -> dict[int, str]:
     return {int(r): labels[int(i)].label for i, r in zip(ids.tolist(), rows.tolist()) if r >= 0}
 
 
-def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | None = None) -> np.ndarray:
+def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | None = None,
+           alpha: float | None = None) -> np.ndarray:
     """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c), or
     (n, c + 1) with a `prior`: a last column spread from `prior` on every unlabelled row (see `propagate`)."""
     n = len(graph)
@@ -179,8 +180,9 @@ def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | N
         y[list(seeds), -1] = 0.0
     s = graph.transition()
     f = y.copy()
-    for _ in range(ITERATIONS):
-        f = ALPHA * (s @ f) + (1 - ALPHA) * y
+    alpha = ALPHA if alpha is None else alpha
+    for _ in range(ITERATIONS if alpha <= ALPHA else 2 * ITERATIONS):
+        f = alpha * (s @ f) + (1 - alpha) * y
     return f
 
 
@@ -243,19 +245,26 @@ def typicality(graph: Graph) -> np.ndarray:
 
 
 def fine_clusters(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Each vector's cluster among k, KMeans fitted on an even sample of at most SUGGEST_FIT_SAMPLE vectors."""
+    """Each vector's cluster among at most k, KMeans fitted on an even sample of SUGGEST_FIT_SAMPLE vectors.
+
+    k is capped at a quarter of the sample: smaller clusters are noise, not regions to cover (past
+    that, suggestions come from the propagation's doubt). One BLAS thread: with more, k-means++
+    spun 6x slower beside a training run on 2 cores (3.2 s against 0.5 s at 8,000 x 110).
+    """
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     from .groups import predict_groups
 
-    k = max(1, min(k, len(vectors)))
     sample = vectors
     if len(vectors) > SUGGEST_FIT_SAMPLE:
         sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), SUGGEST_FIT_SAMPLE, replace=False))]
-    kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample)
-    if sample is vectors:
-        return kmeans.labels_.astype(np.int64)
-    return predict_groups(vectors, kmeans.cluster_centers_).astype(np.int64)
+    k = max(1, min(k, len(sample) // 4 or 1))
+    with threadpool_limits(1):
+        kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample)
+        if sample is vectors:
+            return kmeans.labels_.astype(np.int64)
+        return predict_groups(vectors, kmeans.cluster_centers_).astype(np.int64)
 
 
 def suggest(version: store.Version, n: int = 10, propagation: Propagation | None = None,
@@ -353,13 +362,17 @@ def review(version: store.Version, propagation: Propagation | None = None, graph
     return found
 
 
-REVIEW_FOLDS = 10
+REVIEW_FOLDS = 5
+# Wider than propagation's: a label is judged by the labels of its whole neighbourhood, not by the
+# nearest one, which may be the very slip next to it.
+REVIEW_ALPHA = 0.9
+REVIEW_RATIO = 4.0  # flagged when another label gets this many times the given label's share
 
 
 def out_of_fold(graph: Graph, propagation: Propagation) -> list[tuple[int, int, float]]:
     """(row, other class, its share) for each person-labelled row whose label the others contradict.
 
-    The person's labels are split in REVIEW_FOLDS folds; each fold is judged by spreading the
+    The person's labels are split in REVIEW_FOLDS folds, each class's labels spread over them; each fold is judged by spreading the
     other folds' labels only (cleanlab's out-of-sample idea), so a wrong label cannot vouch for
     itself through the neighbours it labelled. A label whose class has no other example outside
     its fold cannot be judged and is left alone.
@@ -368,19 +381,21 @@ def out_of_fold(graph: Graph, propagation: Propagation) -> list[tuple[int, int, 
     if len(seeds) < 2 or len(propagation.classes) < 2:
         return []
     given = propagation.label[seeds]
-    fold = np.arange(len(seeds)) % min(REVIEW_FOLDS, len(seeds))
+    fold = np.empty(len(seeds), np.int64)  # stratified: one class's labels go to different folds
+    fold[np.argsort(given, kind="stable")] = np.arange(len(seeds)) % min(REVIEW_FOLDS, len(seeds))
     out = []
     for f in np.unique(fold):
         train = fold != f
         known = set(given[train].tolist())
-        f_scores = spread(graph, dict(zip(seeds[train].tolist(), given[train].tolist())), len(propagation.classes))
+        f_scores = spread(graph, dict(zip(seeds[train].tolist(), given[train].tolist())), len(propagation.classes),
+                          alpha=REVIEW_ALPHA)
         for row, label in zip(seeds[~train].tolist(), given[~train].tolist()):
             total = f_scores[row].sum()
             if label not in known or total <= 0:
                 continue
             share = f_scores[row] / total
             other = int(np.argmax(np.where(np.arange(len(share)) == label, -1.0, share)))
-            if share[other] > 0.5:
+            if share[other] > REVIEW_RATIO * share[label]:
                 out.append((row, other, float(share[other])))
     return out
 
