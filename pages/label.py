@@ -125,17 +125,21 @@ def suggestion_card(item, version, propagation, writable: bool, model_dir: str) 
     image_id = int(version.ids[item.row])
     st.image(common.thumbnail(item.path, 192), width="stretch")
     st.caption(common.md(common.short_name(item.path, version)))
-    if item.suggested:
+    if item.suggested and item.confidence >= GUESS:
         st.markdown(f"Best guess **{common.md(item.suggested)}**, {item.confidence:.0%} sure")
+    elif item.suggested:
+        st.markdown(f"Unsure: perhaps **{common.md(item.suggested)}** ({item.confidence:.0%})")
     else:
         st.markdown("No guess yet: label it")
     st.caption(common.md(item.reason))
     if not writable:
         return
     scores = propagation.scores[item.row] if propagation.classes else np.zeros(0)
-    likely = [propagation.classes[c] for c in np.argsort(-scores, kind="stable")[:BUTTONS].tolist()]
-    if item.suggested in likely:
-        likely.insert(0, likely.pop(likely.index(item.suggested)))
+    order = np.argsort(-scores, kind="stable").tolist()
+    # its likeliest labels; every label while there are few; never one its neighbourhood gives no weight to
+    likely = [propagation.classes[c] for c in order if scores[c] > 0 or len(order) <= BUTTONS][:BUTTONS]
+    if item.suggested:
+        likely = [item.suggested, *(name for name in likely if name != item.suggested)][:BUTTONS]
     callback = dict(on_click=common.label_rows, args=(model_dir, version.id, (item.row,)))
     with st.container(horizontal=True, gap="small"):
         for j, name in enumerate(likely):
