@@ -89,6 +89,8 @@ def review_check(version, truth, labels: dict, graph, share: float = 0.1, seed: 
     rng = np.random.default_rng(seed)
     ids = sorted(labels)
     classes = sorted({label.label for label in labels.values()})
+    if len(classes) < 2:
+        return {"slips": 0, "found": 0, "false flags": 0, "false flags without slips": 0, "labels": len(ids)}
     slipped = set(rng.choice(ids, max(1, round(share * len(ids))), replace=False).tolist())
     noisy = {i: ImageLabel(rng.choice([c for c in classes if c != labels[i].label])) if i in slipped else labels[i]
              for i in ids}

@@ -33,12 +33,13 @@ from .errors import ImgsimError
 log = logging.getLogger(__name__)
 
 K = 10  # neighbours per image in the graph (benchmarks/bench_labelling.py: 10 beat 15 and 30)
-ALPHA = 0.5  # label spreading: how far labels travel; 0.99 flooded small classes (0.16 vs 0.83 on photos-hard-8)
-ITERATIONS = 20  # with ALPHA 0.5 a seed's reach shrinks by 2**-20 by then: converged
+ALPHA_RANGE = (0.5, 0.99)  # label spreading's alpha: how far labels travel (reach_alpha)
+ITERATIONS = 20  # at least; 3 / (1 - alpha) for a long reach, at most 3x this
 # Confidence is a class's share of what reaches an image, beside an "unknown" label spread from this
 # much on every unlabelled image: far from any person's label, unknown outweighs the classes, so a
 # lone label does not make the whole collection 100 % sure (benchmarks/bench_labelling.py).
 UNKNOWN_PRIOR = 0.001
+CLASS_MASS = True
 SUGGEST_FIT_SAMPLE = 4_000  # clusters for suggestions are fitted on at most this many vectors
 MIN_CLUSTER = 3
 WEIGH_DOUBT = True  # a cluster smaller than this is noise, not something to cover
@@ -167,6 +168,20 @@ def person_rows(version: store.Version, labels: dict) -> dict[int, str]:
     return {int(r): labels[int(i)].label for i, r in zip(ids.tolist(), rows.tolist()) if r >= 0}
 
 
+def reach_alpha(labelled: int, images: int) -> float:
+    """How far labels travel, from how many images each label must cover.
+
+    Spreading is a random walk from the labels that restarts with probability 1 - alpha, so it
+    reaches about 1 / (1 - alpha) images; that is set to images per label, within
+    [ALPHA_RANGE]. Measured (benchmarks/bench_labelling.py): a fixed 0.99 flooded 21 classes
+    of 8 images (photos-hard-8: 0.76 at 2 labels a class, 0.95 with 0.5), a fixed 0.5 left
+    2 classes of 100 images under-covered (faces: 0.86, 0.94 with 0.99).
+    """
+    if labelled <= 0:
+        return ALPHA_RANGE[1]
+    return float(np.clip(1.0 - labelled / images, *ALPHA_RANGE))
+
+
 def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | None = None,
            alpha: float | None = None) -> np.ndarray:
     """Label spreading: F <- alpha S F + (1 - alpha) Y with S = D^-1/2 W D^-1/2; returns F, (n, c), or
@@ -180,8 +195,8 @@ def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | N
         y[list(seeds), -1] = 0.0
     s = graph.transition()
     f = y.copy()
-    alpha = ALPHA if alpha is None else alpha
-    for _ in range(ITERATIONS if alpha <= ALPHA else 2 * ITERATIONS):
+    alpha = reach_alpha(len(seeds), n) if alpha is None else alpha
+    for _ in range(int(np.clip(np.ceil(3 / (1 - alpha)), ITERATIONS, 3 * ITERATIONS))):
         f = alpha * (s @ f) + (1 - alpha) * y
     return f
 
@@ -203,12 +218,16 @@ def propagate(version: store.Version, labels: dict | None = None, graph: Graph |
     index = {name: i for i, name in enumerate(classes)}
     seeds = {row: index[name] for row, name in given.items()}
     f = spread(graph, seeds, len(classes), prior=UNKNOWN_PRIOR)
-    mass = f.sum(axis=1)
-    shares = np.divide(f, mass[:, None], out=np.zeros_like(f), where=mass[:, None] > 0)
-    scores = shares[:, :-1]
+    g = f[:, :-1]
+    mass = g.sum(axis=1)
+    if CLASS_MASS:  # Zhu et al. 2003: each class's total mass in proportion to its share of the seeds
+        wanted = np.bincount(list(seeds.values()), minlength=len(classes)) / len(seeds)
+        g = g * (wanted / np.maximum(g.sum(axis=0), 1e-30))
+    shares = np.divide(g, g.sum(axis=1, keepdims=True), out=np.zeros_like(g), where=mass[:, None] > 0)
+    reach = np.divide(mass, f.sum(axis=1), out=np.zeros_like(mass), where=mass > 0)  # what is not "unknown"
+    scores = shares * reach[:, None]
     label = scores.argmax(axis=1).astype(np.int64)
     confidence = scores.max(axis=1).astype(np.float32)
-    mass = f[:, :-1].sum(axis=1)
     unreached = np.flatnonzero(mass <= 0)
     if len(unreached):
         seed_rows = np.fromiter(seeds, np.int64)
