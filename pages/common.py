@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import streamlit as st
 
@@ -106,11 +107,12 @@ def load_version(model_dir: str, version_id: str) -> store.Version:
 
 
 def searcher(model_dir: str, version_id: str):
-    """The process-wide searcher for a version (`imgsim.search.shared`): the one scripts/serve.py loaded at
-    server start, or the first page view's preload, or loaded now."""
-    from imgsim.search import shared  # imports TensorFlow: only pages that search pay for it
+    """The process-wide searcher for a version (`imgsim.search.usable`): the one scripts/serve.py loaded at
+    server start, or the first page view's preload, or loaded now. When the version's model cannot be
+    loaded it is the newest intact version's that can, as for the CLI: compare its `version.id`."""
+    from imgsim.search import usable  # imports TensorFlow: only pages that search pay for it
 
-    return shared(model_dir, version_id)
+    return usable(model_dir, version_id)
 
 
 _preload_lock = threading.Lock()
@@ -342,18 +344,54 @@ def show_notice(where: str) -> None:
         getattr(st, kind)(message)
 
 
-def person_labels(model_dir) -> dict:
-    """Image id -> a person's label (imgsim.annotations); an unreadable labels file is said in words and read as none."""
+class LabellingState(NamedTuple):
+    labels: dict  # image id -> a person's ImageLabel
+    key: str  # imgsim.assistant.state_key of the version and labels: for caches
+    last_change: dict | None  # what an undo would revert (LabelStore.undoable)
+
+
+def labelling_state(model_dir, version: store.Version) -> LabellingState:
+    """The person's labels (imgsim.annotations), their state key and the last change, read and hashed again only
+    when the labels file changes. Shared by every session: never change what it returns.
+
+    An unreadable file is said in words (naming it to a writer only: a server path) and read as no labels.
+    """
     from imgsim.annotations import LabelStore
 
     try:
-        return LabelStore(model_dir).load()
-    except ImgsimError as exc:  # the message names the file: a server path only a writer may see
+        return _labelling_state(str(model_dir), version.id, _stamp(LabelStore(model_dir).labels_path))
+    except ImgsimError as exc:
         st.error(md(exc) if can_write() else "The labels file cannot be read; the labels are not shown.")
-        return {}
+        from imgsim.assistant import state_key
+
+        return LabellingState({}, state_key(version, {}), None)
 
 
-@st.cache_resource(max_entries=8, show_spinner="Spreading your labels over the collection…")
+def person_labels(model_dir, version: store.Version) -> dict:
+    """Image id -> a person's label (see `labelling_state`)."""
+    return labelling_state(model_dir, version).labels
+
+
+def _stamp(path) -> tuple | None:
+    """What changes whenever a file is replaced (labels.json is: a new file renamed over it), or None if absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> LabellingState:
+    from imgsim.annotations import LabelStore
+    from imgsim.assistant import state_key
+
+    label_store = LabelStore(model_dir)
+    labels = label_store.load()
+    return LabellingState(labels, state_key(load_version(model_dir, version_id), labels), label_store.undoable())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Spreading your labels over the collection…")
 def _propagation(model_dir: str, version_id: str, key: str, _labels: dict):
     from imgsim.assistant import propagate
 

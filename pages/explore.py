@@ -104,7 +104,7 @@ st.caption("Each point is an image, placed by UMAP so that similar images sit cl
 by = "label" if st.toggle("Colour by label", key="colour-by-label",
                           help=f"A person's label, or one the assistant propagated at least {SURE:.0%} sure "
                                "(Label page); the others are grey") else "group"
-labels = common.person_labels(cfg.model_dir) if by == "label" or writable else {}
+labels = common.person_labels(cfg.model_dir, version) if by == "label" or writable else {}
 if by == "label":
     frame, order = label_colours(frame, common.propagation(cfg.model_dir, version, labels))
 fig = map_figure(frame, order, by)

@@ -22,7 +22,7 @@ ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting",
            "clear": "clearing the labels of"}
 
 
-@st.cache_resource(max_entries=8, show_spinner="Choosing what to ask next…")
+@st.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
 def suggestions(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
     """What to label next (imgsim.assistant.suggest), once per version and labels: `key` is their state key."""
     version = common.load_version(model_dir, version_id)
@@ -30,7 +30,7 @@ def suggestions(model_dir: str, version_id: str, key: str, _labels: dict) -> lis
         return assistant.suggest(version, QUEUE, common.propagation(model_dir, version, _labels, key))
 
 
-@st.cache_resource(max_entries=8, show_spinner="Looking for likely mistakes…")
+@st.cache_resource(max_entries=4, show_spinner="Looking for likely mistakes…")
 def findings(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
     """Likely mistakes and outliers (imgsim.assistant.review), once per version and labels."""
     version = common.load_version(model_dir, version_id)
@@ -140,7 +140,7 @@ def suggestion_card(item, version, propagation, writable: bool, model_dir: str) 
     likely = [propagation.classes[c] for c in order if scores[c] > 0 or len(order) <= BUTTONS][:BUTTONS]
     if item.suggested:
         likely = [item.suggested, *(name for name in likely if name != item.suggested)][:BUTTONS]
-    callback = dict(on_click=common.label_rows, args=(model_dir, version.id, (item.row,)))
+    callback = {"on_click": common.label_rows, "args": (model_dir, version.id, (item.row,))}
     with st.container(horizontal=True, gap="small"):
         for j, name in enumerate(likely):
             st.button(common.md(common.quoted(name, 30)[1:-1]), key=f"q-{image_id}-{j}",
@@ -252,12 +252,7 @@ cfg, version = common.page_start()
 model_dir = str(cfg.model_dir)
 st.title("Label")
 writable = common.can_write()
-labels = common.person_labels(cfg.model_dir)
-try:
-    last_change = LabelStore(cfg.model_dir).undoable()
-except ImgsimError:  # person_labels has said so
-    last_change = None
-key = assistant.state_key(version, labels)
+labels, key, last_change = common.labelling_state(cfg.model_dir, version)
 propagation = common.propagation(model_dir, version, labels, key)
 st.caption("Label a few images; the assistant spreads your labels to similar ones and says how sure it is."
            if writable else common.access().why_not())
