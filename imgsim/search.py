@@ -167,12 +167,50 @@ def shared(model_dir, version_id: str) -> Searcher:
             if key in _shared:
                 return _shared[key]
         searcher = Searcher(store.load_version(model_dir, version_id))
-        searcher.encode(np.zeros((1, searcher.image_size, searcher.image_size, 3), np.float32))
+        try:
+            searcher.encode(np.zeros((1, searcher.image_size, searcher.image_size, 3), np.float32))
+        except Exception as exc:  # a model edited by hand that loads but does not take this version's images
+            raise ModelNotFoundError(f"{searcher.version.path}: its model cannot encode "
+                                     f"{searcher.image_size} px images ({type(exc).__name__})") from None
         with _guard:
             _shared[key] = searcher
             while len(_shared) > SHARED_VERSIONS:
                 _shared.pop(next(iter(_shared)))
         return searcher
+
+
+_unusable: dict[tuple[str, str, tuple], ModelNotFoundError] = {}  # versions whose model failed to load, and why
+
+
+def usable(model_dir, version_id: str) -> Searcher:
+    """`shared(model_dir, version_id)`, or, when that version's model cannot be loaded, the newest intact
+    version's whose model does: the fallback `Searcher.load` makes for the CLI, for the dashboard.
+
+    The caller compares `.version.id` with the one it asked for. A model that failed is not loaded
+    again on every search (it is retried once its files change); when no version's model loads,
+    the first failure is raised.
+    """
+    first = None
+    for candidate in [version_id, *(c for c in store.candidates(model_dir) if c != version_id)]:
+        key = (str(model_dir), candidate, _stamp(model_dir, candidate))
+        if key not in _unusable:
+            try:
+                return shared(model_dir, candidate)
+            except ModelNotFoundError as exc:
+                log.warning("version %s cannot be used (%s); trying the next intact one", candidate, exc)
+                with _guard:
+                    _unusable[key] = exc
+        first = first or _unusable[key]
+    raise first
+
+
+def _stamp(model_dir, version_id: str) -> tuple:
+    """What changes when a version's files are replaced by hand (their sizes and times)."""
+    try:
+        folder = store.version_folder(model_dir, version_id)
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+    except (OSError, ModelNotFoundError):
+        return ()
 
 
 def warm_up(model_dir) -> str | None:
@@ -185,9 +223,7 @@ def warm_up(model_dir) -> str | None:
 
     try:
         version_id = store.current_id(model_dir)
-        if version_id is not None:
-            shared(model_dir, version_id)
-        return version_id
+        return usable(model_dir, version_id).version.id if version_id is not None else None
     except Exception as exc:  # reported to the user by the page that searches, not by a background thread
         log.info("warm-up did not load a model from %s: %s", model_dir, exc)
         return None

@@ -127,4 +127,9 @@ else:
         st.error(f"The model of version {version.id} cannot be loaded ({why}). "
                  "Make another version active or retrain on the Train page.")
         st.stop()
+    if searcher.version.id != version.id:  # the active version's model would not load: the CLI's fallback
+        st.warning(f"The model of the active version {version.id} cannot be loaded, so this search uses version "
+                   f"{searcher.version.id}, the newest one whose model loads. Make a version active or retrain on "
+                   "the Train page.", icon=":material/history:")
+        names = common.group_names(cfg, searcher.version)
     results(searcher, data, name, source, names, cfg)

@@ -130,6 +130,44 @@ def test_a_damaged_model_is_reported_in_plain_words(model_settings):
         assert any(markdown_text("centres.npy is missing or damaged") in e.value for e in at.error), page
 
 
+def version_whose_model_will_not_load(model_dir) -> str:
+    """A copy of the current version whose model.keras was edited by hand (checksums updated): intact, but Keras refuses it."""
+    import zipfile
+
+    first = store.current_id(model_dir)
+    second = first[:-4] + "beef"
+    folder = Path(shutil.copytree(model_dir / "versions" / first, model_dir / "versions" / second))
+    with zipfile.ZipFile(folder / "model.keras") as zf:
+        parts = {name: zf.read(name) for name in zf.namelist()}
+    parts["config.json"] = parts["config.json"].replace(b'"encoder"', b'"encodr"')
+    with zipfile.ZipFile(folder / "model.keras", "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["id"], manifest["checksums"]["model.keras"] = second, store.sha256_of(folder / "model.keras")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    store.set_current(model_dir, second)
+    return second
+
+
+def test_a_model_that_will_not_load_falls_back_to_the_newest_that_does(model_settings, tiny_collection, monkeypatch):
+    from imgsim.labels import save_names
+
+    intact = store.current_id(model_settings.model_dir)
+    save_names(model_settings.model_dir, intact, {g: f"intact-{g}" for g in range(TINY["clusters"])})
+    broken = version_whose_model_will_not_load(model_settings.model_dir)
+    monkeypatch.setenv("IMGSIM_READONLY", "1")  # a visitor: told without server paths
+    query = sorted(tiny_collection.rglob("*.jpg"))[0]
+    at = open_app(model_settings)
+    at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.image) == 1 + 8  # the query, then 8 results from the version that loads
+    [warning] = at.warning
+    assert broken in warning.value and intact in warning.value
+    assert str(model_settings.model_dir) not in warning.value and "model.keras" not in warning.value
+    assert all(markdown_text("intact-") in c.value for c in at.main.caption[-8:])  # that version's group names
+
+
 def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection, monkeypatch):
     from imgsim import images
 
