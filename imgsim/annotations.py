@@ -138,11 +138,14 @@ class LabelStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         return FileLock(self.folder / ".lock")
 
-    def change(self, changes: dict[int, str | None], via: str = "set", paths: dict[int, str] | None = None) -> int:
+    def change(self, changes: dict[int, str | None], via: str = "set", paths: dict[int, str] | None = None,
+               unlabelled_only: bool = False) -> int:
         """Set (a label) or clear (None) each image's label in one step; returns how many images changed.
 
         Labels are cleaned first, so a bad one changes nothing. Images whose label is already the
-        one asked for are left as they are (and not logged).
+        one asked for are left as they are (and not logged). `unlabelled_only` leaves every image
+        that has a label when the lock is taken as it is: accepting propagated labels never
+        overwrites one a person gave meanwhile, from another session or the command line.
         """
         if via not in VIAS:
             raise ValueError(f"via must be one of {VIAS}, got {via!r}")
@@ -159,7 +162,7 @@ class LabelStore:
             before, after = {}, dict(labels)
             for image, name in wanted.items():
                 old = labels.get(image)
-                if (old.label if old else None) == name:
+                if (old.label if old else None) == name or (unlabelled_only and old is not None):
                     continue
                 before[image] = old
                 if name is None:

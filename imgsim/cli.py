@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="with --folders: write into a folder that is not empty")
     q.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
                    help="leave out propagated labels below C (0..1, default 0: every image)")
+    q = labels_action("accept", "make every propagated label at or above a confidence your own (undoable)")
+    q.add_argument("--min-confidence", type=float, default=0.9, metavar="C", help="0..1 (default 0.9)")
     labels_action("undo", "revert the last labelling change")
     labels_action("status", "how many images are labelled by you, by propagation, and unsure")
 
@@ -274,6 +276,14 @@ def cmd_labels(args, settings: Settings) -> int:
               f"confidence or more, {counts['unsure']} unsure; {len(propagation.classes)} label(s)")
     elif action == "export":
         return export_labels(args, version, propagation)
+    elif action == "accept":
+        if not 0.0 <= args.min_confidence <= 1.0:
+            raise ImgsimError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
+        rows = [r for r in range(len(version)) if not propagation.person[r] and propagation.label[r] >= 0
+                and propagation.confidence[r] >= args.min_confidence]
+        changed = labels.change({int(version.ids[r]): propagation.name(r) for r in rows}, "accept",
+                                {int(version.ids[r]): version.paths[r] for r in rows}, unlabelled_only=True)
+        print(f"accepted {changed} propagated label(s) at {args.min_confidence:.0%} or more")
     return 0
 
 

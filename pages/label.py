@@ -18,6 +18,7 @@ BUTTONS = 4  # label buttons on a suggestion, its likeliest labels; the picker b
 GUESS = 0.5  # a suggested label less sure than this is offered first but not highlighted: it is barely a guess
 LISTED = 12  # findings shown per review list
 SHOWN = 24  # thumbnails of a group before "show all"
+TABS = ("Next to label", "Review", "Groups")  # st.session_state["label-tab"] holds the open one
 ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting", "group": "the group name on",
            "clear": "clearing the labels of"}
 
@@ -53,6 +54,7 @@ def accept(model_dir: str, version_id: str, min_confidence: float) -> None:
         propagation = common.propagation(model_dir, version, LabelStore(model_dir).load())
         rows = sure_rows(propagation, min_confidence).tolist()
         changed = LabelStore(model_dir).change({int(version.ids[r]): propagation.name(r) for r in rows}, via="accept",
+                                               unlabelled_only=True,
                                                paths={int(version.ids[r]): version.paths[r] for r in rows})
     except ImgsimError as exc:
         st.session_state["notice-label"] = ("error", common.md(exc))
@@ -284,10 +286,15 @@ with st.container(horizontal=True, vertical_alignment="center"):
                        help=f"Every image: path, label, source (person, propagated, or none below "
                             f"{confidence:.0%}), confidence, group, group name")
 
-queue, review, groups = st.tabs(["Next to label", "Review", "Groups"])
-with queue:
-    queue_tab(cfg, version, propagation, labels, key, writable)
-with review:
-    review_tab(cfg, version, labels, key, writable)
-with groups:
-    groups_tab(cfg, version, propagation, writable)
+# Tabs that rerun on a switch and draw only the open one: drawing all three cost every view twice an
+# empty page's server CPU (benchmarks/pages-results.txt).
+queue, review, groups = st.tabs(TABS, key="label-tab", on_change="rerun")
+if queue.open:
+    with queue:
+        queue_tab(cfg, version, propagation, labels, key, writable)
+elif review.open:
+    with review:
+        review_tab(cfg, version, labels, key, writable)
+else:
+    with groups:
+        groups_tab(cfg, version, propagation, writable)

@@ -117,3 +117,11 @@ def test_two_writers_at_once_lose_no_label(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0]
     labels = LabelStore(tmp_path).load()
     assert sorted(labels) == list(range(40)) + list(range(1000, 1040))
+
+
+def test_unlabelled_only_never_overwrites_a_label_given_meanwhile(tmp_path):
+    labels = LabelStore(tmp_path)
+    labels.set([2], "given by the command line")  # after the page read the labels, before its accept landed
+    assert labels.change({1: "cats", 2: "cats"}, via="accept", unlabelled_only=True) == 1
+    assert {i: (label.label, label.via) for i, label in labels.load().items()} == {
+        1: ("cats", "accept"), 2: ("given by the command line", "set")}

@@ -143,3 +143,15 @@ def test_status_counts_every_image(capsys, collection):
     run(capsys, "labels", "set", "x", version.paths[0], "--model-dir", models)
     code, out, _ = run(capsys, "labels", "status", "--model-dir", models)
     assert code == 0 and out.startswith(f"{len(version)} images: 1 labelled by you")
+
+
+def test_accept_makes_sure_propagated_labels_the_persons_and_undo_takes_them_back(capsys, collection):
+    models, version, _ = collection
+    run(capsys, "labels", "set", "only", version.paths[0], "--model-dir", models)
+    code, out, _ = run(capsys, "labels", "accept", "--min-confidence", "0", "--model-dir", models)
+    labels = LabelStore(models).load()
+    assert code == 0 and len(labels) == len(version) and {label.label for label in labels.values()} == {"only"}
+    assert sum(label.via == "accept" for label in labels.values()) == len(version) - 1
+    assert run(capsys, "labels", "accept", "--min-confidence", "1.5", "--model-dir", models)[0] == 2
+    run(capsys, "labels", "undo", "--model-dir", models)
+    assert len(LabelStore(models).load()) == 1
