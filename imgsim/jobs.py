@@ -51,10 +51,91 @@ def write_status(model_dir, status: dict) -> None:
 
 
 def read_status(model_dir) -> dict | None:
+    """The status file as `valid_status` reads it: None when there is none, or it is not a run's status."""
     try:
-        return json.loads(status_path(model_dir).read_text())
-    except (OSError, ValueError):
+        return valid_status(json.loads(status_path(model_dir).read_text()))
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+STATES = ("running", "finished", "failed")
+TEXT_LIMIT = 2000  # characters of a message or an error kept
+
+
+def valid_status(raw) -> dict | None:
+    """The fields of a status that the pages and the CLI read, each of the type they expect; anything else is dropped.
+
+    The file sits in the model folder, where anyone who can write there (or edit it by hand) can
+    put anything: a string where a number belongs crashed every page. A field of the wrong type is
+    left out (read as its default); an unknown state makes the whole file no status.
+    """
+    if not isinstance(raw, dict) or raw.get("state") not in STATES:
+        return None
+    fraction = raw.get("fraction")
+    status = {"state": raw["state"], "fraction": min(1.0, max(0.0, float(fraction))) if _number(fraction) else 0.0}
+    for key in ("started", "finished", "loss"):
+        if _number(raw.get(key)):
+            status[key] = float(raw[key])
+    for key in ("epoch", "epochs"):
+        if _number(raw.get(key)) and raw[key] == int(raw[key]) and raw[key] >= 0:
+            status[key] = int(raw[key])
+    pid = raw.get("pid")
+    status["pid"] = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
+    if isinstance(raw.get("pid_start"), str):
+        status["pid_start"] = raw["pid_start"][:100]
+    for key in ("message", "error", "version", "images"):
+        if isinstance(raw.get(key), str):
+            status[key] = raw[key][:TEXT_LIMIT]
+    status.setdefault("message", "")
+    for key in ("stopped", "demo"):
+        status[key] = raw.get(key) is True
+    for key in ("settings", "metrics"):
+        if isinstance(raw.get(key), dict):
+            status[key] = raw[key]
+    if isinstance(raw.get("curve"), list):
+        status["curve"] = [[float(p[0]), float(p[1])] for p in raw["curve"][-400:]
+                           if isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1])]
+    return status
+
+
+def _number(value) -> bool:
+    """A JSON number of a sane size (not NaN, not infinite, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e15 < value < 1e15
+
+
+def process_start(pid) -> str | None:
+    """When process `pid` started, as the system records it; None when there is no such process (or a zombie).
+
+    With a pid, this tells one process from a later one that was given the same number: from
+    /proc/<pid>/stat (field 22, clock ticks since boot) on Linux, from `ps -o lstart=` elsewhere.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return None
+        fields = stat.rsplit(b")", 1)[-1].split()  # after the command name, which may hold spaces and ")"
+        return None if len(fields) < 20 or fields[0] == b"Z" else f"ticks:{int(fields[19])}"
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"lstart:{' '.join(out.split())}" if out.strip() else None
+
+
+def own_process(status) -> bool:
+    """Whether the status's pid is its run's own process: alive, an imgsim.jobs process, leading its own
+    process group (what `stop_training` signals), and started when the status says it was."""
+    pid = (status or {}).get("pid")
+    if not pid_alive(pid) or not status.get("pid_start") or process_start(pid) != status["pid_start"]:
+        return False
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 def pid_alive(pid) -> bool:
@@ -79,15 +160,15 @@ def pid_alive(pid) -> bool:
 def training_status(model_dir) -> dict | None:
     """The last run's status (state: running, finished or failed), or None when there was none.
 
-    A "running" status whose process is gone is reported as failed: it was killed.
+    A "running" status whose process is gone is reported as failed: it was killed. So is one whose
+    pid is some other process (a later one given the same number, or any pid written by hand).
     """
     status = read_status(model_dir)
     if status is None or status.get("state") != "running":
         return status
-    pid = status.get("pid")
-    if pid is None and time.time() - status.get("started", 0) < START_GRACE_S:
+    if status["pid"] is None and time.time() - status.get("started", 0) < START_GRACE_S:
         return status  # launched, not yet reporting
-    if not pid_alive(pid):
+    if not own_process(status):
         return {**status, "state": "failed",
                 "error": "the training process ended without finishing (it was stopped or killed)"}
     return status
@@ -122,7 +203,7 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
         status = read_status(model_dir) or {}
         if status.get("pid") is None and status.get("state") == "running":
             # Known at once, so the run can be stopped before it reports; the child writes the same pid.
-            write_status(model_dir, {**status, "pid": proc.pid})
+            write_status(model_dir, {**status, "pid": proc.pid, "pid_start": process_start(proc.pid)})
     # Reap the child when it ends, so that its pid does not linger as a zombie of the server.
     threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-training-{proc.pid}").start()
     return proc.pid
@@ -131,8 +212,8 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
 def stop_training(model_dir) -> bool:
     """Ask the running training process to stop (SIGTERM); whether there was one."""
     status = training_status(model_dir)
-    if not status or status.get("state") != "running" or not pid_alive(status.get("pid")):
-        return False
+    if not status or status.get("state") != "running" or not own_process(status):
+        return False  # never a signal to a process the status file merely names
     try:
         os.killpg(status["pid"], signal.SIGTERM)
     except ProcessLookupError:
@@ -156,7 +237,8 @@ class StatusWriter:
 
     def __init__(self, model_dir, base: dict, interval: float = 0.5):
         self.model_dir, self.interval = model_dir, interval
-        self.status = {**base, "state": "running", "pid": os.getpid(), "fraction": 0.0, "message": "starting", "curve": []}
+        self.status = {**base, "state": "running", "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                       "fraction": 0.0, "message": "starting", "curve": []}
         self.last = 0.0
         write_status(model_dir, self.status)
 

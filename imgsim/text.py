@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import unicodedata
 
 # OWASP's CSV-injection rule: a cell starting with one of these is a formula in Excel,
@@ -83,6 +84,11 @@ def write_csv(path, header: list[str], rows) -> None:
 
 
 MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|<>~$:&=^\"'")
+# GitHub's Markdown (Streamlit's) makes links of bare URLs (http://…, https://…, www.…) and e-mail addresses
+# after parsing, when the backslash escapes are gone already: an invisible word joiner (U+2060) inside each
+# pattern is what stops it (seen in a real browser: a label "http://x.example" became a link).
+AUTOLINKS = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\\\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 
 
 def markdown_text(text) -> str:
@@ -90,9 +96,11 @@ def markdown_text(text) -> str:
 
     CommonMark lets any ASCII punctuation be escaped with a backslash; escaping all of the ones
     Markdown, its HTML, links and images, Streamlit's `:colour[...]` directives, emoji shortcodes
-    and `$` maths use leaves nothing for the renderer to interpret.
+    and `$` maths use leaves nothing for the renderer to interpret; a word joiner inside every
+    `://`, `www.` and `@` leaves no bare URL or address to link.
     """
-    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in one_line(text))
+    escaped = "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in one_line(text))
+    return AUTOLINKS.sub(WORD_JOINER, escaped)
 
 
 def html_text(text) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -90,15 +89,9 @@ def access_panel() -> None:
         st.caption(policy.why_not())
 
 
-# Streamlit's Markdown (GitHub's flavour) makes links of bare URLs (http://…, www.…) and e-mail addresses
-# after parsing, when backslash escapes are already gone; a word joiner (U+2060, invisible) inside each
-# pattern is what stops it (seen in a real browser: a label "http://x.example" became a link).
-_AUTOLINKS = re.compile(r"(?<=https\\:)(?=//)|(?<=http\\:)(?=//)|(?<=www)(?=\\\.)|(?<=@)", re.IGNORECASE)
-
-
 def md(text) -> str:
     """A user's text (file or group name, label, URL) for a Markdown place: shown as typed, never markup or a link."""
-    return _AUTOLINKS.sub("\u2060", markdown_text(text))
+    return markdown_text(text)  # imgsim.text: escaped, and no bare URL or address left to auto-link
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -248,7 +241,7 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: 
         elapsed = time.time() - status.get("started", time.time())
         label = f"Training… {status.get('fraction', 0):.0%} · {elapsed:.0f} s elapsed"
         box = st.status(label, state="running", expanded=detailed)  # not `with`: leaving it would mark it complete
-        box.progress(min(1.0, float(status.get("fraction", 0))), text=status.get("message", ""))
+        box.progress(status["fraction"], text=md(status["message"]))  # the file is data: its message is text
         if detailed and status.get("curve"):
             import plotly.express as px
 

@@ -84,7 +84,7 @@ for g in shown:
         st.markdown(f"**Group {g.group}** · {'exact copies' if g.exact else 'near copies'} · {len(g.images)} images")
         choice = st.radio("Keep", [m.path for m in g.images], index=[m.path for m in g.images].index(suggested),
                           key=f"keep-{version.id}-{g.group}", horizontal=True, label_visibility="collapsed",
-                          format_func=lambda p: one_line(common.short_name(p, version)))
+                          format_func=lambda p: common.md(common.short_name(p, version)))  # options are Markdown
         keep[g.group] = choice
         for column, member in zip(st.columns(min(len(g.images), 6)), g.images[:6]):
             column.image(common.thumbnail(member.path, 192), width="stretch")

@@ -3,6 +3,7 @@
 import json
 import runpy
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,33 @@ def test_a_visitor_never_sees_a_traceback_or_an_error_s_text():
     at = AppTest.from_string("raise RuntimeError('/srv/photos/private/holiday.jpg cannot be read')").run()
     shown = at.exception[0]
     assert not shown.stack_trace and "/srv/photos" not in shown.message
+
+
+def test_a_hostile_training_status_renders_as_text_and_crashes_no_page(tmp_path):
+    """training.json is data: a Markdown link and image in its message stay text, wrong types never crash a page."""
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    settings = Settings(model_dir=model_dir, images=tmp_path / "photos")
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    while not jobs.pid_alive(run.pid):  # a run's own process, as far as any check can tell, once it has exec'd
+        time.sleep(0.01)
+    try:
+        hostile = "[click](http://127.0.0.1:9/x) ![img](http://127.0.0.1:9/t.png) **bold**"
+        jobs.write_status(model_dir, {"state": "running", "pid": run.pid, "pid_start": jobs.process_start(run.pid),
+                                      "started": "yesterday", "fraction": "most", "message": hostile,
+                                      "curve": [["a", 1], [0.5]]})
+        at = open_page(settings, "pages/train.py")
+        bars = at.get("progress")  # the sidebar's and the Train page's
+        assert len(bars) == 2 and not at.exception
+        for bar in bars:
+            assert bar.proto.text == markdown_text(hostile) and "](http" not in bar.proto.text
+            assert bar.proto.value == 0
+        jobs.write_status(model_dir, {"state": "failed", "error": ["a", "list"], "stopped": "no", "started": None})
+        at.run()
+        assert not at.exception and not at.get("progress")
+    finally:
+        run.kill()
+        run.wait()

@@ -1,5 +1,6 @@
 """Background training: a real detached process, its status file, one run at a time."""
 
+import json
 import subprocess
 import sys
 import time
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from imgsim import BusyError, Settings, jobs, store
+from imgsim.cli import main
 from tests.conftest import TINY
 
 
@@ -67,3 +69,53 @@ def test_a_run_can_be_stopped_and_a_bad_collection_fails_in_plain_words(tmp_path
     assert jobs.stop_training(settings.model_dir)
     assert wait_until_done(settings.model_dir, timeout=60)["state"] == "failed"
     assert store.current_id(settings.model_dir) is None
+
+
+@pytest.fixture
+def decoy():
+    """A live process that looks like a training run (its command line names imgsim.jobs) and leads its own group."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not jobs.pid_alive(proc.pid) and time.monotonic() < deadline:  # until its exec shows that command line
+        time.sleep(0.01)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("pid_start", [None, "ticks:1", "not a time", 7])
+def test_stop_never_signals_a_process_the_status_merely_names(tmp_path, decoy, pid_start):
+    """A pid in training.json (written by hand, or left by a run whose number was given to another process) is
+    signalled only when that process started when the status says: SIGTERM goes to a whole process group."""
+    jobs.write_status(tmp_path, {"state": "running", "pid": decoy.pid, "pid_start": pid_start, "started": time.time()})
+    assert not jobs.stop_training(tmp_path)
+    assert jobs.training_status(tmp_path)["state"] == "failed" and not jobs.is_running(tmp_path)
+    time.sleep(0.2)
+    assert decoy.poll() is None  # still running: nothing was sent
+
+
+def test_the_run_s_own_process_is_recognised_and_stopped(tmp_path, decoy):
+    jobs.write_status(tmp_path, {"state": "running", "pid": decoy.pid, "pid_start": jobs.process_start(decoy.pid),
+                                 "started": time.time()})
+    assert jobs.is_running(tmp_path)
+    assert jobs.stop_training(tmp_path)
+    assert decoy.wait(timeout=10) == -15  # SIGTERM
+
+
+@pytest.mark.parametrize("hostile", [
+    {"state": "finished", "fraction": "lots", "started": "yesterday", "message": ["not", "text"], "curve": [["a", 1], 3]},
+    {"state": "running", "fraction": None, "started": {"$date": 0}, "pid": True, "message": 5},
+    {"state": "failed", "error": {"x": 1}, "stopped": "yes", "fraction": 1e400, "epoch": "3"},
+    {"state": "exploded"}, [1, 2], "running", {"state": "running", "fraction": float("nan"), "started": 10**400},
+])
+def test_a_hand_written_status_file_is_read_as_data(tmp_path, hostile):
+    jobs.status_path(tmp_path).write_text(json.dumps(hostile))
+    status = jobs.training_status(tmp_path)
+    if not isinstance(hostile, dict) or hostile.get("state") not in jobs.STATES:
+        assert status is None
+        return
+    assert isinstance(status["fraction"], float) and 0 <= status["fraction"] <= 1
+    assert isinstance(status["message"], str) and isinstance(status.get("error", ""), str)
+    assert isinstance(status.get("started", 0.0), float) and status["stopped"] in (True, False)
+    assert all(isinstance(x, float) for point in status.get("curve", []) for x in point)
+    assert main(["status", f"--model-dir={tmp_path}"]) in (0, 2)  # the CLI's line, not a traceback

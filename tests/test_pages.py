@@ -287,6 +287,35 @@ def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, 
     assert any("back" in e.value for e in at.success)
 
 
+def test_urls_in_file_and_group_names_never_become_links(model_settings, tiny_collection, tmp_path):
+    """GitHub's Markdown links bare URLs after unescaping: names holding https://... or www.... must not become links."""
+    from imgsim.indexing import index
+    from imgsim.labels import save_names
+
+    photos = shutil.copytree(tiny_collection, tmp_path / "photos")
+    original = min(photos.rglob("*.jpg"))
+    shutil.copy(original, photos / "www.x.example.jpg")  # an exact copy: on the Search and Duplicates pages
+    settings = model_settings.replace(images=photos)
+    index(settings)
+    version = store.load_version(settings.model_dir)
+    save_names(settings.model_dir, version.id, {g: "see https://x.example or www.x.example" for g in range(TINY["clusters"])})
+
+    def linkable(text: str) -> bool:
+        plain = text.replace("\\", "")
+        return "://" in plain or "www." in plain.lower()
+
+    at = open_app(settings)
+    at.file_uploader(key="upload").set_value(("https://x.example www.x.example.jpg", original.read_bytes(), "image/jpeg")).run()
+    shown = [e.value for e in (*at.main.caption, *at.main.markdown, *at.info)]
+    assert any("x\\.example\\.jpg" in text for text in shown) and any("x\\.example or" in text for text in shown)
+    assert not [text for text in shown if linkable(text)]
+    visit(at, "pages/duplicates.py")
+    options = [option for radio in at.radio for option in radio.options]
+    shown = [e.value for e in (*at.main.caption, *at.main.markdown)] + options
+    assert any("x\\.example\\.jpg" in text for text in options)
+    assert not [text for text in shown if linkable(text)]
+
+
 def test_a_file_name_that_is_not_utf8_is_shown_escaped_on_every_page(model_settings, tiny_collection, tmp_path):
     import os
 
