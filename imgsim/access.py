@@ -12,6 +12,7 @@ says so:
 
 Whoever may write, the dashboard answers only the names it is reached by (`allowed_hosts`), so
 a web page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) cannot drive it.
+Password guesses are slowed for the whole server, not per browser session (`guess_password`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
 
 TRUE = ("1", "true", "yes", "on")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -101,3 +108,50 @@ class Access:
             return "Changes are locked: enter the dashboard password in the sidebar."
         return ("Changes are off: this dashboard is reachable from the network without a password. "
                 "Set IMGSIM_PASSWORD to allow them, or run it on 127.0.0.1.")
+
+
+class Guess(NamedTuple):
+    right: bool  # the password was right: the session may unlock
+    heard: bool  # it was compared at all (not while the server waits after wrong ones)
+    wait: float  # seconds before the next guess is heard (0 when it is heard at once)
+
+
+class PasswordGuesses:
+    """Wrong passwords for the whole server: after each one, no guess from any session is heard for twice as long.
+
+    1 s after the first, then 2, 4, 8 ... up to `longest`; a right password, or `forget` seconds without a
+    wrong one, starts again from 1 s. A guess that comes during the wait is not compared at all, so 40
+    browser sessions guessing at once get no more guesses than one: at most one per second, and then
+    fewer and fewer. Guesses are compared one at a time (under a lock), so two cannot slip through together.
+    """
+
+    def __init__(self, first: float = 1.0, longest: float = 300.0, forget: float = 3600.0, clock=time.monotonic):
+        self.first, self.longest, self.forget, self.clock = first, longest, forget, clock
+        self.lock = threading.Lock()
+        self.failures = 0
+        self.heard_at = float("-inf")  # when the next guess may be compared
+        self.last_failure = float("-inf")
+
+    def check(self, policy: Access, attempt: str) -> Guess:
+        with self.lock:
+            now = self.clock()
+            if now - self.last_failure > self.forget:
+                self.failures = 0
+            if now < self.heard_at:
+                return Guess(False, False, self.heard_at - now)
+            if policy.check_password(attempt):
+                self.failures, self.heard_at = 0, float("-inf")
+                return Guess(True, True, 0.0)
+            self.failures += 1
+            wait = min(self.longest, self.first * 2.0 ** min(self.failures - 1, 64))
+            self.heard_at, self.last_failure = now + wait, now
+        log.warning("wrong dashboard password (%d in a row); no guess is heard for the next %.0f s", self.failures, wait)
+        return Guess(False, True, wait)
+
+
+GUESSES = PasswordGuesses()  # one per server process: every browser session shares it
+
+
+def guess_password(policy: Access, attempt: str) -> Guess:
+    """A session's password guess, through the server-wide back-off (`PasswordGuesses`)."""
+    return GUESSES.check(policy, attempt)

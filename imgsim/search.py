@@ -169,7 +169,7 @@ def shared(model_dir, version_id: str) -> Searcher:
         searcher = Searcher(store.load_version(model_dir, version_id))
         try:
             searcher.encode(np.zeros((1, searcher.image_size, searcher.image_size, 3), np.float32))
-        except Exception as exc:  # a model edited by hand that loads but does not take this version's images
+        except Exception as exc:  # noqa: BLE001 - a model edited by hand that loads but does not take these images
             raise ModelNotFoundError(f"{searcher.version.path}: its model cannot encode "
                                      f"{searcher.image_size} px images ({type(exc).__name__})") from None
         with _guard:

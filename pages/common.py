@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import NamedTuple
 import streamlit as st
 
 from imgsim import jobs, store
-from imgsim.access import Access
+from imgsim.access import Access, guess_password
 from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
@@ -64,13 +65,23 @@ def can_write() -> bool:
 
 
 def unlock() -> None:
-    """Form callback: a correct password unlocks changes for this browser session only."""
+    """Form callback: a correct password unlocks changes for this browser session only.
+
+    Guesses go through the server-wide back-off (imgsim.access.guess_password): after a wrong one, no
+    session's guess is heard for 1 s, then 2, 4 ... 300 s.
+    """
     attempt = st.session_state.pop("password-attempt", "")
-    if access().check_password(attempt):
+    if not attempt:
+        st.session_state["notice-sidebar"] = ("error", "Type the password first.")
+        return
+    guess = guess_password(access(), attempt)
+    if guess.right:
         st.session_state["unlocked"] = True
+    elif guess.heard:
+        st.session_state["notice-sidebar"] = ("error", f"Wrong password. The next try is heard in {guess.wait:.0f} s.")
     else:
-        time.sleep(1)  # a little friction for guessing; there is no other rate limit
-        st.session_state["notice-sidebar"] = ("error", "Wrong password.")
+        st.session_state["notice-sidebar"] = ("error", "Too many wrong passwords were tried on this dashboard: "
+                                                       f"the next try is heard in {math.ceil(guess.wait)} s.")
 
 
 def access_panel() -> None:

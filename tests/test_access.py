@@ -11,7 +11,8 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from imgsim import Settings, jobs, store
-from imgsim.access import Access, allowed_hosts, is_loopback
+import imgsim.access
+from imgsim.access import Access, PasswordGuesses, allowed_hosts, is_loopback
 from imgsim.labels import load_names
 from imgsim.text import markdown_text
 from tests.conftest import TINY, running_dashboard
@@ -37,6 +38,12 @@ def test_policy_local_by_default_password_when_shared_readonly_for_everyone():
     readonly = Access.from_env("127.0.0.1", environ={"IMGSIM_READONLY": "1", "IMGSIM_PASSWORD": "s3cret"})
     assert not readonly.can_write(unlocked=True) and "read-only" in readonly.why_not()
     assert Access.from_env("0.0.0.0", environ={}, secret_password="from-secrets").needs_password
+
+
+@pytest.fixture(autouse=True)
+def fresh_guesses(monkeypatch):
+    """The server-wide password back-off starts clean in each test (it lives as long as the process)."""
+    monkeypatch.setattr(imgsim.access, "GUESSES", PasswordGuesses())
 
 
 @pytest.fixture
@@ -80,9 +87,78 @@ def test_a_visitor_without_the_password_cannot_start_training(model_settings, mo
     assert any("Wrong password" in e.value for e in at.sidebar.error)
     assert not jobs.is_running(model_settings.model_dir) and not (model_settings.model_dir / jobs.STATUS_FILE).exists()
 
+    time.sleep(1.05)  # after a wrong guess the server hears none for a second
     at.sidebar.text_input(key="password-attempt").input("correct horse")
     at.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" in labels(at) and [b for b in at.sidebar.button if b.key == "sidebar-retrain"]
+
+
+def test_a_wrong_password_slows_every_session_not_just_its_own(model_settings, monkeypatch, exposed):
+    monkeypatch.setenv("IMGSIM_PASSWORD", "correct horse")
+    guesser, owner = open_page(model_settings, "pages/train.py"), open_page(model_settings, "pages/train.py")
+    guesser.sidebar.text_input(key="password-attempt").input("wrong horse")
+    guesser.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert any("Wrong password" in e.value for e in guesser.sidebar.error)
+
+    owner.sidebar.text_input(key="password-attempt").input("correct horse")  # another session, at once
+    owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" not in labels(owner)
+    assert any("Too many wrong passwords" in e.value for e in owner.sidebar.error)
+    time.sleep(imgsim.access.GUESSES.heard_at - imgsim.access.GUESSES.clock() + 0.05)
+    owner.sidebar.text_input(key="password-attempt").input("correct horse")
+    owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" in labels(owner)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_back_off_doubles_after_each_wrong_guess_and_a_right_one_resets_it():
+    policy, clock = Access(password="s3cret"), Clock()
+    guesses = PasswordGuesses(clock=clock)
+    waits = []
+    for _ in range(12):
+        guess = guesses.check(policy, "wrong")
+        assert guess.heard and not guess.right
+        waits.append(guess.wait)
+        assert not guesses.check(policy, "s3cret").heard  # during the wait even the right one is not compared
+        clock.now += guess.wait
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+    assert guesses.check(policy, "s3cret") == (True, True, 0.0)
+    assert guesses.check(policy, "wrong").wait == 1  # a right password starts again from one second
+    clock.now += 3 * 3600
+    assert guesses.check(policy, "wrong").wait == 1  # so do hours without a wrong one
+
+
+def test_forty_sessions_guessing_at_once_get_at_most_one_guess_a_second():
+    import threading
+
+    policy, guesses, heard, stop = Access(password="s3cret"), PasswordGuesses(), [], threading.Event()
+
+    def session():
+        while not stop.is_set():
+            guess = guesses.check(policy, "wrong")
+            if guess.heard:
+                heard.append(time.monotonic())
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=session) for _ in range(40)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(3.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    assert len(heard) == 3, heard  # at 0, 1 and 3 s: 0.86 guesses/s over 3.5 s, and halving from there
+    assert all(later - earlier >= 0.99 for earlier, later in zip(heard, heard[1:]))
+    assert len(heard) / elapsed <= 1
 
 
 def test_exposed_without_a_password_nothing_can_be_changed(model_settings, exposed):

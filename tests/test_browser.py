@@ -132,6 +132,7 @@ def test_a_shared_dashboard_shows_names_as_text_and_locks_changes(shared_dashboa
             page.get_by_text("Wrong password.").wait_for(timeout=30_000)
             assert page.get_by_role("button", name="Start training").count() == 0
             assert not jobs.is_running(model_copy) and jobs.read_status(model_copy) is None
+            page.wait_for_timeout(1100)  # after a wrong guess the server hears none for a second
             page.get_by_label("Password to make changes").fill("correct horse battery")
             page.get_by_role("button", name="Unlock").click()
             page.get_by_role("button", name="Start training").wait_for(timeout=30_000)
