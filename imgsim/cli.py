@@ -271,9 +271,10 @@ def cmd_labels(args, settings: Settings) -> int:
             else:
                 print(f"{finding.kind:8s} {one_line(finding.path)}  [{one_line(finding.label or '-')}]  {one_line(finding.reason)}")
     elif action == "status":
-        counts = propagation.counts(0.9)
-        print(f"{len(version)} images: {counts['person']} labelled by you, {counts['propagated']} propagated at 90% "
-              f"confidence or more, {counts['unsure']} unsure; {len(propagation.classes)} label(s)")
+        sure, half = propagation.counts(0.9), propagation.counts(0.5)
+        print(f"{len(version)} images: {sure['person']} labelled by you, {sure['propagated']} propagated at 90% "
+              f"confidence or more ({half['propagated']} at 50% or more), {sure['unsure']} unsure; "
+              f"{len(propagation.classes)} label(s)")
     elif action == "export":
         return export_labels(args, version, propagation)
     elif action == "accept":
