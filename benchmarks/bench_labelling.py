@@ -24,7 +24,6 @@ where that is less.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -216,12 +215,23 @@ def main(argv=None) -> int:
         speed()
         return 0
     names = args.only or ["photos", "photos-hard-8", "photos-hard-12", "faces", "digits"]
+    rows = []
     for name in names:
         folder = args.eval / name
         if not folder.is_dir():
             print(f"{folder}: missing; run benchmarks/make_eval_sets.py first", file=sys.stderr)
             continue
-        run_collection(folder, args.models)
+        rows += run_collection(folder, args.models)
+    print("\n| collection | labels a class (total) | imgsim: suggest + propagate | classical route (best features) "
+          "| target | naming 4 groups | classes found | propagated ≥ 0.9: share, right |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        share, right = r["propagated >= 0.9"]
+        met = "met" if r["imgsim"] >= r["target"] - 1e-9 else f"**missed by {r['target'] - r['imgsim']:.3f}**"
+        print(f"| {r['collection']} ({r['images']} images, {r['classes']} classes) | {r['per_class']} ({r['budget']}) "
+              f"| **{r['imgsim']:.3f}** | {r['classical']:.3f} ({r['classical_features']}) | {r['target']:.3f}: {met} "
+              f"| {r['groups']:.3f} | {r['classes found']}/{r['classes']} "
+              f"| {share:.0%}, {'-' if right is None else f'{right:.0%}'} |")
     return 0
 
 
