@@ -41,10 +41,9 @@ ITERATIONS = 20  # at least; 3 / (1 - alpha) for a long reach, at most 3x this
 # 87 % of images reach 0.9 and 99 % of those are right (0.001: 92 % at 95 %; 0.01: 39 % at 100 %);
 # it is a share, not a probability: on photos-hard-12 the 5 % at 0.9 are half wrong.
 UNKNOWN_PRIOR = 0.003
-CLASS_MASS = True
+CLASS_MASS = True  # each label's total in proportion to its share of the person's labels (Zhu et al. 2003)
 SUGGEST_FIT_SAMPLE = 4_000  # clusters for suggestions are fitted on at most this many vectors
-MIN_CLUSTER = 3
-WEIGH_DOUBT = True  # a cluster smaller than this is noise, not something to cover
+MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
 BATCH = 4_096
 
 
@@ -114,18 +113,21 @@ def compute_graph(version: store.Version, k: int = K) -> Graph:
     engine, vectors, records = version.engine(), version.vectors, version.records
     for lo in range(0, n, BATCH):
         hits = engine.search_many(vectors[lo:lo + BATCH], k + 1)
-        for offset, found in enumerate(hits):
-            row = lo + offset
-            found_rows = records.rows_of([i for i, _ in found])
-            kept = [(r, s) for r, (_, s) in zip(found_rows.tolist(), found) if r >= 0 and r != row][:k]
-            if kept:
-                rows[row, :len(kept)] = [r for r, _ in kept]
-                sims[row, :len(kept)] = [s for _, s in kept]
+        found = np.full((len(hits), k + 1), -1, np.int64)
+        scores = np.zeros((len(hits), k + 1), np.float32)
+        for j, answer in enumerate(hits):
+            if answer:
+                found[j, :len(answer)], scores[j, :len(answer)] = zip(*answer)
+        found = np.where(found >= 0, records.rows_of(found.ravel()).reshape(found.shape), -1)
+        found[found == np.arange(lo, lo + len(hits))[:, None]] = -1  # never itself
+        order = np.argsort(found < 0, axis=1, kind="stable")[:, :k]  # the first k others, best first
+        rows[lo:lo + len(hits)] = np.take_along_axis(found, order, axis=1)
+        sims[lo:lo + len(hits)] = np.where(rows[lo:lo + len(hits)] >= 0, np.take_along_axis(scores, order, axis=1), 0)
     return Graph(rows, sims)
 
 
 def affinity(graph: Graph) -> sparse.csr_matrix:
-    """Symmetric weights from the kNN graph: w = exp((s - 1) / sigma), sigma the median distance to the k-th neighbour."""
+    """Symmetric weights from the kNN graph: w = exp((s - 1) / sigma), sigma the median distance to a neighbour."""
     n, k = graph.rows.shape
     valid = graph.rows >= 0
     distance = 1.0 - graph.sims
@@ -222,7 +224,7 @@ def propagate(version: store.Version, labels: dict | None = None, graph: Graph |
     f = spread(graph, seeds, len(classes), prior=UNKNOWN_PRIOR)
     g = f[:, :-1]
     mass = g.sum(axis=1)
-    if CLASS_MASS:  # Zhu et al. 2003: each class's total mass in proportion to its share of the seeds
+    if CLASS_MASS:
         wanted = np.bincount(list(seeds.values()), minlength=len(classes)) / len(seeds)
         g = g * (wanted / np.maximum(g.sum(axis=0), 1e-30))
     shares = np.divide(g, g.sum(axis=1, keepdims=True), out=np.zeros_like(g), where=mass[:, None] > 0)
@@ -315,7 +317,7 @@ def suggest(version: store.Version, n: int = 10, propagation: Propagation | None
         if c in covered or len(members) < MIN_CLUSTER:
             continue
         doubt = float(unsure[members].mean()) if propagation.classes else 1.0
-        candidates.append((len(members) * (doubt if WEIGH_DOUBT else 1.0), int(members[np.argmax(typical[members])]), len(members), doubt))
+        candidates.append((len(members) * doubt, int(members[np.argmax(typical[members])]), len(members), doubt))
     candidates.sort(key=lambda item: (-item[0], item[1]))
     picked, blocked, out = set(), set(), []
 
