@@ -125,3 +125,26 @@ def test_unlabelled_only_never_overwrites_a_label_given_meanwhile(tmp_path):
     assert labels.change({1: "cats", 2: "cats"}, via="accept", unlabelled_only=True) == 1
     assert {i: (label.label, label.via) for i, label in labels.load().items()} == {
         1: ("cats", "accept"), 2: ("given by the command line", "set")}
+
+
+def test_kill_9_mid_write_leaves_a_complete_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys; from imgsim.annotations import LabelStore\n"
+              "labels = LabelStore(sys.argv[1])\n"
+              "for step in range(1000):\n"
+              "    labels.set(range(step * 500, step * 500 + 500), f'batch {step}')\n"
+              "    print(step, flush=True)\n")
+    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for _ in range(3):  # a few complete writes, then a kill somewhere inside the next ones
+        writer.stdout.readline()
+    time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    labels = LabelStore(tmp_path).load()  # whole, never torn
+    assert len(labels) % 500 == 0 and len(labels) >= 1500
+    assert {label.label for label in labels.values()} == {f"batch {step}" for step in range(len(labels) // 500)}
