@@ -16,6 +16,7 @@ propagation are not stored here: they are recomputed from these (imgsim.assistan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .engines.segments import fsync_path
 from .errors import BusyError, ImgsimError
 from .text import one_line
 
@@ -62,14 +64,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replace_file(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all: a temporary file beside it, fsynced, renamed over it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -82,7 +76,7 @@ def replace_file(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class LabelStore:
@@ -134,9 +128,19 @@ class LabelStore:
             labels[int(key)] = ImageLabel(label, via, str(value.get("at", "")), str(value.get("path", "")))
         return labels
 
-    def _lock(self) -> FileLock:
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the labels' lock: waits for another writer, up to LOCK_WAIT_S."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.folder / ".lock")
+        lock = FileLock(self.folder / ".lock")
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise BusyError(f"{self.folder}: another labelling change has held the lock for {LOCK_WAIT_S:.0f} s") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def change(self, changes: dict[int, str | None], via: str = "set", paths: dict[int, str] | None = None,
                unlabelled_only: bool = False) -> int:
@@ -151,12 +155,7 @@ class LabelStore:
             raise ValueError(f"via must be one of {VIAS}, got {via!r}")
         wanted = {int(i): (None if name is None else clean_label(name)) for i, name in changes.items()}
         paths = paths or {}
-        lock = self._lock()
-        try:
-            lock.acquire(timeout=LOCK_WAIT_S)
-        except Timeout:
-            raise BusyError(f"{self.folder}: another labelling change has held the lock for {LOCK_WAIT_S:.0f} s") from None
-        try:
+        with self._locked():
             labels = self.load()
             stamp = now()
             before, after = {}, dict(labels)
@@ -176,8 +175,6 @@ class LabelStore:
                                    "before": {str(i): _entry(old) for i, old in before.items()}})
                 self._write(after, entry)
             return len(before)
-        finally:
-            lock.release()
 
     def set(self, ids, label: str, paths: dict[int, str] | None = None, via: str = "set") -> int:
         """Give these images a person's label, replacing any earlier one."""
@@ -216,12 +213,7 @@ class LabelStore:
 
     def undo(self) -> dict | None:
         """Revert the most recent change not yet undone (restoring each image's earlier label); returns it, or None."""
-        lock = self._lock()
-        try:
-            lock.acquire(timeout=LOCK_WAIT_S)
-        except Timeout:
-            raise BusyError(f"{self.folder}: another labelling change has held the lock for {LOCK_WAIT_S:.0f} s") from None
-        try:
+        with self._locked():
             changes = self.undoable_changes()
             if not changes:
                 return None
@@ -241,8 +233,6 @@ class LabelStore:
             self._log({"action": "undo", "undoes": entry.get("op"), "at": now(), "count": len(before), "before": before})
             self._write(after, changes[1] if len(changes) > 1 else None)
             return entry
-        finally:
-            lock.release()
 
     def _log(self, entry: dict) -> dict:
         """Append one change to the log and fsync it (call with the lock held); returns it with its op id."""
