@@ -1,5 +1,7 @@
 """Search: the collection images most like an uploaded, linked or chosen image."""
 
+import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import streamlit as st
@@ -52,9 +54,28 @@ def error_text(exc, cfg, version) -> str:
     return common.md(relative_paths(exc, [version.manifest.get("images_root"), cfg.images, cfg.model_dir]))
 
 
+def label_ticked(model_dir: str, version_id: str, ticks: dict[str, int]) -> None:
+    """Form callback: the picked label for the images whose boxes are ticked (`ticks`: checkbox key -> row)."""
+    rows = [row for key, row in ticks.items() if st.session_state.get(key)]
+    if rows or not common.can_write():  # label_rows refuses a read-only session in words
+        common.label_rows(model_dir, version_id, rows, name_key="label-results-name", where="label-results")
+    else:
+        st.session_state["notice-label-results"] = ("error", "Tick at least one image first.")
+
+
+def tick_label(image_id: int, labels: dict) -> str:
+    """A result's checkbox: 'Select', and the label a person gave it, if any."""
+    given = labels.get(image_id)
+    return f"Select · labelled {common.md(common.quoted(given.label, 30))}" if given else "Select"
+
+
 @st.fragment
 def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
-    """N, scope and what they find; changing either reruns only this part of the page."""
+    """N, scope and what they find; changing either reruns only this part of the page.
+
+    A writer also gets a checkbox on each result (and on the query when it is a collection image) and one
+    label for the ticked ones: a form, so ticking reruns nothing, and sending it reruns only this part.
+    """
     left, right = st.columns([2, 1])
     n = left.slider("Number of results", 1, 48, 8, key="n")
     scope = right.segmented_control("Search in", ["cluster", "all"], default="cluster", required=True, key="scope",
@@ -78,13 +99,36 @@ def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
                        + (f" and {len(copies) - 5} more" if len(copies) > 5 else "") + ".", icon=":material/content_copy:")
         about.download_button("Download results (CSV)", results_csv(result, names, version), file_name="imgsim-results.csv",
                               mime="text/csv", icon=":material/download:", on_click="ignore")
-    with st.container(key="results"):
+    writable = common.can_write()
+    labels = common.person_labels(cfg.model_dir, version) if writable else {}
+    query = hashlib.blake2b(data, digest_size=8).hexdigest()  # a new query's boxes start ticked
+    ticks = {}  # checkbox key -> collection row
+    with st.container(key="results"), (st.form("label-results", border=False, enter_to_submit=True) if writable
+                                       else nullcontext()):
         for start in range(0, len(result.results), COLUMNS):
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
                 column.image(common.thumbnail(hit.path, 256), width="stretch")
                 badge = ":blue-badge[exact copy] " if hit.exact else ""
                 column.caption(f"{badge}**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
                                f"{common.md(common.short_name(hit.path, version))}")
+                row = version.records.row_of_path(hit.path)
+                if writable and row >= 0:
+                    key = f"tick-{query}-{int(version.ids[row])}"
+                    ticks[key] = row
+                    column.checkbox(tick_label(int(version.ids[row]), labels), value=True, key=key)
+        if writable:
+            for row in sorted(searcher.itself(source))[:1] if source is not None else ():  # a collection image
+                key = f"tick-{query}-query"
+                ticks[key] = row
+                st.checkbox(f"And the query image, {common.md(common.short_name(version.paths[row], version))}"
+                            + tick_label(int(version.ids[row]), labels).removeprefix("Select"), value=True, key=key)
+            left, right = st.columns([3, 1], vertical_alignment="bottom")
+            with left:
+                common.label_picker("Label for the selected images", sorted({v.label for v in labels.values()},
+                                                                            key=str.casefold), key="label-results-name")
+            right.form_submit_button("Label the selected images", type="primary", width="stretch",
+                                     on_click=label_ticked, args=(str(cfg.model_dir), version.id, ticks))
+    common.show_notice("label-results")
 
 
 cfg, version = common.page_start()

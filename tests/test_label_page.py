@@ -47,6 +47,14 @@ def open_page(settings: Settings, page: str = "pages/label.py", state: dict | No
     return at
 
 
+def tab(at: AppTest, name: str) -> AppTest:
+    """Open one of the Label page's tabs (only the open one is drawn), as a click on it would."""
+    at.session_state["label-tab"] = name
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def give(settings: Settings, version: store.Version, rows_and_labels: dict[int, str]) -> None:
     """A person's labels, as the command line would set them."""
     for row, name in rows_and_labels.items():
@@ -82,7 +90,12 @@ def test_the_page_opens_with_progress_and_a_queue(model_settings, version):
     assert progress(at) == f"**0** labelled by you · **0** propagated at 90% or more · **{len(version)}** unsure"
     # the assistant's suggestions, best first, each with a picker for a new label
     assert cards(at) == [int(version.ids[s.row]) for s in assistant.suggest(version, 8)] and cards(at)
-    assert at.get("download_button") and at.text_input(key=f"name-{version.id}-0")  # CSV, group names
+    assert at.get("download_button")  # the CSV
+    # only the open tab is drawn: no review list, no group name field until their tab is opened
+    assert not at.text_input and not {"Likely mistakes", "All groups"} & {e.value for e in at.subheader}
+    assert tab(at, "Groups").text_input(key=f"name-{version.id}-0") and not cards(at)
+    assert "Likely mistakes" in [e.value for e in tab(at, "Review").subheader] and not at.text_input
+    tab(at, "Next to label")
 
     give(model_settings, version, {0: "cats", 1: "dogs"})
     at.run()
@@ -154,7 +167,7 @@ def test_a_group_name_labels_its_images_but_not_those_a_person_labelled(model_se
     rows = np.flatnonzero(version.groups == group).tolist()
     set_name(model_settings.model_dir, version.id, group, "brick walls")
     give(model_settings, version, {rows[0]: "cats"})
-    at = open_page(model_settings, state={"label_group": group})
+    at = open_page(model_settings, state={"label_group": group, "label-tab": "Groups"})
     apply = at.button(key=f"apply-{version.id}-{group}")
     assert apply.label == f"Apply this group's name to its {len(rows) - 1} images"
     apply.click().run()
@@ -171,18 +184,24 @@ def test_readonly_shows_progress_and_lists_without_controls_and_ignores_replayed
     before = stored(model_settings, version)
 
     monkeypatch.setenv("IMGSIM_READONLY", "1")
-    visitor = open_page(model_settings)
+    visitor = open_page(model_settings, state={"label_group": group})
     assert progress(visitor).startswith("**2** labelled by you")
-    assert {"Likely mistakes", "Outliers", "All groups"} <= {e.value for e in visitor.subheader}
-    assert not visitor.text_input and not [s for s in visitor.selectbox if s.key != "label_group"]
-    assert [b.label for b in visitor.button] == [], "no label, accept, undo, apply or name buttons"
-    assert visitor.get("download_button")
+    images, subheaders = {}, set()
+    for name in ("Next to label", "Review", "Groups"):
+        tab(visitor, name)
+        images[name] = len(visitor.image)
+        subheaders |= {e.value for e in visitor.subheader}
+        assert not visitor.text_input and not [s for s in visitor.selectbox if s.key != "label_group"], name
+        assert [b.label for b in visitor.button] == [], f"{name}: no label, accept, undo, apply or name buttons"
+        assert visitor.get("download_button")
+    assert {"Likely mistakes", "Outliers", "All groups"} <= subheaders
 
     for key in ("q-0", "accept", "undo", f"apply-{version.id}-{group}", "picker"):  # each replayed by a crafted client
         monkeypatch.delenv("IMGSIM_READONLY")
-        writer = open_page(model_settings, state={"label_group": group, "label-confidence": 0.5})  # drawn when allowed
-        assert len(writer.image) == len(visitor.image)  # a visitor sees the same suggestions and lists
-        first = cards(writer)[0]
+        name = "Groups" if key.startswith("apply") else "Next to label"
+        writer = open_page(model_settings, state={"label_group": group, "label-confidence": 0.5, "label-tab": name})
+        assert len(writer.image) == images[name]  # drawn when allowed; a visitor sees the same suggestions and lists
+        first = (cards(writer) or [None])[0]  # None on the Groups tab
         monkeypatch.setenv("IMGSIM_READONLY", "1")
         if key == "picker":
             writer.selectbox(key=f"q-{first}-new").select("dogs").run()
@@ -196,13 +215,14 @@ def test_a_label_that_looks_like_markup_is_shown_as_text(model_settings, version
     group = int(version.groups[0])
     save_labels(model_settings.model_dir, version.id, {group: Label("brick walls", carried=True, merged=(HOSTILE,))})
     give(model_settings, version, {0: HOSTILE, 1: "dogs"})
-    at = open_page(model_settings, state={"label_group": group})
+    at = open_page(model_settings, state={"label_group": group, "label-tab": "Groups"})
     shown = [text for text in rendered(at) if "evil" in text]
-    assert shown, "the label appears on buttons and in the merged-names warning"
+    [warning] = at.warning
+    shown += [text for text in rendered(tab(at, "Next to label")) if "evil" in text]
+    assert len(shown) > 1, "the label appears on buttons and in the merged-names warning"
     for text in shown:
         # escaped, and a bare URL broken by an invisible word joiner (Markdown links those after unescaping)
         assert "](" not in text and "<b>" not in text and "\\[x\\]\\(http\\:\u2060//evil" in text, text
-    [warning] = at.warning
     assert warning.value == ("After retraining, most images named “brick walls” and “"
                              + markdown_text(HOSTILE).replace("http\\://", "http\\:\u2060//")
                              + "” are in this group; pick one name or type another.")
@@ -281,3 +301,66 @@ def test_a_damaged_labels_file_is_one_plain_line_and_no_path_for_a_visitor(model
     monkeypatch.setenv("IMGSIM_READONLY", "1")
     visitor = open_page(model_settings)
     assert [e.value for e in visitor.error] == ["The labels file cannot be read; the labels are not shown."]
+
+
+def search_for(settings: Settings, version: store.Version, row: int) -> AppTest:
+    """The Search page, queried with a collection image."""
+    return open_page(settings, "pages/search.py", state={"how": "Collection", "pick": version.paths[row]})
+
+
+def ticks(at: AppTest) -> dict[int | str, object]:
+    """The Search page's selection boxes: image id (or "query") -> checkbox."""
+    boxes = {c.key.rsplit("-", 1)[1]: c for c in at.checkbox if c.key and c.key.startswith("tick-")}
+    return {key if key == "query" else int(key): box for key, box in boxes.items()}
+
+
+SEND = "FormSubmitter:label-results-Label the selected images"
+
+
+def test_search_labels_exactly_the_ticked_results_and_the_query(model_settings, version):
+    give(model_settings, version, {0: "cats"})
+    query = 5
+    at = search_for(model_settings, version, query)
+    boxes = ticks(at)
+    shown = [i for i in boxes if i != "query"]
+    assert len(shown) == 8 and len(at.image) == 1 + 8 and int(version.ids[query]) not in shown
+    assert all(box.value for box in boxes.values()) and "query" in boxes  # all ticked, the query too
+    row_of = {int(i): row for row, i in enumerate(version.ids.tolist())}
+    left_out = {shown[1], shown[4]}
+    for image_id in left_out:
+        boxes[image_id].uncheck()
+    at.selectbox(key="label-results-name").select("cats")
+    at.button(key=SEND).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    expected = {0: "cats", query: "cats", **{row_of[i]: "cats" for i in shown if i not in left_out}}
+    assert stored(model_settings, version) == expected
+    assert {LabelStore(model_settings.model_dir).load()[int(version.ids[r])].via for r in expected if r} == {"set"}
+    assert any("Labelled 7 images" in t.value for t in at.toast)
+    # drawn again with what each result is labelled now; the boxes left unticked stay so
+    assert all("labelled “cats”" in box.label for i, box in ticks(at).items() if i not in left_out)
+    assert [i for i, box in ticks(at).items() if not box.value] == sorted(left_out, key=shown.index)
+
+    for box in ticks(at).values():  # nothing ticked: nothing labelled, said in words
+        box.uncheck()
+    at.selectbox(key="label-results-name").select("cats")
+    at.button(key=SEND).click().run()
+    assert stored(model_settings, version) == expected and [e.value for e in at.error] == ["Tick at least one image first."]
+
+
+def test_search_results_for_a_visitor_have_no_form_and_a_replayed_send_changes_nothing(model_settings, version,
+                                                                                       monkeypatch):
+    give(model_settings, version, {0: "cats"})
+    before = stored(model_settings, version)
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    visitor = search_for(model_settings, version, 5)
+    assert len(visitor.image) == 1 + 8 and not visitor.checkbox
+    assert [s.key for s in visitor.selectbox] == ["pick"] and not [b for b in visitor.button if b.key == SEND]
+
+    monkeypatch.delenv("IMGSIM_READONLY")
+    writer = search_for(model_settings, version, 5)  # drawn while allowed, sent by a crafted client after
+    assert len(ticks(writer)) == 1 + 8
+    monkeypatch.setenv("IMGSIM_READONLY", "1")
+    writer.selectbox(key="label-results-name").select("cats")
+    writer.button(key=SEND).click().run()
+    assert stored(model_settings, version) == before
+    assert any("read-only" in e.value for e in writer.error)

@@ -99,6 +99,8 @@ def test_every_page_renders_with_a_trained_model(model_settings):
             assert len(at.image[0].value) == int((version.groups == 0).sum())  # group 0's gallery
 
         if page == "pages/label.py":  # name a group, press Enter: saved, and the next group is shown
+            at.session_state["label-tab"] = "Groups"  # a click on its tab: only the open tab is drawn
+            at.run()
             at.text_input[0].input("brick walls")
             at.button(key="FormSubmitter:form-%s-0-Save and next" % version.id).click().run()
             assert load_names(model_settings.model_dir, version.id) == {0: "brick walls"}
