@@ -31,8 +31,8 @@ def move(groups, target: str, keep: dict[int, str], root) -> None:
     if not common.can_write():
         return
     try:
-        dup.check_target(Path(target).expanduser(), root)  # never into the collection itself
-        log = dup.move_duplicates(groups, Path(target).expanduser(), keep=keep)
+        # never into the collection, never a file outside it (links followed), exact copies re-checked
+        log = dup.move_duplicates(groups, Path(target).expanduser(), keep=keep, root=root)
     except (ImgsimError, OSError, ValueError) as exc:
         st.session_state["notice-duplicates"] = ("error", common.md(relative_paths(exc, [root])))
         return

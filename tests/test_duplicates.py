@@ -189,7 +189,7 @@ def test_move_then_undo_puts_every_file_back_byte_identical(tmp_path, movable):
     work, groups = movable
     before = snapshot(work)
     target = tmp_path / "dups"
-    log = move_duplicates(groups, target)
+    log = move_duplicates(groups, target, root=work)
     assert log.parent == target and log.name.startswith("imgsim-moves-") and log.suffix == ".json"
     for group in groups:
         assert Path(group.keeper.path).exists()
@@ -204,14 +204,14 @@ def test_move_then_undo_puts_every_file_back_byte_identical(tmp_path, movable):
 
 
 def test_keep_override_keeps_the_chosen_file(tmp_path, movable):
-    _work, groups = movable
+    work, groups = movable
     chosen = next(m.path for m in groups[0].images if not m.keep)
-    move_duplicates(groups[:1], tmp_path / "dups", keep={groups[0].group: chosen})
+    move_duplicates(groups[:1], tmp_path / "dups", keep={groups[0].group: chosen}, root=work)
     assert Path(chosen).exists() and not Path(groups[0].keeper.path).exists()
     with pytest.raises(ImgsimError, match="not a member"):
-        move_duplicates(groups[1:2], tmp_path / "dups2", keep={groups[1].group: chosen})
+        move_duplicates(groups[1:2], tmp_path / "dups2", keep={groups[1].group: chosen}, root=work)
     with pytest.raises(ImgsimError, match="no duplicate group"):
-        move_duplicates(groups[1:2], tmp_path / "dups3", keep={99: chosen})
+        move_duplicates(groups[1:2], tmp_path / "dups3", keep={99: chosen}, root=work)
 
 
 def test_move_never_overwrites_a_file_in_the_target(tmp_path, movable):
@@ -223,7 +223,7 @@ def test_move_never_overwrites_a_file_in_the_target(tmp_path, movable):
     squatter.parent.mkdir(parents=True)
     squatter.write_bytes(b"mine")
     original_bytes = Path(first.path).read_bytes()
-    log = move_duplicates(groups, target)
+    log = move_duplicates(groups, target, root=work)
     assert squatter.read_bytes() == b"mine"
     to = next(m["to"] for m in json.loads(log.read_text())["moves"] if m["from"] == first.path)
     assert Path(to).name == f"{relative.stem} (1){relative.suffix}" and Path(to).read_bytes() == original_bytes
@@ -232,8 +232,8 @@ def test_move_never_overwrites_a_file_in_the_target(tmp_path, movable):
 
 
 def test_undo_refuses_to_overwrite_a_file_that_reappeared(tmp_path, movable):
-    _work, groups = movable
-    log = move_duplicates(groups, tmp_path / "dups")
+    work, groups = movable
+    log = move_duplicates(groups, tmp_path / "dups", root=work)
     moves = json.loads(log.read_text())["moves"]
     Path(moves[0]["from"]).write_bytes(b"new file")
     with pytest.raises(duplicates.UndoIncomplete, match="original path") as info:
@@ -255,7 +255,7 @@ def test_a_move_that_fails_half_way_can_be_undone(tmp_path, movable, monkeypatch
 
     monkeypatch.setattr(duplicates, "move_file", fail_on_third)
     with pytest.raises(ImgsimError, match="2 of .* moved, undo with the log") as info:
-        move_duplicates(groups, tmp_path / "dups")
+        move_duplicates(groups, tmp_path / "dups", root=work)
     monkeypatch.undo()
     log = next((tmp_path / "dups").glob("imgsim-moves-*.json"))
     assert str(log) in str(info.value)
@@ -277,14 +277,14 @@ def test_bad_targets_and_missing_files_move_nothing(tmp_path, movable):
     }
     for why, target in cases.items():
         with pytest.raises(ImgsimError) as info:
-            move_duplicates(groups, target)
+            move_duplicates(groups, target, root=work)
         assert "\n" not in str(info.value), why
         assert snapshot(work) == before, why
         assert not list(tmp_path.rglob("imgsim-moves-*.json")), why
     gone = next(m for m in groups[1].images if not m.keep)
     Path(gone.path).unlink()
     with pytest.raises(ImgsimError, match="no longer there"):
-        move_duplicates(groups, tmp_path / "dups")
+        move_duplicates(groups, tmp_path / "dups", root=work)
     assert not (tmp_path / "dups").exists()
 
 
@@ -299,3 +299,105 @@ def test_undo_of_something_that_is_not_a_log_is_one_line(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ImgsimError, match="not a readable imgsim move log"):
         undo_moves(bad)
+
+
+def member(path: Path, keep: bool, number: int) -> Member:
+    import hashlib
+
+    data = path.read_bytes()
+    return Member(str(path), 1.0, keep, None, None, len(data), number, number, hashlib.sha1(data).hexdigest())
+
+
+def test_a_folder_linked_out_of_the_collection_is_never_moved_from(tmp_path):
+    photos, outside = tmp_path / "photos", tmp_path / "outside"
+    photos.mkdir()
+    outside.mkdir()
+    (photos / "a.png").write_bytes(b"same bytes")
+    (outside / "a.png").write_bytes(b"same bytes")  # someone's file elsewhere, reached through a linked folder
+    (photos / "linked").symlink_to(outside, target_is_directory=True)
+    group = DuplicateGroup(0, True, [member(photos / "a.png", True, 1), member(photos / "linked" / "a.png", False, 2)])
+    with pytest.raises(ImgsimError, match="not inside the collection") as info:
+        move_duplicates([group], tmp_path / "dups", root=photos)
+    assert "\n" not in str(info.value)
+    assert (outside / "a.png").read_bytes() == b"same bytes" and not (tmp_path / "dups").exists()
+
+
+def test_an_exact_copy_whose_bytes_changed_since_indexing_is_not_moved(tmp_path, movable):
+    work, groups = movable
+    group, kept, spare = next((g, a, b) for g in groups for a in g.images for b in g.images
+                              if a is not b and a.sha1 == b.sha1)  # an original and its backup: recorded as the same bytes
+    Path(spare.path).write_bytes(Path(spare.path).read_bytes() + b"edited since")
+    before = snapshot(work)
+    with pytest.raises(ImgsimError, match="no longer the same bytes"):
+        move_duplicates([group], tmp_path / "dups", keep={group.group: kept.path}, root=work)
+    assert snapshot(work) == before and not (tmp_path / "dups").exists()
+
+
+KILLED_MOVE = """
+import json, os, shutil, signal, sys
+from imgsim import duplicates
+from imgsim.duplicates import DuplicateGroup, Member
+
+root, target, keep, spare, where = sys.argv[1:]
+if where == "mid-copy":
+    def copy_part(src, dst, length=0):
+        dst.write(src.read(100_000))
+        dst.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    shutil.copyfileobj = copy_part
+else:  # once the copy is whole, before the source is unlinked
+    unlink = os.unlink
+    os.unlink = lambda path, *a, **k: os.kill(os.getpid(), signal.SIGKILL) if str(path) == spare else unlink(path, *a, **k)
+members = [Member(path, 1.0, path == keep, None, None, 0, 0, i, "") for i, path in enumerate((keep, spare))]
+duplicates.move_duplicates([DuplicateGroup(0, True, members)], target, root=root)
+"""
+
+
+@pytest.mark.parametrize("where", ["mid-copy", "before-unlink"])
+def test_a_move_across_file_systems_killed_half_way_is_undone(tmp_path, where):
+    """SIGKILL during a move to another file system: the original is whole, and undo leaves nothing behind."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system (/dev/shm) beside the temporary folder")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = os.urandom(1_000_000)
+    (photos / "keep.jpg").write_bytes(data)
+    (photos / "copy.jpg").write_bytes(data)
+    target = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="imgsim-test-")) / "dups"
+    try:
+        run = subprocess.run([sys.executable, "-c", KILLED_MOVE, str(photos), str(target), str(photos / "keep.jpg"),
+                              str(photos / "copy.jpg"), where], cwd=Path(__file__).resolve().parent.parent)
+        assert run.returncode == -signal.SIGKILL
+        [log] = target.glob("imgsim-moves-*.json")
+        assert (photos / "copy.jpg").read_bytes() == data  # the original is whole whatever the moment
+        assert undo_moves(log) == (1 if where == "before-unlink" else 0)
+        assert (photos / "copy.jpg").read_bytes() == data and sorted(os.listdir(photos)) == ["copy.jpg", "keep.jpg"]
+        assert [p.name for p in target.rglob("*")] == [log.name]  # no partial copy, no second copy left
+    finally:
+        shutil.rmtree(target.parent, ignore_errors=True)
+
+
+def test_a_move_across_file_systems_moves_the_bytes_and_undo_puts_them_back(tmp_path):
+    import tempfile
+
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system (/dev/shm) beside the temporary folder")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = os.urandom(300_000)
+    for name in ("keep.jpg", "copy.jpg"):
+        (photos / name).write_bytes(data)
+    group = DuplicateGroup(0, True, [member(photos / "keep.jpg", True, 1), member(photos / "copy.jpg", False, 2)])
+    target = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="imgsim-test-")) / "dups"
+    try:
+        log = move_duplicates([group], target, root=photos)
+        assert not (photos / "copy.jpg").exists() and (target / "copy.jpg").read_bytes() == data
+        assert not list(target.glob(".imgsim-partial-*"))
+        assert undo_moves(log) == 1 and (photos / "copy.jpg").read_bytes() == data
+    finally:
+        shutil.rmtree(target.parent, ignore_errors=True)
