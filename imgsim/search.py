@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from .cache import ByteBudgetCache
 from .collection import encode_files
 from .errors import ModelNotFoundError
 from .groups import predict_groups
@@ -27,6 +28,53 @@ class Hit:
     distance: float  # cosine distance, 1 - score
     cluster: int
     exact: bool = False  # the same bytes as the query: a copy of it in the collection
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query image made ready once: what the model reads, its bytes' hash (for exact copies) and its picture.
+
+    Its bytes are not kept: a 20 MB download becomes the model's input (size x size x 3 bytes) and a
+    256 px JPEG, which is what the dashboard caches for URL queries.
+    """
+
+    name: str
+    sha1: str
+    pixels: np.ndarray  # (size, size, 3) uint8: `decode`'s input to the model, exactly (x 1/255 gives it back)
+    thumbnail: bytes  # a JPEG at most THUMBNAIL_PX on its longer side
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.nbytes + len(self.thumbnail) + len(self.name) + len(self.sha1) + 200
+
+    @property
+    def image(self) -> np.ndarray:
+        """The model's input, (size, size, 3) float32 in [0, 1], as `decode` made it."""
+        return self.pixels.astype(np.float32) * np.float32(1 / 255)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, image_size: int, name: str = "image") -> Query:
+        from .thumbnails import thumbnail_jpeg
+
+        image = decode(data, image_size, name)
+        pixels = np.rint(image * 255).astype(np.uint8)  # decode scaled uint8 pixels by 1/255: exact both ways
+        return cls(name, hashlib.sha1(data).hexdigest(), pixels, thumbnail_jpeg(data, THUMBNAIL_PX))
+
+
+THUMBNAIL_PX = 256
+# URL queries a process keeps ready, for the reruns that follow a query (N, scope, another page and back):
+# their decoded input and picture, never the downloaded bytes (a 20 MB URL is a 49 KB entry at 128 px,
+# 3 MB at 512 px), together at most this many bytes, each for 10 minutes.
+URL_QUERY_BYTES = 64 * 2**20
+url_queries = ByteBudgetCache(URL_QUERY_BYTES, ttl=600)
+
+
+def url_query(url: str, image_size: int) -> Query:
+    """An http(s) URL's image made ready for a model of `image_size` px: fetched and decoded once per process
+    (`url_queries`); a refusal (the fetcher's, the decoder's) is raised and not kept."""
+    from .fetch import fetch_url
+
+    return url_queries.get((url, int(image_size)), lambda: Query.from_bytes(fetch_url(url), image_size, url))
 
 
 @dataclass(frozen=True)
@@ -102,7 +150,7 @@ class Searcher:
         return self.encode(decode(data, self.image_size, name)[None])[0]
 
     def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None,
-              vector: np.ndarray | None = None) -> QueryResult:
+              vector: np.ndarray | None = None, sha1: str | None = None) -> QueryResult:
         """The n most similar collection images to a path, URL or bytes, best first.
 
         scope "cluster" searches the query's predicted group first and tops up from the rest of
@@ -110,15 +158,17 @@ class Searcher:
         The query itself (the same file) is never returned; other files with the same bytes come
         first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
         read (so a URL is fetched once); `vector`, their latent already encoded (`vector_of`), so a
-        page that reruns decodes a query once.
+        page that reruns decodes a query once; with `sha1` (a `Query`'s) too, the bytes are not needed.
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         name = name or describe(source)
-        data = read_bytes(source) if data is None else data
+        if vector is None or sha1 is None:
+            data = read_bytes(source) if data is None else data
         vector = self.vector_of(data, name) if vector is None else vector
         itself = self.itself(source)
-        copies = [row for row in self.copies(data) if row not in itself]
+        sha1 = sha1 or hashlib.sha1(data).hexdigest()
+        copies = [row for row in self.records.rows_with_sha1(sha1).tolist() if row not in itself]
         return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies)
 
     def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query",

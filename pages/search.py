@@ -1,45 +1,36 @@
 """Search: the collection images most like an uploaded, linked or chosen image."""
 
-import hashlib
 from contextlib import nullcontext
 from pathlib import Path
 
 import streamlit as st
 
 from imgsim.errors import ImgsimError
-from imgsim.fetch import fetch_url
 from imgsim.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.labels import group_name
+from imgsim.search import Query, url_query
 from imgsim.text import csv_text, one_line, relative_paths
-from imgsim.thumbnails import thumbnail_jpeg
 from pages import common
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLUMNS = 4
 
 
-@st.cache_data(ttl=600, max_entries=32, show_spinner="Fetching the image…")
-def fetch(url: str) -> bytes:
-    """The URL's bytes, fetched once for all the reruns that follow (refusals are not cached).
+@st.cache_data(max_entries=16, show_spinner=False)
+def prepared_query(data: bytes, image_size: int, name: str) -> Query:
+    """An upload or a collection image made ready once for the reruns that follow (refusals are not cached).
 
-    Only http(s) reaches the fetcher; nothing typed here is ever read as a server path.
+    It is decoded twice in all: the model's input and the picture shown are reduced differently
+    (squashed to the model's size; the aspect kept), from different JPEG draft scales. A URL's image
+    is made ready by `imgsim.search.url_query`, whose cache keeps that and never the downloaded bytes.
     """
-    return fetch_url(url)
+    return Query.from_bytes(data, image_size, name)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def query_thumbnail(data: bytes) -> bytes:
-    return thumbnail_jpeg(data, 256)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def query_vector(_searcher, model_dir: str, version_id: str, data: bytes, _name: str):
-    """The query's latent, decoded once for all the reruns that change N or the scope (refusals are not cached).
-
-    With its thumbnail, an upload is decoded twice in all: the model's input and the picture shown
-    are reduced differently (squashed to the model's size; the aspect kept), from different JPEG draft scales.
-    """
-    return _searcher.vector_of(data, _name)
+def query_vector(_searcher, model_dir: str, version_id: str, sha1: str, _prepared: Query):
+    """The query's latent, encoded once for all the reruns that change N or the scope."""
+    return _searcher.encode(_prepared.image[None])[0]
 
 
 def results_csv(result, names, version) -> str:
@@ -70,7 +61,7 @@ def tick_label(image_id: int, labels: dict) -> str:
 
 
 @st.fragment
-def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
+def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
     """N, scope and what they find; changing either reruns only this part of the page.
 
     A writer also gets a checkbox on each result (and on the query when it is a collection image) and one
@@ -81,16 +72,16 @@ def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
     scope = right.segmented_control("Search in", ["cluster", "all"], default="cluster", required=True, key="scope",
                                     format_func={"cluster": "Same group", "all": "Whole collection"}.get)
     try:
-        vector = query_vector(searcher, str(searcher.version.model_dir), searcher.version.id, data, name)
-        result = searcher.query(source if source is not None else data, n, scope, name=name, data=data, vector=vector)
+        vector = query_vector(searcher, str(searcher.version.model_dir), searcher.version.id, prepared.sha1, prepared)
+        result = searcher.query(source, n, scope, name=prepared.name, vector=vector, sha1=prepared.sha1)
     except (ImgsimError, ValueError) as exc:
         st.error(error_text(exc, cfg, searcher.version))
         return
     version = searcher.version
     with st.container(key="query"):
         picture, about = st.columns([1, 3], vertical_alignment="center")
-        picture.image(query_thumbnail(data), width="stretch")
-        about.markdown(f"**{common.md(name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
+        picture.image(prepared.thumbnail, width="stretch")
+        about.markdown(f"**{common.md(prepared.name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
         copies = [common.short_name(h.path, version) for h in result.results if h.exact]
@@ -101,7 +92,7 @@ def results(searcher, data: bytes, name: str, source, names: dict, cfg) -> None:
                               mime="text/csv", icon=":material/download:", on_click="ignore")
     writable = common.can_write()
     labels = common.person_labels(cfg.model_dir, version) if writable else {}
-    query = hashlib.blake2b(data, digest_size=8).hexdigest()  # a new query's boxes start ticked
+    query = prepared.sha1[:16]  # a new query's boxes start ticked
     ticks = {}  # checkbox key -> collection row
     with st.container(key="results"), (st.form("label-results", border=False, enter_to_submit=True) if writable
                                        else nullcontext()):
@@ -137,21 +128,18 @@ st.title("Search")
 names = common.group_names(cfg, version)
 
 how = st.segmented_control("Query by", ["Upload", "URL", "Collection"], default="Upload", required=True, key="how")
-data = name = source = None
+data = name = source = url = None
 if how == "Upload":
     uploaded = st.file_uploader("Image to search with", type=UPLOAD_TYPES, key="upload",
                                 help=f"{', '.join(ALLOWED_FORMATS)}; up to 10 MB")
     if uploaded is not None:
         data, name = uploaded.getvalue(), uploaded.name
 elif how == "URL":
-    url = st.text_input("Image URL", placeholder="https://example.org/picture.jpg", key="url", max_chars=2048).strip()
-    if url and not is_url(url):
+    typed = st.text_input("Image URL", placeholder="https://example.org/picture.jpg", key="url", max_chars=2048).strip()
+    if typed and not is_url(typed):
         st.error("Enter the http:// or https:// address of an image. To search with a file, upload it.")
-    elif url:
-        try:
-            data, name = fetch(url), url
-        except (ImgsimError, ValueError) as exc:
-            st.error(error_text(exc, cfg, version))
+    elif typed:
+        url = typed  # fetched below, once the model (and so the size it reads) is known
 else:
     path = st.selectbox("Image from the collection", version.paths, key="pick",
                         format_func=lambda p: one_line(common.short_name(p, version)))
@@ -160,7 +148,7 @@ else:
     except ImgsimError as exc:
         st.error(error_text(exc, cfg, version))
 
-if data is None:
+if data is None and url is None:
     st.caption("Upload an image, paste its URL or pick one from the collection to see the most similar images.")
 else:
     try:  # loading began in the background at the first page view; a query that comes sooner waits for it
@@ -176,4 +164,10 @@ else:
                    f"{searcher.version.id}, the newest one whose model loads. Make a version active or retrain on "
                    "the Train page.", icon=":material/history:")
         names = common.group_names(cfg, searcher.version)
-    results(searcher, data, name, source, names, cfg)
+    try:
+        with st.spinner("Fetching the image…") if url else nullcontext():
+            prepared = url_query(url, searcher.image_size) if url else prepared_query(data, searcher.image_size, name)
+    except (ImgsimError, ValueError) as exc:
+        st.error(error_text(exc, cfg, version))
+        st.stop()
+    results(searcher, prepared, source, names, cfg)

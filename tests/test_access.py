@@ -414,3 +414,38 @@ def test_a_hostile_training_status_renders_as_text_and_crashes_no_page(tmp_path)
     finally:
         run.kill()
         run.wait()
+
+
+def test_large_urls_leave_the_server_holding_their_decoded_input_only(model_settings, http_server, monkeypatch):
+    """The probe's URLs of 20 MB that were not images grew the server by their bytes for 10 minutes; now a URL's
+    image is kept as the model's input and a thumbnail (imgsim.search.url_queries), within a byte budget."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from streamlit.runtime.caching.cache_data_api import _data_caches
+
+    import imgsim.search
+    from imgsim.cache import ByteBudgetCache
+
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setattr(imgsim.search, "url_queries", ByteBudgetCache(imgsim.search.URL_QUERY_BYTES, 600))
+
+    def held() -> int:  # every st.cache_data entry's bytes, and the URL queries'
+        stats = [stat for family in _data_caches.get_stats().values() for stat in family]
+        return sum(stat.byte_length for stat in stats) + imgsim.search.url_queries.nbytes
+
+    rng = np.random.default_rng(1)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), np.uint8)).save(out, "JPEG", quality=95)
+    photo = http_server.serve("/held/photo.jpg", out.getvalue(), content_type="image/jpeg")
+    at = open_page(model_settings)
+    at.segmented_control(key="how").set_value("URL").run()
+    before = held()
+    for i in range(4):
+        junk = http_server.serve(f"/held/junk-{i}.jpg", rng.bytes(4_000_000), content_type="image/jpeg")
+        at.text_input(key="url").input(junk).run()
+        assert at.error and "not an image" in at.error[0].value and not at.exception
+    at.text_input(key="url").input(photo).run()
+    assert not at.error and len(at.image) == 1 + 8
+    assert held() - before < 200_000, held() - before  # 16 MB of junk and a 3 MB photo: was all of it

@@ -110,3 +110,38 @@ def test_warm_up_loads_the_current_version_and_says_none_without_one(trained_mod
     version_id = search.warm_up(trained_model_dir)
     assert version_id == store.current_id(trained_model_dir)
     assert (str(trained_model_dir), version_id) in search._shared
+
+
+def test_a_url_query_is_kept_as_its_decoded_input_never_as_its_bytes(http_server, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    import imgsim.search
+    from imgsim.cache import ByteBudgetCache
+    from imgsim.errors import ImageError
+    from imgsim.images import decode
+    from imgsim.search import URL_QUERY_BYTES, url_query
+
+    monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
+    cache = ByteBudgetCache(URL_QUERY_BYTES, ttl=600)
+    monkeypatch.setattr(imgsim.search, "url_queries", cache)
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), np.uint8)).save(out, "JPEG", quality=95)
+    photo = out.getvalue()
+    url = http_server.serve("/cache/photo.jpg", photo, content_type="image/jpeg")
+
+    query = url_query(url, 32)
+    assert np.array_equal(query.image, decode(photo, 32))  # exactly what the model would have read
+    assert len(photo) > 2_000_000 and cache.nbytes == query.nbytes < 50_000
+    requests = len(http_server.requests)
+    assert url_query(url, 32) is query and len(http_server.requests) == requests  # fetched once
+    assert url_query(url, 64).pixels.shape == (64, 64, 3)  # another model size is its own entry
+
+    held = cache.nbytes
+    for i in range(12):  # the probe's 12 large URLs that were not images: refused, and nothing kept
+        junk = http_server.serve(f"/cache/junk-{i}.jpg", rng.bytes(4_000_000), content_type="image/jpeg")
+        with pytest.raises(ImageError):
+            url_query(junk, 32)
+    assert cache.nbytes == held and len(cache) == 2
