@@ -16,15 +16,24 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 COLUMNS = 4
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def prepared_query(data: bytes, image_size: int, name: str) -> Query:
     """An upload or a collection image made ready once for the reruns that follow (refusals are not cached).
+
+    The cache key holds the name's bytes: Streamlit hashes a str as UTF-8, which a file name that is not
+    UTF-8 (held as lone surrogates) cannot be.
+    """
+    return _prepared_query(data, image_size, name.encode("utf-8", "surrogatepass"))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _prepared_query(data: bytes, image_size: int, name: bytes) -> Query:
+    """`prepared_query`'s cached part.
 
     It is decoded twice in all: the model's input and the picture shown are reduced differently
     (squashed to the model's size; the aspect kept), from different JPEG draft scales. A URL's image
     is made ready by `imgsim.search.url_query`, whose cache keeps that and never the downloaded bytes.
     """
-    return Query.from_bytes(data, image_size, name)
+    return Query.from_bytes(data, image_size, name.decode("utf-8", "surrogatepass"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
