@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,42 +209,88 @@ def find_duplicates(version, threshold: float | None = None, k: int = 10, progre
     """
     if threshold is None:  # a version may carry its own (see MANIFEST_KEY), else the measured default
         threshold = (getattr(version, "manifest", None) or {}).get(MANIFEST_KEY, DEFAULT_THRESHOLD)
+    threshold = checked_threshold(threshold)
+    return scan_duplicates(version, threshold, k, progress).groups(threshold, progress)
+
+
+def checked_threshold(threshold) -> float:
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
         raise ImgsimError(f"the duplicate threshold must be a number, got {one_line(threshold)!r}") from None
     if not -1.0 <= threshold <= 1.0:
         raise ImgsimError(f"the duplicate threshold is a cosine similarity between -1 and 1, got {threshold}")
+    return threshold
+
+
+def scan_duplicates(version, floor: float, k: int = 10, progress=None) -> DuplicateScan:
+    """Search every image's k nearest neighbours once, keeping each pair at or above `floor`: the slow part of
+    `find_duplicates`, done once for every threshold from `floor` up (`DuplicateScan.groups`)."""
+    floor = checked_threshold(floor)
     if int(k) < 1:
         raise ImgsimError(f"k (neighbours searched per image) must be at least 1, got {k}")
-    records = version.records
-    links = UnionFind(len(records))
-    for a, b in exact_pairs(records):
-        links.union(a, b)
-    hashes = {}
-    for a, b, _ in near_pairs(version, threshold, int(k), progress):
-        if links.find(a) != links.find(b) and same_picture(records.paths, a, b, hashes):
-            links.union(a, b)
-    roots = np.fromiter((links.find(i) for i in range(len(records))), np.int64, count=len(records))
-    order = np.argsort(roots, kind="stable")
-    components = [rows for rows in np.split(order, np.flatnonzero(np.diff(roots[order])) + 1) if len(rows) > 1]
-    near = [rows for rows in components if len(set(records.sha1[rows].tolist())) > 1]
-    vectors = member_vectors(version, {int(r) for rows in near for r in rows})
-    groups = [make_group(version, rows, vectors) for rows in components]
-    groups.sort(key=lambda g: (-len(g.images), min(m.path for m in g.images)))
-    for number, group in enumerate(groups):
-        group.group = number
-    if progress:
-        progress(1.0, f"{len(groups)} groups of copies")
-    return groups
+    best: dict[tuple[int, int], float] = {}
+    for a, b, score in near_pairs(version, floor, int(k), progress):
+        pair = (min(a, b), max(a, b))
+        best[pair] = max(score, best.get(pair, -2.0))
+    pairs = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+    return DuplicateScan(version, floor, np.asarray([p for p, _ in pairs], np.int64).reshape(-1, 2),
+                         np.asarray([s for _, s in pairs], np.float64))
 
 
-def make_group(version, rows: np.ndarray, vectors: dict) -> DuplicateGroup:
-    """A group's members, the suggested keeper first; scores are cosine similarity to the keeper."""
+class DuplicateScan:
+    """A version's candidate pairs down to `floor`, from one neighbour search: the groups at any threshold from there.
+
+    What each threshold needs besides (perceptual hashes, header sizes, member vectors) is worked out
+    on first use and kept, so moving a threshold slider searches nothing again. Safe to share between
+    threads (one `groups` at a time).
+    """
+
+    def __init__(self, version, floor: float, pairs: np.ndarray, scores: np.ndarray):
+        self.version, self.floor, self.pairs, self.scores = version, floor, pairs, scores
+        self._hashes: dict[int, np.ndarray | None] = {}
+        self._sizes: dict[int, tuple] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def groups(self, threshold: float, progress=None) -> list[DuplicateGroup]:
+        """What `find_duplicates(version, threshold)` finds, from this scan's pairs (threshold >= floor)."""
+        threshold = checked_threshold(threshold)
+        if threshold < self.floor:
+            raise ImgsimError(f"threshold {threshold} is below this scan's {self.floor}; scan again from there")
+        version, records = self.version, self.version.records
+        with self._lock:
+            links = UnionFind(len(records))
+            for a, b in exact_pairs(records):
+                links.union(a, b)
+            for (a, b) in self.pairs[: int(np.searchsorted(-self.scores, -threshold, side="right"))].tolist():
+                if links.find(a) != links.find(b) and same_picture(records.paths, a, b, self._hashes):
+                    links.union(a, b)
+            roots = np.fromiter((links.find(i) for i in range(len(records))), np.int64, count=len(records))
+            order = np.argsort(roots, kind="stable")
+            components = [rows for rows in np.split(order, np.flatnonzero(np.diff(roots[order])) + 1) if len(rows) > 1]
+            near = {int(r) for rows in components if len(set(records.sha1[rows].tolist())) > 1 for r in rows}
+            self._vectors.update(member_vectors(version, near - set(self._vectors)))
+            groups = [make_group(version, rows, self._vectors, self._sizes) for rows in components]
+        groups.sort(key=lambda g: (-len(g.images), min(m.path for m in g.images)))
+        for number, group in enumerate(groups):
+            group.group = number
+        if progress:
+            progress(1.0, f"{len(groups)} groups of copies")
+        return groups
+
+
+def make_group(version, rows: np.ndarray, vectors: dict, sizes: dict | None = None) -> DuplicateGroup:
+    """A group's members, the suggested keeper first; scores are cosine similarity to the keeper.
+
+    `sizes` keeps each row's (width, height) from its file's header between calls."""
     records = version.records
     members = {}
+    sizes = {} if sizes is None else sizes
     for row in rows.tolist():
-        width, height = image_size(records.paths[row])
+        if row not in sizes:
+            sizes[row] = image_size(records.paths[row])
+        width, height = sizes[row]
         members[row] = Member(records.paths[row], 1.0, False, width, height, int(records.sizes[row]),
                               int(records.mtimes[row]), int(records.ids[row]), sha1_text(records.sha1[row]))
     keeper = min(members, key=lambda r: keeper_order(members[r]))
@@ -533,5 +580,5 @@ def undo_moves(log) -> int:
     return restored
 
 
-__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "DuplicateGroup", "Member", "UndoIncomplete", "check_target", "duplicates_csv",
-           "find_duplicates", "move_duplicates", "undo_moves"]
+__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "DuplicateGroup", "DuplicateScan", "Member", "UndoIncomplete", "check_target",
+           "duplicates_csv", "find_duplicates", "move_duplicates", "scan_duplicates", "undo_moves"]

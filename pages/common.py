@@ -80,8 +80,8 @@ def unlock() -> None:
     elif guess.heard:
         st.session_state["notice-sidebar"] = ("error", f"Wrong password. The next try is heard in {guess.wait:.0f} s.")
     else:
-        st.session_state["notice-sidebar"] = ("error", "Too many wrong passwords were tried on this dashboard: "
-                                                       f"the next try is heard in {math.ceil(guess.wait)} s.")
+        st.session_state["notice-sidebar"] = ("error", ("Too many wrong passwords were tried on this dashboard: "
+                                                        f"the next try is heard in {math.ceil(guess.wait)} s."))
 
 
 def access_panel() -> None:
@@ -165,6 +165,18 @@ def spread(rows: list[int], count: int) -> list[int]:
     if len(rows) <= count:
         return list(rows)
     return [rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
+
+
+def page_of(items: list, per_page: int, key: str, what: str = "images") -> list:
+    """One page of a long gallery: at most `per_page` items (every page view draws a bounded number of
+    thumbnails, however large a group grows), with a page picker when there are more."""
+    pages = max(1, math.ceil(len(items) / per_page))
+    if pages == 1:
+        return list(items)
+    page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=f"{key}-{pages}")  # a new count starts at 1
+    start = (int(page) - 1) * per_page
+    st.caption(f"{what.capitalize()} {start + 1:,}–{min(len(items), start + per_page):,} of {len(items):,}.")
+    return list(items[start:start + per_page])
 
 
 def active_version(cfg: Settings, quiet: bool = False) -> store.Version | None:

@@ -13,12 +13,19 @@ from imgsim.errors import ImgsimError
 from imgsim.text import one_line, relative_paths
 from pages import common
 
-SHOWN_GROUPS = 30  # groups drawn at once; the CSV holds them all
+SHOWN_GROUPS = 30  # groups drawn on one page; the CSV holds them all
+LOWEST = 0.80  # the slider's lowest threshold: the one search, whose pairs every other position filters
 
 
-@st.cache_data(max_entries=8, show_spinner="Looking for copies…")
+@st.cache_resource(max_entries=2, show_spinner="Looking for copies…")
+def scan(model_dir: str, version_id: str) -> dup.DuplicateScan:
+    """Every image's neighbours searched once per version and server, down to LOWEST (shared: never changed here)."""
+    return dup.scan_duplicates(common.load_version(model_dir, version_id), LOWEST)
+
+
+@st.cache_data(max_entries=16, show_spinner="Grouping the copies…")
 def find(model_dir: str, version_id: str, threshold: float) -> list:
-    return dup.find_duplicates(common.load_version(model_dir, version_id), threshold)
+    return scan(model_dir, version_id).groups(threshold)
 
 
 def size_text(member) -> str:
@@ -59,8 +66,9 @@ st.title("Duplicates")
 st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, slightly cropped "
            "or recoloured) by the model. Nothing is deleted: pick what to keep, export the list, or move the others "
            "to a folder (undoable).")
-saved = version.manifest.get("metrics", {}).get("duplicate_threshold") or dup.DEFAULT_THRESHOLD
-threshold = st.slider("Similarity threshold", 0.80, 1.0, float(saved), 0.005, key="dup-threshold", format="%.3f",
+saved = (version.manifest.get("metrics") or {}).get("duplicate_threshold")
+saved = min(1.0, max(LOWEST, float(saved))) if type(saved) in (int, float) else dup.DEFAULT_THRESHOLD  # a manifest edited by hand
+threshold = st.slider("Similarity threshold", LOWEST, 1.0, float(saved), 0.005, key="dup-threshold", format="%.3f",
                       help=f"Pairs above this cosine similarity are near copies; {saved:.3f} was measured "
                            "against perceptual hashing (README, Near-duplicates).")
 groups = find(str(cfg.model_dir), version.id, float(threshold))
@@ -77,7 +85,7 @@ st.download_button("Export (CSV: group, path, keep or duplicate, score, exact)",
                    file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
 
 keep: dict[int, str] = {}
-shown = groups[:SHOWN_GROUPS]
+shown = common.page_of(groups, SHOWN_GROUPS, key=f"dup-page-{version.id}", what="groups")
 for g in shown:
     suggested = next(m.path for m in g.images if m.keep)
     with st.container(border=True):
@@ -91,15 +99,13 @@ for g in shown:
             mark = ":green-badge[keep] " if member.path == choice else ""
             column.caption(f"{mark}**{member.score:.3f}** · {size_text(member)}  \n"
                            f"{common.md(common.short_name(member.path, version))}")
-if len(groups) > SHOWN_GROUPS:
-    st.caption(f"The first {SHOWN_GROUPS} groups are shown; the CSV lists all {len(groups)}.")
 
 if groups and common.can_write():
     st.subheader("Move the others")
     default = str(Path(version.manifest.get("images_root") or cfg.images).with_name("imgsim-duplicates"))
     target = st.text_input("Folder to move them into", default, key="dup-target")
     moving = sum(len(g.images) - 1 for g in shown)
-    sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups above out of the collection into this "
+    sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups on this page out of the collection into this "
                        "folder (a log allows undo)", key="dup-sure")
     st.button("Move the others", type="primary", disabled=not sure, on_click=move,
               args=(shown, target, keep, version.manifest.get("images_root") or cfg.images))

@@ -401,3 +401,53 @@ def test_a_move_across_file_systems_moves_the_bytes_and_undo_puts_them_back(tmp_
         assert undo_moves(log) == 1 and (photos / "copy.jpg").read_bytes() == data
     finally:
         shutil.rmtree(target.parent, ignore_errors=True)
+
+
+def test_one_scan_at_the_lowest_threshold_gives_every_higher_threshold_s_groups(version):
+    from imgsim.duplicates import scan_duplicates
+
+    scan = scan_duplicates(version, 0.80)
+    for threshold in (0.99, 0.95, 0.9, 0.80):
+        assert [g.to_dict() for g in scan.groups(threshold)] == [g.to_dict() for g in find_duplicates(version, threshold)]
+    with pytest.raises(ImgsimError, match="below this scan"):
+        scan.groups(0.7)
+
+
+def test_the_duplicates_page_searches_once_whatever_the_threshold(version, copies, monkeypatch):
+    """Every slider position ran a whole scan (8 kept); now one search at the slider's lowest position serves them all."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from imgsim import Settings
+
+    thresholds = (0.9, 0.99, 0.85, 0.8, 1.0, 0.95)
+    expected = {threshold: len(find_duplicates(version, threshold)) for threshold in thresholds}
+    searches = []
+    real = duplicates.near_pairs
+    monkeypatch.setattr(duplicates, "near_pairs", lambda *args, **kwargs: (searches.append(args[1]), real(*args, **kwargs))[1])
+    monkeypatch.setenv("IMGSIM_READONLY", "1")  # what a visitor can make the server do
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.session_state["settings"] = Settings(model_dir=version.model_dir, images=copies)
+    at.run()
+    at.switch_page("pages/duplicates.py").run()
+    for threshold in thresholds:
+        at.slider(key="dup-threshold").set_value(threshold).run()
+        assert not at.exception and not at.error
+        assert int(at.markdown[0].value.split("**")[1]) == expected[threshold], threshold  # the same groups
+    assert searches == [0.8]
+    assert not [b for b in at.button if b.label == "Move the others"]  # read-only: the page is view-only
+
+
+def test_a_long_list_is_drawn_a_page_at_a_time():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string("""
+import streamlit as st
+from pages.common import page_of
+st.session_state["shown"] = page_of(list(range(100)), 24, key="gallery", what="groups")
+""").run()
+    assert at.session_state["shown"] == list(range(24)) and "Groups 1–24 of 100" in at.caption[0].value
+    at.number_input(key="gallery-5").set_value(5).run()
+    assert at.session_state["shown"] == [96, 97, 98, 99]
