@@ -326,7 +326,11 @@ def suggest(version: store.Version, n: int = 10, propagation: Propagation | None
         blocked.update(graph.rows[row][graph.rows[row] >= 0].tolist())
         out.append(Suggestion(row, version.paths[row], propagation.name(row), float(propagation.confidence[row]), reason))
 
-    for _, row, size, doubt in candidates[:n]:
+    for _, row, size, doubt in candidates:
+        if len(out) >= n:
+            break
+        if row in blocked:  # a neighbour of one already picked: two views of the same thing
+            continue
         why = (f"typical of {size} similar images that have no label yet" if not propagation.classes else
                f"typical of {size} similar images with no label among them (propagation {1 - doubt:.0%} sure there)")
         take(row, why)
