@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_model_dir(sub.add_parser("versions", help="list model versions; --use ID makes one current"))
     p.add_argument("--use", metavar="ID")
+
+    p = with_model_dir(sub.add_parser("prune", help="remove old model versions and the files only they used"))
+    p.add_argument("--keep", type=int, default=2, metavar="N",
+                   help="versions to keep, newest first (default 2); the current one is always kept too")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, and remove nothing")
     return parser
 
 
@@ -433,8 +438,27 @@ def cmd_versions(args, settings: Settings) -> None:
                        f"twin recall@1 {f'{twin:.3f}' if isinstance(twin, (int, float)) else '-'}"))
 
 
+def cmd_prune(args, settings: Settings) -> None:
+    from . import store
+
+    report = store.prune(settings.model_dir, keep=args.keep, dry_run=args.dry_run)
+
+    def mb(n: int) -> str:
+        return f"{n / 1e6:,.1f} MB"
+
+    what = (f"{len(report.removed)} version(s) ({', '.join(report.removed) or 'none'}) and {report.files} file(s) "
+            "no kept version uses")
+    if args.dry_run:
+        print(f"would remove {what}; kept: {', '.join(report.kept) or 'none'} ({mb(report.before)} in "
+              f"{one_line(settings.model_dir)} now)")
+    else:
+        print(f"removed {what}; kept: {', '.join(report.kept) or 'none'}; {one_line(settings.model_dir)}: "
+              f"{mb(report.before)} -> {mb(report.after)}")
+
+
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
-            "clusters": cmd_clusters, "labels": cmd_labels, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions}
+            "clusters": cmd_clusters, "labels": cmd_labels, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions,
+            "prune": cmd_prune}
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from imgsim import jobs, store
-from imgsim.errors import ImgsimError
+from imgsim.errors import BusyError, ImgsimError
 from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
@@ -65,6 +65,22 @@ def curves_figure(model_dir: str, version_id: str):
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def prune_versions(model_dir) -> None:
+    """Button callback: remove all but the newest versions (imgsim.store.prune) and say what it freed."""
+    if not common.can_write():
+        return
+    try:
+        report = store.prune(model_dir, keep=int(st.session_state.get("prune-keep", 2)))
+    except BusyError:
+        st.session_state["notice-main"] = ("warning", "A training or indexing run is in progress; prune when it ends.")
+    except (ImgsimError, ValueError, OSError) as exc:
+        st.session_state["notice-main"] = ("error", common.md(exc))
+    else:
+        st.session_state["notice-main"] = ("success", (f"Removed {len(report.removed)} version(s) and {report.files} "
+                                                       f"file(s) only they used: {report.before / 1e6:,.1f} MB -> "
+                                                       f"{report.after / 1e6:,.1f} MB."))
 
 
 def settings_form(cfg, run, demo: bool) -> None:
@@ -156,3 +172,10 @@ choice, button = st.columns([3, 1], vertical_alignment="bottom")
 choice.selectbox("Version", usable, index=usable.index(current) if current in usable else 0, key="use-version")
 button.button("Make active", on_click=make_active, args=(cfg.model_dir,), width="stretch",
               disabled=st.session_state.get("use-version") == current)
+with st.expander("Free disk space: remove old versions"):
+    st.caption("Removes every version but the newest ones, and the files only they used. The active version, a "
+               "version whose group names were not carried over yet, group names and your labels are always kept.")
+    keep, remove = st.columns([3, 1], vertical_alignment="bottom")
+    keep.number_input("Versions to keep", 1, 100, 2, key="prune-keep")
+    remove.button("Remove old versions", on_click=prune_versions, args=(cfg.model_dir,), width="stretch",
+                  disabled=len(rows) <= st.session_state.get("prune-keep", 2))

@@ -240,6 +240,25 @@ def test_another_version_can_be_made_active_on_the_train_page(model_settings):
     assert second in " ".join(e.value for e in at.sidebar.text)
 
 
+def test_old_versions_can_be_pruned_on_the_train_page(model_settings):
+    model_dir = model_settings.model_dir
+    first = store.current_id(model_dir)
+    copies = [first[:-4] + suffix for suffix in ("fffe", "ffff")]  # newer copies of the version: plain folders
+    for copy in copies:
+        shutil.copytree(model_dir / "versions" / first, model_dir / "versions" / copy)
+        manifest = json.loads((model_dir / "versions" / copy / "manifest.json").read_text())
+        (model_dir / "versions" / copy / "manifest.json").write_text(json.dumps({**manifest, "id": copy}))
+
+    at = open_app(model_settings)
+    visit(at, "pages/train.py")
+    at.number_input(key="prune-keep").set_value(1).run()
+    [button] = [b for b in at.button if b.label == "Remove old versions"]
+    button.click().run()
+    assert not at.exception and any("Removed 1 version(s)" in e.value for e in at.success), texts(at)
+    assert sorted(p.name for p in (model_dir / "versions").iterdir()) == [first, copies[1]]  # the active one stays
+    assert len(at.dataframe[0].value) == 2 and store.load_version(model_dir).id == first
+
+
 def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):
     at = open_app(model_settings)
     try:

@@ -236,3 +236,124 @@ def test_a_model_keras_cannot_load_falls_back_to_an_intact_version(model_copy, c
     assert "cannot be used" in caplog.text
     with pytest.raises(ModelNotFoundError, match="Keras cannot load"):
         Searcher.load(model_copy, second)
+
+
+# --- prune ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ordered_ids(monkeypatch):
+    """Version ids one second apart, so that "newest" is the order they were written in."""
+    counter = iter(range(10, 60))
+    monkeypatch.setattr(store, "new_version_id", lambda: f"20260101-0000{next(counter)}-abcd")
+
+
+def files(model_dir) -> list:
+    return sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def referenced(model_dir, version_id) -> set:
+    """The segment files a version's manifest names (its records' and its engine's)."""
+    from imgsim.records import segment_files
+
+    manifest = json.loads((model_dir / "versions" / version_id / "manifest.json").read_text())
+    names = set(segment_files(manifest["records"]))
+    for entry in manifest["engine"]["segments"]:
+        names |= {entry.get(k) for k in ("ids", "groups", "vectors", "index", "tombstones")} - {None}
+    return names
+
+
+def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_path, ordered_ids):
+    model_dir = tmp_path
+    first, second, third, fourth = (write(model_dir, n) for n in (3, 4, 5, 6))
+    shared = write(model_dir, 6)  # an index run's version: the same segments as the fourth
+    store.set_current(model_dir, second)  # an older version made active by hand
+    (model_dir / "segments" / f"{'0' * 64}.vectors.npy").write_bytes(b"a crashed run's leftover")
+    graphs = model_dir / "annotations" / "graphs"
+    graphs.mkdir(parents=True)
+    for version_id in (first, third):
+        (graphs / f"{version_id}-k10.npz").write_bytes(b"a cached neighbour graph")
+    people = {"labels.json": b'{"1": "cat"}', "log.jsonl": b'{"set": 1}\n'}
+    for name, data in people.items():
+        (model_dir / "annotations" / name).write_bytes(data)
+    from imgsim.labels import save_names
+    save_names(model_dir, first, {0: "cats"})
+
+    report = store.prune(model_dir, keep=2)
+    assert report.kept == [shared, fourth, second] and sorted(report.removed) == [first, third]
+    assert sorted(p.name for p in (model_dir / "versions").iterdir()) == sorted(report.kept)
+    for version_id in report.kept:
+        assert store.load_version(model_dir, version_id).id == version_id  # whole, segments verified
+    assert {p.name for p in (model_dir / "segments").iterdir()} == set().union(
+        *(referenced(model_dir, v) for v in report.kept))  # the kept versions' files, and nothing else
+    assert [p.name for p in graphs.iterdir()] == []  # both graphs were of removed versions
+    assert {n: (model_dir / "annotations" / n).read_bytes() for n in people} == people  # never touched
+    assert (model_dir / "labels" / f"{first}.json").exists()  # group names are never removed
+    assert report.after == store.disk_use(model_dir) < report.before
+    assert store.current_id(model_dir) == second and not (model_dir / "staging").exists()
+
+
+def test_prune_keeps_a_parent_whose_group_names_were_not_carried_over(tmp_path, ordered_ids):
+    from imgsim.labels import save_names
+
+    model_dir = tmp_path
+    named, child, newest = write(model_dir, 3), write(model_dir, 4), write(model_dir, 5)
+    save_names(model_dir, named, {0: "receipts"})
+    for version_id, parent in ((child, named), (newest, child)):
+        manifest_path = model_dir / "versions" / version_id / "manifest.json"
+        manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "parent": parent}))
+    store.set_current(model_dir, child)
+    report = store.prune(model_dir, keep=1)
+    assert report.kept == [newest, child, named] and report.removed == []
+    save_names(model_dir, child, {0: "receipts"})  # carried over (confirmed): the parent is no longer needed
+    assert store.prune(model_dir, keep=1).removed == [named]
+
+
+def test_prune_dry_run_and_the_cli(tmp_path, ordered_ids, capsys):
+    from imgsim.cli import main
+
+    ids = [write(tmp_path, n) for n in (3, 4, 5)]
+    before = files(tmp_path)
+    assert main(["prune", f"--model-dir={tmp_path}", "--keep", "1", "--dry-run"]) == 0
+    assert f"would remove 2 version(s) ({ids[1]}, {ids[0]})" in capsys.readouterr().out
+    assert files(tmp_path) == before
+    assert main(["prune", f"--model-dir={tmp_path}", "--keep", "1"]) == 0
+    assert "removed 2 version(s)" in capsys.readouterr().out and store.candidates(tmp_path) == [ids[2]]
+    assert main(["prune", f"--model-dir={tmp_path}", "--keep", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --keep must be a whole number of versions, at least 1; got 0"
+    with store.writer_lock(tmp_path), pytest.raises(BusyError):
+        store.prune(tmp_path)
+
+
+def test_prune_refuses_when_a_kept_version_s_segments_are_unknown(tmp_path, ordered_ids):
+    first, second = write(tmp_path, 3), write(tmp_path, 4)
+    (tmp_path / "versions" / second / "manifest.json").write_text("{damaged")
+    store.set_current(tmp_path, first)
+    (tmp_path / "CURRENT").write_text(second + "\n")  # a damaged current version: its segments are unknown
+    before = files(tmp_path)
+    with pytest.raises(store.ImgsimError, match="does not say which segments"):
+        store.prune(tmp_path, keep=1)
+    assert files(tmp_path) == before
+
+
+KILLED_PRUNE = """
+import os, signal, sys
+from imgsim import store
+unlink = os.unlink
+os.unlink = lambda path, *a, **k: os.kill(os.getpid(), signal.SIGKILL) if "segments" in str(path) else unlink(path, *a, **k)
+store.prune(sys.argv[1], keep=1)
+"""
+
+
+def test_a_prune_killed_half_way_leaves_every_kept_version_whole(tmp_path, ordered_ids):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    old, new = write(tmp_path, 3), write(tmp_path, 4)
+    run = subprocess.run([sys.executable, "-c", KILLED_PRUNE, str(tmp_path)], cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == -signal.SIGKILL  # killed at the first segment file it deleted
+    assert store.candidates(tmp_path) == [new] and store.load_version(tmp_path).id == new
+    assert store.prune(tmp_path, keep=1).removed == []  # the next run finishes the job
+    assert {p.name for p in (tmp_path / "segments").iterdir()} == referenced(tmp_path, new)
+    assert store.load_version(tmp_path, new).id == new and not (tmp_path / "staging").exists()
