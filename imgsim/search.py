@@ -240,8 +240,12 @@ def usable(model_dir, version_id: str) -> Searcher:
     again on every search (it is retried once its files change); when no version's model loads,
     the first failure is raised.
     """
+    def attempts():  # the others (every manifest read) only once the asked-for one has failed
+        yield version_id
+        yield from (c for c in store.candidates(model_dir) if c != version_id)
+
     first = None
-    for candidate in [version_id, *(c for c in store.candidates(model_dir) if c != version_id)]:
+    for candidate in attempts():
         key = (str(model_dir), candidate, _stamp(model_dir, candidate))
         if key not in _unusable:
             try:
