@@ -81,10 +81,11 @@ def map_figure(frame: pd.DataFrame, order: list[str], by: str = "group"):
 
 
 def gallery(rows, version, key: str, px: int = 128) -> None:
-    """Thumbnails of the given collection rows: SHOWN of them spread over the list, unless asked for all."""
+    """Thumbnails of the given collection rows: SHOWN of them spread over the list, or every one a page at a time."""
     rows = list(rows)
-    if len(rows) > SHOWN and not st.toggle(f"Show all {len(rows)}", key=f"all-{key}"):
-        rows = common.spread(rows, SHOWN)
+    if len(rows) > SHOWN:
+        browse = st.toggle(f"Browse all {len(rows):,}", key=f"all-{key}")
+        rows = common.page_of(rows, SHOWN, f"page-{key}") if browse else common.spread(rows, SHOWN)
     paths = [version.paths[i] for i in rows]
     st.image([common.thumbnail(p, px) for p in paths], width=px,
              caption=[common.md(Path(p).stem) for p in paths])

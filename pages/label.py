@@ -242,7 +242,10 @@ def groups_tab(cfg, version, propagation, writable: bool) -> None:
                       help=f"Labels them {common.md(common.quoted(names[group], 60))}; undo takes it back."
                            + (f" The {mine:,} you labelled yourself keep their labels." if mine else ""))
 
-    shown = rows if len(rows) <= SHOWN or st.toggle(f"Show all {len(rows)}", key=f"all-{group}") else common.spread(rows, SHOWN)
+    shown = rows
+    if len(rows) > SHOWN:  # a bounded number of thumbnails a view, however large the group
+        browse = st.toggle(f"Browse all {len(rows):,}", key=f"all-{group}")
+        shown = common.page_of(rows, SHOWN, f"page-{group}") if browse else common.spread(rows, SHOWN)
     st.image([common.thumbnail(version.paths[i], 128) for i in shown], width=128)
     st.subheader("All groups")
     st.dataframe(pd.DataFrame({"group": groups, "images": [counts[g] for g in groups],

@@ -364,3 +364,18 @@ def test_search_results_for_a_visitor_have_no_form_and_a_replayed_send_changes_n
     writer.button(key=SEND).click().run()
     assert stored(model_settings, version) == before
     assert any("read-only" in e.value for e in writer.error)
+
+
+def test_galleries_draw_a_bounded_page_of_a_large_group_even_when_browsing_all(tmp_path):
+    from pages import common
+    from tests.conftest import vector_version
+
+    big, _ = vector_version(tmp_path / "models", 400, 1, seed=4)  # one group of 400 (paths that do not exist)
+    common._preloaded.add((str(big.model_dir), big.id))
+    settings = Settings(model_dir=big.model_dir, images=tmp_path)
+    at = open_page(settings, "pages/explore.py")
+    at.toggle(key="all-group-0").set_value(True).run()
+    assert not at.exception and [len(gallery.value) for gallery in at.image] == [60]  # page 1 of 7, not 400
+    at = tab(open_page(settings), "Groups")
+    at.toggle(key="all-0").set_value(True).run()
+    assert not at.exception and [len(gallery.value) for gallery in at.image] == [24]
