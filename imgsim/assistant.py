@@ -156,10 +156,13 @@ class Propagation:
     def source(self, row: int) -> str:
         return "person" if self.person[row] else "propagated" if self.label[row] >= 0 else "none"
 
+    def sure(self, min_confidence: float) -> np.ndarray:
+        """The rows whose propagated label is at least `min_confidence` sure (never a person's label)."""
+        return np.flatnonzero(~self.person & (self.label >= 0) & (self.confidence >= min_confidence))
+
     def counts(self, min_confidence: float) -> dict[str, int]:
         """How many images a person labelled, how many are propagated at or above `min_confidence`, how many are unsure."""
-        person = int(self.person.sum())
-        sure = int(((~self.person) & (self.label >= 0) & (self.confidence >= min_confidence)).sum())
+        person, sure = int(self.person.sum()), len(self.sure(min_confidence))
         return {"person": person, "propagated": sure, "unsure": len(self) - person - sure}
 
 

@@ -285,8 +285,7 @@ def cmd_labels(args, settings: Settings) -> int:
     elif action == "accept":
         if not 0.0 <= args.min_confidence <= 1.0:
             raise ImgsimError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
-        rows = [r for r in range(len(version)) if not propagation.person[r] and propagation.label[r] >= 0
-                and propagation.confidence[r] >= args.min_confidence]
+        rows = propagation.sure(args.min_confidence).tolist()
         changed = labels.change({int(version.ids[r]): propagation.name(r) for r in rows}, "accept",
                                 {int(version.ids[r]): version.paths[r] for r in rows}, unlabelled_only=True)
         print(f"accepted {changed} propagated label(s) at {args.min_confidence:.0%} or more")

@@ -39,11 +39,6 @@ def findings(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
         return assistant.review(version, common.propagation(model_dir, version, _labels, key))
 
 
-def sure_rows(propagation, min_confidence: float) -> np.ndarray:
-    """The rows whose propagated label is at least `min_confidence` sure (never a person's label)."""
-    return np.flatnonzero(~propagation.person & (propagation.label >= 0) & (propagation.confidence >= min_confidence))
-
-
 def accept(model_dir: str, version_id: str, min_confidence: float) -> None:
     """Button callback: every propagated label at or above the confidence becomes a person's (undoable)."""
     if not common.can_write():
@@ -52,7 +47,7 @@ def accept(model_dir: str, version_id: str, min_confidence: float) -> None:
     try:
         version = common.load_version(model_dir, version_id)
         propagation = common.propagation(model_dir, version, LabelStore(model_dir).load())
-        rows = sure_rows(propagation, min_confidence).tolist()
+        rows = propagation.sure(min_confidence).tolist()
         changed = LabelStore(model_dir).change({int(version.ids[r]): propagation.name(r) for r in rows}, via="accept",
                                                unlabelled_only=True,
                                                paths={int(version.ids[r]): version.paths[r] for r in rows})
