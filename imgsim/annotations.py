@@ -235,10 +235,14 @@ class LabelStore:
             return entry
 
     def _log(self, entry: dict) -> dict:
-        """Append one change to the log and fsync it (call with the lock held); returns it with its op id."""
+        """Append one change to the log and fsync it (call with the lock held); returns it with its op id.
+
+        JSON here is ASCII (`\\uXXXX` escapes): a file name that is not UTF-8 is held as lone
+        surrogates, which a UTF-8 file cannot store but an escape keeps exactly.
+        """
         entry = {"op": secrets.token_hex(8), **entry}  # unique even when a killed run logged without writing
         with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write("\n" + json.dumps(entry, ensure_ascii=False) + "\n")  # a torn earlier line stays its own line
+            fh.write("\n" + json.dumps(entry) + "\n")  # a torn earlier line stays its own line
             fh.flush()
             os.fsync(fh.fileno())
         return entry
@@ -247,7 +251,7 @@ class LabelStore:
         summary = {k: undoable.get(k) for k in ("op", "action", "label", "count", "at")} if undoable else None
         body = {"format": FORMAT, "undoable": summary,
                 "labels": {str(i): _entry(label) for i, label in sorted(labels.items())}}
-        replace_file(self.labels_path, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+        replace_file(self.labels_path, json.dumps(body, separators=(",", ":")))
 
 
 def _entry(label: ImageLabel | None) -> dict | None:

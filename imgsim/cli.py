@@ -471,6 +471,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`imgsim labels review | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 0
     except Exception as exc:  # never a traceback for a user; IMGSIM_DEBUG=1 shows it
         if os.environ.get("IMGSIM_DEBUG"):
             raise

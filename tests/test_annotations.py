@@ -148,3 +148,12 @@ def test_kill_9_mid_write_leaves_a_complete_state(tmp_path):
     labels = LabelStore(tmp_path).load()  # whole, never torn
     assert len(labels) % 500 == 0 and len(labels) >= 1500
     assert {label.label for label in labels.values()} == {f"batch {step}" for step in range(len(labels) // 500)}
+
+
+def test_a_file_name_that_is_not_utf8_is_kept_exactly(tmp_path):
+    path = os.fsdecode(b"/photos/caf\xe9 =1+1.jpg")  # a lone surrogate in the str
+    labels = LabelStore(tmp_path)
+    labels.set([7], "caf\u00e9", {7: path})
+    assert labels.load()[7].path == path and labels.load()[7].label == "café"
+    labels.undo()
+    assert labels.load() == {}

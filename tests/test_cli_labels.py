@@ -155,3 +155,18 @@ def test_accept_makes_sure_propagated_labels_the_persons_and_undo_takes_them_bac
     assert run(capsys, "labels", "accept", "--min-confidence", "1.5", "--model-dir", models)[0] == 2
     run(capsys, "labels", "undo", "--model-dir", models)
     assert len(LabelStore(models).load()) == 1
+
+
+def test_a_reader_that_leaves_early_gets_no_error(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import vector_version
+
+    version, _ = vector_version(tmp_path / "models", 3000, 3)  # ~300 kB of JSON lines: more than a pipe holds
+    reader = subprocess.Popen([sys.executable, "-m", "imgsim", "labels", "export", "--json", "--model-dir",
+                               str(tmp_path / "models")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=Path(__file__).resolve().parent.parent)
+    assert json.loads(reader.stdout.readline())["path"] == version.paths[0]
+    reader.stdout.close()  # as `| head -1` does
+    assert reader.wait(60) == 0 and reader.stderr.read() == b""
