@@ -4,6 +4,7 @@ What AppTest cannot do: type a label that is not among the box's options (Stream
 `accept_new_options`), and show what the browser makes of a label's Markdown.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,22 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE, settle
 HOSTILE = "[x](http://evil.example) <b>b</b> =1+1"
 BARE = "see www.evil.example/x, http://evil.example/y, me@evil.example"  # Markdown links these after unescaping
 
+@contextlib.contextmanager
+def browser_on_dashboard(model_dir, images, tmp_path):
+    """A dashboard over this model folder and a Chromium page: yields (page, base URL, screenshot folder)."""
+    from playwright.sync_api import sync_playwright
+
+    env = {"IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images)}
+    shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with running_dashboard(tmp_path / "streamlit.log", env) as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1500}), url, shots
+        finally:
+            browser.close()
+
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -25,74 +42,54 @@ pytestmark = [
 
 
 def test_a_typed_label_is_stored_and_a_markup_label_stays_text(model_copy, tiny_collection, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     version = store.load_version(model_copy)
     labels = LabelStore(model_copy)
     labels.set([int(version.ids[0])], HOSTILE)
     labels.set([int(version.ids[1])], "dogs")
     labels.set([int(version.ids[2])], BARE)
-    env = {"IMGSIM_MODEL_DIR": str(model_copy), "IMGSIM_IMAGES": str(tiny_collection)}
-    shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    with running_dashboard(tmp_path / "streamlit.log", env) as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1500})
-            page.goto(f"{url}/label")
-            settle(page, "Label")
-            assert page.locator('a[href*="evil.example"]').count() == 0  # a label is never a link ...
-            shown = page.inner_text("body").replace("\u2060", "")  # (the invisible word joiner that stops links)
-            assert HOSTILE[:29] in shown and BARE[:29] in shown  # ... but text as typed (on buttons, cut to 30)
+    with browser_on_dashboard(model_copy, tiny_collection, tmp_path) as (page, url, shots):
+        page.goto(f"{url}/label")
+        settle(page, "Label")
+        assert page.locator('a[href*="evil.example"]').count() == 0  # a label is never a link ...
+        shown = page.inner_text("body").replace("\u2060", "")  # (the invisible word joiner that stops links)
+        assert HOSTILE[:29] in shown and BARE[:29] in shown  # ... but text as typed (on buttons, cut to 30)
 
-            picker = page.locator('[class*="st-key-q-"][class*="-new"]').first  # the first suggestion's box
-            image_id = int(picker.get_attribute("class").split("st-key-q-")[1].split("-")[0])
-            picker.click()
-            page.keyboard.type("sunsets")
-            page.keyboard.press("Enter")
-            page.get_by_text("Labelled image “sunsets”").wait_for(timeout=60_000)
-            page.wait_for_selector(IDLE, timeout=60_000)
-            assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
-            assert page.locator(f".st-key-q-{image_id}-new").count() == 0  # the queue moved on
-            page.screenshot(path=str(shots / "label-queue.png"), full_page=True)
-        finally:
-            browser.close()
+        picker = page.locator('[class*="st-key-q-"][class*="-new"]').first  # the first suggestion's box
+        image_id = int(picker.get_attribute("class").split("st-key-q-")[1].split("-")[0])
+        picker.click()
+        page.keyboard.type("sunsets")
+        page.keyboard.press("Enter")
+        page.get_by_text("Labelled image “sunsets”").wait_for(timeout=60_000)
+        page.wait_for_selector(IDLE, timeout=60_000)
+        assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+        assert page.locator(f".st-key-q-{image_id}-new").count() == 0  # the queue moved on
+        page.screenshot(path=str(shots / "label-queue.png"), full_page=True)
     assert {i: label.label for i, label in LabelStore(model_copy).load().items()} == {
         int(version.ids[0]): HOSTILE, int(version.ids[1]): "dogs", int(version.ids[2]): BARE, image_id: "sunsets"}
 
 
 def test_search_results_ticked_in_the_browser_get_a_typed_label(model_copy, tiny_collection, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     version = store.load_version(model_copy)
-    env = {"IMGSIM_MODEL_DIR": str(model_copy), "IMGSIM_IMAGES": str(tiny_collection)}
-    shots = Path(os.environ.get("IMGSIM_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    with running_dashboard(tmp_path / "streamlit.log", env) as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1500})
-            page.goto(url)
-            settle(page, "Search")
-            page.get_by_role("radio", name="Collection", exact=True).click()  # the first image is the query
-            boxes = page.locator('.st-key-results [class*="st-key-tick-"]')
-            boxes.nth(8).wait_for(timeout=120_000)  # 8 results and the query, all ticked
-            page.wait_for_selector(IDLE, timeout=60_000)
-            keys = [k.split("st-key-tick-")[1].split()[0].split("-")[1] for k in
-                    (boxes.nth(i).get_attribute("class") for i in range(boxes.count()))]
-            assert len(keys) == 9 and keys[-1] == "query" and page.locator(".st-key-results img").count() == 8
-            boxes.nth(2).locator("label").click()  # untick the third result: nothing reruns until the form is sent
-            picker = page.locator(".st-key-label-results-name")
-            picker.click()
-            page.keyboard.type("sunsets")
-            page.keyboard.press("Enter")
-            page.get_by_role("button", name="Label the selected images").click()
-            page.get_by_text("Labelled 8 images “sunsets”").first.wait_for(timeout=60_000)
-            page.wait_for_selector(IDLE, timeout=60_000)
-            assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
-            assert page.get_by_text("Select · labelled “sunsets”").count() == 7
-            page.screenshot(path=str(shots / "search-labels.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_on_dashboard(model_copy, tiny_collection, tmp_path) as (page, url, shots):
+        page.goto(url)
+        settle(page, "Search")
+        page.get_by_role("radio", name="Collection", exact=True).click()  # the first image is the query
+        boxes = page.locator('.st-key-results [class*="st-key-tick-"]')
+        boxes.nth(8).wait_for(timeout=120_000)  # 8 results and the query, all ticked
+        page.wait_for_selector(IDLE, timeout=60_000)
+        keys = [k.split("st-key-tick-")[1].split()[0].split("-")[1] for k in
+                (boxes.nth(i).get_attribute("class") for i in range(boxes.count()))]
+        assert len(keys) == 9 and keys[-1] == "query" and page.locator(".st-key-results img").count() == 8
+        boxes.nth(2).locator("label").click()  # untick the third result: nothing reruns until the form is sent
+        picker = page.locator(".st-key-label-results-name")
+        picker.click()
+        page.keyboard.type("sunsets")
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="Label the selected images").click()
+        page.get_by_text("Labelled 8 images “sunsets”").first.wait_for(timeout=60_000)
+        page.wait_for_selector(IDLE, timeout=60_000)
+        assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+        assert page.get_by_text("Select · labelled “sunsets”").count() == 7
+        page.screenshot(path=str(shots / "search-labels.png"), full_page=True)
     ticked = {int(k) for i, k in enumerate(keys[:8]) if i != 2} | {int(version.ids[0])}  # the query: the first image
     assert {i: label.label for i, label in LabelStore(model_copy).load().items()} == dict.fromkeys(ticked, "sunsets")
