@@ -32,12 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="follow links to folders and links that leave the images folder (default: list them as skipped)")
 
     p = sub.add_parser("demo", help="build the demo collection from photographs shipped with scikit-image")
-    p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES or data/demo)")
+    p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
     p.add_argument("-n", "--count", type=int, default=600, help="number of images (default 600)")
     p.add_argument("--seed", type=int, default=0)
 
     p = with_model_dir(sub.add_parser("train", help="train a new model version on a folder of images"))
-    p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES or data/demo)")
+    p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
     p.add_argument("--image-size", type=int, help="model input size in pixels, a multiple of 16 (default 128)")
     p.add_argument("--latent-dim", type=int, help="latent vector size (default 128)")
     p.add_argument("--epochs", type=int, help="maximum epochs; early stopping may end sooner (default 12)")

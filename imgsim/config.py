@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+import platformdirs
+
+
+def data_home(environ=None) -> Path:
+    """Where imgsim keeps models and the demo collection: $IMGSIM_HOME, else the per-user data folder.
+
+    The per-user folder is platformdirs' (~/.local/share/imgsim on Linux), never the folder the
+    package is installed in. A checkout's scripts/run.sh and test.sh set IMGSIM_HOME to the
+    checkout, so `models/` stays beside the code there.
+    """
+    environ = os.environ if environ is None else environ
+    home = environ.get("IMGSIM_HOME", "").strip()
+    return Path(home).expanduser().absolute() if home else Path(platformdirs.user_data_dir("imgsim", appauthor=False))
 
 
 @dataclass(frozen=True)
 class Settings:
     """Where things live and how a model is trained.
 
-    `model_dir`, `images` and `engine` come from IMGSIM_MODEL_DIR, IMGSIM_IMAGES and IMGSIM_ENGINE when set.
+    `model_dir`, `images` and `engine` come from IMGSIM_MODEL_DIR, IMGSIM_IMAGES and IMGSIM_ENGINE when set;
+    the folders default to `models` and `demo` under `data_home()`.
     """
 
-    model_dir: Path = PROJECT_ROOT / "models"
-    images: Path = PROJECT_ROOT / "data" / "demo"
+    model_dir: Path = field(default_factory=lambda: data_home() / "models")
+    images: Path = field(default_factory=lambda: data_home() / "demo")
     image_size: int = 128
     latent_dim: int = 128
     epochs: int = 12

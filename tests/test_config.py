@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+import imgsim
 from imgsim import Settings
 
 
@@ -23,4 +24,15 @@ def test_bad_settings_are_refused_with_a_message(field, value):
 def test_defaults_match_the_design():
     s = Settings()
     assert (s.image_size, s.clusters) == (128, 4)
-    assert s.model_dir == Path(__file__).resolve().parent.parent / "models"
+
+
+def test_data_lives_in_imgsim_home_else_the_users_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGSIM_HOME", str(tmp_path / "home"))
+    s = Settings()
+    assert (s.model_dir, s.images) == (tmp_path / "home" / "models", tmp_path / "home" / "demo")
+    monkeypatch.delenv("IMGSIM_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # platformdirs' per-user folder on Linux
+    s = Settings()
+    assert (s.model_dir, s.images) == (tmp_path / "xdg" / "imgsim" / "models", tmp_path / "xdg" / "imgsim" / "demo")
+    package_parent = Path(imgsim.__file__).resolve().parent.parent  # site-packages when installed
+    assert package_parent not in s.model_dir.parents
