@@ -27,8 +27,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .engines.segments import fsync_path
 from .errors import BusyError, ImgsimError
+from .files import write_atomic
 from .text import one_line
 
 FOLDER = "annotations"
@@ -63,20 +63,6 @@ def clean_label(name) -> str:
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-
-def replace_file(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary file beside it, fsynced, renamed over it."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 class LabelStore:
@@ -251,7 +237,7 @@ class LabelStore:
         summary = {k: undoable.get(k) for k in ("op", "action", "label", "count", "at")} if undoable else None
         body = {"format": FORMAT, "undoable": summary,
                 "labels": {str(i): _entry(label) for i, label in sorted(labels.items())}}
-        replace_file(self.labels_path, json.dumps(body, separators=(",", ":")))
+        write_atomic(self.labels_path, json.dumps(body, separators=(",", ":")))
 
 
 def _entry(label: ImageLabel | None) -> dict | None:

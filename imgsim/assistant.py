@@ -29,6 +29,7 @@ from scipy import sparse
 from . import store
 from .annotations import FOLDER, LabelStore
 from .errors import ImgsimError
+from .files import write_atomic_with
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,7 @@ def neighbour_graph(version: store.Version, k: int = K) -> Graph:
         graph = compute_graph(version, k)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
-            np.savez(tmp, rows=graph.rows.astype(np.int32), sims=graph.sims)
-            os.replace(tmp, path)
+            write_atomic_with(path, lambda fh: np.savez(fh, rows=graph.rows.astype(np.int32), sims=graph.sims))
         except OSError as exc:  # a read-only model folder: compute again next time
             log.info("kNN graph not saved (%s)", exc)
     with _graphs_lock:

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImgsimError
+from .files import fsync_path
 from .images import ALLOWED_FORMATS
 from .text import csv_text, one_line
 
@@ -458,14 +459,6 @@ def copy_into_place(source: str, dest: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
-
-
-def fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def same_bytes(a: str, b: str) -> bool:

@@ -17,5 +17,9 @@ class ModelNotFoundError(ImgsimError):
     """No trained model version exists yet, or none is intact."""
 
 
+class DamagedIndexError(ModelNotFoundError):
+    """A vector engine's or the records' stored data is missing, damaged or does not match its state."""
+
+
 class BusyError(ImgsimError):
     """Another training or indexing run holds the model folder's lock."""

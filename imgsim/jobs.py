@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,8 +22,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import store
-from .config import PROJECT_ROOT, Settings
+from .config import Settings
 from .errors import BusyError, ImgsimError
+from .files import write_atomic
 
 STATUS_FILE = "training.json"
 LOG_FILE = "training.log"
@@ -44,10 +44,7 @@ def log_path(model_dir) -> Path:
 
 def write_status(model_dir, status: dict) -> None:
     """Replace the status file whole, so a reader never sees half of it."""
-    path = status_path(model_dir)
-    tmp = path.with_name(f".{STATUS_FILE}.{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(status, indent=1))
-    os.replace(tmp, path)
+    write_atomic(status_path(model_dir), json.dumps(status, indent=1))
 
 
 def read_status(model_dir) -> dict | None:
@@ -190,13 +187,16 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
         write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
                                  "started": time.time(), "settings": settings.training_dict(),
                                  "images": str(settings.images), "demo": build_demo_first})
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        # The child imports this very imgsim (a checkout or an installed package) and works in the
+        # model folder: never in the folder the package lives in, which may be read-only site-packages.
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         try:
             with open(log_path(model_dir), "wb") as log:  # the last run's output only
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "imgsim.jobs", *settings_args(settings), *(["--demo"] if build_demo_first else [])],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    cwd=PROJECT_ROOT, start_new_session=True)
+                    cwd=model_dir, start_new_session=True)
         except OSError as exc:
             write_status(model_dir, {"state": "failed", "error": f"could not start training: {exc}", "started": time.time()})
             raise ImgsimError(f"could not start training: {exc}") from None

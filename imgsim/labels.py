@@ -10,15 +10,14 @@ most of that name's images and is marked "carried over" until a person confirms 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .store import is_version_id
+from .files import write_atomic
+from .ids import is_version_id
 from .text import csv_text
 
 
@@ -59,15 +58,13 @@ def load_names(model_dir, version_id: str) -> dict[int, str]:
 
 
 def save_labels(model_dir, version_id: str, labels: dict[int, Label]) -> Path:
-    """Write the labels whole (temporary file, then rename); blank names are dropped."""
+    """Write the labels whole (imgsim.files.write_atomic); blank names are dropped."""
     path = labels_path(model_dir, version_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {str(int(g)): {"name": " ".join(label.name.split()), "carried": label.carried,
                            **({"merged": list(label.merged)} if label.merged else {})}
              for g, label in sorted(labels.items()) if label.name.strip()}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(clean, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(clean, indent=1, ensure_ascii=False))
     return path
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines.segments import SEGMENTS_DIR, checked_path, fsync_path, open_array, write_array, write_file
 from .errors import ModelNotFoundError
+from .files import SEGMENTS_DIR, checked_path, fsync_path, open_array, write_array, write_file
 
 COLUMNS = ("ids", "sizes", "mtimes", "sha1", "groups", "map2d")
 # Above this share of dead rows, `compacted` rewrites the live records as one segment.

@@ -20,12 +20,10 @@ small dead-row files, never the collection again.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,10 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from .engines.segments import fsync_path, sha256_of
 from .errors import BusyError, ImgsimError, ModelNotFoundError
+from .files import fsync_path, sha256_of, write_atomic
+from .ids import is_version_id, new_version_id  # CURRENT and `versions --use` name one, never a path
+from .labels import load_names
 from .records import Records
 from .text import one_line
 
@@ -44,8 +44,6 @@ FORMAT = 2
 MODEL_FILE = "model.keras"
 VERSION_FILES = (MODEL_FILE, "centres.npy", "history.json")
 LEGACY_FILES = (MODEL_FILE, "files.json", "history.json", "vectors.npy", "groups.npy", "centres.npy", "map2d.npy")
-# What new_version_id makes; CURRENT and `versions --use` must name one of these, never a path.
-VERSION_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 @dataclass
@@ -132,15 +130,6 @@ def copy_engine(source, name: str, **options):
     for ids, vectors, groups in source.items():
         engine.add(ids, vectors, groups)
     return engine
-
-
-def new_version_id() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def is_version_id(version_id) -> bool:
-    return isinstance(version_id, str) and VERSION_ID.fullmatch(version_id) is not None
 
 
 @contextlib.contextmanager
@@ -241,11 +230,7 @@ def set_current(model_dir, version_id: str) -> None:
     model_dir = Path(model_dir)
     verify(version_folder(model_dir, version_id))
     with writable(model_dir):
-        tmp = model_dir / f".CURRENT.{secrets.token_hex(4)}"
-        tmp.write_text(version_id + "\n")
-        fsync_path(tmp)
-        os.replace(tmp, model_dir / "CURRENT")
-        fsync_path(model_dir)
+        write_atomic(model_dir / "CURRENT", version_id + "\n")
 
 
 def current_id(model_dir) -> str | None:
@@ -472,7 +457,6 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
     it whole or not at all, and only then are files no kept version refers to deleted.
     """
     from .engines import unreferenced_files
-    from .labels import load_names
     from .records import segment_files
 
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:

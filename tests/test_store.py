@@ -156,7 +156,7 @@ def edit_manifest(folder, change):
 
 def edit_records(folder, column, array):
     """Replace one column of the version's record segment with a new, correctly named segment file."""
-    from imgsim.engines.segments import write_array
+    from imgsim.files import write_array
 
     model_dir = folder.parent.parent
     name = write_array(model_dir / "segments", f".rec.{column}.npy", array)

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
+from ..errors import DamagedIndexError
 
 ENGINES = ("auto", "exact", "faiss", "milvus")
 MILVUS_URI_ENV = "IMGSIM_MILVUS_URI"
@@ -35,10 +35,6 @@ MILVUS_URI_ENV = "IMGSIM_MILVUS_URI"
 # 0.01 ms at 1K and under 2x below 10K, where exact answers in under 0.3 ms, exactly, with no index
 # to build; from 10K on it is 2.5x faster (0.11 vs 0.27 ms), 50x at 300K.
 CROSSOVER = 10_000
-
-
-class DamagedIndexError(ModelNotFoundError):
-    """A vector engine's stored data is missing, damaged or does not match its state."""
 
 
 class VectorEngine(abc.ABC):

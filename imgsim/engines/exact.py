@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import SEGMENTS_DIR, fsync_path
 from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise, per_group
-from .segments import FORMAT, SEGMENTS_DIR, Segment, fsync_path, merge
+from .segments import FORMAT, Segment, merge
 
 SCORES_BUDGET = 1 << 22  # floats in one (queries x rows) block of scores: 16 MB
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from ..files import checked_path, write_file
 from . import CROSSOVER, DamagedIndexError
 from .exact import ExactEngine, scan
-from .segments import Segment, checked_path, write_file
+from .segments import Segment
 
 IVF_ABOVE = 50_000
 CALIBRATION_QUERIES = 300

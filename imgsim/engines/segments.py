@@ -15,92 +15,14 @@ unreferenced file, and a load can verify each file against its own name.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from ..files import SEGMENTS_DIR, checked_path, open_array, write_array  # shared with imgsim.records
 from . import DamagedIndexError
 
-SEGMENTS_DIR = "segments"
 FORMAT = 1
-NAME = re.compile(r"^([0-9a-f]{64})\.[a-z0-9]+(\.[a-z0-9]+)*$")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file(folder: Path, suffix: str, write) -> str:
-    """Have `write(path)` fill a temporary file, then file it under the sha256 of its bytes.
-
-    A file already there under that name is kept when intact (another version's, or a crashed
-    run's) and replaced when damaged. Returns the name; the caller fsyncs the folder.
-    """
-    tmp = folder / f".tmp-{secrets.token_hex(8)}{suffix}"
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        digest = sha256_of(tmp)
-        name = digest + suffix
-        final = folder / name
-        if final.is_file() and sha256_of(final) == digest:
-            tmp.unlink()
-        else:
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return name
-
-
-def write_array(folder: Path, suffix: str, array: np.ndarray) -> str:
-    def write(path):
-        with open(path, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-
-    return write_file(folder, suffix, write)
-
-
-def checked_path(folder: Path, name, verify: bool = True) -> Path:
-    """The path of a segment file named in a state, after checking its name and its checksum."""
-    if not isinstance(name, str) or not NAME.match(name):
-        raise DamagedIndexError(f"{folder}: {json.dumps(name)} is not a segment file name")
-    path = folder / name
-    if not path.is_file():
-        raise DamagedIndexError(f"{path}: segment file is missing")
-    if verify and sha256_of(path) != NAME.match(name).group(1):
-        raise DamagedIndexError(f"{path}: segment file is damaged (checksum mismatch)")
-    return path
-
-
-def open_array(folder: Path, name, verify: bool, dtype, shape, mmap: bool = False) -> np.ndarray:
-    path = checked_path(folder, name, verify)
-    try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DamagedIndexError(f"{path}: not a readable array ({exc})") from None
-    if array.dtype != dtype or array.shape[: len(shape)] != shape or array.ndim != len(shape):
-        raise DamagedIndexError(
-            f"{path}: holds {array.dtype} {array.shape}, the state expects {np.dtype(dtype)} {shape}"
-        )
-    return array
 
 
 class Segment:

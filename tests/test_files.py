@@ -1,0 +1,48 @@
+"""imgsim.files: the one atomic write, and the module layering it allows."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imgsim import files
+
+
+def test_a_file_is_replaced_whole_text_or_bytes_and_fsynced_with_its_folder(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    files.write_atomic(target, "névé\n")
+    assert target.read_bytes() == "névé\n".encode()
+    assert synced[0].startswith(str(tmp_path / ".state.json.")) and synced[1] == str(tmp_path)  # the data, then the name
+    files.write_atomic(target, b"\x00\xff")
+    assert target.read_bytes() == b"\x00\xff"
+    files.write_atomic_with(tmp_path / "a.npz", lambda fh: np.savez(fh, x=np.arange(3)))
+    assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "state.json"]  # no temporary file left
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_nothing_else(tmp_path):
+    target = tmp_path / "CURRENT"
+    target.write_text("20260101-000000-abcd\n")
+
+    def half_then_fail(fh):
+        fh.write(b"2026")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        files.write_atomic_with(target, half_then_fail)
+    assert target.read_text() == "20260101-000000-abcd\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["CURRENT"]
+
+
+def test_storage_and_labels_import_neither_the_engines_nor_each_other_in_a_circle():
+    code = ("import sys, imgsim.labels; assert 'imgsim.store' not in sys.modules, 'labels imports store'; "
+            "import imgsim.store; assert not [m for m in sys.modules if m.startswith('imgsim.engines')], "
+            "[m for m in sys.modules if m.startswith('imgsim.engines')]")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
