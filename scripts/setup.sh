@@ -1,5 +1,6 @@
-# Sourced by run.sh and test.sh: make .venv with what imgsim needs, then put it first on PATH.
-# Reinstalls only when a requirements file changed since the last successful install.
+# Sourced by run.sh and test.sh: make .venv with what imgsim needs (imgsim itself installed
+# editable from this checkout), then put it first on PATH. Reinstalls only when a requirements
+# file, constraints.txt or pyproject.toml changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REQUIREMENTS=${1:-requirements.txt}
@@ -8,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setting up .venv (first run: TensorFlow and friends, a few minutes) ..."
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.imgsim-installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$REQUIREMENTS" .txt)
+stamp=.venv/.imgsim-installed-$(cat requirements*.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)-$(basename "$REQUIREMENTS" .txt)
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet --progress-bar off -r "$REQUIREMENTS"

@@ -8,6 +8,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -15,6 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+# Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
+# folder of this session's, never in the person's own data folder or the checkout.
+os.environ["IMGSIM_HOME"] = tempfile.mkdtemp(prefix="imgsim-test-home-")
 
 
 class LocalServer:
@@ -120,12 +125,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_dashboard(log_path: Path, env: dict, args=()):
-    """scripts/serve.py as run.sh starts it, on a free port; yields (url, port) once /_stcore/health answers."""
+    """`imgsim serve` as run.sh starts it, on a free port; yields (url, port) once /_stcore/health answers.
+
+    `args` go to `imgsim serve`; the server's own options follow a `--` there.
+    """
     port = free_port()
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "scripts/serve.py", "--server.headless=true", f"--server.port={port}",
-             "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false", *args],
+            [sys.executable, "-m", "imgsim", "serve", "--port", str(port), *args, "--", "--server.fileWatcherType=none"],
             cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))

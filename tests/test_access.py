@@ -1,7 +1,6 @@
 """Who may change things: the write policy itself, and the dashboard enforcing it (AppTest)."""
 
 import json
-import runpy
 import socket
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import imgsim.access
 from imgsim.access import Access, PasswordGuesses, allowed_hosts, is_loopback
 from imgsim.labels import load_names
 from imgsim.text import markdown_text
+from imgsim.serve import exposure_warning, streamlit_flags
 from tests.conftest import TINY, running_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,14 +370,19 @@ def test_the_allowed_names_are_this_machine_s_plus_the_shared_ones():
         "localhost", "127.0.0.1", "::1", "192.168.1.20", "photos.example.org", "fd00::5", "*.lan"]
 
 
-def test_serve_py_passes_the_names_and_hides_error_details_whatever_config_is_found(monkeypatch, capsys):
-    server_options = runpy.run_path(str(ROOT / "scripts" / "serve.py"))["server_options"]
-    monkeypatch.setenv("IMGSIM_ALLOWED_HOSTS", "photos.example.org")
-    options = server_options(["--server.port", "8600", "--server.address", "0.0.0.0"])
-    assert options == ["--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1",
-                       "--server.allowedHosts=::1", "--server.allowedHosts=photos.example.org",
-                       "--client.showErrorDetails=none"]
-    assert "IMGSIM_ALLOWED_HOSTS" in capsys.readouterr().err  # exposed: the terminal says how to add a name
+def test_serve_passes_every_option_itself_whatever_config_is_found(monkeypatch, capsys, tmp_path):
+    """`imgsim serve` started in a folder with its own .streamlit/config.toml still binds and filters as shipped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "config.toml").write_text('[server]\naddress = "0.0.0.0"\n[client]\nshowErrorDetails = "full"\n')
+    flags = streamlit_flags(environ={})
+    assert "--server.address=127.0.0.1" in flags and "--client.showErrorDetails=none" in flags
+    assert [f for f in flags if f.startswith("--server.allowedHosts=")] == [
+        "--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1", "--server.allowedHosts=::1"]
+    exposed = streamlit_flags("0.0.0.0", 8600, environ={"IMGSIM_ALLOWED_HOSTS": "photos.example.org"})
+    assert "--server.address=0.0.0.0" in exposed and "--server.port=8600" in exposed
+    assert "--server.allowedHosts=photos.example.org" in exposed
+    assert "IMGSIM_ALLOWED_HOSTS" in exposure_warning("0.0.0.0", environ={}) and exposure_warning("127.0.0.1") is None
 
 
 def test_a_visitor_never_sees_a_traceback_or_an_error_s_text():
