@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         return 1
     log = open(args.root / "first-run.log", "w")
     start = time.monotonic()
-    server = subprocess.Popen(["bash", "scripts/run.sh", "--server.port", str(args.port), "--server.headless", "true"],
+    server = subprocess.Popen(["bash", "scripts/run.sh", "--port", str(args.port)],
                               cwd=args.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     answered, seen = None, {}
     try:

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_pages.py --model-dir M --images I   # an existing model, e.g. 5,000 images
     .venv/bin/python benchmarks/bench_pages.py --profile             # where imgsim's server CPU goes, per page (py-spy)
 
-Serves imgsim as run.sh does (scripts/serve.py: `streamlit run app.py` plus the model warm-up; IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
+Serves imgsim as run.sh does (`imgsim serve`: `streamlit run app.py` plus the model warm-up; IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
 empty page with an uploader that shows the upload nine times) on free loopback ports, and drives Debian's Chromium
 with Playwright. Every page view is a new browser context (no cache shared), and the reference is measured before
 each imgsim page, so both see the same machine load. Measured:
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "pages"
 REFERENCE = ROOT / "benchmarks" / "reference_app.py"
-SERVE = ROOT / "scripts" / "serve.py"  # how run.sh starts the dashboard
+SERVE = Path("imgsim serve")  # how run.sh starts the dashboard (a marker, not a file)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -101,15 +101,16 @@ class Server:
     """`streamlit run SCRIPT` on a free loopback port, headless, no file watcher; its log in benchmarks/out/pages/."""
 
     def __init__(self, name: str, script: Path, env: dict):
-        """`script` is a Streamlit script, or scripts/serve.py (imgsim as run.sh starts it: app.py plus the warm-up)."""
+        """`script` is a Streamlit script, or SERVE (imgsim as run.sh starts it: `imgsim serve`, app.py plus the warm-up)."""
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = OUT / f"{name}-{self.port}.log"
         OUT.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, *([str(script)] if script == SERVE else ["-m", "streamlit", "run", str(script)]),
-                 "--server.headless=true",
+                [sys.executable, "-m", "imgsim", "serve", "--port", str(self.port), "--", "--server.fileWatcherType=none"]
+                if script == SERVE else
+                [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true",
                  f"--server.port={self.port}", "--server.address=127.0.0.1", "--server.fileWatcherType=none",
                  "--browser.gatherUsageStats=false"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,4 +1,4 @@
-"""End to end in a real browser: the dashboard as run.sh starts it (scripts/serve.py), driven by Playwright on Debian's Chromium.
+"""End to end in a real browser: the dashboard as run.sh starts it (`imgsim serve`), driven by Playwright on Debian's Chromium.
 
 Screenshots of every page go to the test's temporary folder, or to $IMGSIM_SCREENSHOTS (e.g. docs/).
 $IMGSIM_SCREENSHOT_MODEL_DIR and $IMGSIM_SCREENSHOT_IMAGES, when set, replace the tiny fixture model
@@ -27,7 +27,7 @@ pytestmark = [
 
 @pytest.fixture
 def dashboard(model_copy, tiny_collection, tmp_path):
-    """The dashboard served as run.sh serves it (scripts/serve.py) on the tiny model (or the screenshot model); yields (url, images)."""
+    """The dashboard served as run.sh serves it (`imgsim serve`) on the tiny model (or the screenshot model); yields (url, images)."""
     model_dir = os.environ.get("IMGSIM_SCREENSHOT_MODEL_DIR") or model_copy
     images = Path(os.environ.get("IMGSIM_SCREENSHOT_IMAGES") or tiny_collection)
     yield from serve(model_dir, images, tmp_path, {})
