@@ -22,7 +22,17 @@ import numpy as np
 
 from .collection import Skipped, iter_decoded
 from .config import Settings
-from .model import Trainer, augment, build_autoencoder, keras, tf, use_mixed_precision_if_gpu
+from .model import (
+    Trainer,
+    augment,
+    build_autoencoder,
+    compile_encoder,
+    keras,
+    loss_weights_of,
+    use_mixed_precision_if_gpu,
+    views_of,
+)
+from .progress import Event
 
 Progress = Callable[[float, str], None]
 
@@ -42,13 +52,12 @@ REFERENCE_SIZE = 128
 CACHE_IN_MEMORY_BYTES = 512 * 2**20
 CACHE_MAX_BYTES = 4 * 2**30
 HOLDOUT_MIN, HOLDOUT_MAX = 32, 256  # images held out for the retrieval measure
-# XLA off: the step cannot be compiled whole (no XLA_CPU kernel for ImageProjectiveTransformV3) and
-# the network alone was not measurably faster (benchmarks/training-results.txt).
-JIT_COMPILE = False
-# Adam's learning rate, constant. Measured on the photos collection at 408 steps (precision@10):
-# 1e-3 0.952, 2e-3 0.875, 1e-3 warmed up and cosine-decayed to zero 0.949; and at about 200 steps
-# the decayed run ended lower than the constant one's 200th step (0.861 against 0.882).
-LEARNING_RATE = 1e-3
+# TensorFlow's XLA off: its step cannot be compiled whole (no XLA_CPU kernel for
+# ImageProjectiveTransformV3, which keras.ops.image.affine_transform uses there) and the network alone
+# was not measurably faster (benchmarks/training-results.txt). JAX always compiles the step (eager JAX
+# is far slower); PyTorch's compile costs more than a run saves here.
+JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
+# Adam's learning rate is Settings.learning_rate (measured there).
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -129,8 +138,8 @@ def twin_retrieval(encode: Callable, images: np.ndarray, seed: int, ks=(1, 10), 
     `seed`, so values from different epochs or models are comparable.
     """
     kwargs = {} if views is None else {"views": views}
-    a = augment(images, tf.constant([seed, 1]), **kwargs).numpy()
-    b = augment(images, tf.constant([seed, 2]), **kwargs).numpy()
+    a = keras.ops.convert_to_numpy(augment(images, 2 * seed + 1, **kwargs))
+    b = keras.ops.convert_to_numpy(augment(images, 2 * seed + 2, **kwargs))
     z = np.concatenate([encode(a), encode(b)]).astype(np.float64)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     n = len(images)
@@ -148,17 +157,16 @@ class TwinRetrieval(keras.callbacks.Callback):
 
     def __init__(self, encoder, images: np.ndarray, seed: int):
         super().__init__()
-        size = encoder.input_shape[1]
-        fn = tf.function(lambda x: encoder(x, training=False), autograph=False,
-                         input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
-        self.encode = lambda x: np.concatenate([fn(x[i:i + 128]).numpy() for i in range(0, len(x), 128)])
-        self.images, self.seed = images, seed
+        self.encoder, self.images, self.seed = encoder, images, seed
         self.seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.monotonic()
         if logs is not None:
-            logs.update(twin_retrieval(self.encode, self.images, self.seed))
+            # compiled afresh each epoch: under JAX the compiled function holds the weights' values of its time
+            encode = compile_encoder(self.encoder)
+            logs.update(twin_retrieval(lambda x: np.concatenate([encode(x[i:i + 128]) for i in range(0, len(x), 128)]),
+                                       self.images, self.seed))
         self.seconds += time.monotonic() - start
 
 
@@ -177,9 +185,18 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
         left = (time.monotonic() - self.start) / done * (1 - done)
-        loss = (logs or {}).get("loss", float("nan"))
+        loss = float((logs or {}).get("loss", float("nan")))
         self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
-                      f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left")
+                      Event(f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left",
+                            epoch=self.epoch + 1, epochs=self.epochs, loss=loss))
+
+    def on_epoch_end(self, epoch, logs=None):
+        """The epoch's measures (the held-out ones included: this callback runs last) as data."""
+        done = (epoch + 1) / self.epochs
+        measures = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
+                      Event(f"epoch {epoch + 1}/{self.epochs} done · loss {measures.get('loss', float('nan')):.4f}",
+                            epoch=epoch + 1, epochs=self.epochs, loss=measures.get("loss"), measures=measures))
 
 
 def split_holdout(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,11 +249,12 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         _, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
         data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
 
-        autoencoder = build_autoencoder(size, settings.latent_dim)
-        trainer = Trainer(autoencoder, seed=settings.seed, **(trainer_options or {}))
+        autoencoder = build_autoencoder(size, settings.latent_dim, settings)
+        options = {"weights": loss_weights_of(settings), "views": views_of(settings), **(trainer_options or {})}
+        trainer = Trainer(autoencoder, seed=settings.seed, **options)
         if jit_compile == "auto":
-            jit_compile = JIT_COMPILE
-        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE), jit_compile=jit_compile)
+            jit_compile = JIT_COMPILE[keras.backend.backend()]
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), jit_compile=jit_compile)
         extra, callbacks, stopper = list(callbacks or []), [], None
         measure = TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed) if holdout is not None else None
         if measure is not None:

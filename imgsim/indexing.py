@@ -23,7 +23,7 @@ from .groups import predict_groups
 from .labels import inherit
 from .layout import place_new
 from .records import Records, compacted, remove_rows, save_segment
-from .training import Progress, RunReport, no_progress, skipped_records
+from .runs import Progress, RunReport, no_progress, skipped_records
 
 
 def record_entries(model_dir, version: store.Version) -> list:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,42 +26,17 @@ from .labels import carry_over, inherit, load_labels
 from .layout import map_2d, warm_up
 from .model import compile_encoder, keras
 from .records import Records, save_segment
-
-Progress = Callable[[float, str], None]
-
-
-def no_progress(fraction: float, message: str) -> None:
-    pass
-
-
-@dataclass
-class RunReport:
-    """What a training or indexing run did, for the CLI and the dashboard to show."""
-
-    version: str | None
-    images: int
-    skipped: Skipped = field(default_factory=Skipped)
-    added: int = 0
-    removed: int = 0
-    seconds: float = 0.0
-    metrics: dict = field(default_factory=dict)
-
-    def summary(self) -> str:
-        if self.version is None:
-            return f"no changes: {self.images} images already indexed; {self.skipped.summary()}"
-        parts = [f"version {self.version}: {self.images} images in {self.seconds:.0f} s"]
-        if self.added or self.removed:
-            parts.append(f"{self.added} added, {self.removed} removed")
-        parts.append(self.skipped.summary())
-        return "; ".join(parts)
+from .runs import Progress, RunReport, no_progress, skipped_records  # noqa: F401 (imported from here too)
 
 
 def library_versions() -> dict:
+    """Python, the Keras backend and its version, Keras, scikit-learn and NumPy: recorded in each version's manifest."""
     import sklearn
-    import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+    from .backend import versions
+
+    return {"python": platform.python_version(), **versions(), "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__}
 
 
 def collection_summary(vectors: np.ndarray, records: Records, centres: np.ndarray, seed: int) -> dict:
@@ -133,7 +106,7 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         progress(0.0, f"training on {len(paths)} images")
         run = Publisher(settings, files, skipped, parent, start)
         fitting = lambda f, message: progress(f, message if run.preview_id is None else
-                                              f"{message} · a first model is ready to search")
+                                              message + " · a first model is ready to search")  # keeps an Event's data
         callbacks = []
         if parent is None if preview is None else preview:
             callbacks.append(Preview(run, progress))
@@ -243,10 +216,3 @@ class Preview(keras.callbacks.Callback):
                                   lambda f, message: self.progress(fraction, f"first model: {message}"),
                                   fraction, 0.0, preview=True)
         self.progress(fraction, f"a first model (version {report.version}) is ready to search; training goes on")
-
-
-def skipped_records(files: list[FileInfo], skipped: Skipped) -> list[dict]:
-    """Unreadable files with their size and mtime, so `index` retries them only once they change."""
-    by_path = {f.path: f for f in files}
-    return [{"path": p, "size": by_path[p].size, "mtime_ns": by_path[p].mtime_ns, "reason": reason}
-            for p, reason in skipped.reasons.items() if p in by_path]
