@@ -12,6 +12,7 @@ process, loading the model from its first second.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +66,27 @@ def exposure_warning(host: str, environ=None) -> str | None:
             "(without either, a shared dashboard refuses every change)")
 
 
+def check_address(host: str, port: int | None) -> None:
+    """Refuse, in one line, an address the server could not listen on: a bad port, an unknown name, a port in use.
+
+    With no port, Streamlit takes 8501 or the next free one itself, so only the name is checked.
+    """
+    if port is not None and not 1 <= port <= 65535:
+        raise ImgsimError(f"the port must be between 1 and 65535, got {port}")
+    where = f"{host}:{port}" if port else host
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+            probe.bind(address)
+    except (OSError, UnicodeError) as exc:
+        raise ImgsimError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def launch(host: str = "127.0.0.1", port: int | None = None, extra_args=(), environ=None) -> subprocess.Popen:
     """Start the dashboard's server; IMGSIM_* settings reach it through `environ` (default: this process's)."""
+    check_address(host, port)
     folder = dashboard_dir()
     environ = dict(os.environ if environ is None else environ)
     # The server imports this very imgsim and the dashboard's own `pages` package, whatever folder it starts in.

@@ -454,3 +454,26 @@ def test_large_urls_leave_the_server_holding_their_decoded_input_only(model_sett
     at.text_input(key="url").input(photo).run()
     assert not at.error and len(at.image) == 1 + 8
     assert held() - before < 200_000, held() - before  # 16 MB of junk and a 3 MB photo: was all of it
+
+
+@pytest.mark.parametrize("host,port,why", [("127.0.0.1", 70000, "between 1 and 65535"),
+                                           ("no-such-host.invalid", 8600, "cannot listen on no-such-host.invalid"),
+                                           ("192.0.2.1", 8600, "cannot listen on 192.0.2.1:8600")])
+def test_serve_refuses_an_address_it_cannot_listen_on_in_one_line(host, port, why, tmp_path, capsys):
+    from imgsim.cli import main
+
+    assert main(["serve", "--model-dir", str(tmp_path / "models"), "--host", host, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists()  # no training was started for a server that cannot start
+
+
+def test_serve_refuses_a_port_in_use(tmp_path, capsys):
+    from imgsim.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model-dir", str(tmp_path / "models"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
