@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import Settings
+from .config import TRAINING_FIELDS, Settings
+from .engines import CROSSOVER, ENGINES, engine_choices, engine_names
 from .errors import ImgsimError
 from .text import one_line, write_csv
 
@@ -19,17 +22,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_model_dir(p):
-        p.add_argument("--model-dir", type=Path, help="model folder (default: $IMGSIM_MODEL_DIR or models/)")
+        p.add_argument("--model-dir", type=Path, help="model folder (default: $IMGSIM_MODEL_DIR, else models/ in the data folder)")
         return p
 
     def with_engine(p, what):
-        p.add_argument("--engine", choices=("auto", "exact", "faiss", "milvus"),
+        p.add_argument("--engine", choices=engine_choices(),
                        help=f"vector engine {what} (default: $IMGSIM_ENGINE or auto: exact below "
-                            "10,000 images, faiss above; milvus needs $IMGSIM_MILVUS_URI)")
+                            f"{CROSSOVER:,} images, faiss above); " + "; ".join(
+                                f"{e.name}: {e.summary}" for e in ENGINES.values()))
 
     def with_follow_links(p):
         p.add_argument("--follow-links", action="store_true", default=None,
                        help="follow links to folders and links that leave the images folder (default: list them as skipped)")
+
+    p = with_model_dir(sub.add_parser(
+        "serve", help="start the dashboard (training a first model in the background when there is none)",
+        description="Start the dashboard on http://HOST:PORT. With no model yet, a first one trains in the background "
+                    "(on the demo collection unless --images or $IMGSIM_IMAGES names a folder) and its progress "
+                    "prints here. Options after -- go to `streamlit run`."))
+    p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES, else the demo collection)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; README, 'Sharing the dashboard')")
+    p.add_argument("--port", type=int, help="port (default 8501)")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     p = sub.add_parser("demo", help="build the demo collection from photographs shipped with scikit-image")
     p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
@@ -38,18 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_model_dir(sub.add_parser("train", help="train a new model version on a folder of images"))
     p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
-    p.add_argument("--image-size", type=int, help="model input size in pixels, a multiple of 16 (default 128)")
-    p.add_argument("--latent-dim", type=int, help="latent vector size (default 128)")
-    p.add_argument("--epochs", type=int, help="maximum epochs; early stopping may end sooner (default 12)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--clusters", type=int, help="number of KMeans groups (default 4)")
-    p.add_argument("--seed", type=int)
     with_follow_links(p)
     with_engine(p, "for the new version")
     p.add_argument("--background", action="store_true",
                    help="train in a background process (as the dashboard does) and return at once; see `imgsim status`")
     p.add_argument("--demo-first", action="store_true",
                    help="with --background: build the demo collection in the images folder first")
+    add_training_flags(p)
 
     p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
     p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
@@ -63,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search the query's predicted group (default) or the whole collection")
     p.add_argument("--json", action="store_true", help="one JSON object per source, one per line")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the query and its results as a picture grid")
-    p.add_argument("--engine", choices=("exact", "faiss", "milvus"),
+    p.add_argument("--engine", choices=engine_names(),
                    help="search with another engine than the version's (its vectors are moved in memory)")
 
     p = with_model_dir(sub.add_parser("clusters", help="show the groups; --name names one; --export writes path,group,name"))
@@ -127,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each training knob of Settings (a field with help text): a new knob needs no edit here."""
+    group = parser.add_argument_group("training knobs", "recorded in each version's manifest")
+    kinds = typing.get_type_hints(Settings)
+    for knob in dataclasses.fields(Settings):
+        if knob.name not in TRAINING_FIELDS:
+            continue
+        flag, kind = "--" + knob.name.replace("_", "-"), kinds[knob.name]
+        default = knob.default if knob.default is not dataclasses.MISSING else knob.default_factory()
+        shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in (
+            default if isinstance(default, tuple) else (default,)))
+        text = (knob.metadata["help"] + ("" if default is None else f" (default {shown})")).replace("%", "%%")
+        parts = [a for a in typing.get_args(kind) if a is not type(None)]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(kind) is tuple:
+            nargs = "+" if Ellipsis in parts else len(parts)
+            parts = [a for a in parts if a is not Ellipsis]
+            group.add_argument(flag, type=parts[0], nargs=nargs, metavar=knob.name.split("_")[-1].upper(), help=text)
+        else:
+            group.add_argument(flag, type=parts[0] if parts else kind, help=text)
+
+
 @contextmanager
 def terminal_progress(description: str):
     """A tqdm bar fed by the core's `progress(fraction, message)` calls."""
@@ -151,9 +184,8 @@ def cmd_demo(args, settings: Settings) -> None:
 
 
 def cmd_train(args, settings: Settings) -> None:
-    settings = settings.replace(images=args.images, image_size=args.image_size, latent_dim=args.latent_dim,
-                                epochs=args.epochs, batch_size=args.batch_size, clusters=args.clusters, seed=args.seed,
-                                follow_links=args.follow_links, engine=args.engine)
+    settings = settings.replace(images=args.images, follow_links=args.follow_links, engine=args.engine,
+                                **{name: getattr(args, name) for name in TRAINING_FIELDS})
     if args.background:
         from . import jobs
 
@@ -393,33 +425,74 @@ def cmd_eval(args, settings: Settings) -> None:
     print(run_evaluation(args.images, settings.model_dir, k=args.k))
 
 
-def cmd_status(args, settings: Settings) -> int:
-    """One line for the last background run; with --follow, a line every few seconds until it ends."""
+def status_line(status) -> str:
+    """One line on a background training run, as `imgsim status` and `imgsim serve` print it."""
+    import time
+
+    if status is None:
+        return "no training run has been started here"
+    state = status.get("state")
+    if state == "running":
+        elapsed = time.time() - status.get("started", time.time())
+        return f"training: {status.get('fraction', 0):.0%} · {one_line(status.get('message', ''))} · {elapsed:.0f} s elapsed"
+    if state == "finished":
+        return f"training finished: {one_line(status.get('message', ''))}"
+    return f"training {'stopped' if status.get('stopped') else 'failed'}: {one_line(status.get('error', ''))}"
+
+
+def follow_status(model_dir, follow: bool, every: float, stop=lambda: False) -> dict | None:
+    """Print the run's line, and with `follow` a new line whenever it changes until the run (or `stop()`) ends."""
     import time
 
     from . import jobs
 
-    def line(status) -> str:
-        if status is None:
-            return "no training run has been started here"
-        state = status.get("state")
-        if state == "running":
-            elapsed = time.time() - status.get("started", time.time())
-            return f"training: {status.get('fraction', 0):.0%} · {one_line(status.get('message', ''))} · {elapsed:.0f} s elapsed"
-        if state == "finished":
-            return f"training finished: {one_line(status.get('message', ''))}"
-        return f"training {'stopped' if status.get('stopped') else 'failed'}: {one_line(status.get('error', ''))}"
-
-    status, last = jobs.training_status(settings.model_dir), None
+    status, last = jobs.training_status(model_dir), None
     while True:
-        text = line(status)
+        text = status_line(status)
         if text != last:
             print(text, flush=True)
             last = text
-        if not args.follow or not status or status.get("state") != "running":
-            return 0 if not status or status.get("state") != "failed" else 2
-        time.sleep(max(0.5, args.every))
-        status = jobs.training_status(settings.model_dir)
+        if not follow or not status or status.get("state") != "running" or stop():
+            return status
+        time.sleep(max(0.5, every))
+        status = jobs.training_status(model_dir)
+
+
+def cmd_status(args, settings: Settings) -> int:
+    """One line for the last background run; with --follow, a line every few seconds until it ends."""
+    status = follow_status(settings.model_dir, args.follow, args.every)
+    return 0 if not status or status.get("state") != "failed" else 2
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    """The dashboard, with a first model training in the background when there is none; its progress prints here."""
+    from . import jobs, serve, store
+    from .errors import BusyError
+
+    images_given = args.images is not None or bool(os.environ.get("IMGSIM_IMAGES"))
+    settings = settings.replace(images=args.images)
+    environ = {**os.environ, "IMGSIM_MODEL_DIR": str(settings.model_dir), "IMGSIM_IMAGES": str(settings.images)}
+    serve.check_address(args.host, args.port)  # before anything starts: a bad address is one line, nothing else
+    warning = serve.exposure_warning(args.host)
+    if warning:
+        print(f"imgsim: {warning}", file=sys.stderr)
+    if store.current_id(settings.model_dir) is None:
+        try:  # the demo build is a no-op once complete
+            jobs.start_training(settings, build_demo_first=not images_given)
+        except BusyError:
+            pass  # a run already in progress: follow it
+    extra = [arg for arg in args.streamlit_args if arg != "--"]
+    server = serve.launch(args.host, args.port, ["--server.headless=true", *extra], environ=environ)
+    try:
+        if jobs.is_running(settings.model_dir):
+            follow_status(settings.model_dir, True, 10, stop=lambda: server.poll() is not None)
+        return server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reaches the server too (same process group); let it finish its own way
+        try:
+            return server.wait(timeout=15)
+        except (KeyboardInterrupt, Exception):
+            server.kill()
+            return 130
 
 
 def cmd_versions(args, settings: Settings) -> None:
@@ -455,15 +528,23 @@ def cmd_prune(args, settings: Settings) -> None:
               f"{mb(report.before)} -> {mb(report.after)}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
+COMMANDS = {"serve": cmd_serve, "demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
             "clusters": cmd_clusters, "labels": cmd_labels, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions,
             "prune": cmd_prune}
+
+
+# The commands that run the model (their Keras backend is imported up front, quietly).
+MODEL_COMMANDS = ("train", "index", "query", "duplicates", "eval")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
+        if args.command in MODEL_COMMANDS and not getattr(args, "background", False):
+            from .backend import import_keras
+
+            import_keras(quiet=True)  # TensorFlow's native start-up lines off the terminal; a bad KERAS_BACKEND: one line
         code = COMMANDS[args.command](args, settings) or 0
     except (ImgsimError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)  # one line, whatever names the message holds

@@ -2,7 +2,10 @@
 
 The dashboard starts the process and polls `training_status`; the process alone writes
 `<model_dir>/training.json` (atomically) from its progress callback, and its output goes to
-`<model_dir>/training.log`. A separate process keeps a crash or a kill away from the server and
+`<model_dir>/training.log`. The process reads its settings from `<model_dir>/training-settings.json`
+(Settings.to_json), written by `start_training`. Progress numbers (epoch, loss, each epoch's
+measures) come as data (imgsim.progress.Event) and are kept in the status as data: `curve` (the
+training loss as the run goes) and `measures` (one entry per finished epoch). A separate process keeps a crash or a kill away from the server and
 lets searches go on with the current version until `train` makes the new one current.
 """
 
@@ -10,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,13 +28,16 @@ from . import store
 from .config import Settings
 from .errors import BusyError, ImgsimError
 from .files import write_atomic
+from .progress import data_of
 
 STATUS_FILE = "training.json"
 LOG_FILE = "training.log"
+SETTINGS_FILE = "training-settings.json"
 START_GRACE_S = 60  # a run that has not reported its pid by then never started
 STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
 DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
-EPOCH_LOSS = re.compile(r"epoch (\d+)/(\d+) · loss ([0-9.eE+-]+|nan)")
+CURVE_POINTS = 400  # of the training loss kept in the status
+MEASURE_EPOCHS, MEASURE_KEYS = 500, 30  # entries of `measures` kept, and values in one
 
 
 def status_path(model_dir) -> Path:
@@ -90,8 +96,12 @@ def valid_status(raw) -> dict | None:
         if isinstance(raw.get(key), dict):
             status[key] = raw[key]
     if isinstance(raw.get("curve"), list):
-        status["curve"] = [[float(p[0]), float(p[1])] for p in raw["curve"][-400:]
+        status["curve"] = [[float(p[0]), float(p[1])] for p in raw["curve"][-CURVE_POINTS:]
                            if isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1])]
+    if isinstance(raw.get("measures"), list):
+        status["measures"] = [{str(k)[:40]: float(v) for k, v in list(entry.items())[:MEASURE_KEYS] if _number(v)}
+                              for entry in raw["measures"][-MEASURE_EPOCHS:]
+                              if isinstance(entry, dict) and _number(entry.get("epoch"))]
     return status
 
 
@@ -176,14 +186,21 @@ def is_running(model_dir) -> bool:
     return bool(status and status.get("state") == "running")
 
 
+def settings_path(model_dir) -> Path:
+    return Path(model_dir) / SETTINGS_FILE
+
+
 def start_training(settings: Settings, build_demo_first: bool = False) -> int:
     """Launch a training run in a detached process and return its pid; BusyError if one is running."""
-    model_dir = Path(settings.model_dir)
+    # Absolute: the child works in the model folder, where a relative path would mean something else.
+    settings = settings.replace(model_dir=Path(settings.model_dir).absolute(), images=Path(settings.images).absolute())
+    model_dir = settings.model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     # Two sessions pressing the button at once: the second waits here, then sees the first's status.
     with FileLock(model_dir / ".launch.lock", timeout=10):
         if is_running(model_dir) or store.is_busy(model_dir):
             raise BusyError("a training run is already in progress")
+        write_atomic(settings_path(model_dir), settings.to_json())
         write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
                                  "started": time.time(), "settings": settings.training_dict(),
                                  "images": str(settings.images), "demo": build_demo_first})
@@ -194,7 +211,8 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
         try:
             with open(log_path(model_dir), "wb") as log:  # the last run's output only
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "imgsim.jobs", *settings_args(settings), *(["--demo"] if build_demo_first else [])],
+                    # --flag=value: a folder whose name starts with a dash is still a value, never an option
+                    [sys.executable, "-m", "imgsim.jobs", f"--model-dir={model_dir}", *(["--demo"] if build_demo_first else [])],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=model_dir, start_new_session=True)
         except OSError as exc:
@@ -221,37 +239,32 @@ def stop_training(model_dir) -> bool:
     return True
 
 
-def settings_args(settings: Settings) -> list[str]:
-    # --flag=value: a folder whose name starts with a dash is still a value, never an option.
-    return [f"--model-dir={settings.model_dir}", f"--images={settings.images}",
-            "--image-size", str(settings.image_size), "--latent-dim", str(settings.latent_dim),
-            "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
-            "--clusters", str(settings.clusters), "--seed", str(settings.seed),
-            "--validation-split", str(settings.validation_split), "--patience", str(settings.patience),
-            "--workers", str(settings.workers), f"--engine={settings.engine}",
-            *(["--follow-links"] if settings.follow_links else [])]
-
-
 class StatusWriter:
     """The child's side: progress calls become status file updates, at most a few a second."""
 
     def __init__(self, model_dir, base: dict, interval: float = 0.5):
         self.model_dir, self.interval = model_dir, interval
         self.status = {**base, "state": "running", "pid": os.getpid(), "pid_start": process_start(os.getpid()),
-                       "fraction": 0.0, "message": "starting", "curve": []}
+                       "fraction": 0.0, "message": "starting", "curve": [], "measures": []}
         self.last = 0.0
         write_status(model_dir, self.status)
 
     def progress(self, fraction: float, message: str) -> None:
-        self.status.update(fraction=round(float(fraction), 4), message=message)
-        match = EPOCH_LOSS.search(message)
-        if match:
-            epoch, epochs, loss = int(match[1]), int(match[2]), float(match[3])
-            self.status.update(epoch=epoch, epochs=epochs, loss=loss)
+        """A progress call; an Event's numbers (imgsim.progress) are kept as data, a finished epoch's at once."""
+        data = data_of(message)
+        self.status.update(fraction=round(float(fraction), 4), message=str(message))
+        self.status.update({k: data[k] for k in ("epoch", "epochs") if isinstance(data.get(k), int)})
+        loss = data.get("loss")
+        finite = isinstance(loss, float) and math.isfinite(loss)
+        if finite:
+            self.status["loss"] = loss
+        if isinstance(data.get("measures"), dict):
+            entry = {"epoch": data.get("epoch"), **{k: v for k, v in data["measures"].items() if math.isfinite(v)}}
+            self.status["measures"] = (self.status["measures"] + [entry])[-MEASURE_EPOCHS:]
         now = time.monotonic()
-        if now - self.last >= self.interval or fraction >= 1.0:
-            if match:
-                self.status["curve"] = (self.status["curve"] + [[round(fraction, 4), loss]])[-400:]
+        if now - self.last >= self.interval or fraction >= 1.0 or "measures" in data:
+            if finite:
+                self.status["curve"] = (self.status["curve"] + [[round(float(fraction), 4), loss]])[-CURVE_POINTS:]
             self.last = now
             write_status(self.model_dir, self.status)
 
@@ -262,16 +275,23 @@ class StatusWriter:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imgsim.jobs", description="One background training run.")
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--images", type=Path, required=True)
-    for flag, kind in (("--image-size", int), ("--latent-dim", int), ("--epochs", int), ("--batch-size", int),
-                       ("--clusters", int), ("--seed", int), ("--validation-split", float), ("--patience", int),
-                       ("--workers", int)):
-        parser.add_argument(flag, type=kind)
-    parser.add_argument("--follow-links", action="store_true", default=None)
-    parser.add_argument("--engine", choices=("auto", "exact", "faiss", "milvus"))
-    parser.add_argument("--demo", action="store_true", help="build the demo collection in --images first")
+    parser.add_argument("--model-dir", type=Path, required=True,
+                        help=f"the model folder; the run's settings are its {SETTINGS_FILE} (Settings.to_json)")
+    parser.add_argument("--demo", action="store_true", help="build the demo collection in the images folder first")
     return parser
+
+
+def read_settings(model_dir) -> Settings:
+    """The settings `start_training` wrote for this run; the model folder is the one the process was given."""
+    path = settings_path(model_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImgsimError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    try:
+        return Settings.from_json(text).replace(model_dir=Path(model_dir))
+    except (TypeError, ValueError) as exc:
+        raise ImgsimError(f"{path}: {exc}") from None
 
 
 def stop_on_sigterm(writer: StatusWriter):
@@ -295,11 +315,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     previous = read_status(args.model_dir) or {}
     writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
-                                           "images": str(args.images), "demo": args.demo})
+                                           "images": previous.get("images", ""), "demo": args.demo})
     signal.signal(signal.SIGTERM, stop_on_sigterm(writer))
     try:
-        settings = Settings(**{k: v for k, v in vars(args).items() if k != "demo" and v is not None})
-        writer.status["settings"] = settings.training_dict()
+        settings = read_settings(args.model_dir)
+        writer.status.update(settings=settings.training_dict(), images=str(settings.images))
         share = 0.0
         if args.demo:
             from .demo import build_demo

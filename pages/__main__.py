@@ -21,7 +21,7 @@ if str(DASHBOARD) not in sys.path[:1]:
 def main(args: list[str]) -> int:
     from imgsim.config import Settings
     from imgsim.search import warm_up
-    from imgsim.threads import serialise_ast_parse
+    from pages.patches import serialise_ast_parse
 
     serialise_ast_parse()  # before the warm-up thread reads .npy headers beside Streamlit's page parsing
 

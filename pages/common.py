@@ -17,32 +17,16 @@ from imgsim.config import Settings
 from imgsim.errors import BusyError, ImgsimError
 from imgsim.labels import load_names
 from imgsim.text import markdown_text, one_line, relative_paths
-from imgsim.threads import serialise_ast_parse
 from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
+from pages import patches
 
 TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
 
-# Streamlit starts in its old pages-folder mode when a new server's first visitor opens a page URL
-# (/explore): it runs pages/explore.py alone and lists every file here, common.py included, as a
-# page. st.navigation turns that mode off for good; until then, turn it off here and rerun once,
-# which runs app.py and lands on the page that was asked for. (PagesManager is Streamlit's own.)
-from streamlit.runtime.pages_manager import PagesManager
-
-_folder_mode = bool(PagesManager.uses_pages_directory)
-PagesManager.uses_pages_directory = False
-
-# After every script run Streamlit calls keras.backend.clear_session() whenever Keras is imported
-# (for apps that build a model per run). imgsim loads each model once and shares it between
-# sessions (cache_resource): clearing cost 0.06-0.4 s of server CPU per page view (measured with
-# benchmarks/bench_pages.py --profile) and resets Keras' global state under searches running in
-# other threads. imgsim draws no matplotlib figures, the function's other concern.
-from streamlit.runtime.scriptrunner import script_runner as _script_runner  # noqa: E402
-
-if hasattr(_script_runner, "_clean_problem_modules"):
-    _script_runner._clean_problem_modules = lambda: None
-
-# Models load in background threads while Streamlit parses pages in its script thread (imgsim.threads).
-serialise_ast_parse()
+# Streamlit's internals the dashboard changes, each with its reason and guard: pages/patches.py.
+# Started from a page URL, Streamlit is in its pages-folder mode: `sidebar` reruns once to leave it.
+_folder_mode = patches.pages_folder_mode_off()
+patches.keep_keras_session()
+patches.serialise_ast_parse()  # models load in background threads while Streamlit parses pages
 
 
 def settings() -> Settings:
@@ -111,7 +95,7 @@ def load_version(model_dir: str, version_id: str) -> store.Version:
 
 
 def searcher(model_dir: str, version_id: str):
-    """The process-wide searcher for a version (`imgsim.search.usable`): the one scripts/serve.py loaded at
+    """The process-wide searcher for a version (`imgsim.search.usable`): the one `imgsim serve` (pages/__main__.py) loaded at
     server start, or the first page view's preload, or loaded now. When the version's model cannot be
     loaded it is the newest intact version's that can, as for the CLI: compare its `version.id`."""
     from imgsim.search import usable  # imports TensorFlow: only pages that search pay for it
@@ -126,7 +110,7 @@ _preloaded: set[tuple[str, str]] = set()
 def preload(cfg: Settings, version: store.Version) -> None:
     """Load the active version's model in a background thread, once per server and version.
 
-    scripts/serve.py (what run.sh starts) loads it at server start already; under a plain
+    `imgsim serve` (what run.sh starts) loads it at server start already; under a plain
     `streamlit run app.py`, or after a new version lands, the first page view starts it here, so
     that the first search does not wait for TensorFlow's import and the model's load. A search
     that comes sooner waits for the same load (`imgsim.search.shared` loads a version once).

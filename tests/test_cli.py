@@ -239,14 +239,41 @@ def test_grid_message_and_export_are_escaped(capsys, hostile, tmp_path):
     assert f"{images}/evil\\n{FORGED}" in [row[0] for row in rows]
 
 
-def test_background_runs_get_follow_links_and_keep_dash_names_as_values(tmp_path):
+def test_a_background_run_gets_every_setting_as_json_and_dash_names_stay_values(tmp_path):
     from imgsim import Settings, jobs
 
-    settings = Settings(model_dir=tmp_path / "-models", images="--images-folder", follow_links=True)
-    args = jobs.build_parser().parse_args(jobs.settings_args(settings))
-    assert args.images == Path("--images-folder") and args.model_dir == tmp_path / "-models"
-    assert args.follow_links is True
-    assert jobs.build_parser().parse_args(jobs.settings_args(settings.replace(follow_links=False))).follow_links is None
+    settings = Settings(model_dir=tmp_path / "-models", images=tmp_path / "--images-folder", follow_links=True,
+                        engine="faiss", image_size=48, workers=1, min_steps=0)
+    assert Settings.from_json(settings.to_json()) == settings
+    assert jobs.build_parser().parse_args([f"--model-dir={settings.model_dir}"]).model_dir == tmp_path / "-models"
+
+
+def test_every_training_knob_is_a_train_flag_and_reaches_the_run(capsys, monkeypatch, tmp_path):
+    """Flags come from Settings' fields with help text: a knob added there is a flag with no other edit."""
+    import dataclasses
+
+    from imgsim import training
+    from imgsim.config import TRAINING_FIELDS, Settings
+    from imgsim.errors import ImgsimError
+
+    knobs = [f.name for f in dataclasses.fields(Settings) if "help" in f.metadata]
+    assert knobs == list(TRAINING_FIELDS) and {"image_size", "epochs", "patience", "min_steps"} <= set(knobs)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    assert all(f"--{name.replace('_', '-')} " in help_text for name in knobs)
+
+    def train(settings, progress):
+        seen.append(settings)
+        raise ImgsimError("stopped by the test")
+
+    seen = []
+    monkeypatch.setattr(training, "train", train)
+    code, _, err = run(capsys, "train", f"--model-dir={tmp_path}", "--validation-split", "0.2", "--patience", "5",
+                       "--min-steps", "0", "--epochs", "3", "--engine", "exact")
+    assert code == 2 and err.endswith("error: stopped by the test\n")  # after the progress bar
+    assert seen == [Settings.from_env(model_dir=tmp_path).replace(validation_split=0.2, patience=5, min_steps=0,
+                                                                   epochs=3, engine="exact")]
 
 
 def test_train_in_the_background_and_follow_its_status(capsys, tiny_collection, tmp_path):

@@ -405,6 +405,23 @@ def test_auto_is_exact_below_the_crossover_and_faiss_above():
         choose_engine("annoy", 10)
 
 
+def test_an_engine_registered_once_is_offered_by_the_command_line_the_settings_and_the_loader(monkeypatch, tmp_path):
+    from imgsim import Settings, engines
+    from imgsim.cli import build_parser
+
+    monkeypatch.setitem(engines.ENGINES, "probe", engines.Engine("probe", ".exact:ExactEngine", "a test's", segments=True))
+    assert build_parser().parse_args(["train", "--engine", "probe"]).engine == "probe"
+    assert build_parser().parse_args(["query", "a.png", "--engine", "probe"]).engine == "probe"
+    assert Settings(engine="probe").engine == "probe"
+    with pytest.raises(ValueError, match="choose one of auto, exact, faiss, milvus, probe"):
+        Settings(engine="annoy")
+    rng = np.random.default_rng(0)
+    state = make_engine("probe").add(np.arange(5), rng.normal(size=(5, 4)), np.zeros(5, int)).save(tmp_path)
+    assert len(load_engine(tmp_path, state)) == 5 and len(load_engine(tmp_path, state, "faiss")) == 5  # same segments
+    with pytest.raises(ValueError, match="a exact state cannot be opened with the milvus engine"):
+        load_engine(tmp_path, {**state, "engine": "exact"}, "milvus")
+
+
 def test_milvus_uri_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
     monkeypatch.delenv("IMGSIM_MILVUS_URI", raising=False)
     with pytest.raises(ValueError, match="IMGSIM_MILVUS_URI"):

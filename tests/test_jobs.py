@@ -9,6 +9,7 @@ import pytest
 
 from imgsim import BusyError, Settings, jobs, store
 from imgsim.cli import main
+from imgsim.progress import Event
 from tests.conftest import TINY
 
 
@@ -39,7 +40,34 @@ def test_a_background_run_reports_progress_and_makes_its_version_current(model_c
     assert status["version"] == store.current_id(model_copy) != before
     assert status["settings"]["image_size"] == TINY["image_size"]
     assert status["curve"] and status["epochs"] == TINY["epochs"]
+    assert [m["epoch"] for m in status["measures"]] == list(range(1, TINY["epochs"] + 1))  # each epoch's, as data
+    assert status["measures"][-1]["loss"] == pytest.approx(status["loss"], rel=0.5)
     assert len(store.list_versions(model_copy)) == 2
+    assert Settings.from_json(jobs.settings_path(model_copy).read_text()) == settings  # what the process was given
+
+
+def test_progress_numbers_are_kept_from_events_and_text_is_only_text(tmp_path):
+    writer = jobs.StatusWriter(tmp_path, {"started": 1.0}, interval=0.0)
+    writer.progress(0.2, "epoch 9/9 · loss 0.5 · 3 s left")  # text that looks like numbers is not read as them
+    assert "loss" not in jobs.read_status(tmp_path) and jobs.read_status(tmp_path)["curve"] == []
+    writer.progress(0.3, Event("epoch 1/2 · loss 0.4000", epoch=1, epochs=2, loss=0.4))
+    writer.progress(0.5, Event("epoch 1/2 done", epoch=1, epochs=2, loss=0.35,
+                               measures={"loss": 0.35, "twin_mrr": 0.6, "val_loss": float("nan")}))
+    writer.progress(0.6, Event("epoch 2/2 · loss nan", epoch=2, epochs=2, loss=float("nan")) + " · a first model")
+    status = jobs.read_status(tmp_path)
+    assert status["message"] == "epoch 2/2 · loss nan · a first model" and status["epoch"] == 2
+    assert status["curve"] == [[0.3, 0.4], [0.5, 0.35]] and status["loss"] == 0.35  # nan kept out
+    assert status["measures"] == [{"epoch": 1.0, "loss": 0.35, "twin_mrr": 0.6}]
+
+
+def test_the_process_reads_its_settings_as_json_and_a_bad_file_fails_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs.signal, "signal", lambda *args: None)  # the handler is for the real child
+    jobs.settings_path(tmp_path).write_text('{"epochs": 2, "colour": "blue"}')
+    assert jobs.main([f"--model-dir={tmp_path}"]) == 2
+    assert jobs.read_status(tmp_path)["error"] == f"{jobs.settings_path(tmp_path)}: unknown setting(s): 'colour'"
+    jobs.settings_path(tmp_path).write_text("{")
+    assert jobs.main([f"--model-dir={tmp_path}"]) == 2
+    assert "training-settings.json: settings are not JSON" in jobs.read_status(tmp_path)["error"]
 
 
 def test_a_run_that_was_killed_is_reported_as_failed(tmp_path):
@@ -56,12 +84,14 @@ def test_a_run_that_was_killed_is_reported_as_failed(tmp_path):
     assert jobs.training_status(tmp_path)["state"] == "failed"
 
 
-def test_a_run_can_be_stopped_and_a_bad_collection_fails_in_plain_words(tmp_path, tiny_collection):
-    settings = Settings(model_dir=tmp_path / "models", images=tmp_path / "missing", **TINY)
+def test_a_run_can_be_stopped_and_a_bad_collection_fails_in_plain_words(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # folders given relative to here; the process works in the model folder
+    settings = Settings(model_dir="models", images="missing", **TINY)
     jobs.start_training(settings)
     status = wait_until_done(settings.model_dir)
-    assert status["state"] == "failed" and "no such folder" in status["error"]
+    assert status["state"] == "failed" and f"{tmp_path / 'missing'}: no such folder" in status["error"]
 
+    settings = settings.replace(model_dir=tmp_path / "models")
     jobs.start_training(settings.replace(images=tiny_collection))
     deadline = time.monotonic() + 30
     while not jobs.pid_alive((jobs.read_status(settings.model_dir) or {}).get("pid")) and time.monotonic() < deadline:
@@ -105,7 +135,8 @@ def test_the_run_s_own_process_is_recognised_and_stopped(tmp_path, decoy):
 @pytest.mark.parametrize("hostile", [
     {"state": "finished", "fraction": "lots", "started": "yesterday", "message": ["not", "text"], "curve": [["a", 1], 3]},
     {"state": "running", "fraction": None, "started": {"$date": 0}, "pid": True, "message": 5},
-    {"state": "failed", "error": {"x": 1}, "stopped": "yes", "fraction": 1e400, "epoch": "3"},
+    {"state": "failed", "error": {"x": 1}, "stopped": "yes", "fraction": 1e400, "epoch": "3",
+     "measures": [{"epoch": "1"}, {"epoch": 1, "loss": "low", "twin_mrr": 0.5}, 3, {"epoch": 2, "x": [1]}]},
     {"state": "exploded"}, [1, 2], "running", {"state": "running", "fraction": float("nan"), "started": 10**400},
 ])
 def test_a_hand_written_status_file_is_read_as_data(tmp_path, hostile):
@@ -118,4 +149,7 @@ def test_a_hand_written_status_file_is_read_as_data(tmp_path, hostile):
     assert isinstance(status["message"], str) and isinstance(status.get("error", ""), str)
     assert isinstance(status.get("started", 0.0), float) and status["stopped"] in (True, False)
     assert all(isinstance(x, float) for point in status.get("curve", []) for x in point)
+    assert all(isinstance(v, float) for entry in status.get("measures", []) for v in entry.values())
+    if "measures" in hostile:
+        assert status["measures"] == [{"epoch": 1.0, "twin_mrr": 0.5}, {"epoch": 2.0}]
     assert main(["status", f"--model-dir={tmp_path}"]) in (0, 2)  # the CLI's line, not a traceback

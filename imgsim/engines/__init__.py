@@ -13,21 +13,25 @@ exactly that state, so a version whose state was never recorded leaves the previ
     engine = load_engine(model_dir, state)  # in another process, later
     engine.search(vector, 10, group=3, exclude={42})
 
-Engines: "exact" (numpy, needs nothing, the default for small collections), "faiss" (ANN indexes
-per segment), "milvus" (Milvus Lite for a local `*.db` path, a Milvus server for `http://...`).
+Engines are looked up by name in one registry, `ENGINES`, which the command line, `Settings`
+and the background job read; `register` adds one. Built in: "exact" (numpy, needs nothing, the
+default for small collections), "faiss" (ANN indexes per segment), "milvus" (Milvus Lite for a
+local `*.db` path, a Milvus server for `http://...`). "auto" is not an engine: `choose_engine`
+picks exact or faiss by the collection's size.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import DamagedIndexError
 
-ENGINES = ("auto", "exact", "faiss", "milvus")
-MILVUS_URI_ENV = "IMGSIM_MILVUS_URI"
+AUTO = "auto"
 
 # `auto` uses exact below this many vectors, faiss from it on. Measured by benchmarks/bench_engines.py
 # (benchmarks/engines-results.txt; 2 shared CPU cores, 128-d clustered vectors, one query at a
@@ -144,29 +148,69 @@ def id_array(ids) -> np.ndarray:
     return ids.astype(np.int64) if len(ids) else np.zeros(0, np.int64)
 
 
+@dataclass(frozen=True)
+class Engine:
+    """A registered engine: its name, where its class is, and what it needs."""
+
+    name: str
+    target: str  # "module:Class", imported only when the engine is built or opened
+    summary: str  # one line for --help
+    segments: bool = False  # keeps its vectors in the shared segment files: any such engine opens its state
+    environ: dict = field(default_factory=dict)  # option -> environment variable giving its default
+
+    def load_class(self) -> type[VectorEngine]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module, __name__), name)
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register(name: str, target: str, summary: str, segments: bool = False, environ: dict | None = None) -> Engine:
+    """Add an engine to the registry (or replace one of that name): `target` is "module:Class"."""
+    if name == AUTO or not name.isidentifier():
+        raise ValueError(f"{name!r} cannot name an engine")
+    ENGINES[name] = Engine(name, target, summary, segments, dict(environ or {}))
+    return ENGINES[name]
+
+
+# The built-in engines are declared here rather than by their own modules: importing faiss takes
+# about a second, and the names are needed to parse any command line.
+register("exact", ".exact:ExactEngine", "exact numpy search; needs nothing", segments=True)
+register("faiss", ".faiss:FaissEngine", "faiss ANN indexes (HNSW, IVF) per segment", segments=True)
+register("milvus", ".milvus:MilvusEngine", "Milvus Lite (a local .db path) or a Milvus server (http://...), "
+         "at $IMGSIM_MILVUS_URI", environ={"uri": "IMGSIM_MILVUS_URI"})
+
+
+def engine_names() -> tuple[str, ...]:
+    """The registered engines' names."""
+    return tuple(ENGINES)
+
+
+def engine_choices() -> tuple[str, ...]:
+    """What a setting may name: "auto" and every registered engine."""
+    return (AUTO, *ENGINES)
+
+
+def check_name(name, choices=None) -> str:
+    """`name` when it is one of `choices` (default: engine_choices()), else a ValueError listing them."""
+    choices = engine_choices() if choices is None else choices
+    if name not in choices:
+        raise ValueError(f"unknown vector engine {name!r}: choose one of {', '.join(choices)}")
+    return name
+
+
 def make_engine(name: str = "exact", **options) -> VectorEngine:
-    """A new, empty engine by name ("exact", "faiss", "milvus"; "auto" means exact: it is empty)."""
-    if name in ("auto", "exact"):
-        from .exact import ExactEngine
-
-        return ExactEngine(**options)
-    if name == "faiss":
-        from .faiss import FaissEngine
-
-        return FaissEngine(**options)
-    if name == "milvus":
-        from .milvus import MilvusEngine
-
-        options.setdefault("uri", os.environ.get(MILVUS_URI_ENV) or None)
-        return MilvusEngine(**options)
-    raise ValueError(f"unknown vector engine {name!r}: choose one of {', '.join(ENGINES)}")
+    """A new, empty engine by name ("auto" means exact: it is empty)."""
+    entry = ENGINES["exact" if name == AUTO else check_name(name)]
+    for option, variable in entry.environ.items():
+        options.setdefault(option, os.environ.get(variable) or None)
+    return entry.load_class()(**options)
 
 
 def choose_engine(name: str, n_vectors: int) -> str:
     """The engine to use for a collection of n_vectors: `auto` is exact below CROSSOVER, faiss above."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown vector engine {name!r}: choose one of {', '.join(ENGINES)}")
-    if name != "auto":
+    if check_name(name) != AUTO:
         return name
     if n_vectors < CROSSOVER:
         return "exact"
@@ -178,25 +222,16 @@ def choose_engine(name: str, n_vectors: int) -> str:
 
 
 def load_engine(store_dir, state: dict, name: str | None = None, **options) -> VectorEngine:
-    """Reopen a saved engine state. `name` may switch between "exact" and "faiss" (same segments)."""
+    """Reopen a saved engine state. `name` may switch between engines that share the segment files (exact, faiss)."""
     if not isinstance(state, dict) or "engine" not in state:
         raise DamagedIndexError(f"{store_dir}: the engine state is missing or not a mapping")
-    name = name or state["engine"]
-    if name == "milvus" or state["engine"] == "milvus":
-        if name != state["engine"]:
-            raise ValueError(f"a {state['engine']} state cannot be opened with the {name} engine")
-        from .milvus import MilvusEngine
-
-        return MilvusEngine.load(store_dir, state, **options)
-    if name == "faiss":
-        from .faiss import FaissEngine
-
-        return FaissEngine.load(store_dir, state, **options)
-    if name == "exact":
-        from .exact import ExactEngine
-
-        return ExactEngine.load(store_dir, state, **options)
-    raise DamagedIndexError(f"{store_dir}: unknown vector engine {name!r} in the engine state")
+    saved = ENGINES.get(state["engine"]) if isinstance(state["engine"], str) else None
+    if saved is None:
+        raise DamagedIndexError(f"{store_dir}: unknown vector engine {state['engine']!r} in the engine state")
+    entry = ENGINES[check_name(name, engine_names())] if name else saved
+    if entry is not saved and not (entry.segments and saved.segments):
+        raise ValueError(f"a {saved.name} state cannot be opened with the {entry.name} engine")
+    return entry.load_class().load(store_dir, state, **options)
 
 
 def unreferenced_files(store_dir, states) -> list:
@@ -210,12 +245,17 @@ def unreferenced_files(store_dir, states) -> list:
 
 
 __all__ = [
+    "AUTO",
     "CROSSOVER",
     "ENGINES",
     "DamagedIndexError",
+    "Engine",
     "VectorEngine",
     "choose_engine",
+    "engine_choices",
+    "engine_names",
     "load_engine",
     "make_engine",
+    "register",
     "unreferenced_files",
 ]
