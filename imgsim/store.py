@@ -91,12 +91,12 @@ class Version:
 
     def engine(self, name: str | None = None):
         """The version's vector engine (the one it was saved with, or `name` over the same data)."""
-        from .engines import load_engine
+        from .engines import can_open, load_engine
 
         if self.engine_ is not None and name in (None, self.engine_.name):
             return self.engine_
         state = self.manifest.get("engine")
-        if name is not None and state is not None and name != state.get("engine") and "milvus" in (name, state.get("engine")):
+        if name is not None and state is not None and not can_open(name, state):  # no shared files: move the vectors
             return copy_engine(self.engine(), name)
         engine = load_engine(self.model_dir, state, name)
         if name is None:

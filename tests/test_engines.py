@@ -420,6 +420,7 @@ def test_an_engine_registered_once_is_offered_by_the_command_line_the_settings_a
     assert len(load_engine(tmp_path, state)) == 5 and len(load_engine(tmp_path, state, "faiss")) == 5  # same segments
     with pytest.raises(ValueError, match="a exact state cannot be opened with the milvus engine"):
         load_engine(tmp_path, {**state, "engine": "exact"}, "milvus")
+    assert [engines.can_open(name, state) for name in ("probe", "faiss", "milvus", "annoy")] == [True, True, False, False]
 
 
 def test_milvus_uri_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):

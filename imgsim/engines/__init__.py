@@ -221,6 +221,12 @@ def choose_engine(name: str, n_vectors: int) -> str:
     return "faiss"
 
 
+def can_open(name: str, state) -> bool:
+    """Whether engine `name` opens a state saved by another directly: both keep the shared segment files."""
+    saved = ENGINES.get(state.get("engine")) if isinstance(state, dict) and isinstance(state.get("engine"), str) else None
+    return saved is not None and name in ENGINES and (name == saved.name or ENGINES[name].segments and saved.segments)
+
+
 def load_engine(store_dir, state: dict, name: str | None = None, **options) -> VectorEngine:
     """Reopen a saved engine state. `name` may switch between engines that share the segment files (exact, faiss)."""
     if not isinstance(state, dict) or "engine" not in state:
@@ -229,7 +235,7 @@ def load_engine(store_dir, state: dict, name: str | None = None, **options) -> V
     if saved is None:
         raise DamagedIndexError(f"{store_dir}: unknown vector engine {state['engine']!r} in the engine state")
     entry = ENGINES[check_name(name, engine_names())] if name else saved
-    if entry is not saved and not (entry.segments and saved.segments):
+    if not can_open(entry.name, state):
         raise ValueError(f"a {saved.name} state cannot be opened with the {entry.name} engine")
     return entry.load_class().load(store_dir, state, **options)
 
@@ -251,6 +257,7 @@ __all__ = [
     "DamagedIndexError",
     "Engine",
     "VectorEngine",
+    "can_open",
     "choose_engine",
     "engine_choices",
     "engine_names",
