@@ -5,7 +5,13 @@ copies (re-encoded, resized, slightly cropped or turned, lighter or darker) are 
 whose latents are at least `threshold` cosine-similar among each image's k nearest neighbours in
 the version's vector engine, searched a chunk at a time (never an N x N matrix), and whose
 perceptual hashes then agree (PHASH_MAX_DISTANCE): the latents find the candidates at any
-collection size, the hash rejects look-alikes that are not copies. Pairs are joined
+collection size, the hash rejects look-alikes that are not copies. Edits that move the whole
+picture's hash (a border or letterbox, a caption bar, a screenshot's window, a 20 % crop) are
+caught two ways: a latent pair the hash rejects may still be confirmed by its geometry (ORB
+keypoints agree on one similarity transform, under which one picture's content lies inside the
+other's: a crop, never two overlapping views), and the pictures inside their frames (uniform
+borders and caption bars trimmed) are hashed too, so a framed copy whose latent is far away is
+still proposed, then confirmed the same way. Each link says why (MATCHES). Pairs are joined
 into groups (union-find), so an exact group with a near copy of it becomes one near group that
 holds the exact copies too: a person deciding what to keep sees every copy of a picture at once.
 A group whose members all share one sha1 is reported as exact.
@@ -17,6 +23,7 @@ file, and `undo_moves` reads that log back, so even a run killed half-way can be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import filecmp
 import hashlib
 import json
@@ -53,6 +60,29 @@ DEFAULT_THRESHOLD = 0.95
 # two together beat either (benchmarks/duplicates-results.txt). Only images with a latent neighbour above the
 # threshold are read again, once each.
 PHASH_MAX_DISTANCE = 18
+# Within 18 bits two views of one scene can still meet (a burst shot shifted by a third, another crop of
+# the photograph: 18 bits apart in the tests). So the hash alone confirms a latent pair only within
+# PHASH_SURE_DISTANCE; from there to PHASH_MAX_DISTANCE the keypoints must agree too, unless a picture
+# has none to compare (tiny, flat), where the hash decides as in imgsim 0.3.0.
+PHASH_SURE_DISTANCE = 10
+# Geometry (benchmarks/duplicates_eval.py --edits, on benchmarks/make_edit_set.py's set): ORB keypoints
+# of each picture's content (its frame trimmed, long side VERIFY_SIDE px) matched and fitted by RANSAC
+# to one similarity transform. Copies kept 6-400 inliers, distinct photographs at most 3 among the
+# closest pairs; a copy's content then lies inside the other picture (cover 0.89-1.00), a burst
+# shot shifted by 30-40 % or another crop of the same photograph does not (0.61-0.71 and less).
+VERIFY_SIDE = 256
+MIN_INLIERS = 10
+MIN_COVER = 0.85
+# Hashes of the pictures inside their frames propose pairs the latents miss; within this many bits
+# (distinct photographs came no closer than 12), each still confirmed by geometry.
+CONTENT_MAX_DISTANCE = 10
+# Proposing pairs by content reads every image once per scan (a few ms each, two threads): done by
+# default up to this many images; above, only when asked (scan_duplicates(content=True)).
+CONTENT_SCAN_LIMIT = 20_000
+# Why two images were called copies, strongest first: the same bytes; latent neighbours whose whole
+# pictures' pHashes agree; latent neighbours whose keypoints agree (one inside the other); pictures
+# whose hashes agree once their frames are trimmed, and whose keypoints agree.
+MATCHES = ("exact", "latent+hash", "latent+geometry", "content+geometry")
 # A version's manifest may hold its own threshold under this key (a model trained otherwise may
 # need another); find_duplicates uses it when no threshold is given.
 MANIFEST_KEY = "duplicate_threshold"
@@ -70,9 +100,10 @@ class Member:
     mtime_ns: int
     id: int
     sha1: str = ""  # the bytes' hash recorded at index time (re-checked before an exact copy is moved)
+    match: str = ""  # the strongest evidence (MATCHES) among the links that joined it to the group
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "score": self.score, "keep": self.keep, "width": self.width,
+        return {"path": self.path, "score": self.score, "keep": self.keep, "match": self.match, "width": self.width,
                 "height": self.height, "bytes": self.bytes}
 
 
@@ -81,13 +112,15 @@ class DuplicateGroup:
     group: int
     exact: bool  # every member has the same bytes
     images: list[Member]
+    links: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (path, path, match) that joined it
 
     @property
     def keeper(self) -> Member:
         return next(m for m in self.images if m.keep)
 
     def to_dict(self) -> dict:
-        return {"group": self.group, "exact": self.exact, "images": [m.to_dict() for m in self.images]}
+        return {"group": self.group, "exact": self.exact, "images": [m.to_dict() for m in self.images],
+                "links": [{"a": a, "b": b, "match": match} for a, b, match in self.links]}
 
 
 class UndoIncomplete(ImgsimError):
@@ -159,14 +192,186 @@ def picture_hash(path: str) -> np.ndarray | None:
     return imagehash.phash(img).hash.reshape(-1)
 
 
-def same_picture(paths, a: int, b: int, hashes: dict) -> bool:
-    """Whether two latent neighbours are the same picture: perceptual hashes within PHASH_MAX_DISTANCE bits."""
+def hash_distance(paths, a: int, b: int, hashes: dict) -> int | None:
+    """Bits between two images' perceptual hashes (kept in `hashes`); None if either cannot be read now."""
     for row in (a, b):
         if row not in hashes:
             hashes[row] = picture_hash(paths[row])
     if hashes[a] is None or hashes[b] is None:
-        return False  # a file gone or unreadable since indexing cannot be confirmed
-    return int(np.count_nonzero(hashes[a] != hashes[b])) <= PHASH_MAX_DISTANCE
+        return None  # a file gone or unreadable since indexing cannot be confirmed
+    return int(np.count_nonzero(hashes[a] != hashes[b]))
+
+
+def same_picture(paths, a: int, b: int, hashes: dict, within: int | None = None) -> bool:
+    """Whether two latent neighbours are the same picture by their perceptual hashes (within PHASH_MAX_DISTANCE bits)."""
+    distance = hash_distance(paths, a, b, hashes)
+    return distance is not None and distance <= (PHASH_MAX_DISTANCE if within is None else within)
+
+
+# --- verifying by content and geometry ---------------------------------------------------------
+
+def read_pixels(path: str, side: int) -> np.ndarray | None:
+    """The image as float32 RGB, its long side at most `side`; None if it cannot be read now."""
+    from .images import open_image, read_bytes
+
+    try:
+        img = open_image(read_bytes(path), path, draft_size=side)
+        img.thumbnail((side, side), Image.Resampling.BILINEAR)
+        return np.asarray(img.convert("RGB"), np.float32)
+    except (ImgsimError, OSError, ValueError):
+        return None
+
+
+def frame_run(lines: np.ndarray, limit: int, tol: float = 6.0) -> int:
+    """How many lines from this edge are a frame.
+
+    Solid lines (98 % of pixels within `tol` of one colour) are frame; so are lines partly (35 %) of
+    the frame's colour, such as a caption's text, but only when a solid line closes them.
+    """
+    colour, n, last = None, 0, 0
+    limit = min(limit, len(lines) - 1)  # never the whole picture: trimming stops short of its last line
+    while n < limit:
+        line = lines[n]
+        median = np.median(line, axis=0)
+        if (np.abs(line - median).max(-1) <= tol).mean() >= 0.98:
+            colour, last = median, n + 1
+        elif colour is None or (np.abs(line - colour).max(-1) <= 2 * tol).mean() < 0.35:
+            break
+        n += 1
+    return last
+
+
+def content_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the picture inside its frame (borders, letterbox, caption bars, window chrome)."""
+    h, w = rgb.shape[:2]
+    left, top, right, bottom = 0, 0, w, h
+    for _ in range(2):  # rows, then columns inside them, and again (a window's title bar spans its columns)
+        rows = rgb[top:bottom, left:right]
+        top, bottom = top + frame_run(rows, int(h * 0.45)), bottom - frame_run(rows[::-1], int(h * 0.45))
+        across = rgb[top:bottom, left:right].transpose(1, 0, 2)
+        if bottom - top < 8:
+            break
+        left, right = left + frame_run(across, int(w * 0.45)), right - frame_run(across[::-1], int(w * 0.45))
+        if right - left < 8:
+            break
+    if bottom - top < 8 or right - left < 8:
+        return 0, 0, w, h  # all frame (one colour): nothing to trim to
+    return left, top, right, bottom
+
+
+def content_hash(path: str) -> np.ndarray | None:
+    """imagehash.phash of the picture inside its frame, as 64 booleans; None if unreadable."""
+    import imagehash
+
+    rgb = read_pixels(path, 128)
+    if rgb is None or min(rgb.shape[:2]) < 2:
+        return None
+    left, top, right, bottom = content_box(rgb)
+    return imagehash.phash(Image.fromarray(rgb[top:bottom, left:right].astype(np.uint8))).hash.reshape(-1)
+
+
+@dataclass
+class Keypoints:
+    points: np.ndarray  # (n, 2) x, y in the content's own pixels (long side VERIFY_SIDE)
+    descriptors: np.ndarray  # (n, 256) booleans
+    size: tuple[int, int]  # the content's (width, height)
+
+
+def keypoints(path: str) -> Keypoints | None:
+    """ORB keypoints of the picture inside its frame; None if unreadable or too small or flat to have any."""
+    import warnings
+
+    from skimage.feature import ORB
+
+    rgb = read_pixels(path, 2 * VERIFY_SIDE)
+    if rgb is None or min(rgb.shape[:2]) < 8:
+        return None
+    left, top, right, bottom = content_box(rgb)
+    content = Image.fromarray(rgb[top:bottom, left:right].astype(np.uint8))
+    scale = VERIFY_SIDE / max(content.size)
+    content = content.resize((max(1, round(content.width * scale)), max(1, round(content.height * scale))),
+                             Image.Resampling.BILINEAR)
+    if min(content.size) < 32:  # a sliver (a huge aspect ratio): ORB needs room round each keypoint
+        return None
+    grey = np.asarray(content.convert("L"), np.float32)
+    low, high = np.percentile(grey, [1, 99])
+    if high - low < 8:
+        return None  # one colour, or nearly
+    grey = np.clip((grey - low) / (high - low), 0, 1)  # faded or darkened copies keep their corners
+    orb = ORB(n_keypoints=400, fast_threshold=0.05)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            orb.detect_and_extract(grey)
+    except (RuntimeError, ValueError, IndexError):
+        return None
+    if len(orb.keypoints) < MIN_INLIERS:
+        return None
+    return Keypoints(orb.keypoints[:, ::-1].astype(np.float64), orb.descriptors, content.size)
+
+
+def cover(transform, size_from: tuple[int, int], size_to: tuple[int, int]) -> float:
+    """The share of a grid over one content that `transform` puts inside the other (3 % leeway)."""
+    (w, h), (tw, th) = size_from, size_to
+    xs, ys = np.meshgrid(np.linspace(0, w, 12), np.linspace(0, h, 12))
+    mapped = transform(np.c_[xs.ravel(), ys.ravel()])
+    slack = 0.03 * max(tw, th)
+    inside = ((mapped[:, 0] >= -slack) & (mapped[:, 0] <= tw + slack) & (mapped[:, 1] >= -slack)
+              & (mapped[:, 1] <= th + slack))
+    return float(inside.mean())
+
+
+def same_scene(a: Keypoints | None, b: Keypoints | None) -> bool:
+    """Whether one picture is a copy of the other by geometry: at least MIN_INLIERS keypoint matches agree on one
+    similarity transform (scale, turn, shift), under which one content lies inside the other (MIN_COVER)."""
+    import warnings
+
+    from skimage.feature import match_descriptors
+    from skimage.measure import ransac
+    from skimage.transform import SimilarityTransform
+
+    if a is None or b is None:
+        return False
+    matches = match_descriptors(a.descriptors, b.descriptors, cross_check=True, max_ratio=0.85)
+    if len(matches) < MIN_INLIERS:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, inliers = ransac((b.points[matches[:, 1]], a.points[matches[:, 0]]), SimilarityTransform,
+                                min_samples=3, residual_threshold=3, max_trials=300, stop_probability=0.99, rng=0)
+    if not model or inliers is None or int(inliers.sum()) < MIN_INLIERS:
+        return False
+    try:
+        return max(cover(model, b.size, a.size), cover(model.inverse, a.size, b.size)) >= MIN_COVER
+    except (ValueError, np.linalg.LinAlgError):
+        return False
+
+
+def content_pairs(paths, sha1, progress=None) -> np.ndarray:
+    """(row, row) pairs whose pictures inside their frames hash within CONTENT_MAX_DISTANCE bits (each file read once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = {}
+    for row, digest in enumerate(sha1.tolist()):
+        first.setdefault(digest, row)  # byte-identical files are joined as exact copies already
+    rows = np.fromiter(first.values(), np.int64, count=len(first))
+    with ThreadPoolExecutor(2) as pool:  # decoding releases the GIL
+        hashes = list(pool.map(content_hash, [paths[r] for r in rows.tolist()]))
+    if progress:
+        progress(1.0, f"hashed {len(rows):,} pictures inside their frames")
+    readable = [i for i, h in enumerate(hashes) if h is not None]
+    rows = rows[readable]
+    if len(rows) < 2:
+        return np.zeros((0, 2), np.int64)
+    packed = np.packbits(np.asarray([hashes[i] for i in readable], np.uint8), axis=1).view(">u8").ravel()
+    out = []
+    for start in range(0, len(rows), 1024):
+        block = packed[start:start + 1024]
+        distance = np.bitwise_count(block[:, None] ^ packed[None, :])
+        a, b = np.nonzero(distance <= CONTENT_MAX_DISTANCE)
+        keep = start + a < b
+        out.append(np.c_[rows[start + a[keep]], rows[b[keep]]])
+    return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
 def image_size(path: str) -> tuple[int | None, int | None]:
@@ -198,20 +403,24 @@ def member_vectors(version, rows: set[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def find_duplicates(version, threshold: float | None = None, k: int = 10, progress=None) -> list[DuplicateGroup]:
-    """Groups of exact copies (same bytes) and near copies (latents >= threshold, pHash confirmed) in a version.
+def find_duplicates(version, threshold: float | None = None, k: int = 10, progress=None,
+                    content: bool | None = None) -> list[DuplicateGroup]:
+    """Groups of exact copies (same bytes) and near copies (latents >= threshold confirmed by pHash or geometry;
+    pictures whose contents inside their frames hash alike, confirmed by geometry) in a version.
 
     Each group lists its members, the suggested keeper first, then by score; groups come largest
     first, then by their first path. `threshold` is a cosine similarity (default: the manifest's
     MANIFEST_KEY when a version has one, else DEFAULT_THRESHOLD); a near pair whose file cannot be
     read now is not confirmed (exact copies still are, from the records);
     `k` the neighbours searched per image (a picture with more than k near copies is still one
-    group, joined through its copies' own neighbours).
+    group, joined through its copies' own neighbours); `content` whether pairs are also proposed by
+    the hashes of the pictures inside their frames (every file read once; default: up to
+    CONTENT_SCAN_LIMIT images). Each member's `match` and each group's `links` say why (MATCHES).
     """
     if threshold is None:  # a version may carry its own (see MANIFEST_KEY), else the measured default
         threshold = (getattr(version, "manifest", None) or {}).get(MANIFEST_KEY, DEFAULT_THRESHOLD)
     threshold = checked_threshold(threshold)
-    return scan_duplicates(version, threshold, k, progress).groups(threshold, progress)
+    return scan_duplicates(version, threshold, k, progress, content).groups(threshold, progress)
 
 
 def checked_threshold(threshold) -> float:
@@ -224,7 +433,7 @@ def checked_threshold(threshold) -> float:
     return threshold
 
 
-def scan_duplicates(version, floor: float, k: int = 10, progress=None) -> DuplicateScan:
+def scan_duplicates(version, floor: float, k: int = 10, progress=None, content: bool | None = None) -> DuplicateScan:
     """Search every image's k nearest neighbours once, keeping each pair at or above `floor`: the slow part of
     `find_duplicates`, done once for every threshold from `floor` up (`DuplicateScan.groups`)."""
     floor = checked_threshold(floor)
@@ -235,8 +444,12 @@ def scan_duplicates(version, floor: float, k: int = 10, progress=None) -> Duplic
         pair = (min(a, b), max(a, b))
         best[pair] = max(score, best.get(pair, -2.0))
     pairs = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+    records = version.records
+    if content is None:
+        content = len(records) <= CONTENT_SCAN_LIMIT
+    framed = content_pairs(records.paths, records.sha1, progress) if content else np.zeros((0, 2), np.int64)
     return DuplicateScan(version, floor, np.asarray([p for p, _ in pairs], np.int64).reshape(-1, 2),
-                         np.asarray([s for _, s in pairs], np.float64))
+                         np.asarray([s for _, s in pairs], np.float64), framed)
 
 
 class DuplicateScan:
@@ -247,9 +460,13 @@ class DuplicateScan:
     threads (one `groups` at a time).
     """
 
-    def __init__(self, version, floor: float, pairs: np.ndarray, scores: np.ndarray):
+    def __init__(self, version, floor: float, pairs: np.ndarray, scores: np.ndarray, content: np.ndarray | None = None):
         self.version, self.floor, self.pairs, self.scores = version, floor, pairs, scores
+        self.content = np.zeros((0, 2), np.int64) if content is None else content  # pairs proposed by content hashes
         self._hashes: dict[int, np.ndarray | None] = {}
+        self._keypoints: dict[int, Keypoints | None] = {}
+        self._verdicts: dict[tuple, str | None] = {}
+        self._thumbs: dict[int, np.ndarray | None] = {}
         self._sizes: dict[int, tuple] = {}
         self._vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -261,18 +478,25 @@ class DuplicateScan:
             raise ImgsimError(f"threshold {threshold} is below this scan's {self.floor}; scan again from there")
         version, records = self.version, self.version.records
         with self._lock:
-            links = UnionFind(len(records))
-            for a, b in exact_pairs(records):
-                links.union(a, b)
-            for (a, b) in self.pairs[: int(np.searchsorted(-self.scores, -threshold, side="right"))].tolist():
-                if links.find(a) != links.find(b) and same_picture(records.paths, a, b, self._hashes):
-                    links.union(a, b)
+            links, joined = UnionFind(len(records)), []
+            latent = self.pairs[: int(np.searchsorted(-self.scores, -threshold, side="right"))].tolist()
+            for source, pairs in (("exact", exact_pairs(records)), ("latent", latent), ("content", self.content.tolist())):
+                for a, b in pairs:
+                    if links.find(a) != links.find(b):
+                        match = "exact" if source == "exact" else self.verdict(a, b, source)
+                        if match:
+                            links.union(a, b)
+                            joined.append((a, b, match))
             roots = np.fromiter((links.find(i) for i in range(len(records))), np.int64, count=len(records))
             order = np.argsort(roots, kind="stable")
             components = [rows for rows in np.split(order, np.flatnonzero(np.diff(roots[order])) + 1) if len(rows) > 1]
             near = {int(r) for rows in components if len(set(records.sha1[rows].tolist())) > 1 for r in rows}
             self._vectors.update(member_vectors(version, near - set(self._vectors)))
-            groups = [make_group(version, rows, self._vectors, self._sizes) for rows in components]
+            by_root: dict[int, list] = {}
+            for a, b, match in joined:
+                by_root.setdefault(links.find(a), []).append((a, b, match))
+            groups = [make_group(version, rows, self._vectors, self._sizes, by_root.get(int(roots[rows[0]]), []))
+                      for rows in components]
         groups.sort(key=lambda g: (-len(g.images), min(m.path for m in g.images)))
         for number, group in enumerate(groups):
             group.group = number
@@ -280,11 +504,53 @@ class DuplicateScan:
             progress(1.0, f"{len(groups)} groups of copies")
         return groups
 
+    def verdict(self, a: int, b: int, source: str) -> str | None:
+        """Why a proposed pair is a copy (MATCHES), or None; worked out once per pair and kept."""
+        key = (a, b, source, PHASH_SURE_DISTANCE, PHASH_MAX_DISTANCE)
+        if key not in self._verdicts:
+            paths = self.version.records.paths
+            distance = hash_distance(paths, a, b, self._hashes) if source == "latent" else None
+            if source == "latent" and distance is None:
+                verdict = None  # unreadable now: not confirmed
+            elif distance is not None and distance <= min(PHASH_SURE_DISTANCE, PHASH_MAX_DISTANCE):
+                verdict = "latent+hash" if self.colours_agree(a, b, flat_only=True) else None
+            else:
+                for row in (a, b):
+                    if row not in self._keypoints:
+                        self._keypoints[row] = keypoints(paths[row])
+                if same_scene(self._keypoints[a], self._keypoints[b]):
+                    verdict = f"{source}+geometry"
+                elif distance is not None and distance <= PHASH_MAX_DISTANCE and (
+                        self._keypoints[a] is None or self._keypoints[b] is None) and self.colours_agree(a, b):
+                    verdict = "latent+hash"  # nothing to compare by geometry: the hash decides, with the colours
+                else:
+                    verdict = None
+            self._verdicts[key] = verdict
+        return self._verdicts[key]
 
-def make_group(version, rows: np.ndarray, vectors: dict, sizes: dict | None = None) -> DuplicateGroup:
+
+    def colours_agree(self, a: int, b: int, flat_only: bool = False) -> bool:
+        """Whether two pictures' 8 x 8 colour thumbnails agree (within 24 levels on average): a hash cannot tell one
+        flat colour from another (every flat picture hashes alike). `flat_only`: asked only when one of them is flat
+        (a recoloured copy of a photograph keeps its hash, not its colours)."""
+        for row in (a, b):
+            if row not in self._thumbs:
+                pixels = read_pixels(self.version.records.paths[row], 64)
+                self._thumbs[row] = None if pixels is None or min(pixels.shape[:2]) < 1 else np.asarray(
+                    Image.fromarray(pixels.astype(np.uint8)).resize((8, 8), Image.Resampling.BOX), np.float32)
+        ta, tb = self._thumbs[a], self._thumbs[b]
+        if ta is None or tb is None:
+            return False
+        if flat_only and ta.mean(-1).std() >= 8 and tb.mean(-1).std() >= 8:
+            return True
+        return float(np.abs(ta - tb).mean()) <= 24
+
+
+def make_group(version, rows: np.ndarray, vectors: dict, sizes: dict | None = None, links=()) -> DuplicateGroup:
     """A group's members, the suggested keeper first; scores are cosine similarity to the keeper.
 
-    `sizes` keeps each row's (width, height) from its file's header between calls."""
+    `sizes` keeps each row's (width, height) from its file's header between calls; `links` are the
+    (row, row, match) pairs that joined the group, each member's `match` the strongest of its own."""
     records = version.records
     members = {}
     sizes = {} if sizes is None else sizes
@@ -301,18 +567,24 @@ def make_group(version, rows: np.ndarray, vectors: dict, sizes: dict | None = No
         for row, member in members.items():
             if records.sha1[row] != records.sha1[keeper]:  # an exact copy of the keeper scores 1.0
                 member.score = round(float(np.clip(vectors[row] @ vectors[keeper], -1.0, 1.0)), 4)
+    for a, b, match in links:
+        for row in (a, b):
+            if not members[row].match or MATCHES.index(match) < MATCHES.index(members[row].match):
+                members[row].match = match
     others = sorted((m for r, m in members.items() if r != keeper), key=lambda m: (-m.score, m.path))
-    return DuplicateGroup(0, exact, [members[keeper], *others])
+    return DuplicateGroup(0, exact, [members[keeper], *others],
+                          [(records.paths[a], records.paths[b], match) for a, b, match in links])
 
 
 def duplicates_csv(groups: list[DuplicateGroup], name=str) -> str:
-    """One row per member: group, path, role ("keep" or "duplicate"), score, exact; safe for spreadsheets.
+    """One row per member: group, path, role ("keep" or "duplicate"), score, exact, match (why: MATCHES); safe for
+    spreadsheets.
 
     `name` turns a path into what the CSV shows: the CLI writes it whole, the dashboard relative to the collection.
     """
-    rows = ([g.group, name(m.path), "keep" if m.keep else "duplicate", m.score, "true" if g.exact else "false"]
+    rows = ([g.group, name(m.path), "keep" if m.keep else "duplicate", m.score, "true" if g.exact else "false", m.match]
             for g in groups for m in g.images)
-    return csv_text(["group", "path", "role", "score", "exact"], rows)
+    return csv_text(["group", "path", "role", "score", "exact", "match"], rows)
 
 
 # --- moving and undoing -----------------------------------------------------------------------
@@ -573,5 +845,5 @@ def undo_moves(log) -> int:
     return restored
 
 
-__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "DuplicateGroup", "DuplicateScan", "Member", "UndoIncomplete", "check_target",
+__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "MATCHES", "DuplicateGroup", "DuplicateScan", "Member", "UndoIncomplete", "check_target",
            "duplicates_csv", "find_duplicates", "move_duplicates", "scan_duplicates", "undo_moves"]

@@ -28,6 +28,10 @@ def find(model_dir: str, version_id: str, threshold: float) -> list:
     return scan(model_dir, version_id).groups(threshold)
 
 
+EVIDENCE = {"exact": "same bytes", "latent+hash": "model + hash", "latent+geometry": "model + keypoints",
+            "content+geometry": "framed picture + keypoints"}  # imgsim.duplicates.MATCHES, in words
+
+
 def size_text(member) -> str:
     pixels = f"{member.width}×{member.height}" if member.width else "unreadable"
     return f"{pixels} · {member.bytes / 1e6:.1f} MB" if member.bytes >= 100_000 else f"{pixels} · {member.bytes / 1e3:.0f} kB"
@@ -63,9 +67,10 @@ def undo(log: str) -> None:
 
 cfg, version = common.page_start()
 st.title("Duplicates")
-st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, slightly cropped "
-           "or recoloured) by the model. Nothing is deleted: pick what to keep, export the list, or move the others "
-           "to a folder (undoable).")
+st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, cropped, framed, "
+           "captioned or recoloured) by the model or by the picture inside its frame, then confirmed by a perceptual "
+           "hash or by keypoints that agree; each image says why. Nothing is deleted: pick what to keep, export the "
+           "list, or move the others to a folder (undoable).")
 saved = (version.manifest.get("metrics") or {}).get("duplicate_threshold")
 saved = min(1.0, max(LOWEST, float(saved))) if type(saved) in (int, float) else dup.DEFAULT_THRESHOLD  # a manifest edited by hand
 threshold = st.slider("Similarity threshold", LOWEST, 1.0, float(saved), 0.005, key="dup-threshold", format="%.3f",
@@ -79,7 +84,7 @@ if kind:
 copies = sum(len(g.images) - 1 for g in groups)
 st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "
             f"({sum(g.exact for g in groups)} group(s) of exact copies).")
-st.download_button("Export (CSV: group, path, keep or duplicate, score, exact)",
+st.download_button("Export (CSV: group, path, keep or duplicate, score, exact, match)",
                    lambda groups=groups: dup.duplicates_csv(groups, name=lambda p: common.short_name(p, version)),
                    on_click="ignore",  # written when clicked; paths relative to the collection, as shown
                    file_name=f"imgsim-duplicates-{version.id}.csv", mime="text/csv", icon=":material/download:")
@@ -97,7 +102,8 @@ for g in shown:
         for column, member in zip(st.columns(min(len(g.images), 6)), g.images[:6]):
             column.image(common.thumbnail(member.path, 192), width="stretch")
             mark = ":green-badge[keep] " if member.path == choice else ""
-            column.caption(f"{mark}**{member.score:.3f}** · {size_text(member)}  \n"
+            why = EVIDENCE.get(member.match, member.match)  # one of our own names, never a user's text
+            column.caption(f"{mark}**{member.score:.3f}** · {why} · {size_text(member)}  \n"
                            f"{common.md(common.short_name(member.path, version))}")
 
 if groups and common.can_write():

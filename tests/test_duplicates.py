@@ -9,6 +9,9 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 import pytest
 from PIL import Image, ImageEnhance
@@ -81,8 +84,9 @@ def group_of(groups, path) -> DuplicateGroup | None:
 
 
 def test_exact_copies_are_found_by_their_bytes(version, groups, copies):
-    # Exact copies need no model: at a threshold no near pair reaches, only same-bytes groups remain.
-    exact_only = find_duplicates(version, threshold=1.0, k=1)
+    # Exact copies need no model: at a threshold no near pair reaches, and without content candidates (which no
+    # threshold limits), only same-bytes groups remain.
+    exact_only = find_duplicates(version, threshold=1.0, k=1, content=False)
     found = {frozenset(m.path for m in g.images) for g in exact_only}
     for name in PHOTOS:
         assert frozenset({str(copies / name / "original.png"), str(copies / "backup" / f"{name}.PNG")}) in found
@@ -123,7 +127,7 @@ def test_keeper_has_most_pixels_then_largest_file_then_is_oldest(groups, copies)
 
 
 def test_keeper_ties_go_to_the_larger_file_then_the_older(version, copies):
-    keepers = {g.images[0].path for g in find_duplicates(version, threshold=1.0, k=1)}
+    keepers = {g.images[0].path for g in find_duplicates(version, threshold=1.0, k=1, content=False)}
     # Identical files: astronaut's backup copy was made older than its original; the others' are newer.
     assert str(copies / "backup" / "astronaut.PNG") in keepers
     assert {str(copies / name / "original.png") for name in PHOTOS[1:]} <= keepers
@@ -145,8 +149,11 @@ def test_groups_are_sorted_and_numbered_deterministically(version, groups):
 def test_json_shape(groups):
     data = json.loads(json.dumps([g.to_dict() for g in groups]))
     first = data[0]
-    assert set(first) == {"group", "exact", "images"} and first["group"] == 0 and first["exact"] is False
-    assert set(first["images"][0]) == {"path", "score", "keep", "width", "height", "bytes"}
+    assert set(first) == {"group", "exact", "images", "links"} and first["group"] == 0 and first["exact"] is False
+    assert set(first["images"][0]) == {"path", "score", "keep", "match", "width", "height", "bytes"}
+    assert all(m["match"] in duplicates.MATCHES for g in data for m in g["images"])
+    for g in data:  # the links that joined a group span it: one fewer than its members, each with its evidence
+        assert len(g["links"]) == len(g["images"]) - 1 and all(link["match"] in duplicates.MATCHES for link in g["links"])
     assert first["images"][0]["keep"] is True and isinstance(first["images"][0]["bytes"], int)
     assert os.path.isabs(first["images"][0]["path"])
 
@@ -155,10 +162,11 @@ def test_csv_rows_are_one_per_member_and_never_formulas(groups):
     hostile = DuplicateGroup(7, True, [Member("=HYPERLINK(\"x\")\n.png", 1.0, True, 1, 1, 1, 1, 1),
                                        Member("+cmd.png", 1.0, False, None, None, 1, 2, 2)])
     rows = list(csv.reader(io.StringIO(duplicates_csv([*groups, hostile]))))
-    assert rows[0] == ["group", "path", "role", "score", "exact"]
+    assert rows[0] == ["group", "path", "role", "score", "exact", "match"]
     assert len(rows) == 1 + sum(len(g.images) for g in groups) + 2
     assert rows[1][2] == "keep" and rows[2][2] == "duplicate" and rows[1][4] == "false"
-    assert rows[-2] == ["7", "'=HYPERLINK(\"x\")\\n.png", "keep", "1.0", "true"]
+    assert all(row[5] in duplicates.MATCHES for row in rows[1:-2])
+    assert rows[-2] == ["7", "'=HYPERLINK(\"x\")\\n.png", "keep", "1.0", "true", ""]
     assert rows[-1][1] == "'+cmd.png"
 
 
@@ -166,6 +174,107 @@ def test_threshold_and_k_are_checked(version):
     for bad in ({"threshold": 1.5}, {"threshold": -2}, {"k": 0}):
         with pytest.raises(ImgsimError):
             find_duplicates(version, **bad)
+
+
+# --- real edits: frames, captions, crops; overlapping views ------------------------------------
+
+def fake_version(paths, vectors):
+    """A version-like object over these files with these latents (the exact engine), without a model."""
+    import hashlib
+
+    from imgsim.engines import make_engine
+    from imgsim.records import Records
+
+    paths = [str(p) for p in paths]
+    records = Records.build(paths, [os.path.getsize(p) for p in paths], [os.stat(p).st_mtime_ns for p in paths],
+                            [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths], [0] * len(paths),
+                            [[0.0, 0.0]] * len(paths))
+    vectors = np.asarray(vectors, np.float32)
+    engine = make_engine("exact").add(records.ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+                                      records.groups)
+    return SimpleNamespace(records=records, engine=lambda: engine, manifest={})
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory) -> dict[str, Path]:
+    """A photograph, copies of it that move its whole-picture hash (a border, a caption bar, a 20 % crop) and two
+    views that are not copies (the same scene shifted by a third: a burst; another crop of the photograph)."""
+    from PIL import ImageDraw, ImageFont, ImageOps
+
+    from imgsim.demo import source_photos
+
+    folder = tmp_path_factory.mktemp("edited")
+    photo = source_photos()["coffee"]
+    w, h = photo.size
+    original = fit(photo.crop((0, 0, round(w * 0.6), h)), 256)
+    captioned = Image.new("RGB", (original.width, original.height + 40), "white")
+    captioned.paste(original, (0, 0))
+    ImageDraw.Draw(captioned).text((12, original.height + 8), "Best day ever", fill="black",
+                                   font=ImageFont.load_default(size=20))
+    ow, oh = original.size
+    files = {
+        "original": original,
+        "border": ImageOps.expand(original, 30, fill=(20, 20, 20)),
+        "caption": captioned,
+        "crop": original.crop((round(ow * 0.12), round(oh * 0.1), ow, oh)),  # 21 % of the area gone
+        "burst": fit(photo.crop((round(w * 0.22), 0, round(w * 0.82), h)), 256),
+        "other": fit(photo.crop((round(w * 0.5), 0, w, round(h * 0.6))), 256),
+    }
+    out = {}
+    for name, img in files.items():
+        out[name] = folder / f"{name}.png"
+        img.save(out[name])
+    return out
+
+
+def test_a_framed_or_captioned_copy_is_found_by_its_content_and_geometry(edited):
+    # Latents that propose nothing (orthogonal): the pictures inside their frames still do.
+    paths = [edited[n] for n in ("original", "border", "caption", "burst", "other")]
+    groups = find_duplicates(fake_version(paths, np.eye(len(paths))), threshold=0.95)
+    assert len(groups) == 1, [[m.path for m in g.images] for g in groups]
+    members = {Path(m.path).stem: m for m in groups[0].images}
+    assert set(members) == {"original", "border", "caption"}
+    assert {members[n].match for n in members} == {"content+geometry"}
+    assert groups[0].to_dict()["links"] and all(link["match"] == "content+geometry" for link in groups[0].to_dict()["links"])
+    assert duplicates.picture_hash(str(edited["caption"])) is not None
+    # the whole pictures' pHashes alone would not have called them copies
+    far = np.count_nonzero(duplicates.picture_hash(str(edited["original"])) != duplicates.picture_hash(str(edited["border"])))
+    assert far > duplicates.PHASH_MAX_DISTANCE
+
+
+def test_a_cropped_copy_is_confirmed_by_geometry_and_overlapping_views_are_not(edited):
+    # Latents that call everything the same picture: only the verification keeps the views apart.
+    paths = [edited[n] for n in ("original", "crop", "burst", "other")]
+    groups = find_duplicates(fake_version(paths, np.ones((len(paths), 4))), threshold=0.95)
+    assert len(groups) == 1
+    members = {Path(m.path).stem: m.match for m in groups[0].images}
+    assert set(members) == {"original", "crop"}
+    assert set(members.values()) <= {"latent+hash", "latent+geometry"}
+    points = {n: duplicates.keypoints(str(edited[n])) for n in ("original", "crop", "burst", "other")}
+    assert duplicates.same_scene(points["original"], points["crop"])
+    assert not duplicates.same_scene(points["original"], points["burst"])  # a shifted view: new content on both sides
+    assert not duplicates.same_scene(points["crop"], points["burst"])
+    assert not duplicates.same_scene(points["original"], points["other"])
+
+
+def test_odd_images_get_a_plain_outcome(tmp_path, edited):
+    odd = {"tiny.png": Image.new("RGB", (3, 3), "red"), "flat.png": Image.new("RGB", (300, 200), (40, 90, 200)),
+           "flat2.png": Image.new("RGB", (320, 210), (40, 90, 200)),
+           "sliver.png": Image.fromarray(np.random.default_rng(0).integers(0, 255, (4, 3000, 3), np.uint8))}
+    for name, img in odd.items():
+        img.save(tmp_path / name)
+        assert duplicates.keypoints(str(tmp_path / name)) is None  # too small, one colour or a sliver: no geometry
+    assert duplicates.content_box(np.zeros((50, 40, 3), np.float32)) == (0, 0, 40, 50)  # all frame: left whole
+    gone = tmp_path / "gone.png"
+    shutil.copyfile(edited["border"], gone)
+    paths = [edited["original"], gone, *(tmp_path / n for n in odd)]
+    version = fake_version(paths, np.ones((len(paths), 4)))  # every pair proposed
+    scan = duplicates.scan_duplicates(version, 0.95)
+    gone.unlink()  # unreadable between the scan and the verification
+    groups = scan.groups(0.95)
+    found = {frozenset(Path(m.path).name for m in g.images) for g in groups}
+    assert found == {frozenset({"flat.png", "flat2.png"})}  # one colour at two sizes; a red square is not a blue one
+    assert duplicates.content_hash(str(gone)) is None and duplicates.keypoints(str(gone)) is None
 
 
 # --- moving and undoing -------------------------------------------------------------------------
