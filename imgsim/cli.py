@@ -409,7 +409,8 @@ def cmd_duplicates(args, settings: Settings) -> None:
         print(f"group {group.group}: {len(group.images)} {'exact copies' if group.exact else 'near copies'}")
         for m in group.images:
             size = f"{m.width}x{m.height}" if m.width else "?x?"
-            print(f"  {'keep' if m.keep else '    '}  {m.score:.4f}  {size:>11}  {m.bytes:>10,} B  {one_line(m.path)}")
+            print(f"  {'keep' if m.keep else '    '}  {m.score:.4f}  {m.match:16}  {size:>11}  {m.bytes:>10,} B  "
+                  f"{one_line(m.path)}")  # match: why it is a copy (imgsim.duplicates.MATCHES)
     if not args.json:
         spare = sum(len(g.images) - 1 for g in groups)
         print(f"{len(groups)} group(s), {spare} image(s) another one could replace (threshold {threshold:.3f}); "
