@@ -227,17 +227,20 @@ def start_training(run_settings: Settings, build_demo_first: bool = False, where
     st.session_state[f"notice-{where}"] = notice
 
 
-def training_progress(cfg: Settings, detailed: bool = False, where: str = "main") -> None:
-    """The current run's progress, refreshed every two seconds while it runs, and any notice for `where`."""
+def training_progress(cfg: Settings, detailed: bool = False, where: str = "main", curves=None) -> None:
+    """The current run's progress, refreshed every two seconds while it runs, and any notice for `where`.
+
+    `curves(status, box)`, when given, draws more of the running job's status (the Train page: its epochs' measures).
+    """
     kind, message = st.session_state.pop(f"notice-{where}", (None, None))
     if kind:
         getattr(st, kind)(message)
     running = jobs.is_running(cfg.model_dir)
     drawn = store.current_id(cfg.model_dir)
-    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed, running, drawn)
+    st.fragment(_training_progress, run_every=2 if running else None)(cfg, detailed, running, drawn, curves)
 
 
-def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: str | None = None) -> None:
+def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: str | None = None, curves=None) -> None:
     status = jobs.training_status(cfg.model_dir)
     state = status.get("state") if status else None
     if was_running and (state != "running" or store.current_id(cfg.model_dir) != drawn):
@@ -256,6 +259,8 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: 
                           labels={"x": "progress (%)", "y": "training loss"}, height=220)
             fig.update_layout(margin=dict(l=0, r=0, t=10, b=0))
             box.plotly_chart(fig, key="live-loss")
+        if detailed and curves is not None:
+            curves(status, box)
     elif detailed and state == "failed" and status.get("stopped"):
         st.info("The last training run was stopped; the active model is unchanged.")
     elif detailed and state == "failed":

@@ -1,9 +1,12 @@
 """Train: settings and a background retraining run, the active model's curves and what it finds, its versions."""
 
 
+import math
+
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from imgsim import jobs, store
 from imgsim.errors import BusyError, ImgsimError
@@ -11,9 +14,15 @@ from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
 LATENTS = [16, 32, 64, 128, 256, 512]
-CURVES = {"loss": ("total loss", "training"), "val_loss": ("total loss", "validation"),
-          "twin_recall@1": ("twin recall@1 (label-free)", "held out"), "twin_mrr": ("twin MRR (label-free)", "held out"),
-          "reconstruction": ("reconstruction error", "training"), "val_reconstruction": ("reconstruction error", "validation")}
+# history key -> (panel, data); panels in this order, two a row, each with a short title (PANELS_HELP says more)
+CURVES = {"loss": ("loss", "training"), "val_loss": ("loss", "validation"),
+          "reconstruction": ("reconstruction", "training"), "val_reconstruction": ("reconstruction", "validation"),
+          "twin_recall@1": ("twin recall@1", "held out"), "twin_mrr": ("twin MRR", "held out")}
+COLOURS = {"training": "#2f6fdf", "validation": "#f28e2b", "held out": "#59a14f"}
+PANELS_HELP = ("**loss**: what training minimises (reconstruction, the two views' agreement and VICReg's spread terms, "
+               "weighted). **reconstruction**: the decoder's mean squared error. **twin recall@1** and **twin MRR** "
+               "are label-free: on held-out images, how often a view's nearest neighbour is the other view of the same "
+               "image, and the mean reciprocal rank of that twin (higher is better; early stopping watches the MRR).")
 
 
 def start_from_form(cfg, build_demo_first: bool) -> None:
@@ -49,22 +58,55 @@ def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[
     return out
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def curves_figure(model_dir: str, version_id: str):
-    """The version's training curves, one panel per measure; built once per version (Plotly figures cost CPU)."""
-    history = common.load_version(model_dir, version_id).history
-    curves = pd.DataFrame([{"epoch": epoch, "value": value, "measure": measure, "data": data}
-                           for key, (measure, data) in CURVES.items() if isinstance(history.get(key), list)
-                           for epoch, value in enumerate(history[key], 1)])
-    if curves.empty:
+def curves_figure(history: dict, height: int = 460):
+    """One panel per measure, two a row, with integer epoch ticks; None when the history has no curve."""
+    series = {}  # panel -> data -> values by epoch
+    for key, (panel, data) in CURVES.items():
+        values = history.get(key)
+        if isinstance(values, list) and values:
+            series.setdefault(panel, {})[data] = values
+    if not series:
         return None
-    fig = px.line(curves, x="epoch", y="value", color="data", facet_col="measure", markers=True, height=300,
-                  labels={"value": "", "data": ""}, color_discrete_sequence=["#2f6fdf", "#f28e2b", "#59a14f"])
-    fig.update_yaxes(matches=None, showticklabels=True)
-    fig.update_xaxes(dtick=max(1, curves["epoch"].max() // 6))
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.2))
+    rows = math.ceil(len(series) / 2)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=list(series), horizontal_spacing=0.1,
+                        vertical_spacing=0.22 if rows > 1 else 0.1)
+    shown = set()
+    for i, (panel, lines) in enumerate(series.items()):
+        row, col = i // 2 + 1, i % 2 + 1
+        for data, values in lines.items():
+            epochs = [e for e, v in enumerate(values, 1) if v is not None]
+            fig.add_trace(go.Scatter(x=epochs, y=[v for v in values if v is not None], mode="lines+markers", name=data,
+                                     legendgroup=data, showlegend=data not in shown, line_color=COLOURS[data],
+                                     hovertemplate=f"{panel}, {data}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>"),
+                          row=row, col=col)
+            shown.add(data)
+    epochs = max(len(values) for lines in series.values() for values in lines.values())
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, math.ceil(epochs / 10)), tickformat="d",
+                     range=[0.6, epochs + 0.4])
+    fig.update_xaxes(title_text="epoch", title_standoff=4, row=rows)
+    fig.update_layout(height=height if rows > 1 else height // 2 + 60, margin=dict(l=0, r=0, t=30, b=0),
+                      legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
     return fig
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def version_curves(model_dir: str, version_id: str):
+    """The version's training curves; built once per version (Plotly figures cost CPU)."""
+    return curves_figure(common.load_version(model_dir, version_id).history)
+
+
+def history_of(measures: list[dict]) -> dict:
+    """A running job's per-epoch measures (imgsim.jobs status) as a history: key -> values by epoch."""
+    measures = sorted(measures, key=lambda m: m["epoch"])
+    return {key: [m.get(key) for m in measures] for key in CURVES if any(key in m for m in measures)}
+
+
+def live_curves(status: dict, box) -> None:
+    """The running job's finished epochs, drawn from its status as data (imgsim.jobs keeps them as `measures`)."""
+    figure = curves_figure(history_of(status.get("measures") or []), height=400)
+    if figure is not None:
+        box.markdown("**Curves by epoch, so far**", help=PANELS_HELP)
+        box.plotly_chart(figure, key="live-curves")
 
 
 def prune_versions(model_dir) -> None:
@@ -115,7 +157,7 @@ cfg = common.settings()
 common.sidebar(cfg)
 version = common.active_version(cfg)
 st.title("Train")
-common.training_progress(cfg, detailed=True)
+common.training_progress(cfg, detailed=True, curves=live_curves)
 writable = common.can_write()
 if not writable:
     st.info(common.access().why_not())
@@ -140,24 +182,21 @@ cells[2].metric("Epochs run", metrics.get("epochs_run", "–"))
 cells[3].metric("Twin recall@1", f"{metrics['twin_recall@1']:.2f}" if metrics.get("twin_recall@1") is not None else "–")
 cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
 
-left, right = st.columns(2)
-with left:
-    st.markdown("**Curves by epoch**")
-    figure = curves_figure(str(cfg.model_dir), version.id)
-    if figure is None:
-        st.caption("This version has no training history.")
-    else:
-        st.plotly_chart(figure, key="loss")
-with right:
-    st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
-    for row, neighbours in typical_neighbours(str(cfg.model_dir), version.id):
-        strip = [row, *neighbours]
-        st.image([common.thumbnail(version.paths[i], 96) for i in strip], width=72,
-                 caption=[f"group {version.groups[row]}"] + [""] * len(neighbours))
-    twin = {k: metrics.get(k) for k in ("twin_recall@1", "twin_recall@10")}
-    if twin["twin_recall@1"] is not None:
-        st.caption(f"Label-free check on held-out images: a view's own twin is its nearest neighbour "
-                   f"{twin['twin_recall@1']:.0%} of the time, among its 10 nearest {twin['twin_recall@10']:.0%}.")
+st.markdown("**Curves by epoch**", help=PANELS_HELP)
+figure = version_curves(str(cfg.model_dir), version.id)
+if figure is None:
+    st.caption("This version has no training history.")
+else:
+    st.plotly_chart(figure, key="loss")
+st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
+strips = typical_neighbours(str(cfg.model_dir), version.id)
+for cell, (row, neighbours) in zip(st.columns(2) * math.ceil(len(strips) / 2), strips):
+    cell.image([common.thumbnail(version.paths[i], 96) for i in [row, *neighbours]], width=72,
+               caption=[f"group {version.groups[row]}"] + [""] * len(neighbours))
+twin = {k: metrics.get(k) for k in ("twin_recall@1", "twin_recall@10")}
+if twin["twin_recall@1"] is not None:
+    st.caption(f"Label-free check on held-out images: a view's own twin is its nearest neighbour "
+               f"{twin['twin_recall@1']:.0%} of the time, among its 10 nearest {twin['twin_recall@10']:.0%}.")
 
 st.subheader("Versions")
 current = store.current_id(cfg.model_dir)

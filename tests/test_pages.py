@@ -111,7 +111,43 @@ def test_every_page_renders_with_a_trained_model(model_settings):
         if page == "pages/train.py":
             assert len(at.dataframe[0].value) == 1  # the versions table
             assert at.image, "typical images and their neighbours"
-            assert at.get("plotly_chart"), "loss curve"
+            [curves] = charts(at)
+            layout = curves["layout"]
+            titles = [a["text"] for a in layout["annotations"]]
+            assert titles == [t for t in ("loss", "reconstruction", "twin recall@1", "twin MRR") if t in titles]
+            assert len(titles) >= 3 and all(len(t) <= 16 for t in titles)  # short titles: they cannot run together
+            axes = [layout[k] for k in layout if k.startswith("xaxis")]
+            assert len(axes) == len(titles) and all(a["domain"][1] - a["domain"][0] >= 0.4 for a in axes)  # two a row
+            assert all(a["tickformat"] == "d" and a["dtick"] >= 1 for a in axes)  # whole epochs
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The page's Plotly figures, as the browser gets them."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings):
+    """The Train page plots the measures the job keeps in its status (imgsim.jobs), not numbers read from its text."""
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    while not jobs.pid_alive(run.pid):  # a run's own process, as far as any check can tell, once it has exec'd
+        time.sleep(0.01)
+    try:
+        jobs.write_status(model_settings.model_dir, {
+            "state": "running", "pid": run.pid, "pid_start": jobs.process_start(run.pid), "started": time.time(),
+            "fraction": 0.5, "message": "epoch 7/9 · loss 9.0000", "curve": [[0.1, 2.5], [0.3, 1.6]],
+            "measures": [{"epoch": 2, "loss": 1.5, "twin_mrr": 0.4}, {"epoch": 1, "loss": 2.0, "twin_mrr": 0.3}]})
+        at = visit(open_app(model_settings), "pages/train.py")
+        live = [c for c in charts(at) if any(t["text"] == "twin MRR" for t in c["layout"].get("annotations", []))
+                and len(c["data"][0]["x"]) == 2]
+        assert len(live) == 1, "the running job's epochs"
+        lines = {(trace["name"], trace["xaxis"]): (trace["x"], trace["y"]) for trace in live[0]["data"]}
+        assert lines == {("training", "x"): ([1, 2], [2.0, 1.5]), ("held out", "x2"): ([1, 2], [0.3, 0.4])}
+    finally:
+        run.kill()
+        run.wait()
 
 
 def test_the_sidebar_says_when_the_active_model_is_the_early_one(model_settings):
