@@ -225,19 +225,25 @@ def read_pixels(path: str, side: int) -> np.ndarray | None:
 def frame_run(lines: np.ndarray, limit: int, tol: float = 6.0) -> int:
     """How many lines from this edge are a frame.
 
-    Solid lines (98 % of pixels within `tol` of one colour) are frame; so are lines partly (35 %) of
-    the frame's colour, such as a caption's text, but only when a solid line closes them.
+    Solid lines (98 % of pixels within `tol` of one colour) are frame; so are the lines between two
+    solid ones that are at most an eighth of the picture apart (a caption's text, a window's title),
+    but a frame must start with a solid line at the edge.
     """
-    colour, n, last = None, 0, 0
+    def solid(i):
+        line = lines[i]
+        return (np.abs(line - np.median(line, axis=0)).max(-1) <= tol).mean() >= 0.98
+
     limit = min(limit, len(lines) - 1)  # never the whole picture: trimming stops short of its last line
+    gap = max(2, len(lines) // 8)
+    n, last = 0, 0
     while n < limit:
-        line = lines[n]
-        median = np.median(line, axis=0)
-        if (np.abs(line - median).max(-1) <= tol).mean() >= 0.98:
-            colour, last = median, n + 1
-        elif colour is None or (np.abs(line - colour).max(-1) <= 2 * tol).mean() < 0.35:
-            break
-        n += 1
+        if solid(n):
+            last = n + 1
+            n += 1
+            continue
+        if not last:
+            break  # no frame at this edge
+        n = next((m for m in range(n + 1, min(n + gap, limit)) if solid(m)), limit)
     return last
 
 
