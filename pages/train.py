@@ -83,9 +83,9 @@ def curves_figure(history: dict, height: int = 460):
     epochs = max(len(values) for lines in series.values() for values in lines.values())
     fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, math.ceil(epochs / 10)), tickformat="d",
                      range=[0.6, epochs + 0.4])
-    fig.update_xaxes(title_text="epoch", title_standoff=4, row=rows)
-    fig.update_layout(height=height if rows > 1 else height // 2 + 60, margin=dict(l=0, r=0, t=30, b=0),
-                      legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
+    fig.update_annotations(font_size=14, font_color="#31333f")  # the panels' titles
+    fig.update_layout(height=height if rows > 1 else height // 2 + 60, margin=dict(l=0, r=0, t=60, b=0),
+                      legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=0, xanchor="left"))
     return fig
 
 
