@@ -263,7 +263,7 @@ def test_every_training_knob_is_a_train_flag_and_reaches_the_run(capsys, monkeyp
     help_text = capsys.readouterr().out
     assert all(f"--{name.replace('_', '-')} " in help_text for name in knobs)
 
-    def train(settings, progress):
+    def train(settings, progress, **options):
         seen.append(settings)
         raise ImgsimError("stopped by the test")
 
@@ -271,7 +271,7 @@ def test_every_training_knob_is_a_train_flag_and_reaches_the_run(capsys, monkeyp
     monkeypatch.setattr(training, "train", train)
     code, _, err = run(capsys, "train", f"--model-dir={tmp_path}", "--validation-split", "0.2", "--patience", "5",
                        "--min-steps", "0", "--epochs", "3", "--engine", "exact")
-    assert code == 2 and err.endswith("error: stopped by the test\n")  # after the progress bar
+    assert code == 2 and err.endswith("error: stopped by the test\n"), err  # after the progress bar
     assert seen == [Settings.from_env(model_dir=tmp_path).replace(validation_split=0.2, patience=5, min_steps=0,
                                                                    epochs=3, engine="exact")]
 

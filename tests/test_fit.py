@@ -10,7 +10,7 @@ from PIL import Image
 from imgsim import Settings, fit
 from imgsim.collection import Skipped, load_for_model
 from imgsim.fit import CachedBatches, budget, decode_cache, fit_autoencoder, split_holdout, twin_retrieval
-from imgsim.model import VIEWS, augment
+from imgsim.model import VIEWS, augment, loss_weights_of, views_of
 
 numpy = keras.ops.convert_to_numpy
 PLAIN = dict(VIEWS, area=(1.0, 1.0), aspect=(1.0, 1.0), degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
@@ -122,7 +122,9 @@ def test_early_stopping_watches_only_the_second_half_of_the_budget(tmp_path):
 
 def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path):
     paths = write_images(tmp_path, 30)
-    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5)
+    # the architecture is Settings' too: two stages here (four by default)
+    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5,
+                        stage_filters=(8, 16), stage_depth=(0, 1), decoder_filters=(8, 8))
     reports = []
     autoencoder, history = fit_autoencoder(paths, settings, Skipped(), lambda f, m: reports.append((f, m)), 0.85,
                                            min_steps=0)
@@ -134,4 +136,18 @@ def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path
     assert 0 <= history["best_twin_recall@1"] <= history["best_twin_recall@10"] <= 1
     assert history["best_epoch"] == 2 and history["best_twin_mrr"] == history["twin_mrr"][1]  # the second half's best
     assert reports[-1][0] == pytest.approx(0.85) and reports[-1][1].startswith("epoch 2/2")
-    assert autoencoder.get_layer("encoder").output_shape == (None, 8)
+    # the numbers travel as data (imgsim.progress.Event): each batch's loss, each epoch's measures
+    assert reports[-1][1].data["epoch"] == 2 and reports[-1][1].data["measures"]["twin_mrr"] == history["twin_mrr"][1]
+    assert [m.data["epoch"] for _, m in reports if "measures" in getattr(m, "data", {})] == [1, 2]
+    encoder = autoencoder.get_layer("encoder")
+    assert encoder.output_shape == (None, 8)
+    assert {"stage2_res1_conv", "stage2_conv"} <= {layer.name for layer in encoder.layers}
+    assert "stage3_conv" not in {layer.name for layer in encoder.layers}
+
+
+def test_the_views_and_loss_weights_come_from_settings():
+    settings = Settings(view_grey=1.0, view_area=[0.5, 0.9], loss_covariance=0.5)
+    assert views_of(settings) == dict(VIEWS, grey=1.0, area=(0.5, 0.9))
+    assert loss_weights_of(settings)["covariance"] == 0.5 and views_of(Settings()) == VIEWS
+    with pytest.raises(ValueError, match="stage_depth needs one entry per stage"):
+        Settings(stage_filters=(8, 16))
