@@ -96,9 +96,11 @@ def version_curves(model_dir: str, version_id: str):
 
 
 def history_of(measures: list[dict]) -> dict:
-    """A running job's per-epoch measures (imgsim.jobs status) as a history: key -> values by epoch."""
-    measures = sorted(measures, key=lambda m: m["epoch"])
-    return {key: [m.get(key) for m in measures] for key in CURVES if any(key in m for m in measures)}
+    """A running job's per-epoch measures (imgsim.jobs status) as a history: key -> values by epoch (None: not measured)."""
+    by_epoch = {int(m["epoch"]): m for m in measures if 1 <= m["epoch"] <= 10_000}  # an epoch told twice: its last word
+    epochs = range(1, max(by_epoch, default=0) + 1)
+    return {key: [by_epoch.get(e, {}).get(key) for e in epochs] for key in CURVES
+            if any(key in m for m in by_epoch.values())}
 
 
 def live_curves(status: dict, box) -> None:

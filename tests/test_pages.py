@@ -138,13 +138,14 @@ def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings
         jobs.write_status(model_settings.model_dir, {
             "state": "running", "pid": run.pid, "pid_start": jobs.process_start(run.pid), "started": time.time(),
             "fraction": 0.5, "message": "epoch 7/9 · loss 9.0000", "curve": [[0.1, 2.5], [0.3, 1.6]],
-            "measures": [{"epoch": 2, "loss": 1.5, "twin_mrr": 0.4}, {"epoch": 1, "loss": 2.0, "twin_mrr": 0.3}]})
+            "measures": [{"epoch": 2, "loss": 1.5, "twin_mrr": 0.4}, {"epoch": 1, "loss": 2.0, "twin_mrr": 0.3},
+                         {"epoch": 4, "loss": 1.0}]})  # out of order, and epoch 3 never reported
         at = visit(open_app(model_settings), "pages/train.py")
-        live = [c for c in charts(at) if any(t["text"] == "twin MRR" for t in c["layout"].get("annotations", []))
-                and len(c["data"][0]["x"]) == 2]
+        live = [c for c in charts(at) if [2.0, 1.5, 1.0] in [trace["y"] for trace in c["data"]]]
         assert len(live) == 1, "the running job's epochs"
         lines = {(trace["name"], trace["xaxis"]): (trace["x"], trace["y"]) for trace in live[0]["data"]}
-        assert lines == {("training", "x"): ([1, 2], [2.0, 1.5]), ("held out", "x2"): ([1, 2], [0.3, 0.4])}
+        assert lines == {("training", "x"): ([1, 2, 4], [2.0, 1.5, 1.0]), ("held out", "x2"): ([1, 2], [0.3, 0.4])}
+        assert [a["text"] for a in live[0]["layout"]["annotations"]] == ["loss", "twin MRR"]
     finally:
         run.kill()
         run.wait()
