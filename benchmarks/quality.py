@@ -8,7 +8,7 @@ reported on its held-out images.
 
     .venv/bin/python benchmarks/make_eval_sets.py
     .venv/bin/python benchmarks/quality.py [--eval data/eval] [--only photos] [--epochs E]
-    .venv/bin/python benchmarks/quality.py --only photos-hard-8 --set fit.MIN_STEPS=300 --set model.VIEWS.grey=0
+    .venv/bin/python benchmarks/quality.py --only photos-hard-8 --setting min_steps=300 --setting view_grey=0
     .venv/bin/python benchmarks/quality.py --only photos --setting batch_size=16 --json out.jsonl
 """
 
@@ -41,6 +41,9 @@ def apply_override(assignment: str) -> None:
     """`module.NAME=value` or `module.NAME.key=value` (a dict entry) on an imgsim module, for experiments."""
     target, value = assignment.split("=", 1)
     module, name, *key = target.split(".")
+    if (module, name) in {("model", "VIEWS"), ("model", "LOSS_WEIGHTS"), ("fit", "LEARNING_RATE")}:
+        raise SystemExit(f"--set {target}: training knobs are Settings fields now; use --setting (view_*, loss_*, "
+                         "learning_rate, stage_filters, ...)")
     mod = importlib.import_module(f"imgsim.{module}")
     value = ast.literal_eval(value)
     if key:
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", help="collection name(s) to run (default: all)")
     parser.add_argument("--epochs", type=int, help="override the default epochs")
     parser.add_argument("--image-size", type=int, help="override the default image size")
-    parser.add_argument("--set", action="append", default=[], help="experiment: module.NAME[.key]=literal")
+    parser.add_argument("--set", action="append", default=[], help="experiment: module.NAME[.key]=literal (a constant)")
     parser.add_argument("--setting", action="append", default=[], help="experiment: Settings field=literal")
     parser.add_argument("--json", type=Path, help="also write each collection's figures to this file (JSON lines)")
     args = parser.parse_args(argv)

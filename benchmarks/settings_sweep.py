@@ -45,7 +45,7 @@ def main(argv=None) -> int:
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             record = json.loads(out.read_text().splitlines()[-1])
         record["label"] = label.strip()
-        record["views_changed"] = any("VIEWS" in o for o in record["overrides"])
+        record["views_changed"] = any("VIEWS" in o or "view_" in o for o in record["overrides"])
         results.append(record)
         print(row(record), flush=True)
     print(f"\n{args.only}: {len(results)} settings")

@@ -157,16 +157,15 @@ class TwinRetrieval(keras.callbacks.Callback):
 
     def __init__(self, encoder, images: np.ndarray, seed: int):
         super().__init__()
-        self.encoder, self.images, self.seed = encoder, images, seed
+        encode = compile_encoder(encoder)  # reads the weights at each call: compiled once for the whole fit
+        self.encode = lambda x: np.concatenate([encode(x[i:i + 128]) for i in range(0, len(x), 128)])
+        self.images, self.seed = images, seed
         self.seconds = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.monotonic()
         if logs is not None:
-            # compiled afresh each epoch: under JAX the compiled function holds the weights' values of its time
-            encode = compile_encoder(self.encoder)
-            logs.update(twin_retrieval(lambda x: np.concatenate([encode(x[i:i + 128]) for i in range(0, len(x), 128)]),
-                                       self.images, self.seed))
+            logs.update(twin_retrieval(self.encode, self.images, self.seed))
         self.seconds += time.monotonic() - start
 
 

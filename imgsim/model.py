@@ -266,11 +266,12 @@ def compile_encoder(encoder: keras.Model):
     if name == "jax":
         import jax
 
-        trainable = [v.value for v in encoder.trainable_variables]
-        fixed = [v.value for v in encoder.non_trainable_variables]
         fn = jax.jit(lambda t, f, x: encoder.stateless_call(t, f, x, training=False)[0])
 
         def encode(images):
+            # the weights as they are now (a held-out measure encodes between epochs), not when compiled
+            trainable = [v.value for v in encoder.trainable_variables]
+            fixed = [v.value for v in encoder.non_trainable_variables]
             images = np.asarray(images, np.float32)
             n, out = len(images), []
             for start in range(0, max(n, 1), 64):

@@ -92,3 +92,110 @@ def test_tracing_the_encoder_parses_no_python_source(monkeypatch):
     monkeypatch.setattr(ast, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
     compile_encoder(build_encoder(32, 16))(np.zeros((1, 32, 32, 3), np.float32))
     assert calls == []
+
+
+OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow", "torch": "tensorflow"}
+LOAD_AND_ENCODE = """
+import sys
+import numpy as np
+from imgsim.model import compile_encoder, encoder_of, keras, load_autoencoder
+images = np.load(sys.argv[2])
+np.save(sys.argv[3], compile_encoder(encoder_of(load_autoencoder(sys.argv[1])))(images))
+print(keras.backend.backend())
+"""
+
+
+def run_under(backend: str, *args, code: str = LOAD_AND_ENCODE):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_model_saved_under_one_backend_answers_the_same_under_another(tmp_path, autoencoder):
+    """The .keras file holds configuration and weights only: TensorFlow <-> JAX give the same latents."""
+    import importlib.util
+
+    import keras
+
+    other = OTHER_BACKEND[keras.backend.backend()]
+    if importlib.util.find_spec(other) is None:
+        pytest.skip(f"{other} is not installed")
+    images = np.random.default_rng(5).random((4, 32, 32, 3), np.float32)
+    path = tmp_path / "model.keras"
+    autoencoder.save(path)
+    np.save(tmp_path / "images.npy", images)
+    done = run_under(other, path, tmp_path / "images.npy", tmp_path / "latents.npy")
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == other, done.stderr[-2000:]
+    here = compile_encoder(encoder_of(autoencoder))(images)
+    np.testing.assert_allclose(np.load(tmp_path / "latents.npy"), here, atol=1e-4)
+    assert not np.allclose(here[0], here[1], atol=1e-3)  # latents that tell images apart, not a constant
+
+
+def test_mixed_precision_trains_with_float32_loss_and_statistics_on_the_cpu():
+    """mixed_float16 (what a GPU gets): float16 convolutions, but the loss, VICReg's terms, the standardisation
+    and the latent stay float32, and the step's loss is finite."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_autoencoder(32, 8)
+        encoder = encoder_of(model)
+        assert encoder.get_layer("stage1_conv").compute_dtype == "float16"
+        assert {encoder.get_layer(n).compute_dtype for n in ("standardise", "mean_colour", "latent")} == {"float32"}
+        trainer = Trainer(model, seed=0)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        images = (np.random.default_rng(2).random((16, 32, 32, 3)) * 255).astype(np.uint8)
+        history = trainer.fit(images, batch_size=8, epochs=1, verbose=0).history
+        assert all(np.isfinite(history[k]).all() for k in ("loss", "reconstruction", "invariance", "spread"))
+        latents = compile_encoder(encoder)(images[:4].astype(np.float32) / 255)
+        assert latents.dtype == np.float32 and np.isfinite(latents).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # float16 latents of a few hundred: their covariance (~9e4) overflows float16 (65,504); float32 holds it
+    big = np.random.default_rng(0).normal(scale=300.0, size=(64, 4)).astype(np.float16)
+    expected = float(covariance_term(big.astype(np.float32)))
+    assert np.isfinite(expected) and float(covariance_term(big)) == pytest.approx(expected, rel=1e-5)
+    assert float(variance_term(big)) == pytest.approx(float(variance_term(big.astype(np.float32))), abs=1e-6)
+
+
+def test_a_bad_or_missing_keras_backend_is_one_line_without_a_traceback(tmp_path):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def imgsim(backend):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        return subprocess.run([sys.executable, "-m", "imgsim", "query", "--model-dir", str(tmp_path), "x.png"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    done = imgsim("nonsense")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: KERAS_BACKEND='nonsense' is not a backend imgsim runs on; use one of tensorflow, jax, torch"]
+    missing = next((b for b in ("torch", "jax", "tensorflow") if importlib.util.find_spec(b) is None), None)
+    if missing:
+        done = imgsim(missing)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"KERAS_BACKEND={missing} but {missing} is not installed" in done.stderr
+
+
+def test_without_keras_backend_the_first_installed_is_chosen(monkeypatch):
+    from imgsim import backend
+
+    monkeypatch.delitem(__import__("sys").modules, "keras")  # as in a fresh process: nothing imported yet
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(backend, "installed", lambda name: name in {"jax", "torch"})
+    assert backend.choose() == "jax" and __import__("os").environ["KERAS_BACKEND"] == "jax"
+    monkeypatch.setattr(backend, "installed", lambda name: False)
+    monkeypatch.delenv("KERAS_BACKEND")
+    with pytest.raises(backend.ImgsimError, match="no Keras backend is installed"):
+        backend.choose()

@@ -38,3 +38,18 @@ def test_a_retraining_or_a_short_fit_publishes_no_preview(model_copy, tiny_colle
     report = training.train(Settings(model_dir=model_copy, images=tiny_collection, **{**TINY, "epochs": 4}),
                             preview=True)
     assert {m["id"] for m in store.list_versions(model_copy)} - before == {report.version}, "the fit was short"
+
+
+def test_a_version_records_its_backend_and_every_training_knob(trained_model_dir):
+    """The manifest names the Keras backend and its version, and holds every Settings field that shapes a model,
+    so that Settings(**manifest['settings']) retrains it."""
+    import keras
+
+    manifest = store.load_version(trained_model_dir).manifest
+    name = keras.backend.backend()
+    assert manifest["libraries"]["keras_backend"] == name
+    assert manifest["libraries"][name] == __import__(name).__version__
+    again = Settings(**manifest["settings"])
+    assert again.training_dict() == manifest["settings"]
+    assert {"learning_rate", "stage_filters", "view_area", "loss_covariance"} <= set(manifest["settings"])
+    assert again.replace(**{k: v for k, v in TINY.items() if k != "workers"}).training_dict() == manifest["settings"]
