@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--count", type=int, default=600, help="number of images (default 600)")
     p.add_argument("--seed", type=int, default=0)
 
+    def with_ray(p):
+        p.add_argument("--ray", metavar="HOST:PORT", help="encode on this Ray cluster (ray start --head prints its "
+                       "address; the images must be at the same paths on every worker; needs imgsim[ray])")
+
     p = with_model_dir(sub.add_parser("train", help="train a new model version on a folder of images"))
+    with_ray(p)
     p.add_argument("--images", type=Path, help="folder of images (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
     with_follow_links(p)
     with_engine(p, "for the new version")
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_model_dir(sub.add_parser("index", help="encode added files and drop removed ones, without retraining"))
     p.add_argument("--images", type=Path, help="folder of images (default: the folder the model was trained on)")
+    with_ray(p)
     with_follow_links(p)
     with_engine(p, "to move the collection into, without re-encoding (default: keep the version's)")
 
@@ -186,6 +192,8 @@ def cmd_demo(args, settings: Settings) -> None:
 def cmd_train(args, settings: Settings) -> None:
     settings = settings.replace(images=args.images, follow_links=args.follow_links, engine=args.engine,
                                 **{name: getattr(args, name) for name in TRAINING_FIELDS})
+    if args.background and args.ray:
+        raise ImgsimError("--ray runs in the foreground only (the background job does not take it)")
     if args.background:
         from . import jobs
 
@@ -196,7 +204,7 @@ def cmd_train(args, settings: Settings) -> None:
     from .training import train
 
     with terminal_progress("train") as progress:
-        report = train(settings, progress)
+        report = train(settings, progress, ray=args.ray)
     print(report.summary())
 
 
@@ -206,7 +214,8 @@ def cmd_index(args, settings: Settings) -> None:
 
     images = args.images or store.images_root(settings.model_dir)
     with terminal_progress("index") as progress:
-        report = index(settings.replace(images=images, follow_links=args.follow_links), progress, engine=args.engine)
+        report = index(settings.replace(images=images, follow_links=args.follow_links), progress, engine=args.engine,
+                       ray=args.ray)
     print(report.summary())
 
 

@@ -33,9 +33,18 @@ def record_entries(model_dir, version: store.Version) -> list:
     return [save_segment(model_dir, version.records)]
 
 
-def index(settings: Settings, progress: Progress = no_progress, engine: str | None = None) -> RunReport:
-    """Encode files added since the current version and drop removed ones; `engine` moves it to another engine."""
+def index(settings: Settings, progress: Progress = no_progress, engine: str | None = None,
+          ray: str | None = None) -> RunReport:
+    """Encode files added since the current version and drop removed ones; `engine` moves it to another engine.
+
+    `ray` (a Ray cluster's HOST:PORT) encodes the new files on that cluster (imgsim.distributed).
+    """
     from .engines import choose_engine
+
+    if ray:  # before the lock: an unreachable cluster or a missing ray package is one line, nothing touched
+        from .distributed import connect
+
+        connect(ray)
 
     start = time.monotonic()
     model_dir = settings.model_dir
@@ -63,11 +72,17 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
             return RunReport(None, len(records), skipped, seconds=time.monotonic() - start)
 
         progress(0.0, f"encoding {len(new_files)} new images")
-        from .model import compile_encoder, load_encoder
+        if ray:
+            from .distributed import encode_files as encode_on_ray
 
-        encoder = compile_encoder(load_encoder(version.model_path))
-        kept, vectors, hashes, failures = encode_files(encoder, [f.path for f in new_files], version.image_size,
-                                                       settings.workers, progress, 0.0, 0.8)
+            kept, vectors, hashes, failures = encode_on_ray(ray, version.model_path, [f.path for f in new_files],
+                                                            version.image_size, progress, 0.0, 0.8)
+        else:
+            from .model import compile_encoder, load_encoder
+
+            encoder = compile_encoder(load_encoder(version.model_path))
+            kept, vectors, hashes, failures = encode_files(encoder, [f.path for f in new_files], version.image_size,
+                                                           settings.workers, progress, 0.0, 0.8)
         for path, reason in failures.items():
             skipped.add(path, reason)
         if len(records) - len(removed_ids) + len(kept) < 2:

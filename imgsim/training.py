@@ -87,12 +87,18 @@ def current_or_none(model_dir) -> store.Version | None:
 PREVIEW_AFTER_S = 60.0
 
 
-def train(settings: Settings, progress: Progress = no_progress, preview: bool | None = None) -> RunReport:
+def train(settings: Settings, progress: Progress = no_progress, preview: bool | None = None,
+          ray: str | None = None) -> RunReport:
     """Train a new model version on `settings.images` and make it current (group names carried over).
 
     `preview` (default: only when no version exists yet) publishes an early version during a long
-    fit (see PREVIEW_AFTER_S); the final version then descends from it.
+    fit (see PREVIEW_AFTER_S); the final version then descends from it. `ray` (a Ray cluster's
+    HOST:PORT) runs the encoding pass on that cluster (imgsim.distributed); the fit stays here.
     """
+    if ray:  # before anything: an unreachable cluster or a missing ray package is one line, nothing touched
+        from .distributed import connect
+
+        connect(ray)
     start = time.monotonic()
     with store.writer_lock(settings.model_dir):
         store.clear_staging(settings.model_dir)
@@ -105,6 +111,7 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         paths = [f.path for f in files]
         progress(0.0, f"training on {len(paths)} images")
         run = Publisher(settings, files, skipped, parent, start)
+        run.ray = ray
         fitting = lambda f, message: progress(f, message if run.preview_id is None else
                                               message + " · a first model is ready to search")  # keeps an Event's data
         callbacks = []
@@ -126,6 +133,7 @@ class Publisher:
         self.settings, self.files, self.skipped, self.parent, self.start = settings, files, skipped, parent, start
         self.preview_id = None
         self.warming: threading.Thread | None = None  # UMAP's compilation, started beside the fit
+        self.ray: str | None = None  # a Ray cluster's address: the encoding pass runs there
 
     def publish(self, autoencoder, history: dict, progress: Progress, at: float, share: float,
                 preview: bool = False) -> RunReport:
@@ -134,8 +142,15 @@ class Publisher:
         encoder = autoencoder.get_layer("encoder")
         # a preview's encoding failures will be the final run's too: count them there once
         failed = Skipped(dict(skipped.reasons), skipped.not_images) if preview else skipped
-        kept, vectors, hashes, failures = encode_files(
-            compile_encoder(encoder), [f.path for f in files], settings.image_size, settings.workers, progress, at, share)
+        if self.ray:
+            from .distributed import encode_files as encode_on_ray
+
+            kept, vectors, hashes, failures = encode_on_ray(
+                self.ray, autoencoder, [f.path for f in files], settings.image_size, progress, at, share)
+        else:
+            kept, vectors, hashes, failures = encode_files(
+                compile_encoder(encoder), [f.path for f in files], settings.image_size, settings.workers, progress, at,
+                share)
         for path, reason in failures.items():
             failed.add(path, reason)
         if len(vectors) < 2:

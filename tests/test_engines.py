@@ -1,15 +1,17 @@
-"""One contract for every vector engine: exact, faiss (HNSW and IVF segments) and Milvus Lite."""
+"""One contract for every vector engine: exact, faiss (HNSW and IVF segments), Milvus Lite and a real Milvus server."""
 
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
 
 from imgsim.engines import CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine, unreferenced_files
 from imgsim.errors import BusyError, ModelNotFoundError
+from servers import milvus_server  # noqa: F401  (a session fixture: one Milvus standalone server for the suite)
 
 N, DIM, GROUPS = 4000, 32, 8
 
@@ -19,6 +21,7 @@ ENGINES = {
     "faiss-hnsw": ("faiss", {"flat_below": 500, "ivf_above": 10**9}),
     "faiss-ivf": ("faiss", {"flat_below": 500, "ivf_above": 1000}),
     "milvus": ("milvus", {}),
+    "milvus-server": ("milvus", {}),
 }
 SEGMENT_ENGINES = ["exact", "faiss-hnsw", "faiss-ivf"]
 
@@ -72,14 +75,22 @@ def kind(request):
     return request.param
 
 
+def milvus_uri(kind, request, tmp_path, monkeypatch) -> dict:
+    """Milvus Lite in the test's folder, or a new collection on the session's server (its password in the environment)."""
+    if kind == "milvus-server":
+        server = request.getfixturevalue("milvus_server")
+        monkeypatch.setenv("IMGSIM_MILVUS_TOKEN", server.token)  # as a user sets it: load_engine finds it there
+        return {"uri": server.uri, "collection": f"t_{uuid.uuid4().hex[:16]}"}
+    return {"uri": str(tmp_path / "milvus.db")}
+
+
 @pytest.fixture
-def new_engine(kind, tmp_path):
+def new_engine(kind, tmp_path, request, monkeypatch):
     name, options = ENGINES[kind]
+    where = milvus_uri(kind, request, tmp_path, monkeypatch) if name == "milvus" else {}
 
     def new():
-        if name == "milvus":
-            return make_engine("milvus", uri=str(tmp_path / "milvus.db"), **options)
-        return make_engine(name, **options)
+        return make_engine(name, **where, **options)
 
     return new
 
@@ -94,14 +105,34 @@ def filled(engine, data):
     return engine
 
 
+@pytest.fixture(scope="module")
+def server_collection(request, data, tmp_path_factory):
+    """One filled collection on the server for the module, saved once: each test opens that state afresh.
+
+    A test's changes go into its own session, which no other test's lineage holds, so the tests
+    cannot see each other's rows (the engine's versioning, which the branch test checks by itself).
+    """
+    server = request.getfixturevalue("milvus_server")
+    store = tmp_path_factory.mktemp("server-store")
+    engine = filled(make_engine("milvus", uri=server.uri, token=server.token, collection="contract"), data)
+    return store, json.loads(json.dumps(engine.save(store)))
+
+
 @pytest.fixture
-def full(new_engine, data):
+def full(new_engine, data, kind, request):
+    if kind == "milvus-server":  # filling a server collection takes ~12 s: once for the module
+        store, state = request.getfixturevalue("server_collection")
+        new_engine()  # for the password in the environment
+        return load_engine(store, state)
     return filled(new_engine(), data)
 
 
-@pytest.fixture
-def milvus(data, tmp_path):
-    return filled(make_engine("milvus", uri=str(tmp_path / "milvus.db")), data)
+@pytest.fixture(params=["milvus", "milvus-server"])
+def milvus(request, data, tmp_path, monkeypatch):
+    where = milvus_uri(request.param, request, tmp_path, monkeypatch)
+    if request.param == "milvus-server":
+        return load_engine(*request.getfixturevalue("server_collection"))
+    return filled(make_engine("milvus", **where), data)
 
 
 # --- answers -------------------------------------------------------------------------------------
@@ -261,6 +292,7 @@ def test_adding_after_load_writes_only_the_new_rows(full, data, tmp_path, kind):
 def test_milvus_adds_only_the_new_rows(milvus, tmp_path):
     state = milvus.save(tmp_path)
     engine = load_engine(tmp_path, state)
+    engine.client.flush(engine.collection)  # on a shared server collection, other sessions' rows are counted once flushed
     before = engine.client.get_collection_stats(engine.collection)["row_count"]
     more, _ = clustered(100, seed=7)
     state2 = engine.add(np.arange(100) + 10**9, more, np.arange(100) % GROUPS).save(tmp_path)
@@ -348,9 +380,9 @@ def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
     assert len(load_engine(tmp_path, json.loads((tmp_path / "state.json").read_text()))) == 2  # free again
 
 
-def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):
-    ids, vectors, groups, _ = data
-    base = make_engine("milvus", uri=str(tmp_path / "m.db")).add(ids[:500], vectors[:500], groups[:500]).save(tmp_path)
+def test_milvus_versions_on_two_branches_do_not_see_each_other(milvus, data, tmp_path):
+    ids, vectors, _, _ = data
+    base = milvus.save(tmp_path)
     one = load_engine(tmp_path, base)
     one.remove(ids[:10])
     state_one = one.save(tmp_path)
@@ -362,9 +394,10 @@ def test_milvus_versions_on_two_branches_do_not_see_each_other(data, tmp_path):
         name: {int(i) for chunk, _, _ in load_engine(tmp_path, state).items() for i in chunk}
         for name, state in (("base", base), ("one", state_one), ("two", state_two))
     }
-    assert seen["base"] == set(ids[:500].tolist())
-    assert seen["one"] == set(ids[10:500].tolist())
-    assert seen["two"] == (set(ids[:5].tolist()) | set(ids[15:500].tolist()) | {7})
+    everything = set(ids.tolist())
+    assert seen["base"] == everything
+    assert seen["one"] == everything - set(ids[:10].tolist())
+    assert seen["two"] == (everything - set(ids[5:15].tolist())) | {7}
 
 
 @pytest.mark.parametrize("kind", SEGMENT_ENGINES)  # Milvus compacts its own segments

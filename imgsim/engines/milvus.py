@@ -28,6 +28,7 @@ Milvus allows 1,024 partitions per collection by default, so at most about a tho
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from pathlib import Path
@@ -40,6 +41,7 @@ from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise, 
 FORMAT = 1
 BATCH = 1000  # rows per insert/upsert request and ids per `in [...]` query
 MAX_LIMIT = 16_384  # Milvus' largest top-k
+MILVUS_TOKEN_ENV = "IMGSIM_MILVUS_TOKEN"
 FIELDS = ("pk", "image_id", "group_id", "added", "removed", "vector")
 PK = re.compile(r"^[0-9a-f]+\.[0-9]+$")
 
@@ -83,7 +85,7 @@ class MilvusEngine(VectorEngine):
         M: int = 16,
         ef_construction: int = 128,
         ef: int = 64,
-        token: str = "",
+        token: str | None = None,
     ):
         if not uri:
             raise ValueError(
@@ -93,6 +95,8 @@ class MilvusEngine(VectorEngine):
         uri = str(uri)
         if is_local(uri) and not uri.endswith(".db"):
             raise ValueError(f"{uri}: a local Milvus Lite URI must be a path ending in .db")
+        # a server's credentials ("user:password" or an API key) never go into a manifest: from here or the environment
+        token = os.environ.get(MILVUS_TOKEN_ENV, "") if token is None else token
         self.uri, self.collection, self.token = uri, collection, token
         self.index_type, self.M, self.ef_construction, self.ef = index_type, M, ef_construction, ef
         self.sessions_: list[int] = []  # the lineage this engine was loaded at

@@ -1,0 +1,136 @@
+"""Encoding spread over a real local Ray cluster (head + 2 workers on 127.0.0.1, tests/servers.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsim import store
+from servers import ROOT, ray_cluster  # noqa: F401  (a session fixture)
+
+
+def imgsim_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imgsim", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}, timeout=timeout)
+
+
+def add_images(folder: Path, source: Path, count: int, name: str = "new") -> list[Path]:
+    """`count` new files in folder/name: copies of the source's images under new names (a new image each to index)."""
+    originals = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    added = []
+    (folder / name).mkdir(exist_ok=True)
+    for n in range(count):
+        target = folder / name / f"copy-{n:03d}{originals[n % len(originals)].suffix}"
+        shutil.copyfile(originals[n % len(originals)], target)
+        added.append(target)
+    return added
+
+
+def vectors_by_path(model_dir) -> dict[str, np.ndarray]:
+    version = store.load_version(model_dir)
+    return dict(zip(version.paths, version.vectors))
+
+
+@pytest.fixture
+def two_copies(tmp_path, trained_model_dir, tiny_collection):
+    """Two identical model folders over one collection grown by 40 images, for a plain and a Ray index."""
+    images = Path(shutil.copytree(tiny_collection, tmp_path / "photos"))
+    add_images(images, tiny_collection, 40)
+    copies = []
+    for name in ("plain", "ray"):
+        model_dir = Path(shutil.copytree(trained_model_dir, tmp_path / name))
+        copies.append(model_dir)
+    return images, copies
+
+
+def test_index_on_ray_gives_the_vectors_of_a_plain_index(ray_cluster, two_copies):
+    images, (plain, on_ray) = two_copies
+    (images / "new" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # skipped by both, the same way
+    out = imgsim_cli("index", "--model-dir", str(plain), "--images", str(images))
+    assert out.returncode == 0, out.stderr
+    out = imgsim_cli("index", "--model-dir", str(on_ray), "--images", str(images), "--ray", ray_cluster.address)
+    assert out.returncode == 0, out.stderr
+    assert "broken.png" in out.stdout
+    want, got = vectors_by_path(plain), vectors_by_path(on_ray)
+    assert sorted(got) == sorted(want) and sum("/new/" in p for p in got) == 40
+    cosines = np.array([float(want[p] @ got[p]) for p in want])
+    assert cosines.min() >= 0.9999, cosines.min()
+
+
+def ray_workers(address: str) -> list[int]:
+    """Process ids of the Encoder actors alive on the cluster (from Ray's state API, in a separate driver)."""
+    code = ("import json, sys, ray; from ray.util.state import list_actors;"
+            "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
+            "print(json.dumps([a.pid for a in list_actors(filters=[('state', '=', 'ALIVE')]) "
+            "if 'Encoder' in a.class_name]))")
+    out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
+
+
+def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
+    images, (plain, on_ray) = two_copies
+    add_images(images, images / "new", 200, "more")  # enough batches of 16 that the kill lands while work remains
+    env = {"IMGSIM_RAY_BATCH": "16"}
+    process = subprocess.Popen([sys.executable, "-m", "imgsim", "index", "--model-dir", str(on_ray), "--images",
+                                str(images), "--ray", ray_cluster.address], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env})
+    killed = []
+
+    def kill_one_actor():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline and process.poll() is None:
+            pids = ray_workers(ray_cluster.address)
+            if pids:
+                time.sleep(1.0)  # let it take a batch or two first
+                os.kill(pids[0], 9)  # one encoder actor's process, by its pid
+                killed.append(pids[0])
+            else:
+                time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    stdout, stderr = process.communicate(timeout=400)
+    killer.join()
+    assert killed, "no encoder actor was found to kill"
+    assert process.returncode == 0, stderr
+    version = store.load_version(on_ray)
+    assert len(set(version.paths)) == len(version.paths)  # nothing twice
+    assert sum("/more/" in p for p in version.paths) == 200
+    out = imgsim_cli("index", "--model-dir", str(plain), "--images", str(images))
+    assert out.returncode == 0, out.stderr
+    want, got = vectors_by_path(plain), vectors_by_path(on_ray)
+    assert sorted(got) == sorted(want)  # nothing lost
+    assert min(float(want[p] @ got[p]) for p in want) >= 0.9999
+
+
+def test_ray_errors_are_one_line_and_touch_nothing(model_copy, tiny_collection, tmp_path, http_server):
+    before = sorted(p.name for p in model_copy.rglob("*"))
+    no_ray = tmp_path / "no-ray" / "ray"
+    no_ray.mkdir(parents=True)
+    (no_ray / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    listening = http_server.url("/").split("//")[1].rstrip("/")
+    cases = [
+        ((), {"PYTHONPATH": str(no_ray.parent)}, "needs the ray package"),
+        (("--ray", "127.0.0.1:1"), {}, "cannot reach a Ray cluster"),
+        (("--ray", "http://example.org"), {}, "expected the Ray cluster's HOST:PORT"),
+        (("--ray", listening), {}, "not a Ray cluster"),
+    ]
+    for args, env, message in cases:
+        args = args or ("--ray", "127.0.0.1:6379")
+        for command in (("index", "--images", str(tiny_collection)), ("train", "--images", str(tiny_collection))):
+            started = time.monotonic()
+            out = imgsim_cli(*command, "--model-dir", str(model_copy), *args, env=env, timeout=60)
+            assert out.returncode == 2, (command, args, out.stderr)
+            assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+            assert time.monotonic() - started < 30
+    assert sorted(p.name for p in model_copy.rglob("*")) == before
