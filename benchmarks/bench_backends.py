@@ -3,7 +3,7 @@
 Each backend runs in its own process (Keras takes one backend a process) with KERAS_BACKEND set;
 a "device" of cpu hides any GPU from it (JAX_PLATFORMS=cpu, CUDA_VISIBLE_DEVICES=""). Tasks:
 
-- speed: images/s of training steps (128 px, batch 32, after a warm-up epoch that compiles) and of
+- speed: images/s of training steps (128 px unless --image-size, batch 32, after a warm-up epoch that compiles) and of
   encoding (batches of 64).
 - train:FOLDER: `imgsim.training.train` on the folder as a user's first training (a preview is
   published past 60 s of fitting): seconds to the first searchable model, to the end, the run's
@@ -57,7 +57,7 @@ def precision(model_dir: Path, folder: Path) -> tuple[float, int, int]:
     return evaluation.precision_at_k(vectors, labels, k), k, len(paths)
 
 
-def speed(steps: int, encode_images: int) -> dict:
+def speed(steps: int, encode_images: int, size: int) -> dict:
     import numpy as np
 
     from imgsim.fit import JIT_COMPILE, CachedBatches
@@ -65,9 +65,9 @@ def speed(steps: int, encode_images: int) -> dict:
 
     policy = use_mixed_precision_if_gpu()
     rng = np.random.default_rng(0)
-    cache = rng.integers(0, 256, (256, 128, 128, 3), dtype=np.uint8)
+    cache = rng.integers(0, 256, (256, size, size, 3), dtype=np.uint8)
     keras.utils.set_random_seed(0)
-    autoencoder = build_autoencoder(128, 128)
+    autoencoder = build_autoencoder(size, 128)
     trainer = Trainer(autoencoder, seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=JIT_COMPILE[keras.backend.backend()])
     times = []
@@ -97,7 +97,7 @@ def speed(steps: int, encode_images: int) -> dict:
             "encode_compile_s": round(encode_compile, 2)}
 
 
-def first_training(folder: Path, quality_set: Path | None) -> dict:
+def first_training(folder: Path, quality_set: Path | None, overrides: dict) -> dict:
     from imgsim import Settings
     from imgsim.training import train
 
@@ -109,7 +109,7 @@ def first_training(folder: Path, quality_set: Path | None) -> dict:
             ready.append(time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory(prefix="imgsim-bench-") as tmp:
-        settings = Settings(model_dir=Path(tmp) / "models", images=folder)
+        settings = Settings(model_dir=Path(tmp) / "models", images=folder, **overrides)
         report = train(settings, progress)
         total = time.perf_counter() - start
         out = {"images": report.images, "first_model_s": round(ready[0] if ready else total, 1),
@@ -144,9 +144,10 @@ def worker(args) -> int:
     for task in args.tasks.split(","):
         start = time.perf_counter()
         if task == "speed":
-            result = speed(args.steps, args.encode_images)
+            result = speed(args.steps, args.encode_images, args.image_size or 128)
         elif task.startswith("train:"):
-            result = first_training(collection(task[6:], args.out), args.quality_set)
+            overrides = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs)) if v}
+            result = first_training(collection(task[6:], args.out), args.quality_set, overrides)
         elif task == "evalmodels":
             result = eval_models(args.eval, args.eval_models)
         else:
@@ -163,6 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="speed,evalmodels")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps for speed (default 20)")
     parser.add_argument("--encode-images", type=int, default=1024)
+    parser.add_argument("--image-size", type=int, help="instead of 128 px (a rehearsal: 32 trains 1/16 of the steps)")
+    parser.add_argument("--epochs", type=int, help="instead of the default epochs, for train:")
     parser.add_argument("--eval", type=Path, default=ROOT / "data" / "eval")
     parser.add_argument("--eval-models", type=Path, default=ROOT / "data" / "eval-models")
     parser.add_argument("--quality-set", type=Path, help="labelled folder a train: task's model is scored on")

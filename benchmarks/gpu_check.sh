@@ -12,7 +12,7 @@
 #                                            collection and the photos eval set, then prints images/s of
 #                                            training and encoding, the first model's time and
 #                                            precision@k on the photos set, on the GPU and on the CPU.
-#   --small   120 and 300 images and fewer timed steps: a rehearsal of every step on a CPU
+#   --small   120 and 300 images at 32 px, 2 epochs, fewer timed steps: a rehearsal of every step on a CPU
 #   --cpu     no GPU run (this machine has none); the CPU rows alone
 #   --torch   also PyTorch on the GPU, on the demo
 # Planned to finish in under 8 minutes on an H200 with 16 cores (the CPU side trains the demo only;
@@ -58,7 +58,8 @@ export IMGSIM_HOME="$WORK/home" KERAS_BACKEND=jax
 echo "== $(hostname) · $(nproc) cores · $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1 || echo 'no nvidia-smi')"
 "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '· keras', keras.__version__)"
 
-if [ "$SMALL" = 1 ]; then DEMO_N=120 BIG_N=300 STEPS=5 ENC=256; else DEMO_N=600 BIG_N=5000 STEPS=40 ENC=4096; fi
+if [ "$SMALL" = 1 ]; then DEMO_N=120 BIG_N=300 STEPS=5 ENC=256 SIZE=(--image-size 32 --epochs 2)
+else DEMO_N=600 BIG_N=5000 STEPS=40 ENC=4096 SIZE=(); fi
 "$PY" - "$WORK" "$DEMO_N" "$BIG_N" <<'EOF'
 import sys, time
 from pathlib import Path
@@ -73,11 +74,25 @@ EOF
 
 bench() {  # device tasks
   "$PY" benchmarks/bench_backends.py --backends "${BACKENDS:-jax}" --device "$1" --tasks "$2" --steps "$STEPS" \
-    --encode-images "$ENC" --quality-set "$WORK/photos" --out "$WORK" --json "$OUT/gpu-check.jsonl"
+    --encode-images "$ENC" "${SIZE[@]}" --quality-set "$WORK/photos" --out "$WORK" --json "$OUT/gpu-check.jsonl"
 }
 if [ "$CPU_ONLY" = 0 ]; then
   bench default "speed,train:$WORK/demo,train:$WORK/big"
   [ "$TORCH" = 1 ] && BACKENDS=torch bench default "speed,train:$WORK/demo"
 fi
 bench cpu "speed,train:$WORK/demo"
+"$PY" - "$OUT/gpu-check.jsonl" <<'PYTHON'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print("\n== summary (targets: training >= 20x the 2-core build machine's 56.7 images/s = 1,134; 5,000 images "
+      "<= 60 s; encoding >= 5,000 images/s)")
+print(f"{'backend':8} {'device':8} {'train img/s':>11} {'encode img/s':>12} {'images':>7} {'first model s':>13} "
+      f"{'total s':>8} {'precision@k (photos)':>20}")
+for speed in (r for r in rows if r.get("task") == "speed"):
+    print(f"{speed['backend']:8} {speed['device']:8} {speed['train_images_per_s']:>11} {speed['encode_images_per_s']:>12}")
+    for run in (r for r in rows if str(r.get("task", "")).startswith("train:") and r["backend"] == speed["backend"]
+                and r["device"] == speed["device"]):
+        p = next((f"{v} (k={k.split('@')[1]})" for k, v in run.items() if k.startswith("precision@")), "-")
+        print(f"{'':8} {'':8} {'':>11} {'':>12} {run['images']:>7} {run['first_model_s']:>13} {run['total_s']:>8} {p:>20}")
+PYTHON
 echo "== done in $(( $(date +%s) - START )) s; results: $OUT/gpu-check.jsonl"
