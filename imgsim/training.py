@@ -112,8 +112,10 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         progress(0.0, f"training on {len(paths)} images")
         run = Publisher(settings, files, skipped, parent, start)
         run.ray = ray
-        fitting = lambda f, message: progress(f, message if run.preview_id is None else
-                                              message + " · a first model is ready to search")  # keeps an Event's data
+
+        def fitting(fraction, message):  # `+` keeps an imgsim.progress.Event's data, where an f-string would drop it
+            progress(fraction, message if run.preview_id is None else message + " · a first model is ready to search")
+
         callbacks = []
         if parent is None if preview is None else preview:
             callbacks.append(Preview(run, progress))
