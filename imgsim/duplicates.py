@@ -76,7 +76,7 @@ MIN_COVER = 0.85
 # Latent neighbours up to this far below the threshold can be proposed too, for geometry alone to
 # confirm (a 20 % crop or a turn can fall to cosine 0.86 while its keypoints still agree). Off: 0.10
 # lifted the edit sets' recall (set 2: 0.897 -> 0.963, precision still 1.000) but checks every pair
-# of a model that puts everything above 0.85 (the test suite's tiny models: 4x slower), and makes
+# of a model that puts everything above 0.85 (the suite's tiny models: its tests 328 s, not 186), and makes
 # threshold 1.0 more than exact copies. benchmarks/duplicates_eval.py measures it beside the default.
 GEOMETRY_MARGIN = 0.0
 # Hashes of the pictures inside their frames propose pairs the latents miss; within this many bits
