@@ -379,7 +379,11 @@ def content_pairs(paths, sha1, progress=None) -> np.ndarray:
     out = []
     for start in range(0, len(rows), 1024):
         block = packed[start:start + 1024]
-        distance = np.bitwise_count(block[:, None] ^ packed[None, :])
+        differ = block[:, None] ^ packed[None, :]
+        if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+            distance = np.bitwise_count(differ)
+        else:
+            distance = np.unpackbits(differ.astype(">u8").view(np.uint8), axis=-1).reshape(*differ.shape, 64).sum(-1)
         a, b = np.nonzero(distance <= CONTENT_MAX_DISTANCE)
         keep = start + a < b
         out.append(np.c_[rows[start + a[keep]], rows[b[keep]]])
