@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -66,15 +65,26 @@ def test_index_on_ray_gives_the_vectors_of_a_plain_index(ray_cluster, two_copies
     assert cosines.min() >= 0.9999, cosines.min()
 
 
-def ray_workers(address: str) -> list[int]:
-    """Process ids of the Encoder actors alive on the cluster (from Ray's state API, in a separate driver)."""
-    code = ("import json, sys, ray; from ray.util.state import list_actors;"
-            "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
-            "print(json.dumps([a.pid for a in list_actors(filters=[('state', '=', 'ALIVE')]) "
-            "if 'Encoder' in a.class_name]))")
-    out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
+def map_actors(cluster) -> list[int]:
+    """Process ids of the Ray Data map actors (each holding an Encoder) on this session's worker nodes.
+
+    Ray titles an actor's process `ray::_MapWorker...`; only processes in the process groups this
+    session's `ray start` commands lead are looked at.
+    """
+    groups = {p.pid for p in cluster.workers}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) not in groups:
+                continue
+            title = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::") and "MapWorker" in title:
+            found.append(int(entry))
+    return found
 
 
 def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
@@ -89,7 +99,7 @@ def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
     def kill_one_actor():
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline and process.poll() is None:
-            pids = ray_workers(ray_cluster.address)
+            pids = map_actors(ray_cluster)
             if pids:
                 time.sleep(1.0)  # let it take a batch or two first
                 os.kill(pids[0], 9)  # one encoder actor's process, by its pid
