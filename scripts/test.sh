@@ -12,11 +12,12 @@ source "$(dirname "$0")/setup.sh" requirements-dev.txt
 ruff check --quiet . || { echo "ruff found the problems above ('ruff check --fix .' mends import order)" >&2; exit 1; }
 python -m pytest "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
-# a fit, and a tiny model trained by imgsim.training then searched; the long early-stopping fit is left to
-# the first pass (JAX on a CPU trains ~5x slower than TensorFlow). Only for the whole suite: arguments
-# select tests of the first pass alone.
+# a fit, and a tiny model trained by imgsim.training then searched; the longer fits (early stopping, 15
+# epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
+# Only for the whole suite: arguments select tests of the first pass alone.
 if [ $# -eq 0 ]; then
   KERAS_BACKEND=jax python -m pytest -q tests/test_model.py tests/test_fit.py tests/test_search.py \
     tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob \
-    --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget
+    --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget \
+    --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch
 fi
