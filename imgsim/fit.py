@@ -231,7 +231,9 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         chosen = sorted(np.random.default_rng(settings.seed).choice(len(paths), CACHE_MAX_BYTES // per_image, replace=False))
     decode_share = 0.1 * share
     with tempfile.TemporaryDirectory(prefix="imgsim-cache-") as folder:
-        report = lambda done, message: progress(decode_share * done / max(1, len(chosen)), message)
+        def report(done, message):
+            progress(decode_share * done / max(1, len(chosen)), message)
+
         cache, _ = decode_cache([paths[i] for i in chosen], size, settings.workers, skipped, folder, report)
         decode_seconds = time.monotonic() - start
         if len(cache) < 2:

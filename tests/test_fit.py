@@ -97,7 +97,10 @@ def test_twin_retrieval_is_perfect_for_an_invariant_encoder_and_near_chance_for_
     colours = np.random.default_rng(3).random((20, 1, 1, 3)).astype(np.float32)
     images = np.broadcast_to(colours, (20, 16, 16, 3)).copy()  # flat colours: any crop or turn leaves them alone
     views = dict(PLAIN, area=(0.3, 1.0), degrees=10.0)
-    mean_colour = lambda x: np.asarray(x).mean(axis=(1, 2))
+
+    def mean_colour(x):
+        return np.asarray(x).mean(axis=(1, 2))
+
     perfect = twin_retrieval(mean_colour, images, seed=0, views=views)
     assert perfect == {"twin_recall@1": 1.0, "twin_recall@10": 1.0, "twin_mrr": 1.0}
     noise = np.random.default_rng(4)
