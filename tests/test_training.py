@@ -53,3 +53,16 @@ def test_a_version_records_its_backend_and_every_training_knob(trained_model_dir
     assert again.training_dict() == manifest["settings"]
     assert {"learning_rate", "stage_filters", "view_area", "loss_covariance"} <= set(manifest["settings"])
     assert again.replace(**{k: v for k, v in TINY.items() if k != "workers"}).training_dict() == manifest["settings"]
+
+
+def test_importing_indexing_loads_neither_the_trainer_nor_a_keras_backend():
+    """indexing shares RunReport and friends through imgsim.runs: importing it costs no TensorFlow (issue 19)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys, imgsim.indexing; "
+            "print(sorted(m for m in ('imgsim.training', 'imgsim.fit', 'keras', 'tensorflow', 'jax') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
