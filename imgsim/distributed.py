@@ -154,7 +154,8 @@ def encode_files(address: str, model, paths: list[str], size: int, progress=None
     items = ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
                                 override_num_blocks=max(1, -(-len(paths) // batch_size)))
     encoded = items.map_batches(Encoder, fn_constructor_kwargs={"model": model_bytes(model), "size": size},
-                                batch_size=batch_size, batch_format="numpy", concurrency=(1, workers), num_cpus=1)
+                                batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
     order, chunks, hashes, failures = [], [], [], {}
     done = 0
     try:

@@ -191,6 +191,11 @@ def ray_cluster():
     """A real local Ray cluster, once per session: a head with no CPU for tasks and 2 workers of 1 CPU, on 127.0.0.1."""
     pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-dev.txt)")
     temp_dir = Path(tempfile.mkdtemp(prefix="imgsim-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
+    # A local ray.init() elsewhere on this machine writes ~/.ray/auth_token, and Ray 2.60 processes that find
+    # one demand it (a worker then fails with "Authentication token is missing or incorrect"): this cluster
+    # and its drivers (the imgsim processes the tests start inherit the variable) look in their own folder.
+    saved = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(temp_dir / "auth_token")
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--object-store-memory=100000000", "--disable-usage-stats"]
@@ -209,3 +214,7 @@ def ray_cluster():
     finally:
         stop_groups([*workers, head])
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = saved

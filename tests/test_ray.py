@@ -65,26 +65,30 @@ def test_index_on_ray_gives_the_vectors_of_a_plain_index(ray_cluster, two_copies
     assert cosines.min() >= 0.9999, cosines.min()
 
 
+def processes():
+    """(pid, parent pid, process group, command line) of every process that can be read."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                title = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            yield int(entry), int(stat[1]), int(stat[2]), title
+
+
 def map_actors(cluster) -> list[int]:
     """Process ids of the Ray Data map actors (each holding an Encoder) on this session's worker nodes.
 
-    Ray titles an actor's process `ray::_MapWorker...`; only processes in the process groups this
-    session's `ray start` commands lead are looked at.
+    Ray titles an actor's process `ray::_MapWorker...` and starts it, in its own process group,
+    from the node's raylet; only raylets in the process groups this session's `ray start`
+    commands lead are looked at.
     """
     groups = {p.pid for p in cluster.workers}
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) not in groups:
-                continue
-            title = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if title.startswith("ray::") and "MapWorker" in title:
-            found.append(int(entry))
-    return found
+    table = list(processes())
+    raylets = {pid for pid, _, group, title in table if group in groups and "raylet" in title.split("\0")[0]}
+    return [pid for pid, parent, _, title in table
+            if parent in raylets and title.startswith("ray::") and "MapWorker" in title]
 
 
 def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
