@@ -189,6 +189,14 @@ def cmd_demo(args, settings: Settings) -> None:
     print(f"demo collection ready: {one_line(path)}")
 
 
+def join_ray(address: str | None) -> None:
+    """Join the Ray cluster before any progress bar: a missing package or a wrong address is the only line."""
+    if address:
+        from .distributed import connect
+
+        connect(address)
+
+
 def cmd_train(args, settings: Settings) -> None:
     settings = settings.replace(images=args.images, follow_links=args.follow_links, engine=args.engine,
                                 **{name: getattr(args, name) for name in TRAINING_FIELDS})
@@ -203,6 +211,7 @@ def cmd_train(args, settings: Settings) -> None:
         return
     from .training import train
 
+    join_ray(args.ray)
     with terminal_progress("train") as progress:
         report = train(settings, progress, ray=args.ray)
     print(report.summary())
@@ -213,6 +222,7 @@ def cmd_index(args, settings: Settings) -> None:
     from .indexing import index
 
     images = args.images or store.images_root(settings.model_dir)
+    join_ray(args.ray)
     with terminal_progress("index") as progress:
         report = index(settings.replace(images=images, follow_links=args.follow_links), progress, engine=args.engine,
                        ray=args.ray)

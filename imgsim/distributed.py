@@ -54,6 +54,8 @@ def probe(address: str) -> None:
         gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
             gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_S)
     except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # a Ray head with token authentication: ray.init sends it
+            return
         raise ImgsimError(f"--ray {address}: something answers there, but not a Ray cluster's head "
                           f"({exc.code().name.lower()})") from None
     finally:

@@ -191,11 +191,13 @@ def ray_cluster():
     """A real local Ray cluster, once per session: a head with no CPU for tasks and 2 workers of 1 CPU, on 127.0.0.1."""
     pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-dev.txt)")
     temp_dir = Path(tempfile.mkdtemp(prefix="imgsim-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
-    # A local ray.init() elsewhere on this machine writes ~/.ray/auth_token, and Ray 2.60 processes that find
-    # one demand it (a worker then fails with "Authentication token is missing or incorrect"): this cluster
-    # and its drivers (the imgsim processes the tests start inherit the variable) look in their own folder.
-    saved = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(temp_dir / "auth_token")
+    # Token authentication with a token of this session's: a local ray.init() elsewhere on this machine writes
+    # ~/.ray/auth_token, which Ray 2.60 processes then send (a worker failed to join with "Authentication
+    # token is missing or incorrect"); and Ray listens on every interface, so a neighbour on the network
+    # cannot join either. The imgsim processes the tests start inherit both variables.
+    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
+    (temp_dir / "auth_token").write_text(secrets.token_hex(32))
+    os.environ.update(RAY_AUTH_TOKEN_PATH=str(temp_dir / "auth_token"), RAY_AUTH_MODE="token")
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--object-store-memory=100000000", "--disable-usage-stats"]
@@ -214,7 +216,8 @@ def ray_cluster():
     finally:
         stop_groups([*workers, head])
         shutil.rmtree(temp_dir, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-        else:
-            os.environ["RAY_AUTH_TOKEN_PATH"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
