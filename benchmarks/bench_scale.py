@@ -139,9 +139,9 @@ def bench_milvus(args) -> None:
     import shutil
 
     from pymilvus import MilvusClient
+    from servers import free_port, milvus_command, stop_groups
 
     from imgsim.engines import make_engine
-    from servers import free_port, milvus_command, stop_groups
 
     data_dir = Path(tempfile.mkdtemp(prefix="imgsim-milvus-bench-"))
     port, client_port, peer_port = free_port(), free_port(), free_port()

@@ -146,18 +146,18 @@ def encode_files(address: str, model, paths: list[str], size: int, progress=None
     batch_size = batch_size or int(os.environ.get("IMGSIM_RAY_BATCH") or BATCH)
     if not paths:
         return [], np.zeros((0, 0), np.float32), [], {}
-    import ray.data
+    from ray import data as ray_data
 
-    context = ray.data.DataContext.get_current()
+    context = ray_data.DataContext.get_current()
     context.enable_progress_bars = False
     context.verbose_stats_logs = False
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    items = ray.data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
+    items = ray_data.from_items([{"i": i, "path": p} for i, p in enumerate(paths)],
                                 override_num_blocks=max(1, -(-len(paths) // batch_size)))
     encoded = items.map_batches(Encoder, fn_constructor_kwargs={"model": model_bytes(model), "size": size},
                                 batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
+                                compute=ray_data.ActorPoolStrategy(min_size=1, max_size=workers))
     order, chunks, hashes, failures = [], [], [], {}
     done = 0
     try:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from servers import milvus_server, ray_cluster  # noqa: F401  (session fixtures: a Milvus server, a Ray cluster)
 
 # Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
 # folder of this session's, never in the person's own data folder or the checkout.

@@ -11,7 +11,6 @@ import pytest
 
 from imgsim.engines import CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine, unreferenced_files
 from imgsim.errors import BusyError, ModelNotFoundError
-from servers import milvus_server  # noqa: F401  (a session fixture: one Milvus standalone server for the suite)
 
 N, DIM, GROUPS = 4000, 32, 8
 

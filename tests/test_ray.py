@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import ROOT
 
 from imgsim import store
-from servers import ROOT, ray_cluster  # noqa: F401  (a session fixture)
 
 
 def imgsim_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
