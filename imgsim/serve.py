@@ -90,6 +90,7 @@ def launch(host: str = "127.0.0.1", port: int | None = None, extra_args=(), envi
     folder = dashboard_dir()
     environ = dict(os.environ if environ is None else environ)
     # The server imports this very imgsim and the dashboard's own `pages` package, whatever folder it starts in.
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's native INFO lines off the terminal
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), str(PACKAGE_PARENT), environ.get("PYTHONPATH")]))
     command = [sys.executable, str(folder / "pages" / "__main__.py"), *streamlit_flags(host, port, environ), *extra_args]
     try:
