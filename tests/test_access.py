@@ -9,12 +9,12 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-from imgsim import Settings, jobs, store
 import imgsim.access
+from imgsim import Settings, jobs, store
 from imgsim.access import Access, PasswordGuesses, allowed_hosts, is_loopback
 from imgsim.labels import load_names
-from imgsim.text import markdown_text
 from imgsim.serve import exposure_warning, streamlit_flags
+from imgsim.text import markdown_text
 from tests.conftest import TINY, running_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -350,7 +350,8 @@ def test_a_prune_killed_half_way_leaves_every_kept_version_whole(tmp_path, order
     import sys
     from pathlib import Path
 
-    old, new = write(tmp_path, 3), write(tmp_path, 4)
+    write(tmp_path, 3)  # the older version the prune removes
+    new = write(tmp_path, 4)
     run = subprocess.run([sys.executable, "-c", KILLED_PRUNE, str(tmp_path)], cwd=Path(__file__).resolve().parent.parent)
     assert run.returncode == -signal.SIGKILL  # killed at the first segment file it deleted
     assert store.candidates(tmp_path) == [new] and store.load_version(tmp_path).id == new
