@@ -259,7 +259,7 @@ def compile_encoder(encoder: keras.Model):
         spec = tf.TensorSpec((None, size, size, 3), tf.float32)
         # autograph off: nothing to convert, and its ast.parse in a background thread (the dashboard's
         # preload) raced Streamlit's own in the script thread ("AST constructor recursion depth
-        # mismatch", a CPython 3.11 bug with ast.parse in two threads at once; imgsim.threads now also
+        # mismatch", a CPython 3.11 bug with ast.parse in two threads at once; pages/patches.py now also
         # serialises every parse in the dashboard)
         fn = tf.function(lambda images: encoder(images, training=False), input_signature=[spec], autograph=False)
         return lambda images: fn(tf.convert_to_tensor(images, tf.float32)).numpy()
