@@ -104,6 +104,12 @@ def filled(engine, data):
     return engine
 
 
+# Tests with many removals (upserts) fill a server collection of their own: after them, Milvus 2.3.5 once
+# counted the shared base version at 4234 rows for 4000 (count(*) during compaction: milvus-io/milvus#38373).
+OWN_COLLECTION = {"test_a_crash_before_the_switch_leaves_the_previous_state_answering",
+                  "test_milvus_versions_on_two_branches_do_not_see_each_other"}
+
+
 @pytest.fixture(scope="module")
 def server_collection(request, data, tmp_path_factory):
     """One filled collection on the server for the module, saved once: each test opens that state afresh.
@@ -119,7 +125,8 @@ def server_collection(request, data, tmp_path_factory):
 
 @pytest.fixture
 def full(new_engine, data, kind, request):
-    if kind == "milvus-server":  # filling a server collection takes ~12 s: once for the module
+    if kind == "milvus-server" and request.node.originalname not in OWN_COLLECTION:
+        # filling a server collection takes ~12 s: once for the module
         store, state = request.getfixturevalue("server_collection")
         new_engine()  # for the password in the environment
         return load_engine(store, state)
@@ -129,7 +136,7 @@ def full(new_engine, data, kind, request):
 @pytest.fixture(params=["milvus", "milvus-server"])
 def milvus(request, data, tmp_path, monkeypatch):
     where = milvus_uri(request.param, request, tmp_path, monkeypatch)
-    if request.param == "milvus-server":
+    if request.param == "milvus-server" and request.node.originalname not in OWN_COLLECTION:
         return load_engine(*request.getfixturevalue("server_collection"))
     return filled(make_engine("milvus", **where), data)
 
