@@ -91,10 +91,10 @@ class Encoder:
     def __init__(self, model: bytes, size: int):
         from .model import compile_encoder, load_encoder
 
-        folder = tempfile.mkdtemp(prefix="imgsim-ray-model-")
-        path = Path(folder) / "model.keras"
-        path.write_bytes(model)
-        self.encode = compile_encoder(load_encoder(path))
+        with tempfile.TemporaryDirectory(prefix="imgsim-ray-model-") as folder:  # loaded into memory, then gone
+            path = Path(folder) / "model.keras"
+            path.write_bytes(model)
+            self.encode = compile_encoder(load_encoder(path))
         self.size = size
 
     def __call__(self, batch: dict) -> dict:
