@@ -15,8 +15,8 @@ def data_home(environ=None) -> Path:
     """Where imgsim keeps models and the demo collection: $IMGSIM_HOME, else the per-user data folder.
 
     The per-user folder is platformdirs' (~/.local/share/imgsim on Linux), never the folder the
-    package is installed in. A checkout's scripts/run.sh and test.sh set IMGSIM_HOME to the
-    checkout, so `models/` stays beside the code there.
+    package is installed in. A checkout's scripts/run.sh sets IMGSIM_HOME to the checkout, so
+    `models/` stays beside the code there; the tests use a folder of their own (tests/conftest.py).
     """
     environ = os.environ if environ is None else environ
     home = environ.get("IMGSIM_HOME", "").strip()
