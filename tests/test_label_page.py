@@ -178,7 +178,7 @@ def test_a_group_name_labels_its_images_but_not_those_a_person_labelled(model_se
 
 def test_readonly_shows_progress_and_lists_without_controls_and_ignores_replayed_clicks(model_settings, version,
                                                                                        monkeypatch):
-    group = int(version.groups[0])
+    group = int(next(g for g in np.unique(version.groups) if g != version.groups[0]))  # row 0 keeps "cats" offered
     set_name(model_settings.model_dir, version.id, group, "brick walls")
     give(model_settings, version, {0: "cats", 1: "dogs"})
     before = stored(model_settings, version)
@@ -262,6 +262,8 @@ def test_the_csv_download_holds_every_image_and_no_server_path(model_settings, v
 
 def test_explore_labels_exactly_the_selected_images_and_a_whole_group(model_settings, version):
     give(model_settings, version, {0: "cats"})
+    group = int(next(g for g in np.unique(version.groups) if g != version.groups[0]))  # row 0 keeps "cats" offered
+    set_name(model_settings.model_dir, version.id, group, "brick walls")  # named before the page is first drawn
     chosen = [3, 7, 11]
     selection = {"selection": {"points": [{"customdata": row} for row in chosen], "point_indices": [],
                                "box": [], "lasso": []}}
@@ -272,8 +274,6 @@ def test_explore_labels_exactly_the_selected_images_and_a_whole_group(model_sett
     assert not at.exception and not at.error
     assert stored(model_settings, version) == {0: "cats", **{row: "cats" for row in chosen}}
 
-    group = int(version.groups[0])
-    set_name(model_settings.model_dir, version.id, group, "brick walls")
     at.segmented_control(key="group").set_value(group).run()
     rows = np.flatnonzero(version.groups == group).tolist()
     assert at.selectbox(key=f"label-group-{group}-name").value == "brick walls"  # the group's name, offered
