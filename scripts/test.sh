@@ -16,7 +16,7 @@ python -m pytest "$@"
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
 # Only for the whole suite: arguments select tests of the first pass alone.
 if [ $# -eq 0 ]; then
-  KERAS_BACKEND=jax python -m pytest -q tests/test_model.py tests/test_fit.py tests/test_search.py \
+  KERAS_BACKEND=jax python -m pytest tests/test_model.py tests/test_fit.py tests/test_search.py \
     tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob \
     --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget \
     --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch
