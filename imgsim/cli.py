@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import typing
 from contextlib import contextmanager
@@ -503,6 +504,8 @@ def cmd_serve(args, settings: Settings) -> int:
             pass  # a run already in progress: follow it
     extra = [arg for arg in args.streamlit_args if arg != "--"]
     server = serve.launch(args.host, args.port, ["--server.headless=true", *extra], environ=environ)
+    # Stopped (kill, a service manager): the server goes too, never left running on its own.
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:
         if jobs.is_running(settings.model_dir):
             follow_status(settings.model_dir, True, 10, stop=lambda: server.poll() is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import socket
 import socketserver
 import subprocess
@@ -150,11 +151,11 @@ def running_dashboard(log_path: Path, env: dict, args=()):
             time.sleep(0.3)
         yield url, port
     finally:
-        server.terminate()
+        server.terminate()  # `imgsim serve` stops its dashboard server with it
         try:
-            server.wait(timeout=15)
+            server.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
 
 

@@ -477,3 +477,25 @@ def test_serve_refuses_a_port_in_use(tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--model-dir", str(tmp_path / "models"), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_stopping_imgsim_serve_stops_its_dashboard_server(tmp_path):
+    """SIGTERM to `imgsim serve` (what running_dashboard and a service manager send) leaves no server behind."""
+    env = {"IMGSIM_MODEL_DIR": str(tmp_path / "models"), "IMGSIM_IMAGES": str(tmp_path / "photos")}
+
+    def servers_on(port: int) -> list[int]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and f"--server.port={port}".encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+        return found
+
+    with running_dashboard(tmp_path / "streamlit.log", env) as (_, port):
+        assert servers_on(port)  # the dashboard's own process, started by `imgsim serve`
+    deadline = time.monotonic() + 20
+    while servers_on(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not servers_on(port)
