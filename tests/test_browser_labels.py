@@ -77,6 +77,7 @@ def test_search_results_ticked_in_the_browser_get_a_typed_label(model_copy, tiny
         boxes = page.locator('.st-key-results [class*="st-key-tick-"]')
         boxes.nth(8).wait_for(timeout=120_000)  # 8 results and the query, all ticked
         page.wait_for_selector(IDLE, timeout=60_000)
+        page.locator(".st-key-results img").nth(7).wait_for(timeout=60_000)  # thumbnails may paint after the run ends
         keys = [k.split("st-key-tick-")[1].split()[0].split("-")[1] for k in
                 (boxes.nth(i).get_attribute("class") for i in range(boxes.count()))]
         assert len(keys) == 9 and keys[-1] == "query" and page.locator(".st-key-results img").count() == 8
