@@ -125,6 +125,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_healthy(url: str, server: subprocess.Popen, log, seconds: float = 90) -> None:
+    """Return once the dashboard at `url` answers /_stcore/health; fail with `log()` if it exits or takes too long."""
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the dashboard did not start:\n{log()}")
+        time.sleep(0.3)
+
+
 @contextmanager
 def running_dashboard(log_path: Path, env: dict, args=()):
     """`imgsim serve` as run.sh starts it, on a free port; yields (url, port) once /_stcore/health answers.
@@ -137,18 +152,8 @@ def running_dashboard(log_path: Path, env: dict, args=()):
             [sys.executable, "-m", "imgsim", "serve", "--port", str(port), *args, "--", "--server.fileWatcherType=none"],
             cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_until_healthy(url, server, lambda: log_path.read_text()[-3000:])
         yield url, port
     finally:
         server.terminate()  # `imgsim serve` stops its dashboard server with it

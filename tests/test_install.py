@@ -14,13 +14,11 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,16 +92,8 @@ def test_serve_answers_on_loopback_only(installed):
                               cwd=installed["cwd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if opener.open(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()[-3000:].decode()
-            time.sleep(0.3)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server,
+                           lambda: (server.kill(), server.stdout.read()[-3000:].decode())[1])
         listening = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                      + Path("/proc/net/tcp6").read_text().splitlines()[1:]]
         bound = {local for local, state in ((f[1], f[3]) for f in listening) if state == "0A"
