@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from imgsim.access import Access
+from imgsim.core.access import Access
 
 st.set_page_config(page_title="imgsim", page_icon=":material/image_search:", layout="wide")
 

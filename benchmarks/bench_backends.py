@@ -5,7 +5,7 @@ a "device" of cpu hides any GPU from it (JAX_PLATFORMS=cpu, CUDA_VISIBLE_DEVICES
 
 - speed: images/s of training steps (128 px unless --image-size, batch 32, after a warm-up epoch that compiles) and of
   encoding (batches of 64).
-- train:FOLDER: `imgsim.training.train` on the folder as a user's first training (a preview is
+- train:FOLDER: `imgsim.runs.training.train` on the folder as a user's first training (a preview is
   published past 60 s of fitting): seconds to the first searchable model, to the end, the run's
   training images/s, and precision@k of the final model on --quality-set (a labelled folder).
 - evalmodels: precision@k of each stored eval model (data/eval-models/NAME) on its eval set
@@ -36,7 +36,7 @@ OUT = ROOT / "benchmarks" / "out" / "backends"
 def collection(spec: str, out: Path) -> Path:
     """train:N (a demo collection of N images, seed 2) or train:FOLDER."""
     if spec.isdigit():
-        from imgsim.demo import build_demo
+        from imgsim.inputs.demo import build_demo
 
         return build_demo(out / f"demo-{spec}", n=int(spec), size=256, seed=2)
     return Path(spec)
@@ -46,7 +46,7 @@ def precision(model_dir: Path, folder: Path) -> tuple[float, int, int]:
     """(precision@k, k, images) of the model folder's current version on a labelled folder."""
     from make_eval_sets import precision_k
 
-    from imgsim import evaluation
+    from imgsim.runs import evaluation
     from imgsim.search import Searcher
 
     paths, labels = evaluation.labelled_images(folder)
@@ -60,8 +60,8 @@ def precision(model_dir: Path, folder: Path) -> tuple[float, int, int]:
 def speed(steps: int, encode_images: int, size: int) -> dict:
     import numpy as np
 
-    from imgsim.fit import JIT_COMPILE, CachedBatches
-    from imgsim.model import Trainer, build_autoencoder, compile_encoder, keras, use_mixed_precision_if_gpu
+    from imgsim.learning.fit import JIT_COMPILE, CachedBatches
+    from imgsim.learning.model import Trainer, build_autoencoder, compile_encoder, keras, use_mixed_precision_if_gpu
 
     policy = use_mixed_precision_if_gpu()
     rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def speed(steps: int, encode_images: int, size: int) -> dict:
 
 def first_training(folder: Path, quality_set: Path | None, overrides: dict) -> dict:
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     ready = []
     start = time.perf_counter()
@@ -134,10 +134,10 @@ def eval_models(eval_root: Path, models_root: Path) -> dict:
 
 
 def worker(args) -> int:
-    from imgsim.backend import versions
+    from imgsim.learning.backend import versions
 
     import_start = time.perf_counter()
-    from imgsim.model import keras
+    from imgsim.learning.model import keras
 
     print(json.dumps({"backend": keras.backend.backend(), **versions(),
                       "import_s": round(time.perf_counter() - import_start, 1)}), flush=True)

@@ -7,8 +7,8 @@
 Builds each image once under benchmarks/out/decode-memory/, then measures, each in a fresh
 process so that no case inherits another's peak: the resident memory above the process's
 baseline (VmHWM from /proc/self/status after resetting it, minus VmRSS before the call) of
-`imgsim.images.load_image(path, 128)` and of `imgsim.images.thumbnail(path)`. The baseline is
-taken after imgsim.images and the format's codec are loaded (a 16 px image of the same format
+`imgsim.inputs.images.load_image(path, 128)` and of `imgsim.inputs.images.thumbnail(path)`. The baseline is
+taken after imgsim.inputs.images and the format's codec are loaded (a 16 px image of the same format
 is decoded first). Target: every accepted image at most ~100 MB above baseline; every refused
 one refused in one line, cheaply.
 """
@@ -39,7 +39,7 @@ def smooth(width: int, height: int, channels: int, top: float, dtype) -> np.ndar
 
 def near_cap_side(bytes_per_pixel: int) -> int:
     """The side of a square image just inside the decoded-memory cap (the pixel cap before there was one)."""
-    from imgsim import images
+    from imgsim.inputs import images
 
     cap = getattr(images, "MAX_DECODED_BYTES", None)
     pixels = images.MAX_PIXELS if cap is None else min(images.MAX_PIXELS, int(cap * 0.98) // bytes_per_pixel)
@@ -121,8 +121,8 @@ def child(path: str, func: str, warm_format: str, uncapped: bool) -> dict:
 
     from PIL import Image
 
-    from imgsim import images
-    from imgsim.errors import ImageError
+    from imgsim.core.errors import ImageError
+    from imgsim.inputs import images
 
     if uncapped:  # what a refused image would have cost: checks the estimate the cap is applied to
         images.MAX_DECODED_BYTES = 2**40

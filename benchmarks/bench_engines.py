@@ -74,7 +74,7 @@ def memory_mb(field: str = "VmRSS") -> float:
 
 
 def child_build(job: dict) -> dict:
-    from imgsim.engines import make_engine
+    from imgsim.storage.engines import make_engine
 
     data = Path(job["data"])
     n = job["n"]
@@ -94,7 +94,7 @@ def child_build(job: dict) -> dict:
 
 
 def child_query(job: dict) -> dict:
-    from imgsim.engines import load_engine
+    from imgsim.storage.engines import load_engine
 
     data = Path(job["data"])
     queries, query_groups = np.load(data / "queries.npy")[: job["queries"]], np.load(data / "query_groups.npy")
@@ -156,7 +156,7 @@ def timed_searches(engine, queries, n=10) -> tuple[float, list[list[int]]]:
 
 
 def crossover(vectors, ids, groups, queries, sizes, say) -> int | None:
-    from imgsim.engines import make_engine
+    from imgsim.storage.engines import make_engine
 
     say("\nCrossover: exact engine vs faiss engine forced to index (flat_below=0); single queries, k=10")
     say(
@@ -219,8 +219,8 @@ def main(argv=None) -> int:
     import faiss
     import pymilvus
 
-    from imgsim import engines
-    from imgsim.engines.faiss import IVF_ABOVE
+    from imgsim.storage import engines
+    from imgsim.storage.engines.faiss import IVF_ABOVE
 
     began = time.perf_counter()
     say(f"imgsim vector engines benchmark ({'quick' if args.quick else 'full'} run), {time.strftime('%Y-%m-%d')}")
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     found_at = crossover(vectors, ids, groups, queries[:200], sizes, say)
     say(
         f"-> faiss is faster than exact at recall >= 0.95 from n = {found_at:,} on (tested sizes); "
-        f"imgsim.engines.CROSSOVER = {engines.CROSSOVER:,}, IVF_ABOVE = {IVF_ABOVE:,}"
+        f"imgsim.storage.engines.CROSSOVER = {engines.CROSSOVER:,}, IVF_ABOVE = {IVF_ABOVE:,}"
         if found_at
         else "-> exact was never slower at the tested sizes"
     )

@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgsim import evaluation, jobs, store  # noqa: E402
+from imgsim.runs import evaluation, jobs
+from imgsim.storage import store  # noqa: E402
 
 
 def healthy(port: int) -> bool:

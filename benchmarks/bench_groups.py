@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_groups.py        # 5K ... 200K vectors, k = 4 and 12
 
 Prints, per size: seconds for each, the inertia ratio (mini-batch / full; 1.00 = as tight) and the
-adjusted Rand index between the two labelings. imgsim.groups switches to mini-batches above
+adjusted Rand index between the two labelings. imgsim.learning.groups switches to mini-batches above
 MINIBATCH_ABOVE.
 """
 
@@ -28,7 +28,7 @@ def vectors(n: int, d: int = 128, clusters: int = 40, seed: int = 0) -> np.ndarr
 
 
 def main() -> None:
-    from imgsim.groups import MINIBATCH_ABOVE
+    from imgsim.learning.groups import MINIBATCH_ABOVE
 
     print(f"# KMeans (n_init=10) vs MiniBatchKMeans (n_init=3, batch 4096); imgsim switches above {MINIBATCH_ABOVE:,}")
     print(f"{'n':>8} {'k':>3} {'full s':>8} {'mini s':>8} {'speed-up':>9} {'inertia':>8} {'ARI':>6}")

@@ -34,8 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgsim import Settings, assistant, evaluation, store  # noqa: E402
-from imgsim.annotations import ImageLabel  # noqa: E402
+from imgsim import Settings, store  # noqa: E402
+from imgsim.labelling import assistant
+from imgsim.runs import evaluation
+from imgsim.storage.annotations import ImageLabel  # noqa: E402
 from tests.conftest import vector_version  # noqa: E402
 
 ROUNDS = 4
@@ -45,7 +47,7 @@ BUDGETS = (1, 2, 3)  # labels per class
 def trained_version(folder: Path, models: Path) -> store.Version:
     model_dir = models / folder.name
     if store.current_id(model_dir) is None:
-        from imgsim.training import train
+        from imgsim.runs.training import train
 
         print(f"training a model on {folder.name} (default settings) ...", flush=True)
         train(Settings(model_dir=model_dir, images=folder))

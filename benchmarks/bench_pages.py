@@ -72,7 +72,7 @@ def log(message: str) -> None:
 
 def demo_model(count: int, image_size: int, epochs: int) -> tuple[Path, Path]:
     """A demo collection and a quick model on it, built once under benchmarks/out/pages/ and reused."""
-    from imgsim import store
+    from imgsim.storage import store
 
     folder = OUT / f"demo-{count}-{image_size}px-{epochs}ep"
     photos, models = folder / "photos", folder / "models"
@@ -551,7 +551,7 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
 def describe(model_dir: Path, images: Path, query: Path) -> None:
     import streamlit
 
-    from imgsim import store
+    from imgsim.storage import store
 
     version = store.load_version(model_dir)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -587,13 +587,13 @@ def main() -> None:
         sys.exit(f"no Chromium at {CHROMIUM} (apt-get install chromium); Playwright cannot download one here")
     if args.model_dir:
         if not args.images:
-            from imgsim import store
+            from imgsim.storage import store
 
             args.images = store.images_root(args.model_dir)
         model_dir, images = args.model_dir.resolve(), args.images.resolve()
     else:
         model_dir, images = demo_model(args.count, args.image_size, args.epochs)
-    from imgsim.collection import scan_folder
+    from imgsim.inputs.collection import scan_folder
 
     files = scan_folder(images)  # sorted by path
     query = args.query or Path(files[len(files) // 3].path)

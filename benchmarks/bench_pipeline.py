@@ -46,7 +46,7 @@ def peak_rss_mb() -> float:
 
 
 def make_collection(n: int, size: int) -> Path:
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     return build_demo(OUT / f"images-{n}-{size}", n=n, size=size, seed=11)
 
@@ -55,7 +55,7 @@ def child_floors(folder: str, model_dir: str) -> dict:
     """Decode-only and encode-only throughput, each alone, as the pipeline runs them."""
     import numpy as np
 
-    from imgsim.collection import iter_decoded, scan_folder
+    from imgsim.inputs.collection import iter_decoded, scan_folder
     from imgsim.search import Searcher
 
     paths = [f.path for f in scan_folder(folder)]
@@ -78,7 +78,7 @@ def child_floors(folder: str, model_dir: str) -> dict:
 def child_index(folder: str, model_dir: str) -> dict:
     """`index` of a whole folder new to the model: encode stage alone, then end to end."""
     from imgsim import Settings
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
 
     stages = {}
 
@@ -99,7 +99,7 @@ def child_index(folder: str, model_dir: str) -> dict:
 def child_query(folder: str, model_dir: str, count: int = 200) -> dict:
     import numpy as np
 
-    from imgsim.collection import scan_folder
+    from imgsim.inputs.collection import scan_folder
     from imgsim.search import Searcher
 
     paths = [f.path for f in scan_folder(folder)][:count]
@@ -125,7 +125,7 @@ def run_child(kind: str, *args) -> dict:
 def train_base_model(folder: Path, model_dir: Path, sample: int) -> dict:
     """Train on the first `sample` images (2 epochs) so the floors and index have a real model."""
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     sample_dir = OUT / f"train-sample-{sample}"
     if not sample_dir.exists():

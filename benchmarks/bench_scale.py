@@ -6,7 +6,7 @@
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_scale.py faiss --n 10000000  # IVF-PQ, ~15 min here
 
 The model is the default architecture (128 px, 128-d latent) with fresh weights: speed does not
-depend on training. Images are the demo collection's (imgsim.demo, 128 px JPEGs of the shipped
+depend on training. Images are the demo collection's (imgsim.inputs.demo, 128 px JPEGs of the shipped
 photographs). The CPU is shared by other work: every figure is noisy, and is printed with the
 machine's load. FAISS vectors are clustered like benchmarks/bench_engines.py's (200 clusters,
 32-d intrinsic, unit length), generated a million at a time so that only the index is held.
@@ -40,14 +40,14 @@ def load() -> str:
 
 
 def demo_images(n: int, folder: Path) -> list[str]:
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     build_demo(folder, n=n, seed=1)
     return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
 
 
 def fresh_model(folder: Path) -> Path:
-    from imgsim.model import build_autoencoder
+    from imgsim.learning.model import build_autoencoder
 
     path = folder / "model.keras"
     build_autoencoder(128, 128).save(path)
@@ -58,8 +58,8 @@ def fresh_model(folder: Path) -> Path:
 
 
 def bench_encode(args) -> None:
-    from imgsim.collection import encode_files
-    from imgsim.model import compile_encoder, load_encoder
+    from imgsim.inputs.collection import encode_files
+    from imgsim.learning.model import compile_encoder, load_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = demo_images(args.images, Path(tmp) / "demo")
@@ -74,10 +74,10 @@ def bench_encode(args) -> None:
 
 
 class TimedEncoder:
-    """imgsim.distributed.Encoder that also reports the seconds its call spent (decode + encode) per batch."""
+    """imgsim.runs.distributed.Encoder that also reports the seconds its call spent (decode + encode) per batch."""
 
     def __init__(self, model: bytes, size: int):
-        from imgsim.distributed import Encoder
+        from imgsim.runs.distributed import Encoder
 
         self.inner = Encoder(model, size)
 
@@ -100,7 +100,7 @@ def bench_ray(args) -> None:
     import ray
     import ray.data
 
-    from imgsim.distributed import model_bytes
+    from imgsim.runs.distributed import model_bytes
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def bench_milvus(args) -> None:
     from pymilvus import MilvusClient
     from servers import free_port, milvus_command, stop_groups
 
-    from imgsim.engines import make_engine
+    from imgsim.storage.engines import make_engine
 
     data_dir = Path(tempfile.mkdtemp(prefix="imgsim-milvus-bench-"))
     port, client_port, peer_port = free_port(), free_port(), free_port()

@@ -4,8 +4,8 @@
 
 libjpeg passes over every block of the image once per scan, however few bytes the scan holds, so
 a few hundred KB of repeated 30-byte scans of a 6000x6000 image cost minutes. imgsim counts the
-scans from the markers (`imgsim.images.check_jpeg`) and refuses more than MAX_JPEG_SCANS before
-anything is decoded. Measured: CPU seconds (time.process_time) of `imgsim.images.load_image(path,
+scans from the markers (`imgsim.inputs.images.check_jpeg`) and refuses more than MAX_JPEG_SCANS before
+anything is decoded. Measured: CPU seconds (time.process_time) of `imgsim.inputs.images.load_image(path,
 128)`, what a query costs, for a normal photograph, a flat 6000x6000 progressive JPEG as an
 encoder writes it, the same at the scan limit (the most a JPEG can cost now), and bombs of 0.39 MB
 and 10 MB (the dashboard's upload cap). What a bomb would cost without the check is estimated
@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "scan-bomb"
 
 import imgsim
-from imgsim import images
-from imgsim.demo import skimage_data_dir
-from imgsim.errors import ImageError
+from imgsim.core.errors import ImageError
+from imgsim.inputs import images
+from imgsim.inputs.demo import skimage_data_dir
 
 SOS = b"\xff\xda"  # a scan's start marker
 SIDE = 6000  # 36 megapixels, grey: under the pixel cap, and under the memory cap (a colour one is not)

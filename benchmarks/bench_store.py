@@ -49,7 +49,7 @@ def folder_files(folder: Path) -> dict[str, tuple[int, int]]:
 def tiny_model(model_dir: Path, images: Path) -> None:
     """A real model (32 px) trained on a few images: only its encoder matters here."""
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     train(Settings(model_dir=model_dir, images=images, image_size=32, latent_dim=128, epochs=1, batch_size=8,
                    clusters=4, workers=2))
@@ -59,11 +59,11 @@ def synthetic_version(model_dir: Path, paths: list[str], dim: int, engine: str, 
     """Replace the current version's collection with `paths` and clustered synthetic vectors (no encoding)."""
     import numpy as np
 
-    from imgsim import store
-    from imgsim.collection import scan_folder
-    from imgsim.groups import predict_groups
-    from imgsim.records import Records
-    from imgsim.training import save_collection
+    from imgsim.inputs.collection import scan_folder
+    from imgsim.learning.groups import predict_groups
+    from imgsim.runs.training import save_collection
+    from imgsim.storage import store
+    from imgsim.storage.records import Records
 
     parent = store.load_version(model_dir)
     rng = np.random.default_rng(seed)
@@ -96,7 +96,7 @@ def child_encode(paths_file: str, model_dir: str) -> dict:
 
 def child_index(images: str, model_dir: str) -> dict:
     from imgsim import Settings
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
 
     start = time.perf_counter()
     report = index(Settings(model_dir=model_dir, images=images))
@@ -106,8 +106,8 @@ def child_index(images: str, model_dir: str) -> dict:
 
 def child_baseline(model_dir: str) -> dict:
     """TensorFlow and the model alone: what any query process pays before the collection."""
-    from imgsim import store
-    from imgsim.model import compile_encoder, load_encoder
+    from imgsim.learning.model import compile_encoder, load_encoder
+    from imgsim.storage import store
 
     version = store.load_version(model_dir)
     encode = compile_encoder(load_encoder(version.model_path))
@@ -153,7 +153,7 @@ def make_files(folder: Path, n: int, sources: list[Path], prefix: str) -> list[s
 
 
 def grow(base: int, added: int) -> None:
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     work = OUT / f"grow-{base}"
     shutil.rmtree(work, ignore_errors=True)
@@ -190,7 +190,7 @@ def grow(base: int, added: int) -> None:
 
 
 def memory(n: int, engines: list[str]) -> None:
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     work = OUT / f"memory-{n}"
     shutil.rmtree(work, ignore_errors=True)

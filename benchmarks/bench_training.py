@@ -27,9 +27,9 @@ OUT = ROOT / "benchmarks" / "out"
 import numpy as np  # noqa: E402
 
 from imgsim import Settings  # noqa: E402
-from imgsim.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
-from imgsim.fit import fit_autoencoder  # noqa: E402
-from imgsim.model import Trainer, build_autoencoder, keras  # noqa: E402
+from imgsim.inputs.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
+from imgsim.learning.fit import fit_autoencoder  # noqa: E402
+from imgsim.learning.model import Trainer, build_autoencoder, keras  # noqa: E402
 
 
 def real_fit(paths, settings: Settings, steps: int) -> tuple[float, dict]:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="epochs the steps are cut into (held-out measure each)")
     parser.add_argument("--full", type=int, help="also time the whole default fit on this many images")
     args = parser.parse_args(argv)
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print(f"training {len(paths)} files, {steps} steps of {settings.batch_size} a side per round: imgsim fit "
               f"{real:.1f} images/s, in-memory tensors {memory:.1f} images/s, ratio {real / memory:.0%} (target >= 90%)")
     if args.full:
-        from imgsim.training import train
+        from imgsim.runs.training import train
 
         big = build_demo(OUT / f"images-{args.full}-512", n=args.full, size=512, seed=11)
         import shutil

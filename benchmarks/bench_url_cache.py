@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import imgsim  # noqa: E402
 from imgsim import search  # noqa: E402
-from imgsim.errors import ImgsimError  # noqa: E402
+from imgsim.core.errors import ImgsimError  # noqa: E402
 
 MB = 2**20
 

@@ -14,7 +14,7 @@
    Hard negatives: the other original and the singleton of the same photograph (other crops, not
    copies) and the other photographs (several are similar scenes: grass/gravel/brick textures,
    coins/page/text scans, micrographs).
-2. imgsim is trained on it with its default settings (imgsim.training.train); then pair
+2. imgsim is trained on it with its default settings (imgsim.runs.training.train); then pair
    precision, recall and F1 for imgsim (find_duplicates: latent neighbours confirmed by pHash;
    swept over its cosine threshold, then over its pHash distance (6-26 in steps of 4); and its latents alone), a
    64-bit pHash (imagehash.phash,
@@ -97,7 +97,7 @@ def fit_side(img: Image.Image, side: int = ORIGINAL_SIDE) -> Image.Image:
 
 def build_collection(folder: Path, seed: int) -> dict[str, str]:
     """Write the collection; returns path -> family (originals and their copies share one)."""
-    from imgsim.demo import source_photos
+    from imgsim.inputs.demo import source_photos
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,9 @@ def sweep(groups_at, thresholds, truth) -> list[tuple[float, tuple]]:
 
 
 def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
-    from imgsim import Settings, duplicates, store
-    from imgsim.training import train
+    from imgsim import Settings, duplicates
+    from imgsim.runs.training import train
+    from imgsim.storage import store
 
     folder = OUT / f"seed{seed}"
     images, model_dir = folder / "images", folder / "models"
@@ -284,12 +285,12 @@ def edit_version(images: Path, model_dir: Path):
     import hashlib
 
     from imgsim import Settings
-    from imgsim.engines import make_engine
-    from imgsim.records import Records
     from imgsim.search import Searcher
+    from imgsim.storage.engines import make_engine
+    from imgsim.storage.records import Records
 
     if not (model_dir / "CURRENT").exists():
-        from imgsim.training import train
+        from imgsim.runs.training import train
 
         model_dir = OUT / "edits-model"
         if not (model_dir / "CURRENT").exists():
@@ -435,8 +436,8 @@ def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     """find_duplicates over n synthetic vectors in the faiss engine: clusters, with 1 % planted near copies."""
     from imgsim import duplicates
     from imgsim.duplicates import find_duplicates
-    from imgsim.engines import make_engine
-    from imgsim.records import Records
+    from imgsim.storage.engines import make_engine
+    from imgsim.storage.records import Records
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(256, dim)).astype(np.float32)

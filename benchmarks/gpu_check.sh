@@ -63,7 +63,7 @@ else DEMO_N=600 BIG_N=5000 STEPS=40 ENC=4096 SIZE=(); fi
 "$PY" - "$WORK" "$DEMO_N" "$BIG_N" <<'EOF'
 import sys, time
 from pathlib import Path
-from imgsim.demo import build_demo
+from imgsim.inputs.demo import build_demo
 work, demo_n, big_n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 start = time.perf_counter()
 build_demo(work / "demo", n=demo_n, seed=0)               # the demo collection (imgsim demo)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/make_edit_set.py OUT_FOLDER [--seed 1]
 
-Per photograph (scikit-image's photographs and scikit-learn's two sample images, imgsim.demo.
+Per photograph (scikit-image's photographs and scikit-learn's two sample images, imgsim.inputs.demo.
 source_photos; nothing downloaded), one folder holding:
 
 - `original.png`: a region of the photograph (60 % of its width, 85 % of its height), 320 px;
@@ -174,7 +174,7 @@ def save(img: Image.Image, path: Path, rng) -> Path:
 
 
 def build(folder: Path, seed: int = 1) -> Path:
-    from imgsim.demo import source_photos
+    from imgsim.inputs.demo import source_photos
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

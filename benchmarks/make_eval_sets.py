@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgsim import demo  # noqa: E402
-from imgsim.evaluation import labelled_images  # noqa: E402
+from imgsim.inputs import demo  # noqa: E402
+from imgsim.runs.evaluation import labelled_images  # noqa: E402
 
 PHOTOS = {"n": 600, "size": 256, "seed": 1}
 DIGITS_SIZE = 64

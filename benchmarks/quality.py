@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 from make_eval_sets import precision_k  # noqa: E402
 
 from imgsim import Settings, evaluation  # noqa: E402
-from imgsim.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
-from imgsim.fit import fit_autoencoder  # noqa: E402
-from imgsim.model import compile_encoder, keras  # noqa: E402
+from imgsim.inputs.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
+from imgsim.learning.fit import fit_autoencoder  # noqa: E402
+from imgsim.learning.model import compile_encoder, keras  # noqa: E402
 
 TWIN = ("twin_recall@1", "twin_recall@10", "twin_mrr")
 
@@ -44,7 +44,7 @@ def apply_override(assignment: str) -> None:
     if (module, name) in {("model", "VIEWS"), ("model", "LOSS_WEIGHTS"), ("fit", "LEARNING_RATE")}:
         raise SystemExit(f"--set {target}: training knobs are Settings fields now; use --setting (view_*, loss_*, "
                          "learning_rate, stage_filters, ...)")
-    mod = importlib.import_module(f"imgsim.{module}")
+    mod = importlib.import_module(f"imgsim.learning.{module}")  # model or fit
     value = ast.literal_eval(value)
     if key:
         getattr(mod, name)[key[0]] = value

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgsim import evaluation  # noqa: E402
+from imgsim.runs import evaluation  # noqa: E402
 
 
 def main(argv=None) -> int:

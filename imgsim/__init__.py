@@ -1,8 +1,8 @@
 """imgsim: learn a folder of images with a convolutional autoencoder, group it, find similar images."""
 
-from .config import Settings
-from .errors import BusyError, ImageError, ImgsimError, ModelNotFoundError, UrlError
-from .images import load_image, load_images
+from imgsim.core.config import Settings
+from imgsim.core.errors import BusyError, ImageError, ImgsimError, ModelNotFoundError, UrlError
+from imgsim.inputs.images import load_image, load_images
 
 __version__ = "0.3.0"
 

@@ -12,10 +12,10 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import TRAINING_FIELDS, Settings
-from .engines import CROSSOVER, ENGINES, engine_choices, engine_names
-from .errors import ImgsimError
-from .text import one_line, write_csv
+from imgsim.core.config import TRAINING_FIELDS, Settings
+from imgsim.core.errors import ImgsimError
+from imgsim.core.text import one_line, write_csv
+from imgsim.storage.engines import CROSSOVER, ENGINES, engine_choices, engine_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +182,7 @@ def terminal_progress(description: str):
 
 
 def cmd_demo(args, settings: Settings) -> None:
-    from .demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     out = args.out or settings.images
     with terminal_progress("demo") as progress:
@@ -193,7 +193,7 @@ def cmd_demo(args, settings: Settings) -> None:
 def join_ray(address: str | None) -> None:
     """Join the Ray cluster before any progress bar: a missing package or a wrong address is the only line."""
     if address:
-        from .distributed import connect
+        from imgsim.runs.distributed import connect
 
         connect(address)
 
@@ -204,13 +204,13 @@ def cmd_train(args, settings: Settings) -> None:
     if args.background and args.ray:
         raise ImgsimError("--ray runs in the foreground only (the background job does not take it)")
     if args.background:
-        from . import jobs
+        from imgsim.runs import jobs
 
         pid = jobs.start_training(settings, build_demo_first=args.demo_first)
         print(f"training in the background (pid {pid}); `imgsim status --follow` shows its progress, "
               f"its log is {one_line(jobs.log_path(settings.model_dir))}")
         return
-    from .training import train
+    from imgsim.runs.training import train
 
     join_ray(args.ray)
     with terminal_progress("train") as progress:
@@ -219,8 +219,8 @@ def cmd_train(args, settings: Settings) -> None:
 
 
 def cmd_index(args, settings: Settings) -> None:
-    from . import store
-    from .indexing import index
+    from imgsim.runs.indexing import index
+    from imgsim.storage import store
 
     images = args.images or store.images_root(settings.model_dir)
     join_ray(args.ray)
@@ -232,9 +232,9 @@ def cmd_index(args, settings: Settings) -> None:
 
 def cmd_query(args, settings: Settings) -> int:
     """Each source is answered on its own: one bad source prints its error line, the rest still run."""
-    from .images import describe, open_image, read_bytes
-    from .plot import grid_path, save_grid
-    from .search import Searcher
+    from imgsim.inputs.images import describe, open_image, read_bytes
+    from imgsim.search import Searcher
+    from imgsim.search.plot import grid_path, save_grid
 
     if args.n < 1:
         raise ImgsimError("-n must be at least 1")
@@ -265,9 +265,9 @@ def cmd_query(args, settings: Settings) -> int:
 def cmd_clusters(args, settings: Settings) -> None:
     from collections import Counter
 
-    from . import store
-    from .groups import silhouette_by_k
-    from .labels import load_labels, set_name
+    from imgsim.learning.groups import silhouette_by_k
+    from imgsim.storage import store
+    from imgsim.storage.group_names import load_labels, set_name
 
     version = store.load_version(settings.model_dir)
     for spec in args.name:
@@ -293,8 +293,9 @@ def cmd_clusters(args, settings: Settings) -> None:
 
 
 def cmd_labels(args, settings: Settings) -> int:
-    from . import assistant, store
-    from .annotations import LabelStore
+    from imgsim.labelling import assistant
+    from imgsim.storage import store
+    from imgsim.storage.annotations import LabelStore
 
     action = args.labels_command
     version = store.load_version(settings.model_dir)
@@ -345,7 +346,7 @@ def cmd_labels(args, settings: Settings) -> int:
 
 
 def export_labels(args, version, propagation) -> int:
-    from . import dataset
+    from imgsim.labelling import export as dataset
 
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ImgsimError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
@@ -379,8 +380,8 @@ def import_labels(file: Path, version, labels) -> int:
     """
     import csv
 
-    from . import assistant
-    from .annotations import clean_label
+    from imgsim.labelling import assistant
+    from imgsim.storage.annotations import clean_label
 
     try:
         text = file.read_text(encoding="utf-8-sig")
@@ -412,8 +413,8 @@ def import_labels(file: Path, version, labels) -> int:
 
 
 def cmd_duplicates(args, settings: Settings) -> None:
-    from . import store
-    from .duplicates import DEFAULT_THRESHOLD, duplicates_csv, find_duplicates
+    from imgsim.duplicates import DEFAULT_THRESHOLD, duplicates_csv, find_duplicates
+    from imgsim.storage import store
 
     version = store.load_version(settings.model_dir)
     threshold = args.threshold
@@ -441,7 +442,7 @@ def cmd_duplicates(args, settings: Settings) -> None:
 
 
 def cmd_eval(args, settings: Settings) -> None:
-    from .evaluation import run_evaluation
+    from imgsim.runs.evaluation import run_evaluation
 
     print(run_evaluation(args.images, settings.model_dir, k=args.k))
 
@@ -465,7 +466,7 @@ def follow_status(model_dir, follow: bool, every: float, stop=lambda: False) -> 
     """Print the run's line, and with `follow` a new line whenever it changes until the run (or `stop()`) ends."""
     import time
 
-    from . import jobs
+    from imgsim.runs import jobs
 
     status, last = jobs.training_status(model_dir), None
     while True:
@@ -487,8 +488,10 @@ def cmd_status(args, settings: Settings) -> int:
 
 def cmd_serve(args, settings: Settings) -> int:
     """The dashboard, with a first model training in the background when there is none; its progress prints here."""
-    from . import jobs, serve, store
-    from .errors import BusyError
+    from imgsim import serve
+    from imgsim.core.errors import BusyError
+    from imgsim.runs import jobs
+    from imgsim.storage import store
 
     images_given = args.images is not None or bool(os.environ.get("IMGSIM_IMAGES"))
     settings = settings.replace(images=args.images)
@@ -519,7 +522,7 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_versions(args, settings: Settings) -> None:
-    from . import store
+    from imgsim.storage import store
 
     if args.use:
         store.set_current(settings.model_dir, args.use)
@@ -534,7 +537,7 @@ def cmd_versions(args, settings: Settings) -> None:
 
 
 def cmd_prune(args, settings: Settings) -> None:
-    from . import store
+    from imgsim.storage import store
 
     report = store.prune(settings.model_dir, keep=args.keep, dry_run=args.dry_run)
 
@@ -565,7 +568,7 @@ def main(argv=None) -> int:
     try:
         settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
         if args.command in MODEL_COMMANDS and not getattr(args, "background", False):
-            from .backend import import_keras
+            from imgsim.learning.backend import import_keras
 
             import_keras(quiet=True)  # TensorFlow's native start-up lines off the terminal; a bad KERAS_BACKEND: one line
         code = COMMANDS[args.command](args, settings) or 0

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .access import allowed_hosts, is_loopback
-from .errors import ImgsimError
+from imgsim.core.access import allowed_hosts, is_loopback
+from imgsim.core.errors import ImgsimError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -19,7 +19,7 @@ if str(DASHBOARD) not in sys.path[:1]:
 
 
 def main(args: list[str]) -> int:
-    from imgsim.config import Settings
+    from imgsim.core.config import Settings
     from imgsim.search import warm_up
     from pages.patches import serialise_ast_parse
 

@@ -11,13 +11,14 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from imgsim import jobs, store
-from imgsim.access import Access, guess_password
-from imgsim.config import Settings
-from imgsim.errors import BusyError, ImgsimError
-from imgsim.labels import load_names
-from imgsim.text import markdown_text, one_line, relative_paths
-from imgsim.thumbnails import mtime_ns, thumbnail_or_placeholder
+from imgsim.core.access import Access, guess_password
+from imgsim.core.config import Settings
+from imgsim.core.errors import BusyError, ImgsimError
+from imgsim.core.text import markdown_text, one_line, relative_paths
+from imgsim.inputs.thumbnails import mtime_ns, thumbnail_or_placeholder
+from imgsim.runs import jobs
+from imgsim.storage import store
+from imgsim.storage.group_names import load_names
 from pages import patches
 
 TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
@@ -35,7 +36,7 @@ def settings() -> Settings:
 
 
 def access() -> Access:
-    """This server's write policy: read-only mode, a password, or loopback-only (see imgsim.access)."""
+    """This server's write policy: read-only mode, a password, or loopback-only (see imgsim.core.access)."""
     try:
         secret = st.secrets.get("password")
     except Exception:  # no secrets.toml, or one that does not parse: no password from there
@@ -51,7 +52,7 @@ def can_write() -> bool:
 def unlock() -> None:
     """Form callback: a correct password unlocks changes for this browser session only.
 
-    Guesses go through the server-wide back-off (imgsim.access.guess_password): after a wrong one, no
+    Guesses go through the server-wide back-off (imgsim.core.access.guess_password): after a wrong one, no
     session's guess is heard for 1 s, then 2, 4 ... 300 s.
     """
     attempt = st.session_state.pop("password-attempt", "")
@@ -86,7 +87,7 @@ def access_panel() -> None:
 
 def md(text) -> str:
     """A user's text (file or group name, label, URL) for a Markdown place: shown as typed, never markup or a link."""
-    return markdown_text(text)  # imgsim.text: escaped, and no bare URL or address left to auto-link
+    return markdown_text(text)  # imgsim.core.text: escaped, and no bare URL or address left to auto-link
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -203,7 +204,7 @@ def collection_size(folder) -> int:
 
 @st.cache_data(ttl=30, max_entries=8, show_spinner=False)
 def _collection_size(folder: str) -> int:
-    from imgsim.collection import scan_folder  # reads every file's header: 0.5 s for 5,000 files
+    from imgsim.inputs.collection import scan_folder  # reads every file's header: 0.5 s for 5,000 files
 
     try:
         return len(scan_folder(folder))
@@ -351,23 +352,23 @@ def show_notice(where: str) -> None:
 
 class LabellingState(NamedTuple):
     labels: dict  # image id -> a person's ImageLabel
-    key: str  # imgsim.assistant.state_key of the version and labels: for caches
+    key: str  # imgsim.labelling.assistant.state_key of the version and labels: for caches
     last_change: dict | None  # what an undo would revert (LabelStore.undoable)
 
 
 def labelling_state(model_dir, version: store.Version) -> LabellingState:
-    """The person's labels (imgsim.annotations), their state key and the last change, read and hashed again only
+    """The person's labels (imgsim.storage.annotations), their state key and the last change, read and hashed again only
     when the labels file changes. Shared by every session: never change what it returns.
 
     An unreadable file is said in words (naming it to a writer only: a server path) and read as no labels.
     """
-    from imgsim.annotations import LabelStore
+    from imgsim.storage.annotations import LabelStore
 
     try:
         return _labelling_state(str(model_dir), version.id, _stamp(LabelStore(model_dir).labels_path))
     except ImgsimError as exc:
         st.error(md(exc) if can_write() else "The labels file cannot be read; the labels are not shown.")
-        from imgsim.assistant import state_key
+        from imgsim.labelling.assistant import state_key
 
         return LabellingState({}, state_key(version, {}), None)
 
@@ -388,8 +389,8 @@ def _stamp(path) -> tuple | None:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> LabellingState:
-    from imgsim.annotations import LabelStore
-    from imgsim.assistant import state_key
+    from imgsim.labelling.assistant import state_key
+    from imgsim.storage.annotations import LabelStore
 
     label_store = LabelStore(model_dir)
     labels = label_store.load()
@@ -398,18 +399,18 @@ def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> La
 
 @st.cache_resource(max_entries=4, show_spinner="Spreading your labels over the collection…")
 def _propagation(model_dir: str, version_id: str, key: str, _labels: dict):
-    from imgsim.assistant import propagate
+    from imgsim.labelling.assistant import propagate
 
     return propagate(load_version(model_dir, version_id), _labels)
 
 
 def propagation(model_dir, version: store.Version, labels: dict, key: str | None = None):
-    """Every image's label and confidence from the person's (imgsim.assistant.propagate), once per version and labels.
+    """Every image's label and confidence from the person's (imgsim.labelling.assistant.propagate), once per version and labels.
 
-    `key` is `imgsim.assistant.state_key(version, labels)` where the caller has it already. Shared by
+    `key` is `imgsim.labelling.assistant.state_key(version, labels)` where the caller has it already. Shared by
     every session: never change what it returns.
     """
-    from imgsim.assistant import state_key
+    from imgsim.labelling.assistant import state_key
 
     return _propagation(str(model_dir), version.id, key or state_key(version, labels), labels)
 
@@ -421,7 +422,7 @@ def label_rows(model_dir: str, version_id: str, rows, name: str | None = None, n
     The label is `name`, or what the widget `name_key` holds; a refusal (read-only, a bad name,
     the labels file busy) is left as a notice for `show_notice(where)`.
     """
-    from imgsim.annotations import LabelStore
+    from imgsim.storage.annotations import LabelStore
 
     if not can_write():  # the controls are not drawn then; this guards the callback itself too
         st.session_state[f"notice-{where}"] = ("error", access().why_not())

@@ -9,8 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 from imgsim import duplicates as dup
-from imgsim.errors import ImgsimError
-from imgsim.text import one_line, relative_paths
+from imgsim.core.errors import ImgsimError
+from imgsim.core.text import one_line, relative_paths
 from pages import common
 
 SHOWN_GROUPS = 30  # groups drawn on one page; the CSV holds them all

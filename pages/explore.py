@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from threadpoolctl import threadpool_limits
 
-from imgsim.groups import silhouette_by_k
-from imgsim.labels import group_name
-from imgsim.text import html_text
+from imgsim.core.text import html_text
+from imgsim.learning.groups import silhouette_by_k
+from imgsim.storage.group_names import group_name
 from pages import common
 
 SHOWN = 60  # thumbnails per gallery before "show more"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from imgsim.errors import ImgsimError
-from imgsim.images import ALLOWED_FORMATS, is_url, read_bytes
-from imgsim.labels import group_name
+from imgsim.core.errors import ImgsimError
+from imgsim.core.text import csv_text, one_line, relative_paths
+from imgsim.inputs.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.search import Query, url_query
-from imgsim.text import csv_text, one_line, relative_paths
+from imgsim.storage.group_names import group_name
 from pages import common
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]

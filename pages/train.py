@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from imgsim import jobs, store
-from imgsim.errors import BusyError, ImgsimError
+from imgsim.core.errors import BusyError, ImgsimError
+from imgsim.runs import jobs
+from imgsim.storage import store
 from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
@@ -96,7 +97,7 @@ def version_curves(model_dir: str, version_id: str):
 
 
 def history_of(measures: list[dict]) -> dict:
-    """A running job's per-epoch measures (imgsim.jobs status) as a history: key -> values by epoch (None: not measured)."""
+    """A running job's per-epoch measures (imgsim.runs.jobs status) as a history: key -> values by epoch (None: not measured)."""
     by_epoch = {int(m["epoch"]): m for m in measures if 1 <= m["epoch"] <= 10_000}  # an epoch told twice: its last word
     epochs = range(1, max(by_epoch, default=0) + 1)
     return {key: [by_epoch.get(e, {}).get(key) for e in epochs] for key in CURVES
@@ -104,7 +105,7 @@ def history_of(measures: list[dict]) -> dict:
 
 
 def live_curves(status: dict, box) -> None:
-    """The running job's finished epochs, drawn from its status as data (imgsim.jobs keeps them as `measures`)."""
+    """The running job's finished epochs, drawn from its status as data (imgsim.runs.jobs keeps them as `measures`)."""
     figure = curves_figure(history_of(status.get("measures") or []), height=400)
     if figure is not None:
         box.markdown("**Curves by epoch, so far**", help=PANELS_HELP)
@@ -112,7 +113,7 @@ def live_curves(status: dict, box) -> None:
 
 
 def prune_versions(model_dir) -> None:
-    """Button callback: remove all but the newest versions (imgsim.store.prune) and say what it freed."""
+    """Button callback: remove all but the newest versions (imgsim.storage.store.prune) and say what it freed."""
     if not common.can_write():
         return
     try:

@@ -12,7 +12,7 @@ source "$(dirname "$0")/setup.sh" requirements-dev.txt
 ruff check --quiet . || { echo "ruff found the problems above ('ruff check --fix .' mends import order)" >&2; exit 1; }
 python -m pytest "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
-# a fit, and a tiny model trained by imgsim.training then searched; the longer fits (early stopping, 15
+# a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
 # Only for the whole suite: arguments select tests of the first pass alone.
 if [ $# -eq 0 ]; then

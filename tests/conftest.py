@@ -172,7 +172,7 @@ TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, se
 @pytest.fixture(scope="session")
 def tiny_collection(tmp_path_factory) -> Path:
     """24 augmented 64 px views of the shipped photographs, one sub-folder per source photo."""
-    from imgsim.demo import build_demo
+    from imgsim.inputs.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("collection") / "photos", n=24, size=64, seed=3)
 
@@ -181,7 +181,7 @@ def tiny_collection(tmp_path_factory) -> Path:
 def trained_model_dir(tmp_path_factory, tiny_collection) -> Path:
     """A model folder holding one tiny trained version (32 px, 1 epoch). Copy it before changing it."""
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     model_dir = tmp_path_factory.mktemp("models") / "models"
     train(Settings(model_dir=model_dir, images=tiny_collection, **TINY))
@@ -206,10 +206,10 @@ def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float
     """
     import numpy as np
 
-    from imgsim import store
-    from imgsim.engines import choose_engine
-    from imgsim.records import Records
-    from imgsim.training import save_collection
+    from imgsim.runs.training import save_collection
+    from imgsim.storage import store
+    from imgsim.storage.engines import choose_engine
+    from imgsim.storage.records import Records
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)).astype(np.float32)

@@ -9,12 +9,14 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-import imgsim.access
-from imgsim import Settings, jobs, store
-from imgsim.access import Access, PasswordGuesses, allowed_hosts, is_loopback
-from imgsim.labels import load_names
+import imgsim.core.access
+from imgsim import Settings
+from imgsim.core.access import Access, PasswordGuesses, allowed_hosts, is_loopback
+from imgsim.core.text import markdown_text
+from imgsim.runs import jobs
 from imgsim.serve import exposure_warning, streamlit_flags
-from imgsim.text import markdown_text
+from imgsim.storage import store
+from imgsim.storage.group_names import load_names
 from tests.conftest import TINY, running_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +45,7 @@ def test_policy_local_by_default_password_when_shared_readonly_for_everyone():
 @pytest.fixture(autouse=True)
 def fresh_guesses(monkeypatch):
     """The server-wide password back-off starts clean in each test (it lives as long as the process)."""
-    monkeypatch.setattr(imgsim.access, "GUESSES", PasswordGuesses())
+    monkeypatch.setattr(imgsim.core.access, "GUESSES", PasswordGuesses())
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_a_wrong_password_slows_every_session_not_just_its_own(model_settings, m
     owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" not in labels(owner)
     assert any("Too many wrong passwords" in e.value for e in owner.sidebar.error)
-    time.sleep(imgsim.access.GUESSES.heard_at - imgsim.access.GUESSES.clock() + 0.05)
+    time.sleep(imgsim.core.access.GUESSES.heard_at - imgsim.core.access.GUESSES.clock() + 0.05)
     owner.sidebar.text_input(key="password-attempt").input("correct horse")
     owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" in labels(owner)
@@ -221,7 +223,7 @@ def test_a_visitor_sees_collection_relative_paths_only(model_settings, tiny_coll
     import shutil
 
     import imgsim.search
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
     query = min(photos.rglob("*.jpg"))
@@ -290,7 +292,7 @@ def test_the_url_field_never_reads_a_server_file(model_settings, tmp_path, typed
 
 
 def test_group_names_are_shown_as_text_never_markup(model_settings):
-    from imgsim.labels import save_names
+    from imgsim.storage.group_names import save_names
 
     version_id = store.current_id(model_settings.model_dir)
     tracker = "![x](http://127.0.0.1:9/track.png) **bold** :red[red] $x$"
@@ -305,7 +307,7 @@ def test_group_names_are_shown_as_text_never_markup(model_settings):
 
 
 def test_names_with_html_reach_plotly_escaped(model_settings):
-    from imgsim.labels import save_names
+    from imgsim.storage.group_names import save_names
 
     save_names(model_settings.model_dir, store.current_id(model_settings.model_dir),
                {1: '<a href="http://127.0.0.1:9/x">click</a><img src=x>'})
@@ -399,7 +401,7 @@ def test_a_hostile_training_status_renders_as_text_and_crashes_no_page(tmp_path)
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     settings = Settings(model_dir=model_dir, images=tmp_path / "photos")
-    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.runs.jobs"], start_new_session=True)
     while not jobs.pid_alive(run.pid):  # a run's own process, as far as any check can tell, once it has exec'd
         time.sleep(0.01)
     try:
@@ -431,7 +433,7 @@ def test_large_urls_leave_the_server_holding_their_decoded_input_only(model_sett
     from streamlit.runtime.caching.cache_data_api import _data_caches
 
     import imgsim.search
-    from imgsim.cache import ByteBudgetCache
+    from imgsim.core.cache import ByteBudgetCache
 
     monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")
     monkeypatch.setattr(imgsim.search, "url_queries", ByteBudgetCache(imgsim.search.URL_QUERY_BYTES, 600))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from imgsim.annotations import MAX_LABEL_CHARS, LabelStore, clean_label
-from imgsim.errors import ImgsimError
+from imgsim.core.errors import ImgsimError
+from imgsim.storage.annotations import MAX_LABEL_CHARS, LabelStore, clean_label
 
 
 def test_set_clear_and_undo_round_trip(tmp_path):
@@ -133,7 +133,7 @@ def test_kill_9_mid_write_leaves_a_complete_state(tmp_path):
     import sys
     import time
 
-    script = ("import sys; from imgsim.annotations import LabelStore\n"
+    script = ("import sys; from imgsim.storage.annotations import LabelStore\n"
               "labels = LabelStore(sys.argv[1])\n"
               "for step in range(1000):\n"
               "    labels.set(range(step * 500, step * 500 + 500), f'batch {step}')\n"

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from imgsim import assistant, store
-from imgsim.annotations import ImageLabel, LabelStore
+from imgsim.labelling import assistant
+from imgsim.storage import store
+from imgsim.storage.annotations import ImageLabel, LabelStore
 from tests.conftest import vector_version
 
 CLASSES = 12
@@ -86,8 +87,8 @@ def test_review_finds_a_wrong_label_and_only_it(tmp_path):
 
 def test_an_image_far_from_everything_is_an_outlier(tmp_path):
     version, truth = vector_version(tmp_path / "models", 200, 3, spread=0.2, seed=2)
-    from imgsim.records import Records
-    from imgsim.training import save_collection
+    from imgsim.runs.training import save_collection
+    from imgsim.storage.records import Records
 
     vectors = np.vstack([version.vectors, -version.vectors.mean(axis=0, keepdims=True) + 5.0])
     records = Records.concat([version.records, Records.build(["/collection/odd.jpg"], [1], [0], ["f" * 40], [0],
@@ -116,7 +117,7 @@ def test_paths_as_a_person_types_them(clustered, tmp_path, monkeypatch):
     relative = path.split("/collection/", 1)[1]  # relative to the collection's folder
     monkeypatch.chdir(tmp_path)
     assert assistant.rows_for_paths(version, [relative]) == [3]
-    from imgsim.errors import ImgsimError
+    from imgsim.core.errors import ImgsimError
 
     with pytest.raises(ImgsimError, match="not an image of the active version"):
         assistant.rows_for_paths(version, [path, "/elsewhere/x.jpg"])

@@ -107,8 +107,9 @@ def test_a_shared_dashboard_shows_names_as_text_and_locks_changes(shared_dashboa
     """A hostile group name fetches nothing and renders as typed; a visitor without the password cannot train."""
     from playwright.sync_api import sync_playwright
 
-    from imgsim import jobs, store
-    from imgsim.labels import save_names
+    from imgsim.runs import jobs
+    from imgsim.storage import store
+    from imgsim.storage.group_names import save_names
 
     tracker = http_server.serve("/track.png", b"\x89PNG", content_type="image/png")
     hostile = f"![x]({tracker}) <img src={tracker}?html> **bold** :red[red]"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from imgsim import store
-from imgsim.annotations import LabelStore
+from imgsim.storage import store
+from imgsim.storage.annotations import LabelStore
 from tests.conftest import running_dashboard
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE, settle
 

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from imgsim.cache import ByteBudgetCache
+from imgsim.core.cache import ByteBudgetCache
 
 
 class Clock:

@@ -240,7 +240,8 @@ def test_grid_message_and_export_are_escaped(capsys, hostile, tmp_path):
 
 
 def test_a_background_run_gets_every_setting_as_json_and_dash_names_stay_values(tmp_path):
-    from imgsim import Settings, jobs
+    from imgsim import Settings
+    from imgsim.runs import jobs
 
     settings = Settings(model_dir=tmp_path / "-models", images=tmp_path / "--images-folder", follow_links=True,
                         engine="faiss", image_size=48, workers=1, min_steps=0)
@@ -252,9 +253,9 @@ def test_every_training_knob_is_a_train_flag_and_reaches_the_run(capsys, monkeyp
     """Flags come from Settings' fields with help text: a knob added there is a flag with no other edit."""
     import dataclasses
 
-    from imgsim import training
-    from imgsim.config import TRAINING_FIELDS, Settings
-    from imgsim.errors import ImgsimError
+    from imgsim.core.config import TRAINING_FIELDS, Settings
+    from imgsim.core.errors import ImgsimError
+    from imgsim.runs import training
 
     knobs = [f.name for f in dataclasses.fields(Settings) if "help" in f.metadata]
     assert knobs == list(TRAINING_FIELDS) and {"image_size", "epochs", "patience", "min_steps"} <= set(knobs)

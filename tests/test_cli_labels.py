@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from imgsim import store
-from imgsim.annotations import LabelStore
 from imgsim.cli import main
+from imgsim.storage import store
+from imgsim.storage.annotations import LabelStore
 
 
 def run(capsys, *argv):

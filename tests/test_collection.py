@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import collection
-from imgsim.collection import Skipped, encode_files, fingerprint, iter_decoded, scan_folder
+from imgsim.inputs import collection
+from imgsim.inputs.collection import Skipped, encode_files, fingerprint, iter_decoded, scan_folder
 
 
 def jpeg(path, colour="red"):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import demo, load_image
-from imgsim.evaluation import labelled_images
+from imgsim import load_image
+from imgsim.inputs import demo
+from imgsim.runs.evaluation import labelled_images
 
 
 @pytest.fixture(scope="module")

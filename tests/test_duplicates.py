@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imgsim import duplicates
+from imgsim.core.errors import ImgsimError
 from imgsim.duplicates import DuplicateGroup, Member, duplicates_csv, find_duplicates, move_duplicates, undo_moves
-from imgsim.errors import ImgsimError
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 NEAR = ("reencoded.jpg", "half.png", "double.png", "cropped.png", "brighter.png")
@@ -37,7 +37,7 @@ def build_copies(root: Path) -> Path:
     """Per photograph: an original (its left 55 %), an exact copy elsewhere, five near copies (JPEG
     quality 60, 50 % and 200 % size, 10 % of the area cropped, 10 % brighter) and a hard negative
     (its right 45 %: the same photograph, no pixel in common)."""
-    from imgsim.demo import source_photos
+    from imgsim.inputs.demo import source_photos
 
     photos = source_photos()
     for name in PHOTOS:
@@ -64,8 +64,9 @@ def build_copies(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def version(tmp_path_factory, copies):
-    from imgsim import Settings, store
-    from imgsim.training import train
+    from imgsim import Settings
+    from imgsim.runs.training import train
+    from imgsim.storage import store
 
     model_dir = tmp_path_factory.mktemp("dup-models") / "models"
     train(Settings(model_dir=model_dir, images=copies, image_size=32, latent_dim=32, epochs=2, batch_size=8,
@@ -181,8 +182,8 @@ def fake_version(paths, vectors):
     """A version-like object over these files with these latents (the exact engine), without a model."""
     import hashlib
 
-    from imgsim.engines import make_engine
-    from imgsim.records import Records
+    from imgsim.storage.engines import make_engine
+    from imgsim.storage.records import Records
 
     paths = [str(p) for p in paths]
     records = Records.build(paths, [os.path.getsize(p) for p in paths], [os.stat(p).st_mtime_ns for p in paths],
@@ -200,7 +201,7 @@ def edited(tmp_path_factory) -> dict[str, Path]:
     views that are not copies (the same scene shifted by a third: a burst; another crop of the photograph)."""
     from PIL import ImageDraw, ImageFont, ImageOps
 
-    from imgsim.demo import source_photos
+    from imgsim.inputs.demo import source_photos
 
     folder = tmp_path_factory.mktemp("edited")
     photo = source_photos()["coffee"]

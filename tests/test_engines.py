@@ -9,8 +9,15 @@ import uuid
 import numpy as np
 import pytest
 
-from imgsim.engines import CROSSOVER, DamagedIndexError, choose_engine, load_engine, make_engine, unreferenced_files
-from imgsim.errors import BusyError, ModelNotFoundError
+from imgsim.core.errors import BusyError, ModelNotFoundError
+from imgsim.storage.engines import (
+    CROSSOVER,
+    DamagedIndexError,
+    choose_engine,
+    load_engine,
+    make_engine,
+    unreferenced_files,
+)
 
 N, DIM, GROUPS = 4000, 32, 8
 
@@ -368,7 +375,7 @@ def test_milvus_refuses_a_state_its_collection_does_not_match(milvus, tmp_path):
 
 def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
     code = (
-        "import json, sys, time, numpy as np; from imgsim.engines import make_engine;"
+        "import json, sys, time, numpy as np; from imgsim.storage.engines import make_engine;"
         f"e = make_engine('milvus', uri={str(tmp_path / 'm.db')!r}).add([1, 2], np.eye(2, {DIM}), [0, 0]);"
         f"open({str(tmp_path / 'state.json')!r}, 'w').write(json.dumps(e.save({str(tmp_path)!r})));"
         "print('ready', flush=True); time.sleep(60)"
@@ -445,8 +452,9 @@ def test_auto_is_exact_below_the_crossover_and_faiss_above():
 
 
 def test_an_engine_registered_once_is_offered_by_the_command_line_the_settings_and_the_loader(monkeypatch, tmp_path):
-    from imgsim import Settings, engines
+    from imgsim import Settings
     from imgsim.cli import build_parser
+    from imgsim.storage import engines
 
     monkeypatch.setitem(engines.ENGINES, "probe", engines.Engine("probe", ".exact:ExactEngine", "a test's", segments=True))
     assert build_parser().parse_args(["train", "--engine", "probe"]).engine == "probe"
@@ -474,7 +482,7 @@ def test_milvus_uri_comes_from_the_environment_and_is_checked(tmp_path, monkeypa
 
 def test_engines_never_import_tensorflow_or_streamlit():
     code = (
-        "import sys, imgsim.engines.exact, imgsim.engines.faiss, imgsim.engines.milvus;"
+        "import sys, imgsim.storage.engines.exact, imgsim.storage.engines.faiss, imgsim.storage.engines.milvus;"
         "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'streamlit')])"
     )
     out = subprocess.run(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import evaluation
-from imgsim.evaluation import adjusted_rand, mean_average_precision, precision_at_k
+from imgsim.runs import evaluation
+from imgsim.runs.evaluation import adjusted_rand, mean_average_precision, precision_at_k
 
 
 def on_a_line(*xs):
@@ -144,7 +144,7 @@ def test_label_free_summary_reports_the_runs_best_values_or_says_it_has_none():
 
 @pytest.mark.parametrize("engine", ["exact", "faiss"])
 def test_precision_through_an_engine_matches_the_exact_computation(engine):
-    from imgsim.evaluation import engine_precision_at_k, precision_at_k
+    from imgsim.runs.evaluation import engine_precision_at_k, precision_at_k
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(20), 30)

@@ -13,9 +13,9 @@ import urllib3.util.connection
 from PIL import Image
 
 import imgsim
-from imgsim import fetch
-from imgsim.errors import ImageError, UrlError
-from imgsim.fetch import fetch_url
+from imgsim.core.errors import ImageError, UrlError
+from imgsim.inputs import fetch
+from imgsim.inputs.fetch import fetch_url
 
 PUBLIC = "93.184.216.34"  # a globally routable address; tests never really connect to it
 FAST = dict(connect_timeout=1, total_timeout=2)

@@ -1,4 +1,4 @@
-"""imgsim.files: the one atomic write, and the module layering it allows."""
+"""imgsim.core.files: the one atomic write, and the module layering it allows."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from imgsim import files
+from imgsim.core import files
 
 
 def test_a_file_is_replaced_whole_text_or_bytes_and_fsynced_with_its_folder(tmp_path, monkeypatch):
@@ -41,8 +41,8 @@ def test_a_write_that_fails_leaves_the_old_file_and_nothing_else(tmp_path):
 
 
 def test_storage_and_labels_import_neither_the_engines_nor_each_other_in_a_circle():
-    code = ("import sys, imgsim.labels; assert 'imgsim.store' not in sys.modules, 'labels imports store'; "
-            "import imgsim.store; assert not [m for m in sys.modules if m.startswith('imgsim.engines')], "
-            "[m for m in sys.modules if m.startswith('imgsim.engines')]")
+    code = ("import sys, imgsim.storage.group_names; assert 'imgsim.storage.store' not in sys.modules, 'labels imports store'; "
+            "import imgsim.storage.store; assert not [m for m in sys.modules if m.startswith('imgsim.storage.engines')], "
+            "[m for m in sys.modules if m.startswith('imgsim.storage.engines')]")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

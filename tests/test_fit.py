@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim import Settings, fit
-from imgsim.collection import Skipped, load_for_model
-from imgsim.fit import CachedBatches, budget, decode_cache, fit_autoencoder, split_holdout, twin_retrieval
-from imgsim.model import VIEWS, augment, loss_weights_of, views_of
+from imgsim import Settings
+from imgsim.inputs.collection import Skipped, load_for_model
+from imgsim.learning import fit
+from imgsim.learning.fit import CachedBatches, budget, decode_cache, fit_autoencoder, split_holdout, twin_retrieval
+from imgsim.learning.model import VIEWS, augment, loss_weights_of, views_of
 
 numpy = keras.ops.convert_to_numpy
 PLAIN = dict(VIEWS, area=(1.0, 1.0), aspect=(1.0, 1.0), degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
@@ -139,7 +140,7 @@ def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path
     assert 0 <= history["best_twin_recall@1"] <= history["best_twin_recall@10"] <= 1
     assert history["best_epoch"] == 2 and history["best_twin_mrr"] == history["twin_mrr"][1]  # the second half's best
     assert reports[-1][0] == pytest.approx(0.85) and reports[-1][1].startswith("epoch 2/2")
-    # the numbers travel as data (imgsim.progress.Event): each batch's loss, each epoch's measures
+    # the numbers travel as data (imgsim.core.progress.Event): each batch's loss, each epoch's measures
     assert reports[-1][1].data["epoch"] == 2 and reports[-1][1].data["measures"]["twin_mrr"] == history["twin_mrr"][1]
     assert [m.data["epoch"] for _, m in reports if "measures" in getattr(m, "data", {})] == [1, 2]
     encoder = autoencoder.get_layer("encoder")

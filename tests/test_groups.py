@@ -1,6 +1,6 @@
 import numpy as np
 
-from imgsim.groups import fit_groups, predict_groups, silhouette_by_k
+from imgsim.learning.groups import fit_groups, predict_groups, silhouette_by_k
 
 
 def blobs():

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import imgsim
-from imgsim import images
-from imgsim.errors import ImageError
+from imgsim.core.errors import ImageError
+from imgsim.inputs import images
 
 RED, GREEN, BLUE = (220, 20, 30), (20, 200, 40), (30, 40, 210)
 

@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from imgsim import Settings, store
-from imgsim.indexing import index
-from imgsim.labels import load_labels, save_names
+from imgsim import Settings
+from imgsim.runs.indexing import index
 from imgsim.search import Searcher
+from imgsim.storage import store
+from imgsim.storage.group_names import load_labels, save_names
 from tests.conftest import TINY
 
 
@@ -63,7 +64,7 @@ def test_removed_files_become_tombstones_and_never_come_back(grown):
 
 
 def test_names_survive_index_and_move_with_their_images_on_retrain(grown):
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     settings, photos = grown
     first = store.current_id(settings.model_dir)
@@ -113,13 +114,13 @@ def test_a_crash_between_segment_write_and_switch_leaves_the_previous_version_an
 
 
 def test_index_moves_the_collection_to_another_engine_without_re_encoding(grown, monkeypatch):
-    import imgsim.indexing
+    import imgsim.runs.indexing
 
     settings, _ = grown
     before = store.load_version(settings.model_dir)
     calls = []
-    real = imgsim.indexing.encode_files
-    monkeypatch.setattr(imgsim.indexing, "encode_files", lambda enc, paths, *a, **k: (calls.append(len(paths)), real(enc, paths, *a, **k))[1])
+    real = imgsim.runs.indexing.encode_files
+    monkeypatch.setattr(imgsim.runs.indexing, "encode_files", lambda enc, paths, *a, **k: (calls.append(len(paths)), real(enc, paths, *a, **k))[1])
     report = index(settings, engine="faiss")
     after = store.load_version(settings.model_dir)
     assert report.version and calls == [0] and after.manifest["engine"]["engine"] == "faiss"
@@ -129,7 +130,7 @@ def test_index_moves_the_collection_to_another_engine_without_re_encoding(grown,
 
 
 def test_a_version_written_by_imgsim_0_1_is_read_and_indexed_into_the_new_format(grown):
-    from imgsim.records import Records
+    from imgsim.storage.records import Records
 
     settings, photos = grown
     version = store.load_version(settings.model_dir)
@@ -157,13 +158,13 @@ def test_a_version_written_by_imgsim_0_1_is_read_and_indexed_into_the_new_format
 
 
 def test_index_reads_the_headers_of_new_files_only(grown, monkeypatch):
-    import imgsim.collection
+    import imgsim.inputs.collection
 
     settings, photos = grown
     shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "fresh.jpg")
     opened = []
-    real = imgsim.collection.sniff
-    monkeypatch.setattr(imgsim.collection, "sniff", lambda path: (opened.append(path), real(path))[1])
+    real = imgsim.inputs.collection.sniff
+    monkeypatch.setattr(imgsim.inputs.collection, "sniff", lambda path: (opened.append(path), real(path))[1])
     assert index(settings).added == 1
     assert opened == [str(photos / "fresh.jpg")]  # unchanged files were not opened again
 

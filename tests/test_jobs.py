@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from imgsim import BusyError, Settings, jobs, store
+from imgsim import BusyError, Settings
 from imgsim.cli import main
-from imgsim.progress import Event
+from imgsim.core.progress import Event
+from imgsim.runs import jobs
+from imgsim.storage import store
 from tests.conftest import TINY
 
 
@@ -103,8 +105,8 @@ def test_a_run_can_be_stopped_and_a_bad_collection_fails_in_plain_words(tmp_path
 
 @pytest.fixture
 def decoy():
-    """A live process that looks like a training run (its command line names imgsim.jobs) and leads its own group."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    """A live process that looks like a training run (its command line names imgsim.runs.jobs) and leads its own group."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.runs.jobs"], start_new_session=True)
     deadline = time.monotonic() + 10
     while not jobs.pid_alive(proc.pid) and time.monotonic() < deadline:  # until its exec shows that command line
         time.sleep(0.01)

@@ -1,6 +1,6 @@
 """The Label page as a labelling workspace, and labelling a selection on the Explore page (AppTest).
 
-Labels are checked where they are stored (imgsim.annotations.LabelStore), never only on the page.
+Labels are checked where they are stored (imgsim.storage.annotations.LabelStore), never only on the page.
 """
 
 import csv
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from imgsim import Settings, assistant, store
-from imgsim.annotations import LabelStore
-from imgsim.labels import Label, save_labels, set_name
-from imgsim.text import markdown_text
+from imgsim import Settings
+from imgsim.core.text import markdown_text
+from imgsim.labelling import assistant
+from imgsim.storage import store
+from imgsim.storage.annotations import LabelStore
+from imgsim.storage.group_names import Label, save_labels, set_name
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,8 +3,8 @@ import io
 
 import pytest
 
-from imgsim import store
-from imgsim.labels import carry_over, group_name, labels_csv, labels_path, load_names, save_names
+from imgsim.storage import store
+from imgsim.storage.group_names import carry_over, group_name, labels_csv, labels_path, load_names, save_names
 
 
 def test_names_round_trip_beside_the_version_never_inside_it(model_copy):
@@ -72,7 +72,7 @@ def test_a_name_that_loses_its_first_choice_takes_its_next_best_group():
 
 
 def test_inherit_keeps_both_names_on_a_merged_group(model_copy):
-    from imgsim.labels import Label, inherit, load_labels, save_labels
+    from imgsim.storage.group_names import Label, inherit, load_labels, save_labels
 
     parent = store.current_id(model_copy)
     child = parent[:-4] + "beef"

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from servers import ROOT
 
-from imgsim.engines import load_engine, make_engine
+from imgsim.storage.engines import load_engine, make_engine
 
 DIM = 16
 
 READER = """
 import json, os, sys, time
 import numpy as np
-from imgsim.engines import load_engine
+from imgsim.storage.engines import load_engine
 store, state, following = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
 engine = load_engine(store, state)           # a second client on the same collection, held open
 query = np.ones(%d, np.float32)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from imgsim.model import (
+from imgsim.learning.model import (
     Trainer,
     build_autoencoder,
     compile_encoder,
@@ -85,7 +85,7 @@ def test_tracing_the_encoder_parses_no_python_source(monkeypatch):
 
     import numpy as np
 
-    from imgsim.model import build_encoder, compile_encoder
+    from imgsim.learning.model import build_encoder, compile_encoder
 
     calls = []
     real_parse = ast.parse
@@ -98,7 +98,7 @@ OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow", "torch": "tensorflow"
 LOAD_AND_ENCODE = """
 import sys
 import numpy as np
-from imgsim.model import compile_encoder, encoder_of, keras, load_autoencoder
+from imgsim.learning.model import compile_encoder, encoder_of, keras, load_autoencoder
 images = np.load(sys.argv[2])
 np.save(sys.argv[3], compile_encoder(encoder_of(load_autoencoder(sys.argv[1])))(images))
 print(keras.backend.backend())
@@ -189,7 +189,7 @@ def test_a_bad_or_missing_keras_backend_is_one_line_without_a_traceback(tmp_path
 
 
 def test_without_keras_backend_the_first_installed_is_chosen(monkeypatch):
-    from imgsim import backend
+    from imgsim.learning import backend
 
     monkeypatch.delitem(__import__("sys").modules, "keras")  # as in a fresh process: nothing imported yet
     monkeypatch.delenv("KERAS_BACKEND", raising=False)

@@ -13,9 +13,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from imgsim import Settings, jobs, store
-from imgsim.labels import load_names
-from imgsim.text import markdown_text
+from imgsim import Settings
+from imgsim.core.text import markdown_text
+from imgsim.runs import jobs
+from imgsim.storage import store
+from imgsim.storage.group_names import load_names
 from tests.conftest import TINY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -127,11 +129,11 @@ def charts(at: AppTest) -> list[dict]:
 
 
 def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings):
-    """The Train page plots the measures the job keeps in its status (imgsim.jobs), not numbers read from its text."""
+    """The Train page plots the measures the job keeps in its status (imgsim.runs.jobs), not numbers read from its text."""
     import subprocess
     import sys
 
-    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.jobs"], start_new_session=True)
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "imgsim.runs.jobs"], start_new_session=True)
     while not jobs.pid_alive(run.pid):  # a run's own process, as far as any check can tell, once it has exec'd
         time.sleep(0.01)
     try:
@@ -191,7 +193,7 @@ def version_whose_model_will_not_load(model_dir) -> str:
 
 
 def test_a_model_that_will_not_load_falls_back_to_the_newest_that_does(model_settings, tiny_collection, monkeypatch):
-    from imgsim.labels import save_names
+    from imgsim.storage.group_names import save_names
 
     intact = store.current_id(model_settings.model_dir)
     save_names(model_settings.model_dir, intact, {g: f"intact-{g}" for g in range(TINY["clusters"])})
@@ -209,7 +211,7 @@ def test_a_model_that_will_not_load_falls_back_to_the_newest_that_does(model_set
 
 
 def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_collection, monkeypatch):
-    from imgsim import images
+    from imgsim.inputs import images
 
     query = sorted(tiny_collection.rglob("*.jpg"))[0]
     decodes = []
@@ -318,7 +320,7 @@ def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_
 
 
 def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, tiny_collection, tmp_path):
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
     original = sorted(photos.rglob("*.jpg"))[0]
@@ -349,8 +351,8 @@ def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, 
 
 def test_urls_in_file_and_group_names_never_become_links(model_settings, tiny_collection, tmp_path):
     """GitHub's Markdown links bare URLs after unescaping: names holding https://... or www.... must not become links."""
-    from imgsim.indexing import index
-    from imgsim.labels import save_names
+    from imgsim.runs.indexing import index
+    from imgsim.storage.group_names import save_names
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
     original = min(photos.rglob("*.jpg"))
@@ -379,7 +381,7 @@ def test_urls_in_file_and_group_names_never_become_links(model_settings, tiny_co
 def test_a_file_name_that_is_not_utf8_is_shown_escaped_on_every_page(model_settings, tiny_collection, tmp_path):
     import os
 
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
     bad = os.path.join(os.fsencode(photos), b"caf\xe9\n-x.jpg")

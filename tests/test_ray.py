@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from servers import ROOT
 
-from imgsim import store
+from imgsim.storage import store
 
 
 def imgsim_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:

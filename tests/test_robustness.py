@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsim import store
 from imgsim.search import Searcher
+from imgsim.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from imgsim import Settings, store, training
+    from imgsim import Settings
+    from imgsim.storage import store
+    from imgsim.runs import training
     point, marker, model_dir, images = sys.argv[1:5]
 
     def pause():
@@ -73,7 +75,7 @@ def test_sigkill_during_training_leaves_previous_version_answering(point, model_
 
 def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy, tiny_collection):
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
 
     queries = sorted(tiny_collection.rglob("*.jpg"))[:4]
     cache, cache_lock = {}, threading.Lock()
@@ -127,7 +129,7 @@ def test_training_on_a_collection_a_stranger_arranged_finishes_and_says_what_it_
     from PIL import Image
 
     from imgsim import Settings
-    from imgsim.training import train
+    from imgsim.runs.training import train
     from tests.conftest import TINY
 
     images = Path(shutil.copytree(tiny_collection, tmp_path / "images"))

@@ -35,7 +35,7 @@ def test_byte_identical_copies_come_back_first_but_never_the_file_itself(model_c
     import shutil
 
     from imgsim import Settings
-    from imgsim.indexing import index
+    from imgsim.runs.indexing import index
     from tests.conftest import TINY
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
@@ -65,7 +65,7 @@ def test_cluster_scope_searches_the_predicted_group_first(searcher):
 def test_query_vector_matches_the_indexed_vector_of_the_same_file(searcher):
     # One preprocessing path: encoding a file at query time gives the vector stored at index time.
     path = searcher.paths[5]
-    from imgsim.images import load_image
+    from imgsim.inputs.images import load_image
 
     vector = searcher.encode(load_image(path, searcher.image_size)[None])[0]
     np.testing.assert_allclose(vector, searcher.version.vectors[5], atol=1e-4)
@@ -79,7 +79,8 @@ def test_bad_scope_is_refused(searcher):
 def test_shared_loads_a_version_once_however_many_threads_ask(trained_model_dir, monkeypatch):
     import threading
 
-    from imgsim import search, store
+    from imgsim import search
+    from imgsim.storage import store
 
     loads = []
     real_init = Searcher.__init__
@@ -103,7 +104,8 @@ def test_shared_loads_a_version_once_however_many_threads_ask(trained_model_dir,
 
 
 def test_warm_up_loads_the_current_version_and_says_none_without_one(trained_model_dir, tmp_path, monkeypatch):
-    from imgsim import search, store
+    from imgsim import search
+    from imgsim.storage import store
 
     monkeypatch.setattr(search, "_shared", {})
     assert search.warm_up(tmp_path / "no-models-yet") is None
@@ -118,9 +120,9 @@ def test_a_url_query_is_kept_as_its_decoded_input_never_as_its_bytes(http_server
     from PIL import Image
 
     import imgsim.search
-    from imgsim.cache import ByteBudgetCache
-    from imgsim.errors import ImageError
-    from imgsim.images import decode
+    from imgsim.core.cache import ByteBudgetCache
+    from imgsim.core.errors import ImageError
+    from imgsim.inputs.images import decode
     from imgsim.search import URL_QUERY_BYTES, url_query
 
     monkeypatch.setenv("IMGSIM_ALLOW_PRIVATE_URLS", "1")

@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from imgsim import BusyError, ModelNotFoundError, store
-from imgsim.records import Records
+from imgsim import BusyError, ModelNotFoundError
+from imgsim.storage import store
+from imgsim.storage.records import Records
 
 
 def write(model_dir, n=3, groups=None, **kwargs):
     """A small version: n records with vectors in the exact engine, one group unless `groups` says otherwise."""
-    from imgsim.training import save_collection
+    from imgsim.runs.training import save_collection
 
     groups = np.zeros(n, np.int32) if groups is None else np.asarray(groups)
     records = Records.build([f"/x/{i}.jpg" for i in range(n)], [1] * n, [1] * n, [f"{i:040x}" for i in range(n)],
@@ -156,7 +157,7 @@ def edit_manifest(folder, change):
 
 def edit_records(folder, column, array):
     """Replace one column of the version's record segment with a new, correctly named segment file."""
-    from imgsim.files import write_array
+    from imgsim.core.files import write_array
 
     model_dir = folder.parent.parent
     name = write_array(model_dir / "segments", f".rec.{column}.npy", array)
@@ -253,7 +254,7 @@ def files(model_dir) -> list:
 
 def referenced(model_dir, version_id) -> set:
     """The segment files a version's manifest names (its records' and its engine's)."""
-    from imgsim.records import segment_files
+    from imgsim.storage.records import segment_files
 
     manifest = json.loads((model_dir / "versions" / version_id / "manifest.json").read_text())
     names = set(segment_files(manifest["records"]))
@@ -275,7 +276,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     people = {"labels.json": b'{"1": "cat"}', "log.jsonl": b'{"set": 1}\n'}
     for name, data in people.items():
         (model_dir / "annotations" / name).write_bytes(data)
-    from imgsim.labels import save_names
+    from imgsim.storage.group_names import save_names
     save_names(model_dir, first, {0: "cats"})
 
     report = store.prune(model_dir, keep=2)
@@ -293,7 +294,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
 
 
 def test_prune_keeps_a_parent_whose_group_names_were_not_carried_over(tmp_path, ordered_ids):
-    from imgsim.labels import save_names
+    from imgsim.storage.group_names import save_names
 
     model_dir = tmp_path
     named, child, newest = write(model_dir, 3), write(model_dir, 4), write(model_dir, 5)
@@ -337,7 +338,7 @@ def test_prune_refuses_when_a_kept_version_s_segments_are_unknown(tmp_path, orde
 
 KILLED_PRUNE = """
 import os, signal, sys
-from imgsim import store
+from imgsim.storage import store
 unlink = os.unlink
 os.unlink = lambda path, *a, **k: os.kill(os.getpid(), signal.SIGKILL) if "segments" in str(path) else unlink(path, *a, **k)
 store.prune(sys.argv[1], keep=1)

@@ -1,7 +1,9 @@
 from pathlib import Path
 
-from imgsim import Settings, store, training
+from imgsim import Settings
+from imgsim.runs import training
 from imgsim.search import Searcher
+from imgsim.storage import store
 from tests.conftest import TINY
 
 
@@ -62,7 +64,7 @@ def test_importing_indexing_loads_neither_the_trainer_nor_a_keras_backend():
 
     from tests.conftest import ROOT
 
-    code = ("import sys, imgsim.indexing; "
-            "print(sorted(m for m in ('imgsim.training', 'imgsim.fit', 'keras', 'tensorflow', 'jax') if m in sys.modules))")
+    code = ("import sys, imgsim.runs.indexing; "
+            "print(sorted(m for m in ('imgsim.runs.training', 'imgsim.learning.fit', 'keras', 'tensorflow', 'jax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]

@@ -1,0 +1,133 @@
+"""Files written whole or not at all, and durable once written: the one atomic write imgsim uses.
+
+`write_atomic` fills a temporary file in the target's own folder (so the rename cannot cross file
+systems), fsyncs it, renames it over the target and fsyncs the folder, so that a reader sees the
+old file or the new one, never half of one, and a power cut after the call cannot undo it. A kill
+mid-write leaves at worst a hidden `.<name>.<random>` file beside the target.
+
+Segment files (`write_file`, `checked_path`) are the other kind: content-addressed, named by the
+sha256 of their bytes, written once and never replaced while intact. The image records
+(imgsim.storage.records) and the vector engines (imgsim.storage.engines) both keep theirs in `segments/`. This
+module sits below storage and the engines: of imgsim it imports only the errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from imgsim.core.errors import DamagedIndexError
+
+SEGMENTS_DIR = "segments"
+NAME = re.compile(r"^([0-9a-f]{64})\.[a-z0-9]+(\.[a-z0-9]+)*$")  # a segment file: <sha256>.<kind>...
+
+
+def fsync_path(path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder: the names in it, after a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def temporary_beside(path) -> Path:
+    """A new hidden name in `path`'s folder for a file that will be renamed to `path`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+
+
+def write_atomic(path, data: str | bytes, encoding: str = "utf-8") -> Path:
+    """Replace `path` with `data` (text is encoded with `encoding`) whole or not at all; returns the path."""
+    payload = data.encode(encoding) if isinstance(data, str) else bytes(data)
+    return write_atomic_with(path, lambda fh: fh.write(payload))
+
+
+def write_atomic_with(path, write: Callable[[BinaryIO], object]) -> Path:
+    """Replace `path` with what `write(binary file)` writes (np.save, np.savez ...), whole or not at all."""
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        with open(tmp, "xb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
+def write_file(folder: Path, suffix: str, write) -> str:
+    """Have `write(path)` fill a temporary file, then file it under the sha256 of its bytes.
+
+    A file already there under that name is kept when intact (another version's, or a crashed
+    run's) and replaced when damaged. Returns the name; the caller fsyncs the folder (once for
+    all of a save's files). Not imgsim.core.files.write_atomic: the name is known only once the bytes are.
+    """
+    tmp = folder / f".tmp-{secrets.token_hex(8)}{suffix}"
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        digest = sha256_of(tmp)
+        name = digest + suffix
+        final = folder / name
+        if final.is_file() and sha256_of(final) == digest:
+            tmp.unlink()
+        else:
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return name
+
+
+def write_array(folder: Path, suffix: str, array: np.ndarray) -> str:
+    def write(path):
+        with open(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    return write_file(folder, suffix, write)
+
+
+def checked_path(folder: Path, name, verify: bool = True) -> Path:
+    """The path of a segment file named in a state, after checking its name and its checksum."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise DamagedIndexError(f"{folder}: {json.dumps(name)} is not a segment file name")
+    path = folder / name
+    if not path.is_file():
+        raise DamagedIndexError(f"{path}: segment file is missing")
+    if verify and sha256_of(path) != NAME.match(name).group(1):
+        raise DamagedIndexError(f"{path}: segment file is damaged (checksum mismatch)")
+    return path
+
+
+def open_array(folder: Path, name, verify: bool, dtype, shape, mmap: bool = False) -> np.ndarray:
+    path = checked_path(folder, name, verify)
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DamagedIndexError(f"{path}: not a readable array ({exc})") from None
+    if array.dtype != dtype or array.shape[: len(shape)] != shape or array.ndim != len(shape):
+        raise DamagedIndexError(
+            f"{path}: holds {array.dtype} {array.shape}, the state expects {np.dtype(dtype)} {shape}"
+        )
+    return array

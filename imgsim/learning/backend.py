@@ -1,0 +1,99 @@
+"""Which Keras backend runs the model: chosen once, before Keras is imported.
+
+KERAS_BACKEND wins when set (tensorflow, jax or torch). Otherwise the first one installed of
+TensorFlow, JAX and PyTorch, in that order: TensorFlow was the fastest on a 2-core CPU
+(docs/results.md, "Keras backends and GPU"), and a GPU machine that has only JAX or PyTorch
+still trains without TensorFlow. Nothing here imports Keras or a backend unless asked to.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from imgsim.core.errors import ImgsimError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+INSTALL = {"tensorflow": "pip install 'imgsim[cpu]' (or 'imgsim[gpu]')", "jax": "pip install 'imgsim[jax]'",
+           "torch": "pip install torch"}
+
+
+def installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def choose() -> str:
+    """The backend Keras will use (setting KERAS_BACKEND when unset); ImgsimError names what is wrong, in one line."""
+    if "keras" in sys.modules:  # imported already (by the caller): its backend is fixed
+        return sys.modules["keras"].backend.backend()
+    wanted = os.environ.get("KERAS_BACKEND", "").strip().lower()
+    if wanted:
+        if wanted not in BACKENDS:
+            raise ImgsimError(f"KERAS_BACKEND={wanted!r} is not a backend imgsim runs on; use one of {', '.join(BACKENDS)}")
+        if not installed(wanted):
+            raise ImgsimError(f"KERAS_BACKEND={wanted} but {wanted} is not installed; {INSTALL[wanted]}, "
+                              "or unset KERAS_BACKEND")
+    else:
+        wanted = next((name for name in BACKENDS if installed(name)), "")
+        if not wanted:
+            raise ImgsimError("no Keras backend is installed: pip install 'imgsim[cpu]' (TensorFlow), "
+                              "'imgsim[jax]' or torch")
+    os.environ["KERAS_BACKEND"] = wanted
+    if wanted == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own info and warning lines
+    return wanted
+
+
+def import_keras(quiet: bool = False):
+    """Choose the backend and import Keras with it.
+
+    quiet=True keeps the lines TensorFlow's native code prints while it loads (oneDNN, CPU
+    features: written before its logging starts, so TF_CPP_MIN_LOG_LEVEL cannot hold them) off
+    the terminal, by pointing file descriptor 2 at /dev/null for this call alone. Only an entry
+    point that has not started threads should ask for it (the CLI does): the descriptor is the
+    process's, so another thread's error lines would be lost meanwhile.
+    """
+    name = choose()
+    if not quiet or name != "tensorflow" or "tensorflow" in sys.modules:
+        import keras
+
+        return keras
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras
+
+        keras.ops.convert_to_numpy(keras.ops.zeros(1))  # the first op logs too
+        return keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def versions() -> dict:
+    """The backend and its version, as recorded in a version's manifest."""
+    keras = import_keras()
+    name = keras.backend.backend()
+    module = importlib.import_module(name)
+    return {"keras_backend": name, name: module.__version__, "keras": keras.__version__}
+
+
+def gpu_available() -> bool:
+    """Whether the backend in use has a GPU."""
+    name = import_keras().backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    import torch
+
+    return torch.cuda.is_available()

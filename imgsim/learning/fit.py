@@ -1,0 +1,287 @@
+"""Fitting the autoencoder to a collection: a decoded cache, a budget that fits the collection, the fit itself.
+
+`training.train` calls `fit_autoencoder` and then encodes, groups and saves; everything about how
+the network learns (budget, batches, augmentation, early stopping) lives here and in model.py.
+
+Each image is decoded once per run into a uint8 cache at training size (in memory, or a
+memory-mapped file in a temporary folder when large); batches are slices of it, and the two
+augmented views of each image are made inside the compiled train step. So an epoch costs the
+network's arithmetic and nothing else: no JPEG decoding, no Python per image, no validation pass
+over the loss. Progress is judged instead by a label-free retrieval measure on held-out images
+(`twin_retrieval`), which is also what early stopping watches.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from imgsim.core.config import Settings
+from imgsim.core.progress import Event
+from imgsim.inputs.collection import Skipped, iter_decoded
+from imgsim.learning.model import (
+    Trainer,
+    augment,
+    build_autoencoder,
+    compile_encoder,
+    keras,
+    loss_weights_of,
+    use_mixed_precision_if_gpu,
+    views_of,
+)
+
+Progress = Callable[[float, str], None]
+
+# The budget in optimiser steps, whatever the collection's size. Epochs alone starved small
+# collections: 228 photos x 12 epochs (85 steps) reached 0.58 precision@10 where 40 epochs (285
+# steps) reached 0.71. So every run gets MIN_STEPS at least and MAX_STEPS at most, which keeps
+# 2,000 or 5,000 images to about 4 minutes on 2 cores (more images then means fewer passes, each
+# image seen less often but the views more varied). The cap was 500: on 2,016 photographs a
+# 408-step run scored 0.664 precision@10 against 0.660 at 504, in a fifth less time. Both are
+# for 128 px and scale with the pixel count (a step's cost): a 32 px model needs 1/16 as many.
+MIN_STEPS = 400
+MAX_STEPS = 400
+REFERENCE_SIZE = 128
+# The cache is held in memory up to this size, memory-mapped from a temporary file beyond it, and
+# never grows past CACHE_MAX_BYTES: a bigger collection trains on a random sample that fits
+# (MAX_STEPS batches could not show it each image once anyway).
+CACHE_IN_MEMORY_BYTES = 512 * 2**20
+CACHE_MAX_BYTES = 4 * 2**30
+HOLDOUT_MIN, HOLDOUT_MAX = 32, 256  # images held out for the retrieval measure
+# TensorFlow's XLA off: its step cannot be compiled whole (no XLA_CPU kernel for
+# ImageProjectiveTransformV3, which keras.ops.image.affine_transform uses there) and the network alone
+# was not measurably faster (benchmarks/training-results.txt). JAX always compiles the step (eager JAX
+# is far slower); PyTorch's compile costs more than a run saves here.
+JIT_COMPILE = {"tensorflow": False, "jax": True, "torch": False}
+# Adam's learning rate is Settings.learning_rate (measured there).
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """uint8 batches sliced from the decoded cache: a stream of shuffled passes cut into epochs of `steps`."""
+
+    def __init__(self, cache: np.ndarray, rows: np.ndarray, batch_size: int, steps: int, seed: int):
+        super().__init__(workers=1, use_multiprocessing=False)  # a slice costs microseconds: no threads
+        self.cache, self.rows, self.batch_size, self.steps, self.seed = cache, np.asarray(rows), batch_size, steps, seed
+        self.epoch = 0
+        self.orders = {}
+
+    def __len__(self):
+        return self.steps
+
+    def position(self, q: int) -> int:
+        """The image at position q of the stream: pass q // n in that pass's own shuffled order."""
+        n = len(self.rows)
+        p = q // n
+        if p not in self.orders:
+            self.orders = {p: np.random.default_rng([self.seed, p]).permutation(n)}
+        return self.rows[self.orders[p][q % n]]
+
+    def __getitem__(self, i):
+        start = (self.epoch * self.steps + i) * self.batch_size
+        rows = np.sort([self.position(q) for q in range(start, start + self.batch_size)])
+        return self.cache[rows]  # sorted rows read a memory-mapped cache in file order
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def decode_cache(paths: list[str], size: int, workers: int, skipped: Skipped, folder: str,
+                 progress: Progress | None = None) -> tuple[np.ndarray, list[int]]:
+    """Decode every file once into a uint8 (n, size, size, 3) array; returns it and the positions kept.
+
+    In memory up to CACHE_IN_MEMORY_BYTES, else a memory-mapped file in `folder`. Unreadable
+    files are recorded in `skipped` and left out.
+    """
+    shape = (len(paths), size, size, 3)
+    nbytes = int(np.prod(shape))
+    if nbytes > CACHE_IN_MEMORY_BYTES:
+        cache = np.lib.format.open_memmap(f"{folder}/cache.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        cache = np.empty(shape, np.uint8)
+    kept = []
+    for indices, images, _, failures in iter_decoded(paths, size, batch_size=64, workers=workers):
+        for path, reason in failures.items():
+            skipped.add(path, reason)
+        rows = np.arange(len(kept), len(kept) + len(indices))
+        cache[rows] = np.rint(images * 255).astype(np.uint8)  # decode() gives k / 255 exactly: lossless
+        kept.extend(indices)
+        if progress is not None:
+            progress(len(kept) + len(skipped), f"decoding {len(kept)}/{len(paths)} images")
+    return cache[:len(kept)], kept
+
+
+def budget(n_train: int, settings: Settings, batch_size: int, min_steps: int | None = None,
+           max_steps: int | None = None) -> tuple[int, int]:
+    """(total steps, steps per epoch): `settings.epochs` passes, raised to min_steps, capped at max_steps.
+
+    The number of epochs stays `settings.epochs` (progress reads "epoch 3/12"); a small collection
+    gets longer epochs instead of more of them. min_steps=0 trains exactly the epochs asked for.
+    """
+    scale = (settings.image_size / REFERENCE_SIZE) ** 2
+    low = round(MIN_STEPS * scale) if min_steps is None else min_steps
+    high = max(low, round(MAX_STEPS * scale)) if max_steps is None else max_steps
+    passes = settings.epochs * math.ceil(n_train / batch_size)
+    total = min(max(passes, low), max(high, settings.epochs))
+    per_epoch = max(1, math.ceil(total / settings.epochs))
+    return per_epoch * settings.epochs, per_epoch
+
+
+def twin_retrieval(encode: Callable, images: np.ndarray, seed: int, ks=(1, 10), views: dict | None = None) -> dict:
+    """Label-free retrieval quality: two augmented views of each image; how often is a view's twin found?
+
+    Each of the 2n views queries the other 2n - 1; recall@k is the fraction whose twin is among its
+    k nearest by cosine, `twin_mrr` the mean reciprocal rank of the twin. The views depend only on
+    `seed`, so values from different epochs or models are comparable.
+    """
+    kwargs = {} if views is None else {"views": views}
+    a = keras.ops.convert_to_numpy(augment(images, 2 * seed + 1, **kwargs))
+    b = keras.ops.convert_to_numpy(augment(images, 2 * seed + 2, **kwargs))
+    z = np.concatenate([encode(a), encode(b)]).astype(np.float64)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    n = len(images)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    twin = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
+    rank = (sim > sim[np.arange(2 * n), twin][:, None]).sum(axis=1)  # views closer than the twin
+    out = {f"twin_recall@{k}": float(np.mean(rank < min(k, 2 * n - 1))) for k in ks}
+    out["twin_mrr"] = float(np.mean(1.0 / (rank + 1)))
+    return out
+
+
+class TwinRetrieval(keras.callbacks.Callback):
+    """Adds `twin_retrieval` on the held-out images to each epoch's logs, before early stopping reads them."""
+
+    def __init__(self, encoder, images: np.ndarray, seed: int):
+        super().__init__()
+        encode = compile_encoder(encoder)  # reads the weights at each call: compiled once for the whole fit
+        self.encode = lambda x: np.concatenate([encode(x[i:i + 128]) for i in range(0, len(x), 128)])
+        self.images, self.seed = images, seed
+        self.seconds = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.monotonic()
+        if logs is not None:
+            logs.update(twin_retrieval(self.encode, self.images, self.seed))
+        self.seconds += time.monotonic() - start
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left."""
+
+    def __init__(self, progress: Progress, epochs: int, steps: int, share: float, start: float = 0.0):
+        super().__init__()
+        self.progress, self.epochs, self.steps, self.share, self.start_fraction = progress, epochs, steps, share, start
+        self.start = time.monotonic()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
+        left = (time.monotonic() - self.start) / done * (1 - done)
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
+                      Event(f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left",
+                            epoch=self.epoch + 1, epochs=self.epochs, loss=loss))
+
+    def on_epoch_end(self, epoch, logs=None):
+        """The epoch's measures (the held-out ones included: this callback runs last) as data."""
+        done = (epoch + 1) / self.epochs
+        measures = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
+                      Event(f"epoch {epoch + 1}/{self.epochs} done · loss {measures.get('loss', float('nan')):.4f}",
+                            epoch=epoch + 1, epochs=self.epochs, loss=measures.get("loss"), measures=measures))
+
+
+def split_holdout(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out positions, training positions). The held-out images train nothing; too few to hold out: none."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = 0
+    if validation_split > 0:
+        n_val = min(HOLDOUT_MAX, max(int(n * validation_split), min(HOLDOUT_MIN, n // 5)))
+    if n_val < 4:
+        n_val = 0
+    return order[:n_val], order[n_val:]
+
+
+def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float,
+                    min_steps: int | None = None, max_steps: int | None = None, jit_compile: bool | str = "auto",
+                    trainer_options: dict | None = None, callbacks: list | None = None):
+    """Train a new autoencoder on the files; returns (autoencoder, history dict).
+
+    The history holds per-epoch lists (loss, reconstruction, invariance, spread and, with held-out
+    images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, images_seen,
+    train_images (files trained on), holdout_images, fit_seconds (Keras fit, including the held-out
+    measure), measure_seconds (the measure alone), decode_seconds, train_images_per_second
+    (images_seen over decode + fit time), best_epoch and the best epoch's twin_* values (what the saved weights give). `callbacks` are
+    extra Keras callbacks, run after the held-out measure (a benchmark's per-epoch probe).
+    """
+    start = time.monotonic()
+    keras.utils.set_random_seed(settings.seed)
+    policy = use_mixed_precision_if_gpu()
+    size = settings.image_size
+    per_image = size * size * 3
+    chosen = list(range(len(paths)))
+    if len(paths) * per_image > CACHE_MAX_BYTES:  # more than the budget can show: a random sample that fits
+        chosen = sorted(np.random.default_rng(settings.seed).choice(len(paths), CACHE_MAX_BYTES // per_image, replace=False))
+    decode_share = 0.1 * share
+    with tempfile.TemporaryDirectory(prefix="imgsim-cache-") as folder:
+        def report(done, message):
+            progress(decode_share * done / max(1, len(chosen)), message)
+
+        cache, _ = decode_cache([paths[i] for i in chosen], size, settings.workers, skipped, folder, report)
+        decode_seconds = time.monotonic() - start
+        if len(cache) < 2:
+            from imgsim.core.errors import ImgsimError
+
+            raise ImgsimError(f"fewer than 2 readable images to train on ({skipped.summary()})")
+        held, train_rows = split_holdout(len(cache), settings.validation_split, settings.seed)
+        holdout = np.asarray(cache[np.sort(held)]) if len(held) else None
+        batch_size = max(2, min(settings.batch_size, len(train_rows)))
+        if min_steps is None:  # Settings fields, once config.py has them
+            min_steps = getattr(settings, "min_steps", None)
+        if max_steps is None:
+            max_steps = getattr(settings, "max_steps", None)
+        _, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
+        data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
+
+        autoencoder = build_autoencoder(size, settings.latent_dim, settings)
+        options = {"weights": loss_weights_of(settings), "views": views_of(settings), **(trainer_options or {})}
+        trainer = Trainer(autoencoder, seed=settings.seed, **options)
+        if jit_compile == "auto":
+            jit_compile = JIT_COMPILE[keras.backend.backend()]
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), jit_compile=jit_compile)
+        extra, callbacks, stopper = list(callbacks or []), [], None
+        measure = TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed) if holdout is not None else None
+        if measure is not None:
+            # Watched over the budget's second half only: a held-out measure of a few dozen images
+            # is noisy, and a model that starts high (photos-hard-8: twin_mrr 0.709 after the first
+            # epoch, then 0.697, 0.693) was stopped after 4 epochs with the first one's weights,
+            # 0.509 precision@7 where epoch 4 had reached 0.582.
+            stopper = keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
+                                                    restore_best_weights=True, start_from_epoch=settings.epochs // 2)
+            callbacks += [measure, *extra, stopper]
+        else:
+            callbacks += extra
+        callbacks.append(ProgressCallback(progress, settings.epochs, per_epoch, share, start=decode_share))
+        fit_start = time.monotonic()
+        history = trainer.fit(data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
+        fit_seconds = time.monotonic() - fit_start
+    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    steps = per_epoch * len(logs.get("loss", []))
+    logs.update(precision_policy=policy, steps=steps, images_seen=steps * batch_size, batch_size=batch_size,
+                train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
+                decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
+                measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),
+                train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
+    if stopper is not None and "twin_mrr" in logs:
+        best = stopper.best_epoch  # the epoch whose weights were kept
+        logs["best_epoch"] = best + 1
+        logs.update({f"best_{k}": logs[k][best] for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")})
+    return autoencoder, logs
+

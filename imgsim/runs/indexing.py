@@ -1,0 +1,128 @@
+"""Keeping a collection current without retraining: encode what was added, drop what was removed.
+
+`index` writes only what changed: one segment of new records and vectors, small dead-row files
+for removals, and a new version folder that refers to the unchanged segments. Segments are
+compacted once removals pass a share (imgsim.storage.records.MAX_DEAD_SHARE, the engines' own
+max_dead_share). New images keep the groups' centres (their group is the nearest centre) and are
+placed on the map beside their nearest neighbours; group names carry over unchanged.
+`index(engine=E)` also moves the collection into another vector engine without re-encoding.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgsim.core.config import Settings
+from imgsim.core.errors import ImgsimError
+from imgsim.inputs.collection import Skipped, encode_files, fingerprint, scan_folder
+from imgsim.learning.groups import predict_groups
+from imgsim.learning.projection import place_new
+from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
+from imgsim.storage import store
+from imgsim.storage.group_names import inherit
+from imgsim.storage.records import Records, compacted, remove_rows, save_segment
+
+
+def record_entries(model_dir, version: store.Version) -> list:
+    """The version's record segments; a version written by imgsim 0.1 gets its records written as one."""
+    if "format" in version.manifest:
+        return list(version.manifest["records"])
+    return [save_segment(model_dir, version.records)]
+
+
+def index(settings: Settings, progress: Progress = no_progress, engine: str | None = None,
+          ray: str | None = None) -> RunReport:
+    """Encode files added since the current version and drop removed ones; `engine` moves it to another engine.
+
+    `ray` (a Ray cluster's HOST:PORT) encodes the new files on that cluster (imgsim.runs.distributed).
+    """
+    from imgsim.storage.engines import choose_engine
+
+    if ray:  # before the lock: an unreachable cluster or a missing ray package is one line, nothing touched
+        from imgsim.runs.distributed import connect
+
+        connect(ray)
+
+    start = time.monotonic()
+    model_dir = settings.model_dir
+    with store.writer_lock(model_dir):
+        store.clear_staging(model_dir)
+        version = store.load_version(model_dir)
+        records = version.records
+        scanned = Skipped()
+        known = dict(zip(records.paths, zip(records.sizes.tolist(), records.mtimes.tolist())))
+        files = scan_folder(settings.images, settings.follow_links, scanned, known)
+        current = {f.path: f.key for f in files}
+        unchanged = np.fromiter((current.get(p) == records.key(i) for i, p in enumerate(records.paths)), bool,
+                                count=len(records))
+        # Unreadable files stay skipped until they change: no new version just to fail on them again.
+        still_bad = [rec for rec in version.manifest.get("skipped_files", [])
+                     if current.get(rec["path"]) == (rec["path"], rec["size"], rec["mtime_ns"])]
+        known = {records.paths[i] for i in np.flatnonzero(unchanged)} | {rec["path"] for rec in still_bad}
+        new_files = [f for f in files if f.path not in known]
+        removed_ids = records.ids[~unchanged]
+        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
+        old_state = version.manifest.get("engine") or {}
+        wanted = choose_engine(engine, len(records)) if engine else old_state.get("engine", "exact")
+        moving = wanted != old_state.get("engine")
+        if not new_files and not len(removed_ids) and not moving:
+            return RunReport(None, len(records), skipped, seconds=time.monotonic() - start)
+
+        progress(0.0, f"encoding {len(new_files)} new images")
+        if ray:
+            from imgsim.runs.distributed import encode_files as encode_on_ray
+
+            kept, vectors, hashes, failures = encode_on_ray(ray, version.model_path, [f.path for f in new_files],
+                                                            version.image_size, progress, 0.0, 0.8)
+        else:
+            from imgsim.learning.model import compile_encoder, load_encoder
+
+            encoder = compile_encoder(load_encoder(version.model_path))
+            kept, vectors, hashes, failures = encode_files(encoder, [f.path for f in new_files], version.image_size,
+                                                           settings.workers, progress, 0.0, 0.8)
+        for path, reason in failures.items():
+            skipped.add(path, reason)
+        if len(records) - len(removed_ids) + len(kept) < 2:
+            raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({skipped.summary()})")
+
+        progress(0.85, "placing new images")
+        vectors = vectors.reshape(len(kept), -1) if len(kept) else np.zeros((0, version.centres.shape[1]), np.float32)
+        searchable = version.engine(wanted) if moving else version.engine()
+        added_files = [new_files[p] for p in kept]
+        new_records = Records.build(
+            [f.path for f in added_files], [f.size for f in added_files], [f.mtime_ns for f in added_files], hashes,
+            predict_groups(vectors, version.centres) if len(vectors) else [],
+            place_new(vectors, searchable, records))
+
+        searchable.remove(removed_ids)
+        searchable.add(new_records.ids, vectors, new_records.groups)
+        searchable.compact()
+        progress(0.9, "saving")
+        engine_state = searchable.save(model_dir)
+        entries = remove_rows(model_dir, record_entries(model_dir, version), removed_ids)
+        if len(new_records):
+            entries.append(save_segment(model_dir, new_records))
+        entries = compacted(model_dir, entries)
+        metrics = {**version.manifest.get("metrics", {}), "images": len(records) - len(removed_ids) + len(new_records),
+                   "skipped": len(skipped)}
+        manifest = {
+            **{k: version.manifest[k] for k in ("settings", "libraries") if k in version.manifest},
+            "kind": "index",
+            "parent": version.id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "images_root": str(Path(settings.images).resolve()),
+            "fingerprint": fingerprint(files),
+            "metrics": metrics,
+            "skipped_files": skipped_records(files, skipped),
+        }
+        new_id = store.write_version(model_dir, manifest=manifest, records=entries, engine=engine_state,
+                                     centres=version.centres, history=version.history, make_current=False,
+                                     save_model=lambda path: store.link_or_copy(version.model_path, path))
+        inherit(model_dir, version.id, new_id)  # the same groups: names stay as they are
+        store.set_current(model_dir, new_id)
+        progress(1.0, f"saved version {new_id}")
+        return RunReport(new_id, metrics["images"], skipped, added=len(new_records), removed=len(removed_ids),
+                         seconds=time.monotonic() - start, metrics=metrics)

@@ -1,0 +1,347 @@
+"""Training in the background: a detached `python -m imgsim.runs.jobs` process and the status file it writes.
+
+The dashboard starts the process and polls `training_status`; the process alone writes
+`<model_dir>/training.json` (atomically) from its progress callback, and its output goes to
+`<model_dir>/training.log`. The process reads its settings from `<model_dir>/training-settings.json`
+(Settings.to_json), written by `start_training`. Progress numbers (epoch, loss, each epoch's
+measures) come as data (imgsim.core.progress.Event) and are kept in the status as data: `curve` (the
+training loss as the run goes) and `measures` (one entry per finished epoch). A separate process keeps a crash or a kill away from the server and
+lets searches go on with the current version until `train` makes the new one current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from imgsim.core.config import Settings
+from imgsim.core.errors import BusyError, ImgsimError
+from imgsim.core.files import write_atomic
+from imgsim.core.progress import data_of
+from imgsim.storage import store
+
+STATUS_FILE = "training.json"
+LOG_FILE = "training.log"
+SETTINGS_FILE = "training-settings.json"
+START_GRACE_S = 60  # a run that has not reported its pid by then never started
+STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
+DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
+CURVE_POINTS = 400  # of the training loss kept in the status
+MEASURE_EPOCHS, MEASURE_KEYS = 500, 30  # entries of `measures` kept, and values in one
+
+
+def status_path(model_dir) -> Path:
+    return Path(model_dir) / STATUS_FILE
+
+
+def log_path(model_dir) -> Path:
+    return Path(model_dir) / LOG_FILE
+
+
+def write_status(model_dir, status: dict) -> None:
+    """Replace the status file whole, so a reader never sees half of it."""
+    write_atomic(status_path(model_dir), json.dumps(status, indent=1))
+
+
+def read_status(model_dir) -> dict | None:
+    """The status file as `valid_status` reads it: None when there is none, or it is not a run's status."""
+    try:
+        return valid_status(json.loads(status_path(model_dir).read_text()))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+STATES = ("running", "finished", "failed")
+TEXT_LIMIT = 2000  # characters of a message or an error kept
+
+
+def valid_status(raw) -> dict | None:
+    """The fields of a status that the pages and the CLI read, each of the type they expect; anything else is dropped.
+
+    The file sits in the model folder, where anyone who can write there (or edit it by hand) can
+    put anything: a string where a number belongs crashed every page. A field of the wrong type is
+    left out (read as its default); an unknown state makes the whole file no status.
+    """
+    if not isinstance(raw, dict) or raw.get("state") not in STATES:
+        return None
+    fraction = raw.get("fraction")
+    status = {"state": raw["state"], "fraction": min(1.0, max(0.0, float(fraction))) if _number(fraction) else 0.0}
+    for key in ("started", "finished", "loss"):
+        if _number(raw.get(key)):
+            status[key] = float(raw[key])
+    for key in ("epoch", "epochs"):
+        if _number(raw.get(key)) and raw[key] == int(raw[key]) and raw[key] >= 0:
+            status[key] = int(raw[key])
+    pid = raw.get("pid")
+    status["pid"] = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
+    if isinstance(raw.get("pid_start"), str):
+        status["pid_start"] = raw["pid_start"][:100]
+    for key in ("message", "error", "version", "images"):
+        if isinstance(raw.get(key), str):
+            status[key] = raw[key][:TEXT_LIMIT]
+    status.setdefault("message", "")
+    for key in ("stopped", "demo"):
+        status[key] = raw.get(key) is True
+    for key in ("settings", "metrics"):
+        if isinstance(raw.get(key), dict):
+            status[key] = raw[key]
+    if isinstance(raw.get("curve"), list):
+        status["curve"] = [[float(p[0]), float(p[1])] for p in raw["curve"][-CURVE_POINTS:]
+                           if isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1])]
+    if isinstance(raw.get("measures"), list):
+        status["measures"] = [{str(k)[:40]: float(v) for k, v in list(entry.items())[:MEASURE_KEYS] if _number(v)}
+                              for entry in raw["measures"][-MEASURE_EPOCHS:]
+                              if isinstance(entry, dict) and _number(entry.get("epoch"))]
+    return status
+
+
+def _number(value) -> bool:
+    """A JSON number of a sane size (not NaN, not infinite, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e15 < value < 1e15
+
+
+def process_start(pid) -> str | None:
+    """When process `pid` started, as the system records it; None when there is no such process (or a zombie).
+
+    With a pid, this tells one process from a later one that was given the same number: from
+    /proc/<pid>/stat (field 22, clock ticks since boot) on Linux, from `ps -o lstart=` elsewhere.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return None
+        fields = stat.rsplit(b")", 1)[-1].split()  # after the command name, which may hold spaces and ")"
+        return None if len(fields) < 20 or fields[0] == b"Z" else f"ticks:{int(fields[19])}"
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"lstart:{' '.join(out.split())}" if out.strip() else None
+
+
+def own_process(status) -> bool:
+    """Whether the status's pid is its run's own process: alive, an imgsim.runs.jobs process, leading its own
+    process group (what `stop_training` signals), and started when the status says it was."""
+    pid = (status or {}).get("pid")
+    if not pid_alive(pid) or not status.get("pid_start") or process_start(pid) != status["pid_start"]:
+        return False
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def pid_alive(pid) -> bool:
+    """Whether `pid` is a live training process (a zombie or a reused pid is not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            return b"imgsim.runs.jobs" in cmdline.read_bytes()
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def training_status(model_dir) -> dict | None:
+    """The last run's status (state: running, finished or failed), or None when there was none.
+
+    A "running" status whose process is gone is reported as failed: it was killed. So is one whose
+    pid is some other process (a later one given the same number, or any pid written by hand).
+    """
+    status = read_status(model_dir)
+    if status is None or status.get("state") != "running":
+        return status
+    if status["pid"] is None and time.time() - status.get("started", 0) < START_GRACE_S:
+        return status  # launched, not yet reporting
+    if not own_process(status):
+        return {**status, "state": "failed",
+                "error": "the training process ended without finishing (it was stopped or killed)"}
+    return status
+
+
+def is_running(model_dir) -> bool:
+    status = training_status(model_dir)
+    return bool(status and status.get("state") == "running")
+
+
+def settings_path(model_dir) -> Path:
+    return Path(model_dir) / SETTINGS_FILE
+
+
+def start_training(settings: Settings, build_demo_first: bool = False) -> int:
+    """Launch a training run in a detached process and return its pid; BusyError if one is running."""
+    # Absolute: the child works in the model folder, where a relative path would mean something else.
+    settings = settings.replace(model_dir=Path(settings.model_dir).absolute(), images=Path(settings.images).absolute())
+    model_dir = settings.model_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Two sessions pressing the button at once: the second waits here, then sees the first's status.
+    with FileLock(model_dir / ".launch.lock", timeout=10):
+        if is_running(model_dir) or store.is_busy(model_dir):
+            raise BusyError("a training run is already in progress")
+        write_atomic(settings_path(model_dir), settings.to_json())
+        write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
+                                 "started": time.time(), "settings": settings.training_dict(),
+                                 "images": str(settings.images), "demo": build_demo_first})
+        # The child imports this very imgsim (a checkout or an installed package) and works in the
+        # model folder: never in the folder the package lives in, which may be read-only site-packages.
+        package_parent = str(Path(__file__).resolve().parents[2])  # imgsim/runs/jobs.py -> the folder holding imgsim
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        try:
+            with open(log_path(model_dir), "wb") as log:  # the last run's output only
+                proc = subprocess.Popen(
+                    # --flag=value: a folder whose name starts with a dash is still a value, never an option
+                    [sys.executable, "-m", "imgsim.runs.jobs", f"--model-dir={model_dir}", *(["--demo"] if build_demo_first else [])],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=model_dir, start_new_session=True)
+        except OSError as exc:
+            write_status(model_dir, {"state": "failed", "error": f"could not start training: {exc}", "started": time.time()})
+            raise ImgsimError(f"could not start training: {exc}") from None
+        status = read_status(model_dir) or {}
+        if status.get("pid") is None and status.get("state") == "running":
+            # Known at once, so the run can be stopped before it reports; the child writes the same pid.
+            write_status(model_dir, {**status, "pid": proc.pid, "pid_start": process_start(proc.pid)})
+    # Reap the child when it ends, so that its pid does not linger as a zombie of the server.
+    threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-training-{proc.pid}").start()
+    return proc.pid
+
+
+def stop_training(model_dir) -> bool:
+    """Ask the running training process to stop (SIGTERM); whether there was one."""
+    status = training_status(model_dir)
+    if not status or status.get("state") != "running" or not own_process(status):
+        return False  # never a signal to a process the status file merely names
+    try:
+        os.killpg(status["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class StatusWriter:
+    """The child's side: progress calls become status file updates, at most a few a second."""
+
+    def __init__(self, model_dir, base: dict, interval: float = 0.5):
+        self.model_dir, self.interval = model_dir, interval
+        self.status = {**base, "state": "running", "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                       "fraction": 0.0, "message": "starting", "curve": [], "measures": []}
+        self.last = 0.0
+        write_status(model_dir, self.status)
+
+    def progress(self, fraction: float, message: str) -> None:
+        """A progress call; an Event's numbers (imgsim.core.progress) are kept as data, a finished epoch's at once."""
+        data = data_of(message)
+        self.status.update(fraction=round(float(fraction), 4), message=str(message))
+        self.status.update({k: data[k] for k in ("epoch", "epochs") if isinstance(data.get(k), int)})
+        loss = data.get("loss")
+        finite = isinstance(loss, float) and math.isfinite(loss)
+        if finite:
+            self.status["loss"] = loss
+        if isinstance(data.get("measures"), dict):
+            entry = {"epoch": data.get("epoch"), **{k: v for k, v in data["measures"].items() if math.isfinite(v)}}
+            self.status["measures"] = (self.status["measures"] + [entry])[-MEASURE_EPOCHS:]
+        now = time.monotonic()
+        if now - self.last >= self.interval or fraction >= 1.0 or "measures" in data:
+            if finite:
+                self.status["curve"] = (self.status["curve"] + [[round(float(fraction), 4), loss]])[-CURVE_POINTS:]
+            self.last = now
+            write_status(self.model_dir, self.status)
+
+    def finish(self, state: str, **fields) -> None:
+        self.status.update(state=state, finished=time.time(), **fields)
+        write_status(self.model_dir, self.status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imgsim.runs.jobs", description="One background training run.")
+    parser.add_argument("--model-dir", type=Path, required=True,
+                        help=f"the model folder; the run's settings are its {SETTINGS_FILE} (Settings.to_json)")
+    parser.add_argument("--demo", action="store_true", help="build the demo collection in the images folder first")
+    return parser
+
+
+def read_settings(model_dir) -> Settings:
+    """The settings `start_training` wrote for this run; the model folder is the one the process was given."""
+    path = settings_path(model_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImgsimError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    try:
+        return Settings.from_json(text).replace(model_dir=Path(model_dir))
+    except (TypeError, ValueError) as exc:
+        raise ImgsimError(f"{path}: {exc}") from None
+
+
+def stop_on_sigterm(writer: StatusWriter):
+    """SIGTERM: record the stop, unwind (locks released, staging removed), and exit hard if unwinding stalls.
+
+    Unwinding can wait on worker threads (the demo build's pool finishes its queue first), so a
+    timer ends the process after STOP_GRACE_S whatever it is doing; the next run clears its leftovers.
+    """
+
+    def handler(signum, frame):
+        writer.finish("failed", error="training was stopped", stopped=True)
+        timer = threading.Timer(STOP_GRACE_S, os._exit, args=(143,))
+        timer.daemon = True
+        timer.start()
+        raise SystemExit(143)
+
+    return handler
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    previous = read_status(args.model_dir) or {}
+    writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
+                                           "images": previous.get("images", ""), "demo": args.demo})
+    signal.signal(signal.SIGTERM, stop_on_sigterm(writer))
+    try:
+        settings = read_settings(args.model_dir)
+        writer.status.update(settings=settings.training_dict(), images=str(settings.images))
+        share = 0.0
+        if args.demo:
+            from imgsim.inputs.demo import build_demo
+
+            share = DEMO_SHARE
+            build_demo(settings.images, progress=lambda f, m: writer.progress(share * f, f"building the demo collection: {m}"))
+        from imgsim.runs.training import train
+
+        report = train(settings, lambda f, m: writer.progress(share + (1 - share) * f, m))
+        writer.finish("finished", fraction=1.0, version=report.version, message=report.summary(), metrics=report.metrics)
+        return 0
+    except (ImgsimError, ValueError) as exc:
+        writer.finish("failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        writer.finish("failed", error="training was stopped", stopped=True)
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:
+        writer.finish("failed", error=f"unexpected {type(exc).__name__}: {exc} (details in {log_path(args.model_dir)})")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
