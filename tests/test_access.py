@@ -17,7 +17,7 @@ from imgsim.runs import jobs
 from imgsim.serve import exposure_warning, streamlit_flags
 from imgsim.storage import store
 from imgsim.storage.group_names import load_names
-from tests.conftest import TINY, running_dashboard
+from tests.helpers import TINY, running_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

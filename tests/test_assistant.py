@@ -6,7 +6,7 @@ import pytest
 from imgsim.labelling import assistant
 from imgsim.storage import store
 from imgsim.storage.annotations import ImageLabel, LabelStore
-from tests.conftest import vector_version
+from tests.helpers import vector_version
 
 CLASSES = 12
 

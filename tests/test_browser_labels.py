@@ -12,7 +12,7 @@ import pytest
 
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore
-from tests.conftest import running_dashboard
+from tests.helpers import running_dashboard
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE, settle
 
 HOSTILE = "[x](http://evil.example) <b>b</b> =1+1"

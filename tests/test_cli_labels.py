@@ -161,7 +161,7 @@ def test_a_reader_that_leaves_early_gets_no_error(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import vector_version
+    from tests.helpers import vector_version
 
     version, _ = vector_version(tmp_path / "models", 3000, 3)  # ~300 kB of JSON lines: more than a pipe holds
     reader = subprocess.Popen([sys.executable, "-m", "imgsim", "labels", "export", "--json", "--model-dir",

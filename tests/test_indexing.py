@@ -11,7 +11,7 @@ from imgsim.runs.indexing import index
 from imgsim.search import Searcher
 from imgsim.storage import store
 from imgsim.storage.group_names import load_labels, save_names
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 @pytest.fixture

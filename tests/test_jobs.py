@@ -12,7 +12,7 @@ from imgsim.cli import main
 from imgsim.core.progress import Event
 from imgsim.runs import jobs
 from imgsim.storage import store
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def wait_until_done(model_dir, timeout=240):

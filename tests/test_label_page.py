@@ -18,7 +18,7 @@ from imgsim.labelling import assistant
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore
 from imgsim.storage.group_names import Label, save_labels, set_name
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "[x](http://evil.example) <b>b</b> =1+1"
@@ -370,7 +370,7 @@ def test_search_results_for_a_visitor_have_no_form_and_a_replayed_send_changes_n
 
 def test_galleries_draw_a_bounded_page_of_a_large_group_even_when_browsing_all(tmp_path):
     from pages import common
-    from tests.conftest import vector_version
+    from tests.helpers import vector_version
 
     big, _ = vector_version(tmp_path / "models", 400, 1, seed=4)  # one group of 400 (paths that do not exist)
     common._preloaded.add((str(big.model_dir), big.id))

@@ -110,7 +110,7 @@ def run_under(backend: str, *args, code: str = LOAD_AND_ENCODE):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     env = {**os.environ, "KERAS_BACKEND": backend}
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
@@ -171,7 +171,7 @@ def test_a_bad_or_missing_keras_backend_is_one_line_without_a_traceback(tmp_path
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     def imgsim(backend):
         env = {**os.environ, "KERAS_BACKEND": backend}

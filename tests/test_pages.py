@@ -18,7 +18,7 @@ from imgsim.core.text import markdown_text
 from imgsim.runs import jobs
 from imgsim.storage import store
 from imgsim.storage.group_names import load_names
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("pages/search.py", "pages/explore.py", "pages/label.py", "pages/duplicates.py", "pages/train.py")

@@ -130,7 +130,7 @@ def test_training_on_a_collection_a_stranger_arranged_finishes_and_says_what_it_
 
     from imgsim import Settings
     from imgsim.runs.training import train
-    from tests.conftest import TINY
+    from tests.helpers import TINY
 
     images = Path(shutil.copytree(tiny_collection, tmp_path / "images"))
     sample = Image.open(sorted(images.rglob("*.jpg"))[0])

@@ -36,7 +36,7 @@ def test_byte_identical_copies_come_back_first_but_never_the_file_itself(model_c
 
     from imgsim import Settings
     from imgsim.runs.indexing import index
-    from tests.conftest import TINY
+    from tests.helpers import TINY
 
     photos = shutil.copytree(tiny_collection, tmp_path / "photos")
     original = sorted(photos.rglob("*.jpg"))[0]

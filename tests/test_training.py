@@ -4,7 +4,7 @@ from imgsim import Settings
 from imgsim.runs import training
 from imgsim.search import Searcher
 from imgsim.storage import store
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def test_a_first_model_is_published_during_a_long_fit_and_the_final_one_descends_from_it(tiny_collection, tmp_path,
@@ -62,7 +62,7 @@ def test_importing_indexing_loads_neither_the_trainer_nor_a_keras_backend():
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     code = ("import sys, imgsim.runs.indexing; "
             "print(sorted(m for m in ('imgsim.runs.training', 'imgsim.learning.fit', 'keras', 'tensorflow', 'jax') if m in sys.modules))")

@@ -1,0 +1,105 @@
+"""Helpers the test modules import: the dashboard's real server, the tiny training settings, synthetic versions.
+
+Fixtures live in conftest.py (pytest finds them); plain functions and constants live here, so no
+test imports conftest as a module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# --- the dashboard's real server -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log, seconds: float = 90) -> None:
+    """Return once the dashboard at `url` answers /_stcore/health; fail with `log()` if it exits or takes too long."""
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if no_proxy.open(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the dashboard did not start:\n{log()}")
+        time.sleep(0.3)
+
+
+@contextmanager
+def running_dashboard(log_path: Path, env: dict, args=()):
+    """`imgsim serve` as run.sh starts it, on a free port; yields (url, port) once /_stcore/health answers.
+
+    `args` go to `imgsim serve`; the server's own options follow a `--` there.
+    """
+    port = free_port()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "imgsim", "serve", "--port", str(port), *args, "--", "--server.fileWatcherType=none"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, lambda: log_path.read_text()[-3000:])
+        yield url, port
+    finally:
+        server.terminate()  # `imgsim serve` stops its dashboard server with it
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+
+# --- the tiny training settings every trained fixture uses ------------------------------------------
+
+TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, seed=0, workers=1)
+
+
+# --- a version of clustered random vectors, for what never encodes (labelling) ---------------------
+
+def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float = 0.6, seed: int = 0,
+                   folder: str = "/collection"):
+    """Write and load a version whose n vectors lie around `classes` random centres; returns (version, truth).
+
+    Its model file is empty: enough for everything but encoding. Paths are folder/class-C/NNNNNN.jpg.
+    """
+    import numpy as np
+
+    from imgsim.runs.training import save_collection
+    from imgsim.storage import store
+    from imgsim.storage.engines import choose_engine
+    from imgsim.storage.records import Records
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    truth = rng.integers(0, classes, n)
+    vectors = centres[truth] + rng.normal(scale=spread, size=(n, dim)).astype(np.float32)
+    paths = [f"{folder}/class-{c}/{i:06d}.jpg" for i, c in enumerate(truth.tolist())]
+    records = Records.build(paths, [1] * n, [0] * n, [f"{i:040x}" for i in range(n)], truth % 4,
+                            np.zeros((n, 2), np.float32))
+    with store.writer_lock(model_dir):
+        entries, state = save_collection(model_dir, choose_engine("auto", n), records, vectors)
+        store.write_version(model_dir, manifest={"kind": "train", "settings": {"image_size": 32, "seed": 0},
+                                                 "images_root": folder},
+                            records=entries, engine=state, centres=centres[:4], history={},
+                            save_model=lambda path: path.write_bytes(b""))
+    return store.load_version(model_dir), truth
