@@ -46,3 +46,40 @@ def test_storage_and_labels_import_neither_the_engines_nor_each_other_in_a_circl
             "[m for m in sys.modules if m.startswith('imgsim.storage.engines')]")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_open_plain_refuses_a_folder_swapped_for_a_link_between_the_check_and_the_open(tmp_path, monkeypatch):
+    root, outside = tmp_path / "photos", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.jpg").write_bytes(b"mine")
+    outside.mkdir()
+    (outside / "a.jpg").write_bytes(b"someone else's")
+    fd, info = files.open_plain(root / "sub" / "a.jpg", root)
+    assert os.read(fd, 100) == b"mine" and info.st_size == 4
+    os.close(fd)
+
+    real_realpath = os.path.realpath
+    checked = real_realpath(root / "sub" / "a.jpg")
+    (root / "sub" / "a.jpg").unlink()
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside, target_is_directory=True)  # swapped after the path was resolved
+    assert open(checked, "rb").read() == b"someone else's"  # what a plain open of the checked path reads
+    monkeypatch.setattr(os.path, "realpath", lambda p: checked if str(p).endswith("a.jpg") else real_realpath(p))
+    with pytest.raises(files.NotAPlainFile, match="a link appeared on its way"):
+        files.open_plain(root / "sub" / "a.jpg", root)
+
+
+def test_open_plain_refuses_what_is_not_a_regular_file_inside_its_root(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    os.mkfifo(root / "pipe.jpg")
+    (root / "zero.jpg").symlink_to("/dev/zero")
+    (root / "folder.jpg").mkdir()
+    with pytest.raises(files.NotAPlainFile, match=r"not a regular file \(a pipe\)"):
+        files.open_plain(root / "pipe.jpg", root)  # without blocking
+    with pytest.raises(files.NotAPlainFile, match="a link that leads outside"):
+        files.open_plain(root / "zero.jpg", root)
+    with pytest.raises(files.NotAPlainFile, match=r"not a regular file \(a device\)"):
+        files.open_plain(root / "zero.jpg")  # no root: anywhere, but a file
+    with pytest.raises(files.NotAPlainFile, match=r"\(a folder\)"):
+        files.open_plain(root / "folder.jpg", root)

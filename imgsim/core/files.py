@@ -13,18 +13,20 @@ module sits below storage and the engines: of imgsim it imports only the errors.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from imgsim.core.errors import DamagedIndexError
+from imgsim.core.errors import DamagedIndexError, ImgsimError
 
 SEGMENTS_DIR = "segments"
 NAME = re.compile(r"^([0-9a-f]{64})\.[a-z0-9]+(\.[a-z0-9]+)*$")  # a segment file: <sha256>.<kind>...
@@ -74,6 +76,75 @@ def write_atomic_with(path, write: Callable[[BinaryIO], object]) -> Path:
         raise
     fsync_path(path.parent)
     return path
+
+
+class NotAPlainFile(ImgsimError):
+    """A path imgsim would read or write is a link out of its folder, a device, a FIFO, or changed on the way."""
+
+    def __init__(self, path, why: str):
+        super().__init__(f"{path}: {why}")
+        self.why = why
+
+
+def inside(path, root) -> bool:
+    """Whether `path`, every link on its way followed, lies in `root` (followed too)."""
+    try:
+        real, top = os.path.realpath(path), os.path.realpath(root)
+    except (OSError, ValueError):
+        return False
+    return os.path.commonpath([real, top]) == top
+
+
+NO_FOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_folder(path, parent: int | None = None) -> int:
+    """A folder's descriptor, never through a link (`path` relative to the open folder `parent`, when given)."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | NO_FOLLOW, dir_fd=parent)
+
+
+def open_plain(path, root=None) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading, following no link that was not there when its path was resolved.
+
+    The path is resolved once; with `root`, the result must lie inside `root`. Then every folder on
+    the way is opened by name below the one before, with no-follow, so a folder swapped for a link
+    after the check is refused rather than followed; the file itself must be regular (a FIFO, a
+    device such as /dev/zero, a socket are refused; opening one never blocks). Returns the open
+    descriptor, which the caller closes, and its stat. Raises NotAPlainFile or OSError.
+    """
+    real = os.path.realpath(path)
+    top = os.path.realpath(root) if root is not None else os.path.sep
+    if os.path.commonpath([real, top]) != top or real == top:
+        how = "a link that leads" if os.path.islink(path) else "lies"
+        raise NotAPlainFile(path, f"{how} outside {top}: refused")
+    *folders, name = Path(real).relative_to(top).parts
+    folder = os.open(top, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in folders:
+            inner = open_folder(part, folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotAPlainFile(path, "a link appeared on its way after it was checked: refused") from None
+        raise
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotAPlainFile(path, f"not a regular file ({kind_of(info.st_mode)}): refused")
+    return fd, info
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, in a word or two."""
+    for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a link")):
+        if test(mode):
+            return word
+    return "not a file"
 
 
 def write_file(folder: Path, suffix: str, write) -> str:
