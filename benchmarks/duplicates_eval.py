@@ -198,6 +198,7 @@ def sweep(groups_at, thresholds, truth) -> list[tuple[float, tuple]]:
 
 def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
     from imgsim import Settings, duplicates
+    from imgsim.duplicates import verifying
     from imgsim.runs.training import train
     from imgsim.storage import store
 
@@ -221,9 +222,9 @@ def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
 
     scans = {}  # one scan per pHash distance (its verdicts are kept between thresholds, as the dashboard's)
 
-    def imgsim_groups(threshold, distance=duplicates.PHASH_MAX_DISTANCE):
-        saved = duplicates.PHASH_MAX_DISTANCE
-        duplicates.PHASH_MAX_DISTANCE = distance if isinstance(distance, int) else saved
+    def imgsim_groups(threshold, distance=verifying.PHASH_MAX_DISTANCE):
+        saved = verifying.PHASH_MAX_DISTANCE
+        verifying.PHASH_MAX_DISTANCE = distance if isinstance(distance, int) else saved
         try:
             if distance not in scans:
                 if not scans:
@@ -232,22 +233,22 @@ def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
                     first = next(iter(scans.values()))
                     scans[distance] = duplicates.DuplicateScan(version, first.floor, first.pairs, first.scores,
                                                                first.content if distance not in (64, "0.3.0") else None)
-                    scans[distance]._hashes, scans[distance]._keypoints = first._hashes, first._keypoints
+                    scans[distance].verifier = first.verifier
                 if distance == 64:  # latents alone: no check at all
                     scans[distance].verdict = lambda a, b, source: "latent+hash" if source == "latent" else None
                 if distance == "0.3.0":  # latent pairs, pHash within 18 bits, nothing else
                     scans[distance].verdict = lambda a, b, source: "latent+hash" if source == "latent" and \
-                        duplicates.same_picture(version.records.paths, a, b, scans[distance]._hashes, 18) else None
+                        verifying.same_picture(version.records.paths, a, b, scans[distance].verifier.hashes, 18) else None
             return [[index[m.path] for m in g.images] for g in scans[distance].groups(threshold)]
         finally:
-            duplicates.PHASH_MAX_DISTANCE = saved
+            verifying.PHASH_MAX_DISTANCE = saved
 
     phash, pixels = phash_matrix(paths), pixel_matrix(paths)
     results = {
         "imgsim find_duplicates (cosine)": (sweep(imgsim_groups, COSINES, truth), default_threshold),
         "  same, pHash distance swept": (sweep(lambda t: imgsim_groups(default_threshold, t), (6, 10, 14, 18, 22, 26),
                                                truth),
-                                         duplicates.PHASH_MAX_DISTANCE),
+                                         verifying.PHASH_MAX_DISTANCE),
         "  latents alone (no pHash check)": (sweep(lambda t: imgsim_groups(t, 64), COSINES, truth), default_threshold),
         "  0.3.0's rule (latents + pHash<=18)": (sweep(lambda t: imgsim_groups(t, "0.3.0"), COSINES, truth),
                                                  default_threshold),
@@ -340,6 +341,7 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
     from make_edit_set import KINDS, NEGATIVES, build, labels
 
     from imgsim import duplicates
+    from imgsim.duplicates import finding, verifying
 
     images = OUT / f"edits-seed{seed}"
     if not images.is_dir():
@@ -365,16 +367,16 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
     for g in groups:
         for m in g.images:
             evidence[m.match] = evidence.get(m.match, 0) + 1
-    saved, duplicates.GEOMETRY_MARGIN = duplicates.GEOMETRY_MARGIN, 0.10
+    saved, finding.GEOMETRY_MARGIN = finding.GEOMETRY_MARGIN, 0.10
     try:  # latent pairs down to 0.85 proposed for geometry alone (file reads shared with the default's)
         wider = duplicates.scan_duplicates(version, threshold)
-        wider._hashes, wider._keypoints, wider._thumbs = scan._hashes, scan._keypoints, scan._thumbs
+        wider.verifier = scan.verifier
         margin = group_pairs([[paths.index(m.path) for m in g.images] for g in wider.groups(threshold)])
     finally:
-        duplicates.GEOMETRY_MARGIN = saved
+        finding.GEOMETRY_MARGIN = saved
     old = duplicates.DuplicateScan(version, scan.floor, scan.pairs, scan.scores)  # 0.3.0: latents + pHash only
-    old.verdict = lambda a, b, source: "latent+hash" if source == "latent" and duplicates.same_picture(
-        paths, a, b, old._hashes, 18) else None
+    old.verdict = lambda a, b, source: "latent+hash" if source == "latent" and verifying.same_picture(
+        paths, a, b, old.verifier.hashes, 18) else None
     methods = {"imgsim (default)": {"default": full}, "imgsim, GEOMETRY_MARGIN 0.10": {"default": margin},
                "imgsim 0.3.0 (latents + pHash <= 18)": {"default": imgsim_pairs(old)}}
     thresholds = {}
@@ -391,7 +393,7 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
                  f"{len(truth)} duplicate pairs, {n_neg} non-duplicate pairs; model {EDIT_MODEL.name}/{model_id} "
                  f"(reused); threshold {threshold}; scan {scan_seconds:.1f} s (content hashes of every file included), "
                  f"verification {verify_seconds:.1f} s for {len(scan.pairs)} latent + {len(scan.content)} content "
-                 f"candidate pairs ({len(scan._keypoints)} images' keypoints computed)")
+                 f"candidate pairs ({len(scan.verifier.points)} images' keypoints computed)")
     lines.append("members by evidence: " + ", ".join(f"{k or '(none)'} {v}" for k, v in sorted(evidence.items())))
     lines.append(f"{'method':40} {'precision':>9} {'recall':>7} {'F1':>6}")
     for method, pairs in methods.items():
@@ -434,8 +436,8 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
 
 def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     """find_duplicates over n synthetic vectors in the faiss engine: clusters, with 1 % planted near copies."""
-    from imgsim import duplicates
-    from imgsim.duplicates import find_duplicates
+    from imgsim import features
+    from imgsim.duplicates import find_duplicates, finding, verifying
     from imgsim.storage.engines import make_engine
     from imgsim.storage.records import Records
 
@@ -454,19 +456,19 @@ def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     engine.search(vectors[0], 1)  # the first search builds the ANN indexes: timed as the build
     build = time.perf_counter() - start
     version = SimpleNamespace(records=records, engine=lambda: engine)
-    real_hash, real_colours = duplicates.picture_hash, duplicates.DuplicateScan.colours_agree
-    duplicates.picture_hash = lambda path: np.zeros(64, bool)  # synthetic vectors have no files: every check passes
-    duplicates.DuplicateScan.colours_agree = lambda self, a, b, flat_only=False: True
+    real_hash, real_colours = verifying.picture_hash, verifying.Verifier.colours_agree
+    verifying.picture_hash = lambda path: np.zeros(64, bool)  # synthetic vectors have no files: every check passes
+    verifying.Verifier.colours_agree = lambda self, a, b, flat_only=False: True
     try:
         start = time.perf_counter()
         groups = find_duplicates(version)  # above CONTENT_SCAN_LIMIT: no content hashes unless asked
         seconds = time.perf_counter() - start
     finally:
-        duplicates.picture_hash, duplicates.DuplicateScan.colours_agree = real_hash, real_colours
+        verifying.picture_hash, verifying.Verifier.colours_agree = real_hash, real_colours
     sample = sorted((OUT / "edits-seed1").rglob("*.*"))[:120] or sorted((OUT / "seed1" / "images").rglob("*.*"))[:120]
     costs = {}
-    for name, fn in (("pHash", real_hash), ("content hash", duplicates.content_hash),
-                     ("keypoints", duplicates.keypoints)):
+    for name, fn in (("pHash", real_hash), ("content hash", features.content_hash),
+                     ("keypoints", features.keypoints)):
         start = time.perf_counter()
         results = [fn(str(path)) for path in sample]
         costs[name] = (time.perf_counter() - start) / max(len(sample), 1) * 1000
@@ -474,14 +476,14 @@ def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     pairs = list(zip(points[:-1], points[1:])) + [(k, k) for k in points[:40]]
     start = time.perf_counter()
     for a, b in pairs:
-        duplicates.same_scene(a, b)
+        features.same_scene(a, b)
     per_pair = (time.perf_counter() - start) / max(len(pairs), 1) * 1000
     lines.append(f"scan: find_duplicates over {n:,} synthetic {dim}-d vectors, faiss engine ({engine.params}): "
                  f"{seconds:.1f} s (engine built beforehand in {build:.1f} s); {len(groups)} groups "
                  f"({len(copies) // 2} planted pairs); target <= 60 s.")
     lines.append(f"verification, on top, per image read once (the edit set's 230-500 px files, one thread): pHash "
                  f"{costs['pHash']:.1f} ms, content hash {costs['content hash']:.1f} ms (every image, when content "
-                 f"candidates are on: up to {duplicates.CONTENT_SCAN_LIMIT:,} images by default), ORB keypoints "
+                 f"candidates are on: up to {finding.CONTENT_SCAN_LIMIT:,} images by default), ORB keypoints "
                  f"{costs['keypoints']:.1f} ms (only images in a pair the hash does not settle); per pair, matching + "
                  f"RANSAC {per_pair:.1f} ms ({len(pairs)} pairs, {len(pairs) - 40} different pictures, 40 the same)")
 

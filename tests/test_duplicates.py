@@ -15,9 +15,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from imgsim import duplicates
+from imgsim import duplicates, features
 from imgsim.core.errors import ImgsimError
-from imgsim.duplicates import DuplicateGroup, Member, duplicates_csv, find_duplicates, move_duplicates, undo_moves
+from imgsim.duplicates import (
+    DuplicateGroup,
+    Member,
+    duplicates_csv,
+    find_duplicates,
+    finding,
+    move_duplicates,
+    moving,
+    undo_moves,
+    verifying,
+)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 NEAR = ("reencoded.jpg", "half.png", "double.png", "cropped.png", "brighter.png")
@@ -134,7 +144,7 @@ def test_keeper_ties_go_to_the_larger_file_then_the_older(version, copies):
     bigger = Member("/b.jpg", 0.9, False, 10, 10, 200, 5, 1)
     smaller_older = Member("/a.jpg", 0.9, False, 10, 10, 100, 1, 2)
     unknown_size = Member("/c.jpg", 0.9, False, None, None, 10**9, 0, 3)
-    ranked = sorted([smaller_older, unknown_size, bigger], key=duplicates.keeper_order)
+    ranked = sorted([smaller_older, unknown_size, bigger], key=finding.keeper_order)
     assert [m.path for m in ranked] == ["/b.jpg", "/a.jpg", "/c.jpg"]
 
 
@@ -236,10 +246,10 @@ def test_a_framed_or_captioned_copy_is_found_by_its_content_and_geometry(edited)
     assert set(members) == {"original", "border", "caption"}
     assert {members[n].match for n in members} == {"content+geometry"}
     assert groups[0].to_dict()["links"] and all(link["match"] == "content+geometry" for link in groups[0].to_dict()["links"])
-    assert duplicates.picture_hash(str(edited["caption"])) is not None
+    assert features.picture_hash(str(edited["caption"])) is not None
     # the whole pictures' pHashes alone would not have called them copies
-    far = np.count_nonzero(duplicates.picture_hash(str(edited["original"])) != duplicates.picture_hash(str(edited["border"])))
-    assert far > duplicates.PHASH_MAX_DISTANCE
+    far = np.count_nonzero(features.picture_hash(str(edited["original"])) != features.picture_hash(str(edited["border"])))
+    assert far > verifying.PHASH_MAX_DISTANCE
 
 
 def test_a_cropped_copy_is_confirmed_by_geometry_and_overlapping_views_are_not(edited):
@@ -250,11 +260,11 @@ def test_a_cropped_copy_is_confirmed_by_geometry_and_overlapping_views_are_not(e
     members = {Path(m.path).stem: m.match for m in groups[0].images}
     assert set(members) == {"original", "crop"}
     assert set(members.values()) <= {"latent+hash", "latent+geometry"}
-    points = {n: duplicates.keypoints(str(edited[n])) for n in ("original", "crop", "burst", "other")}
-    assert duplicates.same_scene(points["original"], points["crop"])
-    assert not duplicates.same_scene(points["original"], points["burst"])  # a shifted view: new content on both sides
-    assert not duplicates.same_scene(points["crop"], points["burst"])
-    assert not duplicates.same_scene(points["original"], points["other"])
+    points = {n: features.keypoints(str(edited[n])) for n in ("original", "crop", "burst", "other")}
+    assert features.same_scene(points["original"], points["crop"])
+    assert not features.same_scene(points["original"], points["burst"])  # a shifted view: new content on both sides
+    assert not features.same_scene(points["crop"], points["burst"])
+    assert not features.same_scene(points["original"], points["other"])
 
 
 def test_odd_images_get_a_plain_outcome(tmp_path, edited):
@@ -263,8 +273,8 @@ def test_odd_images_get_a_plain_outcome(tmp_path, edited):
            "sliver.png": Image.fromarray(np.random.default_rng(0).integers(0, 255, (4, 3000, 3), np.uint8))}
     for name, img in odd.items():
         img.save(tmp_path / name)
-        assert duplicates.keypoints(str(tmp_path / name)) is None  # too small, one colour or a sliver: no geometry
-    assert duplicates.content_box(np.zeros((50, 40, 3), np.float32)) == (0, 0, 40, 50)  # all frame: left whole
+        assert features.keypoints(str(tmp_path / name)) is None  # too small, one colour or a sliver: no geometry
+    assert features.content_box(np.zeros((50, 40, 3), np.float32)) == (0, 0, 40, 50)  # all frame: left whole
     gone = tmp_path / "gone.png"
     shutil.copyfile(edited["border"], gone)
     paths = [edited["original"], gone, *(tmp_path / n for n in odd)]
@@ -274,7 +284,7 @@ def test_odd_images_get_a_plain_outcome(tmp_path, edited):
     groups = scan.groups(0.95)
     found = {frozenset(Path(m.path).name for m in g.images) for g in groups}
     assert found == {frozenset({"flat.png", "flat2.png"})}  # one colour at two sizes; a red square is not a blue one
-    assert duplicates.content_hash(str(gone)) is None and duplicates.keypoints(str(gone)) is None
+    assert features.content_hash(str(gone)) is None and features.keypoints(str(gone)) is None
 
 
 # --- moving and undoing -------------------------------------------------------------------------
@@ -354,7 +364,7 @@ def test_undo_refuses_to_overwrite_a_file_that_reappeared(tmp_path, movable):
 def test_a_move_that_fails_half_way_can_be_undone(tmp_path, movable, monkeypatch):
     work, groups = movable
     before = snapshot(work)
-    real, calls = duplicates.move_file, []
+    real, calls = moving.move_file, []
 
     def fail_on_third(source, dest):  # a disk that fills up mid-run
         calls.append(source)
@@ -362,7 +372,7 @@ def test_a_move_that_fails_half_way_can_be_undone(tmp_path, movable, monkeypatch
             raise OSError(28, "No space left on device")
         real(source, dest)
 
-    monkeypatch.setattr(duplicates, "move_file", fail_on_third)
+    monkeypatch.setattr(moving, "move_file", fail_on_third)
     with pytest.raises(ImgsimError, match="2 of .* moved, undo with the log") as info:
         move_duplicates(groups, tmp_path / "dups", root=work)
     monkeypatch.undo()
@@ -532,8 +542,8 @@ def test_the_duplicates_page_searches_once_whatever_the_threshold(version, copie
     thresholds = (0.9, 0.99, 0.85, 0.8, 1.0, 0.95)
     expected = {threshold: len(find_duplicates(version, threshold)) for threshold in thresholds}
     searches = []
-    real = duplicates.near_pairs
-    monkeypatch.setattr(duplicates, "near_pairs", lambda *args, **kwargs: (searches.append(args[1]), real(*args, **kwargs))[1])
+    real = finding.near_pairs
+    monkeypatch.setattr(finding, "near_pairs", lambda *args, **kwargs: (searches.append(args[1]), real(*args, **kwargs))[1])
     monkeypatch.setenv("IMGSIM_READONLY", "1")  # what a visitor can make the server do
     st.cache_resource.clear()
     st.cache_data.clear()
