@@ -34,11 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgsim import Settings, store  # noqa: E402
-from imgsim.labelling import assistant
+from imgsim import Settings, labelling  # noqa: E402
 from imgsim.runs import evaluation
+from imgsim.storage import store
 from imgsim.storage.annotations import ImageLabel  # noqa: E402
-from tests.conftest import vector_version  # noqa: E402
+from tests.helpers import vector_version  # noqa: E402
 
 ROUNDS = 4
 BUDGETS = (1, 2, 3)  # labels per class
@@ -64,15 +64,15 @@ def play(version: store.Version, truth: np.ndarray, budget: int, graph) -> tuple
     """The person labels `budget` images, all from `suggest`, in ROUNDS rounds; accuracy over every image."""
     labels: dict[int, ImageLabel] = {}
     sizes = [budget // ROUNDS + (1 if r < budget % ROUNDS else 0) for r in range(ROUNDS)]
-    propagation = assistant.propagate(version, labels, graph)
+    propagation = labelling.propagate(version, labels, graph)
     for size in sizes:
         if not size:
             continue
-        for suggestion in assistant.suggest(version, size, propagation, graph):
+        for suggestion in labelling.suggest(version, size, propagation, graph):
             row = suggestion.row
             assert not propagation.person[row], "suggested an image the person labelled"
             labels[int(version.ids[row])] = ImageLabel(str(truth[row]))
-        propagation = assistant.propagate(version, labels, graph)
+        propagation = labelling.propagate(version, labels, graph)
     info_labels = labels
     named = np.array([propagation.name(r) for r in range(len(version))], dtype=object)
     person = propagation.person
@@ -95,10 +95,10 @@ def review_check(version, truth, labels: dict, graph, share: float = 0.1, seed: 
     slipped = set(rng.choice(ids, max(1, round(share * len(ids))), replace=False).tolist())
     noisy = {i: ImageLabel(rng.choice([c for c in classes if c != labels[i].label])) if i in slipped else labels[i]
              for i in ids}
-    propagation = assistant.propagate(version, noisy, graph)
-    flagged = {int(version.ids[f.row]) for f in assistant.review(version, propagation, graph) if f.kind == "mistake"}
-    clean = assistant.propagate(version, labels, graph)
-    false_clean = sum(f.kind == "mistake" for f in assistant.review(version, clean, graph))
+    propagation = labelling.propagate(version, noisy, graph)
+    flagged = {int(version.ids[f.row]) for f in labelling.review(version, propagation, graph) if f.kind == "mistake"}
+    clean = labelling.propagate(version, labels, graph)
+    false_clean = sum(f.kind == "mistake" for f in labelling.review(version, clean, graph))
     return {"slips": len(slipped), "found": len(slipped & flagged), "false flags": len(flagged - slipped),
             "false flags without slips": false_clean, "labels": len(ids)}
 
@@ -142,7 +142,7 @@ def run_collection(folder: Path, models: Path) -> list[dict]:
     truth = truth_of(version, folder)
     n_classes = len(set(truth.tolist()))
     start = time.perf_counter()
-    graph = assistant.neighbour_graph(version)
+    graph = labelling.neighbour_graph(version)
     graph_s = time.perf_counter() - start
     features = evaluation.baselines([Path(p) for p in version.paths])
     latents = version.vectors
@@ -159,7 +159,7 @@ def run_collection(folder: Path, models: Path) -> list[dict]:
         best = max(routes, key=routes.get)
         picks = oracle_picks(latents, truth, per_class)
         oracle_labels = {int(version.ids[p]): ImageLabel(str(truth[p])) for p in picks}
-        oracle_prop = assistant.propagate(version, oracle_labels, graph)
+        oracle_prop = labelling.propagate(version, oracle_labels, graph)
         oracle = float(np.mean([oracle_prop.name(r) == truth[r] for r in range(len(version))]))
         target = routes[best] + min(0.10, (1 - routes[best]) / 2)
         out.append({"collection": folder.name, "images": len(version), "classes": n_classes, "per_class": per_class,
@@ -185,21 +185,21 @@ def speed() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             version, truth = vector_version(Path(tmp) / "models", n, classes=50, dim=128, spread=1.2)
             start = time.perf_counter()
-            graph = assistant.neighbour_graph(version)
+            graph = labelling.neighbour_graph(version)
             graph_s = time.perf_counter() - start
             rng = np.random.default_rng(1)
             labels = {int(version.ids[r]): ImageLabel(f"class {truth[r]}") for r in rng.choice(n, 100, replace=False)}
-            assistant.propagate(version, labels, graph)  # warm
+            labelling.propagate(version, labels, graph)  # warm
             row = int(rng.integers(n))
             labels[int(version.ids[row])] = ImageLabel("one more")
             start = time.perf_counter()
-            propagation = assistant.propagate(version, labels, graph)
+            propagation = labelling.propagate(version, labels, graph)
             propagate_s = time.perf_counter() - start
             start = time.perf_counter()
-            assistant.suggest(version, 10, propagation, graph)
+            labelling.suggest(version, 10, propagation, graph)
             suggest_s = time.perf_counter() - start
             start = time.perf_counter()
-            assistant.review(version, propagation, graph)
+            labelling.review(version, propagation, graph)
             review_s = time.perf_counter() - start
             print(f"{n:7,d} images ({version.manifest['engine']['engine']} engine): kNN graph {graph_s:.2f} s once per version; "
                   f"after one change: propagation {propagate_s:.3f} s, suggest {suggest_s:.3f} s, review {review_s:.3f} s",

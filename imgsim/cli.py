@@ -293,7 +293,7 @@ def cmd_clusters(args, settings: Settings) -> None:
 
 
 def cmd_labels(args, settings: Settings) -> int:
-    from imgsim.labelling import assistant
+    from imgsim import labelling
     from imgsim.storage import store
     from imgsim.storage.annotations import LabelStore
 
@@ -301,7 +301,7 @@ def cmd_labels(args, settings: Settings) -> int:
     version = store.load_version(settings.model_dir)
     labels = LabelStore(settings.model_dir)
     if action in ("set", "clear"):
-        rows = assistant.rows_for_paths(version, args.paths)
+        rows = labelling.rows_for_paths(version, args.paths)
         ids = version.ids[rows].tolist()
         paths = {int(i): version.paths[r] for i, r in zip(ids, rows)}
         changed = labels.set(ids, args.name, paths) if action == "set" else labels.clear(ids)
@@ -314,16 +314,16 @@ def cmd_labels(args, settings: Settings) -> int:
         entry = labels.undo()
         print(f"undone: {one_line(entry.get('action'))} of {entry.get('count')} image(s)" if entry else "nothing to undo")
         return 0
-    propagation = assistant.propagate(version, labels.load())
+    propagation = labelling.propagate(version, labels.load())
     if action == "suggest":
-        for suggestion in assistant.suggest(version, args.n, propagation):
+        for suggestion in labelling.suggest(version, args.n, propagation):
             if args.json:
                 print(json.dumps(suggestion.to_dict()))
             else:
                 guess = f"{one_line(suggestion.suggested)} {suggestion.confidence:.0%}" if suggestion.suggested else "-"
                 print(f"{one_line(suggestion.path)}  [{guess}]  {one_line(suggestion.reason)}")
     elif action == "review":
-        for finding in assistant.review(version, propagation):
+        for finding in labelling.review(version, propagation):
             if args.json:
                 print(json.dumps(finding.to_dict()))
             else:
@@ -380,7 +380,7 @@ def import_labels(file: Path, version, labels) -> int:
     """
     import csv
 
-    from imgsim.labelling import assistant
+    from imgsim import labelling
     from imgsim.storage.annotations import clean_label
 
     try:
@@ -401,7 +401,7 @@ def import_labels(file: Path, version, labels) -> int:
             continue
         path, name = row[columns["path"]].lstrip("'"), row[columns["label"]].lstrip("'")  # our CSVs' formula guard
         try:
-            [r] = assistant.rows_for_paths(version, [path], base=file.parent)
+            [r] = labelling.rows_for_paths(version, [path], base=file.parent)
             label = clean_label(name) if name.strip() else None
         except ImgsimError as exc:
             raise ImgsimError(f"{file}: row {number}: {exc}") from None

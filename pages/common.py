@@ -352,7 +352,7 @@ def show_notice(where: str) -> None:
 
 class LabellingState(NamedTuple):
     labels: dict  # image id -> a person's ImageLabel
-    key: str  # imgsim.labelling.assistant.state_key of the version and labels: for caches
+    key: str  # imgsim.labelling.state_key of the version and labels: for caches
     last_change: dict | None  # what an undo would revert (LabelStore.undoable)
 
 
@@ -368,7 +368,7 @@ def labelling_state(model_dir, version: store.Version) -> LabellingState:
         return _labelling_state(str(model_dir), version.id, _stamp(LabelStore(model_dir).labels_path))
     except ImgsimError as exc:
         st.error(md(exc) if can_write() else "The labels file cannot be read; the labels are not shown.")
-        from imgsim.labelling.assistant import state_key
+        from imgsim.labelling import state_key
 
         return LabellingState({}, state_key(version, {}), None)
 
@@ -389,7 +389,7 @@ def _stamp(path) -> tuple | None:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> LabellingState:
-    from imgsim.labelling.assistant import state_key
+    from imgsim.labelling import state_key
     from imgsim.storage.annotations import LabelStore
 
     label_store = LabelStore(model_dir)
@@ -399,18 +399,18 @@ def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> La
 
 @st.cache_resource(max_entries=4, show_spinner="Spreading your labels over the collection…")
 def _propagation(model_dir: str, version_id: str, key: str, _labels: dict):
-    from imgsim.labelling.assistant import propagate
+    from imgsim.labelling import propagate
 
     return propagate(load_version(model_dir, version_id), _labels)
 
 
 def propagation(model_dir, version: store.Version, labels: dict, key: str | None = None):
-    """Every image's label and confidence from the person's (imgsim.labelling.assistant.propagate), once per version and labels.
+    """Every image's label and confidence from the person's (imgsim.labelling.propagate), once per version and labels.
 
-    `key` is `imgsim.labelling.assistant.state_key(version, labels)` where the caller has it already. Shared by
+    `key` is `imgsim.labelling.state_key(version, labels)` where the caller has it already. Shared by
     every session: never change what it returns.
     """
-    from imgsim.labelling.assistant import state_key
+    from imgsim.labelling import state_key
 
     return _propagation(str(model_dir), version.id, key or state_key(version, labels), labels)
 

@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 from threadpoolctl import threadpool_limits
 
+from imgsim import labelling
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_text, one_line
-from imgsim.labelling import assistant
 from imgsim.labelling import export as dataset
 from imgsim.storage.annotations import LabelStore
 from imgsim.storage.group_names import group_name, load_labels, set_name
@@ -26,18 +26,18 @@ ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting",
 
 @st.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
 def suggestions(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
-    """What to label next (imgsim.labelling.assistant.suggest), once per version and labels: `key` is their state key."""
+    """What to label next (imgsim.labelling.suggest), once per version and labels: `key` is their state key."""
     version = common.load_version(model_dir, version_id)
     with threadpool_limits(1):  # KMeans' OpenMP threads would spin against a training run on the same cores
-        return assistant.suggest(version, QUEUE, common.propagation(model_dir, version, _labels, key))
+        return labelling.suggest(version, QUEUE, common.propagation(model_dir, version, _labels, key))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Looking for likely mistakes…")
 def findings(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
-    """Likely mistakes and outliers (imgsim.labelling.assistant.review), once per version and labels."""
+    """Likely mistakes and outliers (imgsim.labelling.review), once per version and labels."""
     version = common.load_version(model_dir, version_id)
     with threadpool_limits(1):
-        return assistant.review(version, common.propagation(model_dir, version, _labels, key))
+        return labelling.review(version, common.propagation(model_dir, version, _labels, key))
 
 
 def accept(model_dir: str, version_id: str, min_confidence: float) -> None:

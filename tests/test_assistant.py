@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from imgsim.labelling import assistant
+from imgsim import labelling
+from imgsim.labelling import graph as knn
 from imgsim.storage import store
-from imgsim.storage.annotations import ImageLabel, LabelStore
+from imgsim.storage.annotations import ImageLabel, LabelStore, graph_path
 from tests.helpers import vector_version
 
 CLASSES = 12
@@ -27,24 +28,24 @@ def accuracy(version, truth, propagation):
 
 def test_the_graph_comes_from_the_engine_and_is_kept_per_version(clustered, monkeypatch):
     version, _ = clustered
-    graph = assistant.neighbour_graph(version)
-    assert graph.rows.shape == (len(version), assistant.K)
+    graph = labelling.neighbour_graph(version)
+    assert graph.rows.shape == (len(version), labelling.K)
     assert not (graph.rows == np.arange(len(version))[:, None]).any()  # never itself
     assert (np.diff(graph.sims, axis=1) <= 1e-6).all()  # best first
     exact = version.vectors @ version.vectors[7] / np.linalg.norm(version.vectors, axis=1) / np.linalg.norm(version.vectors[7])
     exact[7] = -np.inf
     assert graph.rows[7, 0] == np.argmax(exact)
-    assert assistant.graph_path(version, assistant.K).is_file()
-    assistant._graphs.clear()
-    monkeypatch.setattr(assistant, "compute_graph", lambda *a: pytest.fail("recomputed instead of read from disk"))
-    assert np.array_equal(assistant.neighbour_graph(version).rows, graph.rows)
+    assert graph_path(version.model_dir, version.id, labelling.K).is_file()
+    knn._graphs.clear()
+    monkeypatch.setattr(knn, "compute_graph", lambda *a: pytest.fail("recomputed instead of read from disk"))
+    assert np.array_equal(labelling.neighbour_graph(version).rows, graph.rows)
 
 
 def test_one_label_per_class_labels_every_image_and_never_changes_a_persons(clustered):
     version, truth = clustered
     rows = [int(np.flatnonzero(truth == c)[0]) for c in range(CLASSES)]
     wrong = {rows[0]}  # a person's mistake stays as they gave it
-    propagation = assistant.propagate(version, person_labels(version, truth, rows, wrong))
+    propagation = labelling.propagate(version, person_labels(version, truth, rows, wrong))
     assert (propagation.label >= 0).all()
     assert propagation.name(rows[0]) == "wrong" and propagation.person[rows].all()
     assert (propagation.confidence[rows] == 1).all()
@@ -55,20 +56,20 @@ def test_one_label_per_class_labels_every_image_and_never_changes_a_persons(clus
 
 def test_without_labels_nothing_is_propagated(clustered):
     version, _ = clustered
-    propagation = assistant.propagate(version, {})
+    propagation = labelling.propagate(version, {})
     assert propagation.classes == [] and (propagation.label == -1).all()
     assert {propagation.source(r) for r in range(len(version))} == {"none"}
 
 
 def test_suggestions_cover_the_classes_first_and_never_repeat_a_labelled_image(clustered):
     version, truth = clustered
-    first = assistant.suggest(version, CLASSES)
+    first = labelling.suggest(version, CLASSES)
     assert len(first) == CLASSES and len({s.row for s in first}) == CLASSES
     assert len({truth[s.row] for s in first}) >= CLASSES - 2  # representatives, not twelve of one kind
     assert all(s.suggested is None and "no label yet" in s.reason for s in first)
     labels = person_labels(version, truth, [s.row for s in first])
-    propagation = assistant.propagate(version, labels)
-    again = assistant.suggest(version, 20, propagation)
+    propagation = labelling.propagate(version, labels)
+    again = labelling.suggest(version, 20, propagation)
     assert not {s.row for s in again} & {s.row for s in first}
     assert all(s.suggested is not None and 0 <= s.confidence <= 1 for s in again)
 
@@ -79,7 +80,7 @@ def test_review_finds_a_wrong_label_and_only_it(tmp_path):
     rows = [int(np.flatnonzero(truth == c)[0]) for c in range(5)] + members[1:4].tolist()
     labels = person_labels(version, truth, rows)
     labels[int(version.ids[members[3]])] = ImageLabel("class 3")  # a slip: a class-0 image labelled class 3
-    findings = assistant.review(version, assistant.propagate(version, labels))
+    findings = labelling.review(version, labelling.propagate(version, labels))
     mistakes = [f for f in findings if f.kind == "mistake"]
     # the slip cannot vouch for itself through the neighbours it labelled: judged without it, they say class 0
     assert [(f.row, f.label, f.suggested) for f in mistakes] == [(members[3], "class 3", "class 0")]
@@ -98,14 +99,14 @@ def test_an_image_far_from_everything_is_an_outlier(tmp_path):
         store.write_version(version.model_dir, manifest=dict(version.manifest, kind="index"), records=entries,
                             engine=state, centres=version.centres, history={}, save_model=lambda p: p.write_bytes(b""))
     grown = store.load_version(version.model_dir)
-    outliers = [f for f in assistant.review(grown) if f.kind == "outlier"]
+    outliers = [f for f in labelling.review(grown) if f.kind == "outlier"]
     assert outliers and outliers[0].path == "/collection/odd.jpg"
 
 
 def test_labels_follow_images_into_a_new_version(clustered, tmp_path):
     version, truth = clustered
     LabelStore(version.model_dir).set([int(version.ids[5])], "kept")
-    assert assistant.propagate(version).name(5) == "kept"  # read from the store by default
+    assert labelling.propagate(version).name(5) == "kept"  # read from the store by default
     LabelStore(version.model_dir).clear([int(version.ids[5])])
 
 
@@ -113,11 +114,11 @@ def test_paths_as_a_person_types_them(clustered, tmp_path, monkeypatch):
     version, _ = clustered
     path = version.paths[3]
     monkeypatch.chdir("/")
-    assert assistant.rows_for_paths(version, [path, path.lstrip("/"), "/collection/./" + path.split("/", 2)[2]]) == [3, 3, 3]
+    assert labelling.rows_for_paths(version, [path, path.lstrip("/"), "/collection/./" + path.split("/", 2)[2]]) == [3, 3, 3]
     relative = path.split("/collection/", 1)[1]  # relative to the collection's folder
     monkeypatch.chdir(tmp_path)
-    assert assistant.rows_for_paths(version, [relative]) == [3]
+    assert labelling.rows_for_paths(version, [relative]) == [3]
     from imgsim.core.errors import ImgsimError
 
     with pytest.raises(ImgsimError, match="not an image of the active version"):
-        assistant.rows_for_paths(version, [path, "/elsewhere/x.jpg"])
+        labelling.rows_for_paths(version, [path, "/elsewhere/x.jpg"])

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsim.labelling.assistant import Propagation
 from imgsim.labelling.export import export_folders
+from imgsim.labelling.propagation import Propagation
 from tests.helpers import vector_version
 
 

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from imgsim import Settings
+from imgsim import Settings, labelling
 from imgsim.core.text import markdown_text
-from imgsim.labelling import assistant
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore
 from imgsim.storage.group_names import Label, save_labels, set_name
@@ -91,7 +90,7 @@ def test_the_page_opens_with_progress_and_a_queue(model_settings, version):
     assert not at.error
     assert progress(at) == f"**0** labelled by you · **0** propagated at 90% or more · **{len(version)}** unsure"
     # the assistant's suggestions, best first, each with a picker for a new label
-    assert cards(at) == [int(version.ids[s.row]) for s in assistant.suggest(version, 8)] and cards(at)
+    assert cards(at) == [int(version.ids[s.row]) for s in labelling.suggest(version, 8)] and cards(at)
     assert at.get("download_button")  # the CSV
     # only the open tab is drawn: no review list, no group name field until their tab is opened
     assert not at.text_input and not {"Likely mistakes", "All groups"} & {e.value for e in at.subheader}
@@ -134,14 +133,14 @@ def test_accept_all_labels_the_sure_ones_and_no_label_a_person_gave(model_settin
 
     # Before the click, someone labels an image at the command line, differently from its propagated label:
     # the click must not overwrite it with what the page showed.
-    propagation = assistant.propagate(version)
+    propagation = labelling.propagate(version)
     late = int(np.flatnonzero(~propagation.person & (propagation.confidence >= 0.5))[0])
     give(model_settings, version, {late: "dogs" if propagation.name(late) == "cats" else "cats"})
     people = LabelStore(model_settings.model_dir).load()
     button.click().run()
     labels = LabelStore(model_settings.model_dir).load()
     assert {i: labels[i] for i in people} == people  # every person's label as it was, how and when given
-    fresh = assistant.propagate(version, labels=people)  # what the click saw
+    fresh = labelling.propagate(version, labels=people)  # what the click saw
     accepted = {row for row, i in enumerate(version.ids.tolist()) if int(i) in labels and labels[int(i)].via == "accept"}
     assert accepted == set(np.flatnonzero(~fresh.person & (fresh.label >= 0) & (fresh.confidence >= 0.5)).tolist())
     assert all(labels[int(version.ids[row])].label == fresh.name(row) for row in accepted)

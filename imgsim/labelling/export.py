@@ -20,7 +20,7 @@ from pathlib import Path
 from imgsim.core.errors import ImgsimError
 from imgsim.core.files import NO_FOLLOW, NotAPlainFile, inside, open_folder, open_plain
 from imgsim.core.text import one_line
-from imgsim.labelling.assistant import Propagation
+from imgsim.labelling.propagation import Propagation
 from imgsim.storage import store
 
 SOURCES = ("person", "propagated", "none")

@@ -11,14 +11,20 @@ engine move (an image's id is a hash of its path and bytes, imgsim.storage.recor
 
 A kill at any moment leaves the last complete labels.json. A log line whose change never reached
 labels.json is harmless: undoing it restores what labels.json already holds. Labels given by
-propagation are not stored here: they are recomputed from these (imgsim.labelling.assistant).
+propagation are not stored here: they are recomputed from these (imgsim.labelling).
+
+    graphs/<version id>-k<K>.npz   each version's kNN graph, derived from its vectors and kept
+                  so that it is computed once (imgsim.labelling.graph); checked before use,
+                  rebuilt when it does not fit, removed with its version (store.prune)
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import secrets
 import time
 import unicodedata
@@ -63,6 +69,17 @@ def clean_label(name) -> str:
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
+
+def graph_path(model_dir, version_id: str, k: int) -> Path:
+    """Where a version's kNN graph of k neighbours is kept (the one place that names it)."""
+    return Path(model_dir) / FOLDER / "graphs" / f"{version_id}-k{int(k)}.npz"
+
+
+def graph_files(model_dir, version_id: str) -> list[Path]:
+    """The kept kNN graphs of one version, whatever their k."""
+    folder = graph_path(model_dir, version_id, 0).parent
+    return [p for p in folder.glob(f"{glob.escape(version_id)}-k*.npz")
+            if re.fullmatch(rf"{re.escape(version_id)}-k[0-9]+\.npz", p.name)]
 
 
 class LabelStore:

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from imgsim.core.errors import BusyError, ImgsimError, ModelNotFoundError
 from imgsim.core.files import fsync_path, sha256_of, write_atomic
 from imgsim.core.ids import is_version_id, new_version_id  # CURRENT and `versions --use` name one, never a path
 from imgsim.core.text import one_line
+from imgsim.storage.annotations import graph_files
 from imgsim.storage.group_names import load_names
 from imgsim.storage.records import Records
 
@@ -451,8 +451,8 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
 
     Never removed: the current version; a version whose group names a kept one descends from and
     does not have itself (they have not been carried over); group names (labels/) and a person's
-    labels (annotations/labels.json, log.jsonl). A version goes with its cached neighbour graphs
-    (annotations/graphs/<id>-k*.npz). Under the writer lock, and in an order a kill cannot hurt:
+    labels (annotations/labels.json, log.jsonl). A version goes with its kept kNN graphs
+    (annotations.graph_files). Under the writer lock, and in an order a kill cannot hurt:
     each version folder is first renamed into staging/ (which the next run clears), so a reader sees
     it whole or not at all, and only then are files no kept version refers to deleted.
     """
@@ -492,8 +492,7 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
                                   "pruned") from None
             states.append(m["engine"])
         orphans = [p for p in unreferenced_files(model_dir, states) if p.name not in wanted]
-        graphs = [p for version_id in removed for p in (model_dir / "annotations" / "graphs").glob(f"{version_id}-k*.npz")
-                  if re.fullmatch(rf"{version_id}-k[0-9]+\.npz", p.name)]
+        graphs = [p for version_id in removed for p in graph_files(model_dir, version_id)]
         before = disk_use(model_dir)
         if dry_run:
             return PruneReport(removed, kept, len(orphans) + len(graphs), before, before)
