@@ -29,9 +29,9 @@ def prepared_query(data: bytes, image_size: int, name: str) -> Query:
 def _prepared_query(data: bytes, image_size: int, name: bytes) -> Query:
     """`prepared_query`'s cached part.
 
-    It is decoded twice in all: the model's input and the picture shown are reduced differently
-    (squashed to the model's size; the aspect kept), from different JPEG draft scales. A URL's image
-    is made ready by `imgsim.search.url_query`, whose cache keeps that and never the downloaded bytes.
+    It is decoded once: the picture shown comes from the model's reduced input (`Query.from_bytes`).
+    A URL's image is made ready by `imgsim.search.url_query`, whose cache keeps that and never the
+    downloaded bytes.
     """
     return Query.from_bytes(data, image_size, name.decode("utf-8", "surrogatepass"))
 

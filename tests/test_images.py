@@ -502,3 +502,114 @@ def test_decode_returns_a_valid_array_or_raises_image_error(data):
     assert array.shape == (32, 32, 3)
     assert array.dtype == np.float32
     assert np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1
+
+
+# --- issue 28: extreme shapes and chunk floods, and one decode per query -------------------------------
+
+
+@pytest.mark.parametrize("size", [(40_000_000, 1), (1, 40_000_000)], ids=["wide", "tall"])
+def test_the_probe_s_wide_and_tall_pngs_are_refused_before_any_pixel_is_decoded(monkeypatch, size):
+    """40,000,000 x 1 16-bit grey (77 KB) took a server from 1,003 to 1,499 MB; 1 x 40,000,000 cost 6-9 s of CPU."""
+    data = encode(Image.new("I;16", size), "PNG")
+    assert len(data) < 200_000 and size[0] * size[1] <= images.MAX_PIXELS  # the pixel cap alone lets it through
+    spy = DecodeSpy(monkeypatch)
+    for call in (lambda: images.decode(data, 128, "strip.png"), lambda: images.thumbnail(data),
+                 lambda: images.decode_with_picture(data, 128, "strip.png")):
+        with pytest.raises(ImageError, match=rf"{size[0]}x{size[1]} has a side longer than 65,535 pixels: refused"):
+            call()
+    assert spy.calls == 0
+
+
+def test_the_longest_side_accepted_decodes_in_tiles_never_a_long_band(monkeypatch):
+    """A row of 65,535 16-bit pixels: the old banding converted whole rows, step_y of them at once (170 for a thumbnail)."""
+    img = Image.fromarray(np.tile(np.arange(images.MAX_SIDE, dtype=np.uint16), (400, 1)))
+    tiles = []
+    real = images.to_rgb
+    monkeypatch.setattr(images, "to_rgb", lambda tile, top=None: (tiles.append(tile.size), real(tile, top))[1])
+    for factors in (images.reduction(img.size, 192, stretch=False), images.reduction(img.size, 128, stretch=True)):
+        tiles.clear()
+        out = images.reduced_rgb(img, factors)
+        assert out.size == (-(-img.width // factors[0]), -(-img.height // factors[1]))
+        assert max(w * h for w, h in tiles) <= images.BAND_PIXELS, (factors, max(tiles, key=lambda t: t[0] * t[1]))
+        assert sum(w * h for w, h in tiles) == img.width * img.height  # every pixel converted once
+        row = np.asarray(out)[0, :, 0].astype(int)
+        assert row[0] < 5 and row[-1] > 250 and np.all(np.diff(row) >= 0)  # a ramp, with no seam between tiles
+
+
+def png_with(extra: bytes, after_pixels: bool = False) -> bytes:
+    """A 16 px red PNG with `extra` chunks after its header, or after its pixels."""
+    png = encode(Image.new("RGB", (16, 16), RED), "PNG")
+    return png[:-12] + extra + png[-12:] if after_pixels else png[:33] + extra + png[33:]
+
+
+@pytest.mark.parametrize("extra, after, reason", [
+    (png_chunk(b"prVt", b"") * (10 * 2**20 // 12), False, "more than 256 chunks besides its pixels"),  # the probe's
+    (png_chunk(b"IDAT", b"") * (10 * 2**20 // 12), True, "more than 20,000 chunks"),
+    (png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(2**20 - 1))) * 17, False,
+     "more than 16 compressed text or colour profile chunks"),
+], ids=["private-chunks", "empty-pixel-chunks", "colour-profiles"])
+def test_a_png_padded_with_chunks_is_refused_from_a_walk_of_its_chunks(monkeypatch, extra, after, reason):
+    """10 MB of empty chunks cost 3.5 s of CPU (and 90 MB kept as private chunks) per decode, and a query decoded twice."""
+    data = png_with(extra, after)
+    spy = DecodeSpy(monkeypatch)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (opened.append(1), real_open(*a, **k))[1])
+    with pytest.raises(ImageError, match=f"^padded.png: PNG has {reason}: refused"):
+        images.decode(data, 32, "padded.png")
+    assert spy.calls == 0 and opened == []  # refused before Pillow read a chunk
+
+
+def test_pngs_within_the_chunk_caps_still_load():
+    text = b"".join(png_chunk(b"tEXt", b"key%d\0value" % i) for i in range(images.MAX_PNG_OTHER_CHUNKS - images.MAX_PNG_COMPRESSED_CHUNKS - 1))  # with IHDR: at the cap
+    profiles = png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 100)) * images.MAX_PNG_COMPRESSED_CHUNKS
+    many_idats = encode(Image.new("RGB", (16, 16), RED), "PNG")
+    start, end = many_idats.index(b"IDAT") - 4, many_idats.index(b"IEND") - 4
+    pixels = zlib.decompress(many_idats[start + 8:end - 4])
+    stream = zlib.compress(pixels)
+    split = b"".join(png_chunk(b"IDAT", stream[i:i + 1]) for i in range(len(stream)))  # a chunk per byte
+    assert len(stream) < images.MAX_PNG_CHUNKS - images.MAX_PNG_OTHER_CHUNKS
+    for data in (png_with(text + profiles), many_idats[:start] + split + many_idats[end:]):
+        assert np.allclose(colour_of(images.decode(data, 16)), RED, atol=3)
+
+
+def test_png_text_that_inflates_past_4_mb_is_refused():
+    """Pillow keeps up to 64 MB of inflated text by default, on top of the pixels' budget; imgsim lowers it to 4 MB."""
+    text = b"".join(png_chunk(b"zTXt", b"k%d\0\0" % i + zlib.compress(bytes(2**20 - 1))) for i in range(5))
+    with pytest.raises(ImageError, match="Too much memory used in text chunks"):
+        images.decode(png_with(text), 16, "text.png")
+
+
+def test_a_query_is_decoded_once_for_the_model_and_the_picture(monkeypatch):
+    """The Search page's path (imgsim.search.Query.from_bytes) used to decode the bytes twice: a padded file cost double."""
+    from imgsim.search import Query
+
+    stored = big_halves("RGB", RED, BLUE, size=(1600, 800))  # red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 800 x 1600, red on top
+    data = encode(stored, "JPEG", exif=exif.tobytes(), quality=90)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (opened.append(1), real_open(*a, **k))[1])
+    query = Query.from_bytes(data, 32, "q.jpg")
+    assert len(opened) == 1
+    assert np.array_equal(query.pixels, np.rint(images.decode(data, 32) * 255).astype(np.uint8))  # the model's input, exactly
+    picture = Image.open(io.BytesIO(query.thumbnail))
+    assert picture.size == (128, 256)  # the image's proportions, upright, at most 256 px
+    top, bottom = np.asarray(picture)[:40].reshape(-1, 3).mean(0), np.asarray(picture)[-40:].reshape(-1, 3).mean(0)
+    assert np.allclose(top, RED, atol=25) and np.allclose(bottom, BLUE, atol=25)
+
+
+def test_a_collection_scan_refuses_a_png_padded_before_its_pixels_from_its_header(tmp_path, monkeypatch):
+    """`sniff` (every file of a folder) opens with Pillow, which reads every chunk before the pixels: 3.5 s for 10 MB."""
+    path = tmp_path / "padded.png"
+    path.write_bytes(png_with(png_chunk(b"prVt", b"") * (10 * 2**20 // 12)))
+    fine = tmp_path / "fine.png"
+    fine.write_bytes(png_with(png_chunk(b"prVt", b"x" * 100) * 100))
+    assert images.sniff(fine) == "PNG"
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (opened.append(1), real_open(*a, **k))[1])
+    with pytest.raises(ImageError, match="PNG has more than 256 chunks besides its pixels: refused"):
+        images.sniff(path)
+    assert opened == []

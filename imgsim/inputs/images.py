@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from imgsim.core.errors import ImageError
 
@@ -34,6 +34,9 @@ IMAGE_LIKE_SUFFIXES = IMAGE_SUFFIXES | frozenset({
     ".dds", ".exr", ".hdr", ".eps", ".xbm", ".xpm", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
 })
 MAX_PIXELS = 40_000_000
+# The longest side accepted, JPEG's own limit (WebP's is 16,383). A PNG is decoded row by row, and
+# each row costs its own pass whatever its width: a 1 x 40,000,000 one took 6-9 s of CPU.
+MAX_SIDE = 65_535
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # Memory the decoder and the decoded pixels may take (a 77 KB 16-bit PNG of 6300x6300 pixels
 # decodes to 76 MB). The file's own bytes come on top, and about BAND_PIXELS x 16 bytes for
@@ -70,11 +73,25 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"  # what Pillow recognises a JPEG (and an MPO) b
 # data) or RST0-7 (restart points inside a scan), as libjpeg finds it.
 NEXT_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
+# Pillow reads a PNG's chunks in Python, one at a time (about 4 us each, and it keeps a copy of each
+# private one): 10 MB of empty chunks cost 3.5 s of CPU and 90 MB. A photo has a dozen chunks
+# besides its image data, which comes in chunks of 8-64 KB (20,000 of 8 KB: 160 MB, beyond
+# MAX_FILE_BYTES). Beyond these caps a PNG is refused after a walk that costs milliseconds.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_CHUNKS = 20_000
+MAX_PNG_OTHER_CHUNKS = 256  # chunks other than image data (IDAT): text, colour profile, private ones
+# Compressed ones (a colour profile, compressed text) each inflate to up to 1 MB (Pillow's
+# MAX_TEXT_CHUNK): 2 ms of CPU apiece. A photo has one profile and an XMP packet or two.
+PNG_COMPRESSED_CHUNKS = (b"iCCP", b"zTXt", b"iTXt")
+MAX_PNG_COMPRESSED_CHUNKS = 16
 # TIFF tags read to size libtiff's strip buffer
 BITS_PER_SAMPLE, PHOTOMETRIC, SAMPLES_PER_PIXEL, ROWS_PER_STRIP, TILE_WIDTH, TILE_LENGTH = 258, 262, 277, 278, 322, 323
 
 # Pillow warns (and only errors at twice its own limit) on huge images; here a bomb is an error.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# The text a PNG's chunks may hold once inflated, all together (Pillow's default is 64 MB, which on
+# top of MAX_DECODED_BYTES would break the budget); imgsim reads none of it.
+PngImagePlugin.MAX_TEXT_MEMORY = 4 * 2**20
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 Source = Union[str, os.PathLike, bytes]
@@ -134,19 +151,20 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None, 
     or with `stretch` (the caller squashes the image to draft_size x draft_size) reduces each
     side on its own.
     """
+    return opened(data, name, draft_size, stretch)[0]
+
+
+def opened(data: bytes, name: str, draft_size: int | None, stretch: bool) -> tuple[Image.Image, tuple[int, int]]:
+    """`open_image`, and the image's full size upright (width, height), which a stretched reduction no longer shows."""
     with decode_errors(name):
         if data[:3] == JPEG_SIGNATURE:
             check_jpeg(data, name)
+        elif data[:8] == PNG_SIGNATURE:
+            check_png(data, name)
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
-                f"over the {MAX_PIXELS / 1e6:.0f} megapixel limit"
-            )
-        if width < 1 or height < 1:
-            raise ImageError(f"{name}: image has no pixels")
+        check_size(img.size, name)
         img.seek(0)
+        size = img.size
         extra = format_buffers(img, data)  # before draft: libjpeg's buffers follow the full size
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
@@ -154,13 +172,31 @@ def open_image(data: bytes, name: str = "image", draft_size: int | None = None, 
         needed = decoded_bytes(img, factors) + extra
         if needed > MAX_DECODED_BYTES:
             raise ImageError(
-                f"{name}: {width}x{height} {img.format} image ({img.mode}) needs {needed / 2**20:.0f} MB "
+                f"{name}: {size[0]}x{size[1]} {img.format} image ({img.mode}) needs {needed / 2**20:.0f} MB "
                 f"to decode, over the {MAX_DECODED_BYTES // 2**20} MB memory limit"
             )
         img.load()  # force the decode here, so truncated data fails inside this handler
         transpose = ORIENTATIONS.get(img.getexif().get(ORIENTATION_TAG))
         img = reduced_rgb(img, factors)
-        return img.transpose(transpose) if transpose is not None else img
+        if transpose is None:
+            return img, size
+        turned = transpose in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE,
+                               Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
+        return img.transpose(transpose), size[::-1] if turned else size
+
+
+def check_size(size: tuple[int, int], name: str) -> None:
+    """Refuse an image with no pixels, too many, or a side longer than MAX_SIDE, from its header's size."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+            f"over the {MAX_PIXELS / 1e6:.0f} megapixel limit"
+        )
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: image has no pixels")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"{name}: {width}x{height} has a side longer than {MAX_SIDE:,} pixels: refused")
 
 
 def sniff(path) -> str:
@@ -175,8 +211,11 @@ def sniff(path) -> str:
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
     with file, decode_errors(name):
-        if file.read(3) == JPEG_SIGNATURE:
-            check_jpeg_header(file, name)
+        start = file.read(len(PNG_SIGNATURE))
+        if start[:3] == JPEG_SIGNATURE:
+            check_header(file, name, check_jpeg)
+        elif start == PNG_SIGNATURE:
+            check_header(file, name, check_png)
         file.seek(0)
         return Image.open(file, formats=ALLOWED_FORMATS).format
 
@@ -296,15 +335,43 @@ def check_jpeg(data, name: str, header_only: bool = False) -> bool:
     return scans > 0
 
 
-def check_jpeg_header(file, name: str) -> None:
-    """`check_jpeg(header_only=True)` on an open file, reading no further than its first scan (in growing chunks)."""
+def check_header(file, name: str, check) -> None:
+    """`check(..., header_only=True)` on an open file, reading no further than its first image data (in growing chunks)."""
     size = 64 * 1024
     while True:
         file.seek(0)
         data = file.read(size)
-        if check_jpeg(data, name, header_only=True) or len(data) < size or size > MAX_FILE_BYTES:
+        if check(data, name, header_only=True) or len(data) < size or size > MAX_FILE_BYTES:
             return
         size *= 4
+
+
+def check_png(data: bytes, name: str, header_only: bool = False) -> bool:
+    """Refuse a PNG with more chunks than Pillow should read (MAX_PNG_CHUNKS, MAX_PNG_OTHER_CHUNKS); no pixel is decoded.
+
+    Walks the chunks Pillow reads for the first image: up to IEND, or up to the next frame's fcTL
+    in an animated PNG; with `header_only`, up to the first image data (what Pillow's open reads).
+    Returns whether the image data was reached.
+    """
+    pos = len(PNG_SIGNATURE)
+    chunks = others = compressed = 0
+    pixels_seen = False
+    while pos + 8 <= len(data):
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IEND" or (pixels_seen and kind == b"fcTL"):
+            break
+        chunks += 1
+        pixels_seen |= kind == b"IDAT"
+        others += kind != b"IDAT"
+        compressed += kind in PNG_COMPRESSED_CHUNKS
+        for count, cap, what in ((chunks, MAX_PNG_CHUNKS, "chunks"), (others, MAX_PNG_OTHER_CHUNKS, "chunks besides its pixels"),
+                                 (compressed, MAX_PNG_COMPRESSED_CHUNKS, "compressed text or colour profile chunks")):
+            if count > cap:
+                raise ImageError(f"{name}: PNG has more than {cap:,} {what}: refused (each one is read on its own)")
+        if header_only and pixels_seen:
+            break
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return pixels_seen
 
 
 def jpeg_scan_components(data: bytes) -> int | None:
@@ -316,17 +383,23 @@ def jpeg_scan_components(data: bytes) -> int | None:
 
 
 def reduced_rgb(img: Image.Image, factors: tuple[int, int]) -> Image.Image:
-    """`to_rgb` then `reduce(factors)`, a band of rows at a time, so no full-size copy is ever made."""
+    """`to_rgb` then `reduce(factors)`, a tile of about BAND_PIXELS at a time, so no full-size copy is ever made.
+
+    Tiles span whole rows when a row is short enough, and are cut across the row too when it is not
+    (a 65,535 x 610 image): whole boxes of the reduction either way.
+    """
     width, height = img.size
     if factors == (1, 1) and img.mode == "RGB" and "transparency" not in img.info:
         return img
     step_x, step_y = factors
     top = grey_top(img) if img.mode in HIGH_DEPTH_MODES else None
-    rows = max(1, BAND_PIXELS // width // step_y) * step_y
+    columns = min(width, max(1, BAND_PIXELS // step_y // step_x) * step_x)
+    rows = max(1, BAND_PIXELS // columns // step_y) * step_y
     out = Image.new("RGB", (-(-width // step_x), -(-height // step_y)))
     for y in range(0, height, rows):
-        band = to_rgb(img.crop((0, y, width, min(height, y + rows))), top)
-        out.paste(band.reduce(factors) if factors != (1, 1) else band, (0, y // step_y))
+        for x in range(0, width, columns):
+            tile = to_rgb(img.crop((x, y, min(width, x + columns), min(height, y + rows))), top)
+            out.paste(tile.reduce(factors) if factors != (1, 1) else tile, (x // step_x, y // step_y))
     return out
 
 
@@ -371,6 +444,19 @@ def to_array(img: Image.Image, size: int) -> np.ndarray:
 def decode(data: bytes, size: int, name: str = "image") -> np.ndarray:
     """Bytes -> (size, size, 3) float32 array in [0, 1]; the preprocessing every model input gets."""
     return to_array(open_image(data, name, draft_size=size, stretch=True), size)
+
+
+def decode_with_picture(data: bytes, size: int, name: str = "image", px: int = 256) -> tuple[np.ndarray, Image.Image]:
+    """`decode`'s array, and a picture at most `px` on its longer side, from one decode of the bytes.
+
+    The picture is the model's reduced input (at least twice `size` a side, where the image has
+    it) put back in the image's proportions, so a query costs one decode, not two.
+    """
+    img, (width, height) = opened(data, name, size, stretch=True)
+    scale = min(1.0, px / max(width, height))
+    picture = img.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return to_array(img, size), picture
 
 
 def load_image(source: Source, size: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 from imgsim.core.cache import ByteBudgetCache
 from imgsim.core.errors import ModelNotFoundError
 from imgsim.inputs.collection import encode_files
-from imgsim.inputs.images import decode, describe, is_url, read_bytes
+from imgsim.inputs.images import decode, decode_with_picture, describe, is_url, read_bytes
 from imgsim.learning.groups import predict_groups
 from imgsim.storage import store
 
@@ -54,11 +54,11 @@ class Query:
 
     @classmethod
     def from_bytes(cls, data: bytes, image_size: int, name: str = "image") -> Query:
-        from imgsim.inputs.thumbnails import thumbnail_jpeg
+        from imgsim.inputs.thumbnails import encode_jpeg
 
-        image = decode(data, image_size, name)
+        image, picture = decode_with_picture(data, image_size, name, THUMBNAIL_PX)  # one decode for both
         pixels = np.rint(image * 255).astype(np.uint8)  # decode scaled uint8 pixels by 1/255: exact both ways
-        return cls(name, hashlib.sha1(data).hexdigest(), pixels, thumbnail_jpeg(data, THUMBNAIL_PX))
+        return cls(name, hashlib.sha1(data).hexdigest(), pixels, encode_jpeg(picture))
 
 
 THUMBNAIL_PX = 256
