@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from imgsim.core.access import Access, guess_password
+from imgsim.core.access import Access, announce_owner_code, guess_password
 from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.text import markdown_text, one_line, relative_paths
@@ -49,24 +49,39 @@ def can_write() -> bool:
     return access().can_write(bool(st.session_state.get("unlocked")))
 
 
-def unlock() -> None:
-    """Form callback: a correct password unlocks changes for this browser session only.
+def client_address() -> str | None:
+    """The browser's address, for the password back-off: the connection's, or behind a proxy on this machine, the one it forwards.
 
-    Guesses go through the server-wide back-off (imgsim.core.access.guess_password): after a wrong one, no
-    session's guess is heard for 1 s, then 2, 4 ... 300 s.
+    Streamlit gives None for a loopback connection: a browser on this machine, or a reverse proxy here,
+    whose last X-Forwarded-For entry is the address it saw (the entries before it are the client's own
+    say). A remote visitor's X-Forwarded-For is ignored.
+    """
+    address = st.context.ip_address
+    if not isinstance(address, str):  # None on loopback (and no real connection under AppTest)
+        forwarded = (st.context.headers.get("X-Forwarded-For") or "").split(",")[-1].strip()
+        return forwarded or None
+    return address
+
+
+def unlock() -> None:
+    """Form callback: a correct password (or the owner code from the server's console) unlocks changes for this browser session only.
+
+    Guesses go through the back-off (imgsim.core.access.guess_password): after a wrong one, no guess from
+    the same address is heard for 1 s, then 2, 4 ... 300 s; at most 100 wrong ones an hour are heard in all.
     """
     attempt = st.session_state.pop("password-attempt", "")
     if not attempt:
         st.session_state["notice-sidebar"] = ("error", "Type the password first.")
         return
-    guess = guess_password(access(), attempt)
+    guess = guess_password(access(), attempt, client_address())
     if guess.right:
         st.session_state["unlocked"] = True
     elif guess.heard:
         st.session_state["notice-sidebar"] = ("error", f"Wrong password. The next try is heard in {guess.wait:.0f} s.")
     else:
-        st.session_state["notice-sidebar"] = ("error", ("Too many wrong passwords were tried on this dashboard: "
-                                                        f"the next try is heard in {math.ceil(guess.wait)} s."))
+        st.session_state["notice-sidebar"] = ("error", ("Too many wrong passwords were tried: the next try is heard in "
+                                                        f"{math.ceil(guess.wait)} s. The owner code printed on the "
+                                                        "server's console is accepted meanwhile."))
 
 
 def access_panel() -> None:
@@ -75,6 +90,7 @@ def access_panel() -> None:
     if policy.readonly:
         st.caption("Read-only: search and explore only.")
     elif policy.needs_password and not st.session_state.get("unlocked"):
+        announce_owner_code()  # on the server's console, once until it is used
         with st.form("unlock", border=False):
             st.text_input("Password to make changes", type="password", key="password-attempt")
             st.form_submit_button("Unlock", on_click=unlock, icon=":material/lock_open:")

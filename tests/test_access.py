@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import imgsim.core.access
 from imgsim import Settings
-from imgsim.core.access import Access, PasswordGuesses, allowed_hosts, is_loopback
+from imgsim.core.access import Access, OwnerCode, PasswordGuesses, allowed_hosts, client_key, is_loopback
 from imgsim.core.text import markdown_text
 from imgsim.runs import jobs
 from imgsim.serve import exposure_warning, streamlit_flags
@@ -77,6 +77,8 @@ def labels(at) -> list[str]:
 
 
 def test_a_visitor_without_the_password_cannot_start_training(model_settings, monkeypatch, exposed):
+    clock = Clock()
+    monkeypatch.setattr(imgsim.core.access, "GUESSES", PasswordGuesses(clock=clock))
     monkeypatch.setenv("IMGSIM_PASSWORD", "correct horse")
     at = open_page(model_settings, "pages/train.py")
     assert "Start training" not in labels(at) and "Make active" not in labels(at)
@@ -89,13 +91,15 @@ def test_a_visitor_without_the_password_cannot_start_training(model_settings, mo
     assert any("Wrong password" in e.value for e in at.sidebar.error)
     assert not jobs.is_running(model_settings.model_dir) and not (model_settings.model_dir / jobs.STATUS_FILE).exists()
 
-    time.sleep(1.05)  # after a wrong guess the server hears none for a second
+    clock.now += 1.05  # after a wrong guess the server hears none from that address for a second
     at.sidebar.text_input(key="password-attempt").input("correct horse")
     at.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" in labels(at) and [b for b in at.sidebar.button if b.key == "sidebar-retrain"]
 
 
-def test_a_wrong_password_slows_every_session_not_just_its_own(model_settings, monkeypatch, exposed):
+def test_a_wrong_password_slows_every_session_from_the_same_address(model_settings, monkeypatch, exposed):
+    clock = Clock()
+    monkeypatch.setattr(imgsim.core.access, "GUESSES", PasswordGuesses(clock=clock))
     monkeypatch.setenv("IMGSIM_PASSWORD", "correct horse")
     guesser, owner = open_page(model_settings, "pages/train.py"), open_page(model_settings, "pages/train.py")
     guesser.sidebar.text_input(key="password-attempt").input("wrong horse")
@@ -106,10 +110,28 @@ def test_a_wrong_password_slows_every_session_not_just_its_own(model_settings, m
     owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" not in labels(owner)
     assert any("Too many wrong passwords" in e.value for e in owner.sidebar.error)
-    time.sleep(imgsim.core.access.GUESSES.heard_at - imgsim.core.access.GUESSES.clock() + 0.05)
+    clock.now += 1.05  # the first wrong guess holds its address back for a second
     owner.sidebar.text_input(key="password-attempt").input("correct horse")
     owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" in labels(owner)
+
+
+def test_the_owner_code_printed_on_the_console_unlocks_while_wrong_guesses_are_held_back(model_settings, monkeypatch,
+                                                                                         exposed):
+    printed = []
+    monkeypatch.setattr(imgsim.core.access, "GUESSES", PasswordGuesses(code=OwnerCode(say=printed.append)))
+    monkeypatch.setenv("IMGSIM_PASSWORD", "correct horse")
+    guesser, owner = open_page(model_settings, "pages/train.py"), open_page(model_settings, "pages/train.py")
+    assert len(printed) == 1  # printed once, when the first password field was drawn
+    guesser.sidebar.text_input(key="password-attempt").input("wrong horse")
+    guesser.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    owner.sidebar.text_input(key="password-attempt").input("correct horse")  # the same address, held back
+    owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" not in labels(owner)
+    assert any("owner code printed on the server's console" in e.value for e in owner.sidebar.error)
+    owner.sidebar.text_input(key="password-attempt").input(printed_code(printed[0]))
+    owner.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
+    assert "Start training" in labels(owner) and len(printed) == 2  # in at once; the next code is printed
 
 
 class Clock:
@@ -135,6 +157,83 @@ def test_the_back_off_doubles_after_each_wrong_guess_and_a_right_one_resets_it()
     assert guesses.check(policy, "wrong").wait == 1  # a right password starts again from one second
     clock.now += 3 * 3600
     assert guesses.check(policy, "wrong").wait == 1  # so do hours without a wrong one
+
+
+GUESSER, OWNER = "203.0.113.7", "198.51.100.20"
+
+
+def printed_code(line: str) -> str:
+    return line.split("owner code for this dashboard: ")[1].split()[0]
+
+
+def guess_for_an_hour(guesses, policy, clock, guessers, owner_tries, per_second=5.0, hours=1.0):
+    """Guessers at `per_second` each (simulated clock) and an owner trying `owner_tries()` every 61 s; the owner's results and heard times."""
+    heard, owner = [], []
+    step, start = 1.0 / per_second, clock.now
+    next_owner = start + 30.5
+    while clock.now < start + hours * 3600:
+        for address in guessers:
+            if guesses.check(policy, "wrong guess", address).heard:
+                heard.append(clock.now)
+        if clock.now >= next_owner:
+            owner.append(owner_tries())
+            next_owner += 61
+        clock.now += step
+    return owner, heard
+
+
+def test_a_guesser_at_5_per_second_for_an_hour_never_holds_back_the_owner_s_right_password():
+    """The stated bound: from an address of its own, the owner's right password is heard at once (0 s), every time."""
+    policy, clock = Access(password="s3cret"), Clock()
+    guesses = PasswordGuesses(clock=clock, code=OwnerCode(say=lambda text: None))
+    owner, heard = guess_for_an_hour(guesses, policy, clock, [GUESSER],
+                                     lambda: guesses.check(policy, "s3cret", OWNER))
+    assert len(owner) == 59 and all(result == (True, True, 0.0) for result in owner)
+    assert len(heard) == 20  # at 0, 1, 3 ... 511 s, then every 300 s: the guesser holds back its own address only
+    assert len([t for t in heard if t >= clock.now - 3000]) <= 10
+
+
+def test_a_guesser_sharing_the_owner_s_address_holds_the_password_back_but_never_the_owner_code():
+    """The control: as with the old server-wide back-off, a guess timed for each reopening keeps the password out;
+    the one-time code from the server's console gets the owner in at once."""
+    policy, clock, printed = Access(password="s3cret"), Clock(), []
+    guesses = PasswordGuesses(clock=clock, code=OwnerCode(say=printed.append))
+    owner, _ = guess_for_an_hour(guesses, policy, clock, [GUESSER], lambda: guesses.check(policy, "s3cret", GUESSER))
+    assert owner and not any(result.right for result in owner)  # the attack works on one shared address
+    guesses.code.announce()
+    [line] = printed
+    code = printed_code(line)
+    assert guesses.check(policy, code, GUESSER) == (True, True, 0.0)  # while the guesser's back-off runs
+    assert not guesses.check(policy, code, GUESSER).right  # once only: a new code is printed
+    assert len(printed) == 2 and code not in printed[1]
+
+
+def test_many_addresses_together_get_at_most_the_ceiling_and_the_owner_code_still_works():
+    policy, clock, printed = Access(password="s3cret"), Clock(), []
+    guesses = PasswordGuesses(clock=clock, code=OwnerCode(say=printed.append))
+    botnet = [f"203.0.113.{i}" for i in range(1, 13)]
+    guesses.code.announce()
+    owner, heard = guess_for_an_hour(guesses, policy, clock, botnet,
+                                     lambda: guesses.check(policy, printed_code(printed[-1]), OWNER),
+                                     per_second=1.0, hours=2.0)
+    assert max(len([u for u in heard if t - 3600 <= u <= t]) for t in heard) == guesses.ceiling == 100
+    assert len(owner) == 118 and all(result == (True, True, 0.0) for result in owner)  # each use prints the next code
+    refused = guesses.check(policy, "s3cret", OWNER)
+    assert not refused.heard and 0 < refused.wait <= 3600  # past the ceiling the password waits; the code does not
+
+
+def test_addresses_are_kept_per_ipv4_address_and_ipv6_64_and_their_number_is_bounded():
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1" and client_key("[::1]") == "::/64"
+    assert client_key(None) == "local" and client_key("not an address") == "not an address"
+    policy, clock = Access(password="s3cret"), Clock()
+    guesses = PasswordGuesses(first=1000, clock=clock, addresses=50, ceiling=1000)
+    for i in range(200):
+        assert guesses.check(policy, "wrong", f"10.0.{i // 250}.{i % 250}").heard
+        clock.now += 1
+    assert len(guesses.failures) == 50  # the oldest are forgotten first
+    assert guesses.check(policy, "wrong", "10.0.0.199").heard is False  # a recent one is still held back
 
 
 def test_forty_sessions_guessing_at_once_get_at_most_one_guess_a_second():

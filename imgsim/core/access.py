@@ -12,7 +12,8 @@ says so:
 
 Whoever may write, the dashboard answers only the names it is reached by (`allowed_hosts`), so
 a web page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) cannot drive it.
-Password guesses are slowed for the whole server, not per browser session (`guess_password`).
+Password guesses are slowed per address under a server-wide ceiling, and a one-time owner code printed
+on the server's console always gets its owner in (`PasswordGuesses`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -111,47 +115,136 @@ class Access:
 
 
 class Guess(NamedTuple):
-    right: bool  # the password was right: the session may unlock
-    heard: bool  # it was compared at all (not while the server waits after wrong ones)
-    wait: float  # seconds before the next guess is heard (0 when it is heard at once)
+    right: bool  # the password (or the owner code) was right: the session may unlock
+    heard: bool  # it was compared at all (not while its address waits after wrong ones, nor past the ceiling)
+    wait: float  # seconds before the next guess from this address is heard (0 when it is heard at once)
+
+
+def client_key(address) -> str:
+    """The address a back-off is kept for: an IPv4 address, an IPv6 /64 (one household or server), or the text given."""
+    text = str(address or "local").strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:100]
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
+@dataclass
+class Failures:
+    count: int = 0
+    heard_at: float = float("-inf")  # when this address's next guess may be compared
+    last: float = float("-inf")
 
 
 class PasswordGuesses:
-    """Wrong passwords for the whole server: after each one, no guess from any session is heard for twice as long.
+    """Wrong passwords, per address, under a server-wide ceiling, and an owner code that is never held back.
 
-    1 s after the first, then 2, 4, 8 ... up to `longest`; a right password, or `forget` seconds without a
-    wrong one, starts again from 1 s. A guess that comes during the wait is not compared at all, so 40
-    browser sessions guessing at once get no more guesses than one: at most one per second, and then
-    fewer and fewer. Guesses are compared one at a time (under a lock), so two cannot slip through together.
+    - Per address (`client_key`): after a wrong guess, no guess from that address is heard for 1 s,
+      then 2, 4, 8 ... up to `longest`; a right password, or `forget` seconds without a wrong one, starts
+      again. A guess during the wait is not compared at all, so sessions opened side by side from one
+      address get no more guesses than one. A guesser thus holds back its own address only: from any
+      other address the right password is heard at once.
+    - Server-wide: at most `ceiling` wrong guesses are heard in any `forget` seconds, from all addresses
+      together; beyond it no password is compared until the oldest of them is `forget` seconds old
+      (many addresses guessing together: a botnet, or everyone behind one proxy that forwards no address).
+    - The owner code (`OwnerCode`): a random code the server prints on its console, accepted in the
+      password field at any time, whatever the two limits above say (it cannot be guessed: 128 random
+      bits), and replaced by a new one once used. It is how the owner gets in from an address a
+      guesser shares, or past the ceiling.
+
+    Guesses are compared one at a time (under a lock), so two cannot slip through together.
     """
 
-    def __init__(self, first: float = 1.0, longest: float = 300.0, forget: float = 3600.0, clock=time.monotonic):
-        self.first, self.longest, self.forget, self.clock = first, longest, forget, clock
+    def __init__(self, first: float = 1.0, longest: float = 300.0, forget: float = 3600.0, ceiling: int = 100,
+                 clock=time.monotonic, code: "OwnerCode | None" = None, addresses: int = 10_000):
+        self.first, self.longest, self.forget, self.ceiling, self.clock = first, longest, forget, ceiling, clock
+        self.code = code or OwnerCode()
+        self.addresses = addresses  # addresses remembered at most (the oldest are forgotten first)
         self.lock = threading.Lock()
-        self.failures = 0
-        self.heard_at = float("-inf")  # when the next guess may be compared
-        self.last_failure = float("-inf")
+        self.failures: dict[str, Failures] = {}
+        self.heard_wrong: deque[float] = deque()  # when each wrong guess heard within `forget` seconds was
 
-    def check(self, policy: Access, attempt: str) -> Guess:
+    def check(self, policy: Access, attempt: str, address=None) -> Guess:
+        key = client_key(address)
+        if self.code.matches(attempt):
+            return Guess(True, True, 0.0)
         with self.lock:
             now = self.clock()
-            if now - self.last_failure > self.forget:
-                self.failures = 0
-            if now < self.heard_at:
-                return Guess(False, False, self.heard_at - now)
+            while self.heard_wrong and now - self.heard_wrong[0] > self.forget:
+                self.heard_wrong.popleft()
+            mine = self.failures.get(key)
+            if mine is not None and now - mine.last > self.forget:
+                del self.failures[key]
+                mine = None
+            if mine is not None and now < mine.heard_at:
+                return Guess(False, False, mine.heard_at - now)
+            if len(self.heard_wrong) >= self.ceiling:
+                return Guess(False, False, self.heard_wrong[0] + self.forget - now)
             if policy.check_password(attempt):
-                self.failures, self.heard_at = 0, float("-inf")
+                self.failures.pop(key, None)
                 return Guess(True, True, 0.0)
-            self.failures += 1
-            wait = min(self.longest, self.first * 2.0 ** min(self.failures - 1, 64))
-            self.heard_at, self.last_failure = now + wait, now
-        log.warning("wrong dashboard password (%d in a row); no guess is heard for the next %.0f s", self.failures, wait)
+            mine = self.remember(key)
+            mine.count += 1
+            wait = min(self.longest, self.first * 2.0 ** min(mine.count - 1, 64))
+            mine.heard_at, mine.last = now + wait, now
+            self.heard_wrong.append(now)
+        log.warning("wrong dashboard password from %s (%d in a row); no guess from there is heard for the next %.0f s",
+                    key, mine.count, wait)
         return Guess(False, True, wait)
+
+    def remember(self, key: str) -> Failures:
+        """The address's failures, making room (forgetting the address that failed longest ago) when full."""
+        if key not in self.failures and len(self.failures) >= self.addresses:
+            del self.failures[min(self.failures, key=lambda k: self.failures[k].last)]
+        return self.failures.setdefault(key, Failures())
+
+
+class OwnerCode:
+    """A one-time code for whoever reads the server's console: it unlocks a session whatever the back-off says.
+
+    Made when first `announce`d (so a process that never shows a password field prints none), compared
+    in constant time, and replaced, with the new one printed, once used.
+    """
+
+    def __init__(self, say=None):
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.lock = threading.Lock()
+        self.code: str | None = None
+
+    def announce(self) -> None:
+        """Make and print a code, unless one is waiting already."""
+        with self.lock:
+            if self.code is None:
+                self.renew()
+
+    def renew(self) -> None:
+        self.code = secrets.token_urlsafe(16)
+        self.say(f"imgsim: owner code for this dashboard: {self.code}  (typed in the password field, it unlocks "
+                 "changes once, even while wrong passwords are being held back)")
+
+    def matches(self, attempt: str) -> bool:
+        with self.lock:
+            if self.code is None or not attempt:
+                return False
+            right = hmac.compare_digest(attempt.strip().encode("utf-8", "surrogatepass"), self.code.encode())
+            if right:
+                self.renew()
+            return right
 
 
 GUESSES = PasswordGuesses()  # one per server process: every browser session shares it
 
 
-def guess_password(policy: Access, attempt: str) -> Guess:
-    """A session's password guess, through the server-wide back-off (`PasswordGuesses`)."""
-    return GUESSES.check(policy, attempt)
+def guess_password(policy: Access, attempt: str, address=None) -> Guess:
+    """A session's password guess from `address`, through the back-off and the owner code (`PasswordGuesses`)."""
+    return GUESSES.check(policy, attempt, address)
+
+
+def announce_owner_code() -> None:
+    """Print this server's owner code on its console, once until it is used (the dashboard calls this with a password field)."""
+    GUESSES.code.announce()
