@@ -157,3 +157,61 @@ def test_a_file_name_that_is_not_utf8_is_kept_exactly(tmp_path):
     assert labels.load()[7].path == path and labels.load()[7].label == "café"
     labels.undo()
     assert labels.load() == {}
+
+
+DEEP = "[" * 200_000 + "]" * 200_000  # nesting that exhausts json's recursion
+
+
+@pytest.mark.parametrize("body", [
+    {"labels": {"²": {"label": "superscript two"}, "1": {"label": "ok"}}},  # "²".isdigit() is True, int("²") fails
+    {"labels": {"1": {"label": "ok"}}, "undoable": {"op": ["x"], "action": {"a": 1}, "label": 5, "count": 3, "at": 1}},
+    {"labels": {"1": {"label": "ok"}}, "undoable": {"count": True, "action": "set"}},
+], ids=["superscript-key", "summary-of-wrong-types", "count-true"])
+def test_a_hand_edited_labels_file_with_hostile_keys_or_summary_is_read_as_data(tmp_path, body):
+    labels = LabelStore(tmp_path)
+    labels.folder.mkdir()
+    labels.labels_path.write_text(json.dumps(body))
+    assert {i: label.label for i, label in labels.load().items()} == {1: "ok"}
+    summary = labels.undoable()
+    assert summary is None or all(v is None or isinstance(v, str) for k, v in summary.items() if k != "count")
+    assert labels.set([2], "dogs") == 1 and labels.undo() is not None  # the store still works
+
+
+def test_a_labels_file_nested_too_deep_is_one_clear_error(tmp_path):
+    labels = LabelStore(tmp_path)
+    labels.folder.mkdir()
+    labels.labels_path.write_text(DEEP)
+    for call in (labels.load, labels.undoable, lambda: labels.set([1], "cats")):
+        with pytest.raises(ImgsimError, match=r"labels.json: unreadable \(RecursionError\)"):
+            call()
+
+
+@pytest.mark.parametrize("line", [
+    '{"op": ["a list"], "action": "set", "count": 1, "before": {"1": null}}',
+    '{"op": "u1", "action": "undo", "undoes": ["a list"], "count": 1, "before": {}}',
+    '{"op": "x2", "action": "set", "count": 1, "before": {"²": null, "7": null}}',
+    DEEP,
+], ids=["list-op", "list-undoes", "superscript-key", "deep"])
+def test_a_hand_edited_log_line_is_skipped_or_read_as_data_and_undo_still_works(tmp_path, line):
+    labels = LabelStore(tmp_path)
+    labels.set([1], "cats")
+    with open(labels.log_path, "a") as fh:
+        fh.write("\n" + line + "\n")
+    labels.set([2], "dogs")
+    assert all(isinstance(entry["op"], str) for entry in labels.history())
+    assert labels.undoable_changes()[0]["action"] == "set"
+    assert labels.undo() is not None and sorted(labels.load()) == [1]  # the dogs undone
+    labels.undo()  # and the cats, or the hand-edited line (which names no real label): never a crash
+    assert set(labels.load()) <= {1}
+
+
+def test_group_names_files_with_hostile_keys_or_nesting_read_as_data(tmp_path):
+    from imgsim.storage.group_names import labels_path, load_names
+
+    version = "20260101-000000-abcd"
+    path = labels_path(tmp_path, version)
+    path.parent.mkdir()
+    path.write_text(json.dumps({"²": "superscript", "1": "cats"}))
+    assert load_names(tmp_path, version) == {1: "cats"}
+    path.write_text(DEEP)
+    assert load_names(tmp_path, version) == {}

@@ -304,6 +304,26 @@ def test_a_damaged_labels_file_is_one_plain_line_and_no_path_for_a_visitor(model
     assert [e.value for e in visitor.error] == ["The labels file cannot be read; the labels are not shown."]
 
 
+def test_hand_edited_annotation_files_leave_the_page_working(model_settings, version):
+    """Issue 28: a key "²" (isdigit, then int() failed), a summary of the wrong types and deep nesting crashed the page."""
+    give(model_settings, version, {0: "cats"})
+    path = model_settings.model_dir / "annotations" / "labels.json"
+    body = json.loads(path.read_text())
+    body["labels"]["²"] = {"label": "superscript"}
+    body["undoable"] = {"op": ["x"], "action": ["set"], "label": {"b": 1}, "count": 1, "at": 5}
+    path.write_text(json.dumps(body))
+    with open(model_settings.model_dir / "annotations" / "log.jsonl", "a") as log:
+        log.write('\n{"op": ["x"], "action": "set", "undoes": ["y"], "count": 1, "before": {"²": null}}\n')
+    at = open_page(model_settings)
+    assert progress(at).startswith("**1** labelled by you") and at.button(key="undo").label == "Undo the last change to 1 image"
+    at.button(key="undo").click().run()
+    assert not at.exception and stored(model_settings, version) == {}
+
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    at = open_page(model_settings)
+    assert [e.value for e in at.error] and all("unreadable" in e.value and "RecursionError" in e.value for e in at.error)
+
+
 def search_for(settings: Settings, version: store.Version, row: int) -> AppTest:
     """The Search page, queried with a collection image."""
     return open_page(settings, "pages/search.py", state={"how": "Collection", "pick": version.paths[row]})

@@ -42,6 +42,15 @@ FORMAT = 1
 MAX_LABEL_CHARS = 100
 LOCK_WAIT_S = 30.0  # a 100,000-image change takes well under this; a stuck writer is reported, not waited on
 VIAS = ("set", "import", "accept", "group", "undo")
+IMAGE_KEY = re.compile(r"[0-9]{1,19}")  # an image id as a JSON key: ASCII digits only ("²".isdigit() is true)
+# Hand-edited files are read as data: what fails to parse (bad JSON, nesting deep enough to exhaust
+# the parser's recursion) is one ImgsimError for labels.json, a skipped line in log.jsonl.
+PARSE_ERRORS = (ValueError, RecursionError)
+
+
+def image_key(key) -> int | None:
+    """The image id a JSON key holds, or None when it holds none."""
+    return int(key) if isinstance(key, str) and IMAGE_KEY.fullmatch(key) else None
 
 
 @dataclass(frozen=True)
@@ -105,15 +114,21 @@ class LabelStore:
             raw = json.loads(self.labels_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, *PARSE_ERRORS) as exc:
             raise ImgsimError(f"{self.labels_path}: unreadable ({type(exc).__name__}); "
                               "restore it from a backup or remove it to start labelling afresh") from None
         return raw if isinstance(raw, dict) else {}
 
     def undoable(self) -> dict | None:
-        """A summary of the change `undo` would revert ({"op", "action", "label", "count", "at"}), or None."""
+        """A summary of the change `undo` would revert ({"op", "action", "label", "count", "at"}), or None.
+
+        Each field has its type (a hand-edited one that does not is left out: None), so a page can show it as it is.
+        """
         last = self._read().get("undoable")
-        return last if isinstance(last, dict) and isinstance(last.get("count"), int) else None
+        if not isinstance(last, dict) or type(last.get("count")) is not int or last["count"] < 0:
+            return None
+        return {"count": last["count"], **{k: last.get(k) if isinstance(last.get(k), str) else None
+                                           for k in ("op", "action", "label", "at")}}
 
     def load(self) -> dict[int, ImageLabel]:
         """Image id -> the person's label; {} before the first label."""
@@ -121,14 +136,14 @@ class LabelStore:
         labels = {}
         entries = raw.get("labels")
         for key, value in (entries if isinstance(entries, dict) else {}).items():
-            if not str(key).isdigit() or not isinstance(value, dict):
+            if image_key(key) is None or not isinstance(value, dict):
                 continue
             try:
                 label = clean_label(value.get("label", ""))
             except ImgsimError:  # edited by hand into something no person could have typed: not a label
                 continue
             via = value.get("via") if value.get("via") in VIAS else "set"
-            labels[int(key)] = ImageLabel(label, via, str(value.get("at", "")), str(value.get("path", "")))
+            labels[image_key(key)] = ImageLabel(label, via, str(value.get("at", "")), str(value.get("path", "")))
         return labels
 
     @contextlib.contextmanager
@@ -198,9 +213,10 @@ class LabelStore:
         for line in lines:
             try:
                 entry = json.loads(line)
-            except ValueError:
+            except PARSE_ERRORS:
                 continue
-            if isinstance(entry, dict) and isinstance(entry.get("before"), dict):
+            if (isinstance(entry, dict) and isinstance(entry.get("before"), dict) and isinstance(entry.get("op"), str)
+                    and isinstance(entry.get("undoes"), (str, type(None)))):
                 out.append(entry)
         return out
 
@@ -224,15 +240,15 @@ class LabelStore:
             labels = self.load()
             after = dict(labels)
             for key, old in entry["before"].items():
-                if not str(key).isdigit():
+                image = image_key(key)
+                if image is None:
                     continue
-                image = int(key)
                 restored = _from_entry(old)
                 if restored is None:
                     after.pop(image, None)
                 else:
                     after[image] = restored
-            before = {str(i): _entry(labels.get(int(i))) for i in entry["before"] if str(i).isdigit()}
+            before = {key: _entry(labels.get(image_key(key))) for key in entry["before"] if image_key(key) is not None}
             self._log({"action": "undo", "undoes": entry.get("op"), "at": now(), "count": len(before), "before": before})
             self._write(after, changes[1] if len(changes) > 1 else None)
             return entry

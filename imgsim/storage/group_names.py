@@ -38,13 +38,14 @@ def load_labels(model_dir, version_id: str) -> dict[int, Label]:
     """Group number -> Label; groups never named are absent."""
     try:
         raw = json.loads(labels_path(model_dir, version_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nesting edited deep enough to exhaust the parser
         return {}
     labels = {}
     for key, value in raw.items() if isinstance(raw, dict) else ():
         if isinstance(value, str):
             value = {"name": value}
-        if not str(key).isdigit() or not isinstance(value, dict) or not str(value.get("name", "")).strip():
+        if not (key.isascii() and key.isdigit() and len(key) < 10) or not isinstance(value, dict) \
+                or not str(value.get("name", "")).strip():
             continue
         merged = value.get("merged") if isinstance(value.get("merged"), list) else []
         labels[int(key)] = Label(" ".join(str(value["name"]).split()), bool(value.get("carried", False)),
