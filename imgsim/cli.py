@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8501)")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
+    p = with_model_dir(sub.add_parser("api", help="serve the HTTP API for other programs (needs imgsim[api])",
+                                      description="Search, label and watch the collection over HTTP; OpenAPI docs "
+                                                  "at /docs. Beyond 127.0.0.1 it is read-only unless "
+                                                  "IMGSIM_API_TOKEN is set (docs/security.md)."))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; docs/scale.md)")
+
     p = sub.add_parser("demo", help="build the demo collection from photographs shipped with scikit-image")
     p.add_argument("--out", type=Path, help="folder to write (default: $IMGSIM_IMAGES, else the demo collection in the data folder)")
     p.add_argument("-n", "--count", type=int, default=600, help="number of images (default 600)")
@@ -521,6 +529,16 @@ def cmd_serve(args, settings: Settings) -> int:
             return 130
 
 
+def cmd_api(args, settings: Settings) -> int:
+    """The HTTP API (imgsim.api); a bad address or a missing extra is one line before anything starts."""
+    from imgsim import serve
+    from imgsim.api import serving
+
+    serving.check_installed()
+    serve.check_address(args.host, args.port)
+    return serving.run(args.host, args.port, settings.model_dir, args.workers)
+
+
 def cmd_versions(args, settings: Settings) -> None:
     from imgsim.storage import store
 
@@ -554,7 +572,7 @@ def cmd_prune(args, settings: Settings) -> None:
               f"{mb(report.before)} -> {mb(report.after)}")
 
 
-COMMANDS = {"serve": cmd_serve, "demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
+COMMANDS = {"serve": cmd_serve, "api": cmd_api, "demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
             "clusters": cmd_clusters, "labels": cmd_labels, "duplicates": cmd_duplicates, "eval": cmd_eval, "status": cmd_status, "versions": cmd_versions,
             "prune": cmd_prune}
 

@@ -6,7 +6,6 @@ import math
 import os
 import threading
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import streamlit as st
@@ -14,7 +13,7 @@ import streamlit as st
 from imgsim.core.access import Access, announce_owner_code, guess_password
 from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImgsimError
-from imgsim.core.text import markdown_text, one_line, relative_paths
+from imgsim.core.text import markdown_text, one_line, path_in_collection, relative_paths
 from imgsim.inputs.thumbnails import mtime_ns, thumbnail_or_placeholder
 from imgsim.runs import jobs
 from imgsim.storage import store
@@ -198,11 +197,7 @@ def group_names(cfg: Settings, version: store.Version) -> dict[int, str]:
 
 def short_name(path: str, version: store.Version) -> str:
     """A collection path relative to the folder it was trained on."""
-    root = version.manifest.get("images_root")
-    try:
-        return str(Path(path).relative_to(root)) if root else Path(path).name
-    except ValueError:
-        return Path(path).name
+    return path_in_collection(path, version.manifest.get("images_root"))
 
 
 def train_settings(cfg: Settings, version: store.Version | None) -> Settings:

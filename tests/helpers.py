@@ -103,3 +103,36 @@ def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float
                             records=entries, engine=state, centres=centres[:4], history={},
                             save_model=lambda path: path.write_bytes(b""))
     return store.load_version(model_dir), truth
+
+
+# --- the HTTP API in a real server ---------------------------------------------------------------
+
+@contextmanager
+def running_api(app, host: str = "127.0.0.1"):
+    """`app` (imgsim.api.app.create_app) served by a real uvicorn server in a thread; yields its base URL.
+
+    Returns once the server listens (uvicorn's startup, lifespan included, has finished), and stops it after.
+    """
+    import threading
+
+    import uvicorn
+
+    started = threading.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            started.set()
+
+    port = free_port()
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True, name="imgsim-api-test")
+    thread.start()
+    try:
+        while not started.wait(0.2):
+            if not thread.is_alive():
+                pytest.fail("the API server did not start")
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

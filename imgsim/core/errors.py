@@ -21,5 +21,9 @@ class DamagedIndexError(ModelNotFoundError):
     """A vector engine's or the records' stored data is missing, damaged or does not match its state."""
 
 
+class NotFoundError(ImgsimError):
+    """An image id, group or version that the collection does not have."""
+
+
 class BusyError(ImgsimError):
     """Another training or indexing run holds the model folder's lock."""

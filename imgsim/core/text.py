@@ -59,6 +59,17 @@ def relative_paths(text, folders) -> str:
     return text
 
 
+def path_in_collection(path, root) -> str:
+    """A collection file's path relative to the folder the version was made from (`root`); its name alone when
+    it lies elsewhere or no folder is known: what a visitor or a program on another machine sees of a file."""
+    from pathlib import PurePath
+
+    try:
+        return str(PurePath(path).relative_to(root)) if root else PurePath(path).name
+    except ValueError:
+        return PurePath(path).name
+
+
 def csv_cell(value) -> str | int | float:
     """A value made safe for a spreadsheet: one line, and text rather than a formula."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

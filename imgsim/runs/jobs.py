@@ -35,6 +35,7 @@ LOG_FILE = "training.log"
 SETTINGS_FILE = "training-settings.json"
 START_GRACE_S = 60  # a run that has not reported its pid by then never started
 STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
+KINDS = ("train", "index")  # what a background run does: train a new version, or index the folder's changes
 DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
 CURVE_POINTS = 400  # of the training loss kept in the status
 MEASURE_EPOCHS, MEASURE_KEYS = 500, 30  # entries of `measures` kept, and values in one
@@ -190,8 +191,11 @@ def settings_path(model_dir) -> Path:
     return Path(model_dir) / SETTINGS_FILE
 
 
-def start_training(settings: Settings, build_demo_first: bool = False) -> int:
-    """Launch a training run in a detached process and return its pid; BusyError if one is running."""
+def start_training(settings: Settings, build_demo_first: bool = False, kind: str = "train") -> int:
+    """Launch a training run (or, with kind "index", an indexing run) in a detached process and return its pid;
+    BusyError if one is running."""
+    if kind not in KINDS:
+        raise ValueError(f"a background run is one of {KINDS}, got {kind!r}")
     # Absolute: the child works in the model folder, where a relative path would mean something else.
     settings = settings.replace(model_dir=Path(settings.model_dir).absolute(), images=Path(settings.images).absolute())
     model_dir = settings.model_dir
@@ -199,11 +203,11 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
     # Two sessions pressing the button at once: the second waits here, then sees the first's status.
     with FileLock(model_dir / ".launch.lock", timeout=10):
         if is_running(model_dir) or store.is_busy(model_dir):
-            raise BusyError("a training run is already in progress")
+            raise BusyError("a training or indexing run is already in progress")
         write_atomic(settings_path(model_dir), settings.to_json())
         write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
                                  "started": time.time(), "settings": settings.training_dict(),
-                                 "images": str(settings.images), "demo": build_demo_first})
+                                 "images": str(settings.images), "demo": build_demo_first, "kind": kind})
         # The child imports this very imgsim (a checkout or an installed package) and works in the
         # model folder: never in the folder the package lives in, which may be read-only site-packages.
         package_parent = str(Path(__file__).resolve().parents[2])  # imgsim/runs/jobs.py -> the folder holding imgsim
@@ -212,7 +216,8 @@ def start_training(settings: Settings, build_demo_first: bool = False) -> int:
             with open(log_path(model_dir), "wb") as log:  # the last run's output only
                 proc = subprocess.Popen(
                     # --flag=value: a folder whose name starts with a dash is still a value, never an option
-                    [sys.executable, "-m", "imgsim.runs.jobs", f"--model-dir={model_dir}", *(["--demo"] if build_demo_first else [])],
+                    [sys.executable, "-m", "imgsim.runs.jobs", f"--model-dir={model_dir}", *(["--demo"] if build_demo_first else []),
+                     *(["--index"] if kind == "index" else [])],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=model_dir, start_new_session=True)
         except OSError as exc:
@@ -278,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=Path, required=True,
                         help=f"the model folder; the run's settings are its {SETTINGS_FILE} (Settings.to_json)")
     parser.add_argument("--demo", action="store_true", help="build the demo collection in the images folder first")
+    parser.add_argument("--index", action="store_true", help="index the images folder's changes instead of training")
     return parser
 
 
@@ -315,7 +321,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     previous = read_status(args.model_dir) or {}
     writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
-                                           "images": previous.get("images", ""), "demo": args.demo})
+                                           "images": previous.get("images", ""), "demo": args.demo,
+                                           "kind": "index" if args.index else "train"})
     signal.signal(signal.SIGTERM, stop_on_sigterm(writer))
     try:
         settings = read_settings(args.model_dir)
@@ -326,9 +333,11 @@ def main(argv=None) -> int:
 
             share = DEMO_SHARE
             build_demo(settings.images, progress=lambda f, m: writer.progress(share * f, f"building the demo collection: {m}"))
+        from imgsim.runs.indexing import index
         from imgsim.runs.training import train
 
-        report = train(settings, lambda f, m: writer.progress(share + (1 - share) * f, m))
+        run = index if args.index else train
+        report = run(settings, lambda f, m: writer.progress(share + (1 - share) * f, m))
         writer.finish("finished", fraction=1.0, version=report.version, message=report.summary(), metrics=report.metrics)
         return 0
     except (ImgsimError, ValueError) as exc:

@@ -150,7 +150,7 @@ class Searcher:
         return self.encode(decode(data, self.image_size, name)[None])[0]
 
     def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None,
-              vector: np.ndarray | None = None, sha1: str | None = None) -> QueryResult:
+              vector: np.ndarray | None = None, sha1: str | None = None, group: int | None = None) -> QueryResult:
         """The n most similar collection images to a path, URL or bytes, best first.
 
         scope "cluster" searches the query's predicted group first and tops up from the rest of
@@ -159,6 +159,7 @@ class Searcher:
         first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
         read (so a URL is fetched once); `vector`, their latent already encoded (`vector_of`), so a
         page that reruns decodes a query once; with `sha1` (a `Query`'s) too, the bytes are not needed.
+        `group` searches that group only, whatever the query's predicted one.
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -169,25 +170,29 @@ class Searcher:
         itself = self.itself(source)
         sha1 = sha1 or hashlib.sha1(data).hexdigest()
         copies = [row for row in self.records.rows_with_sha1(sha1).tolist() if row not in itself]
-        return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies)
+        return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies, group=group)
 
     def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query",
-                      copies=()) -> QueryResult:
+                      copies=(), group: int | None = None) -> QueryResult:
         """The n nearest collection images to a latent, inside its predicted group first.
 
-        `exclude` holds rows never returned; `copies` rows returned first as exact copies.
+        `exclude` holds rows never returned; `copies` rows returned first as exact copies; `group`
+        restricts the answer (copies too) to that group, with no top-up from the others.
         """
+        only = group
         group = int(predict_groups(vector[None], self.version.centres)[0])
-        copies = list(copies)[:n]
+        copies = [r for r in copies if only is None or int(self.records.groups[r]) == only][:n]
         exact = [Hit(self.paths[r], 1.0, 0.0, int(self.records.groups[r]), exact=True) for r in copies]
         n -= len(exact)
         excluded = set(self.records.ids[list(exclude) + list(copies)].tolist()) if (exclude or copies) else set()
         hits = []
         if n <= 0:
             return QueryResult(name, group, exact)
-        if scope == "cluster":
+        if only is not None:
+            hits = self.engine.search(vector, n, group=only, exclude=excluded)
+        elif scope == "cluster":
             hits = self.engine.search(vector, n, group=group, exclude=excluded)
-        if len(hits) < n:
+        if len(hits) < n and only is None:
             hits += self.engine.search(vector, n - len(hits), exclude=excluded | {i for i, _ in hits})
         rows = self.records.rows_of([i for i, _ in hits])
         results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]))
@@ -230,6 +235,12 @@ def shared(model_dir, version_id: str) -> Searcher:
 
 
 _unusable: dict[tuple[str, str, tuple], ModelNotFoundError] = {}  # versions whose model failed to load, and why
+
+
+def loaded(model_dir, version_id: str) -> Searcher | None:
+    """The process's Searcher of this version when `shared` has loaded it already, else None (nothing is loaded)."""
+    with _guard:
+        return _shared.get((str(model_dir), version_id))
 
 
 def usable(model_dir, version_id: str) -> Searcher:

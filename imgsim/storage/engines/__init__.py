@@ -69,6 +69,21 @@ class VectorEngine(abc.ABC):
     def search_many(self, vectors, n: int, group=None, exclude=()) -> list[list[tuple[int, float]]]:
         """`search` for each row of (b, d) `vectors`; `group` is None, one int, or one per row."""
 
+    def vectors_of(self, ids) -> np.ndarray:
+        """(n, d) float32 vectors of these ids, in their order; a row of NaN for an id not here.
+
+        This default streams every row (`items`); engines that can look an id up do so.
+        """
+        ids = id_array(ids)
+        out = None
+        for batch_ids, vectors, _ in self.items():
+            if out is None:
+                out = np.full((len(ids), np.shape(vectors)[1]), np.nan, np.float32)
+            found = np.isin(batch_ids, ids)
+            for i, vector in zip(batch_ids[found].tolist(), np.asarray(vectors)[found]):
+                out[ids == i] = vector
+        return np.zeros((len(ids), 0), np.float32) if out is None else out
+
     @abc.abstractmethod
     def __len__(self) -> int:
         """Live vectors (added and not removed)."""

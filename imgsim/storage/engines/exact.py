@@ -118,6 +118,16 @@ class ExactEngine(VectorEngine):
         for seg in self.segments_:
             yield from seg.live_rows(batch)
 
+    def vectors_of(self, ids) -> np.ndarray:
+        """Each id looked up in the segments' sorted ids: no scan."""
+        self._seal()
+        ids = id_array(ids)
+        out = np.full((len(ids), self.dim_ or 0), np.nan, np.float32)
+        for seg in self.segments_:
+            for position in seg.positions(ids).tolist():
+                out[ids == seg.ids[position]] = seg.vectors[position]
+        return out
+
     # --- search ---------------------------------------------------------------------------
 
     def search_many(self, vectors, n: int, group=None, exclude=()) -> list[list[tuple[int, float]]]:

@@ -45,6 +45,10 @@ MAX_LIMIT = 16_384  # Milvus' largest top-k
 MILVUS_TOKEN_ENV = "IMGSIM_MILVUS_TOKEN"
 FIELDS = ("pk", "image_id", "group_id", "added", "removed", "vector")
 PK = re.compile(r"^[0-9a-f]+\.[0-9]+$")
+# Searches of a published version (MilvusEngine.consistency): Strong waits for the server's next time tick
+# (~200 ms on Milvus 2.3.5); Bounded reads what the server holds, at most a few seconds old, which is every
+# row of a version recorded before it was loaded. docs/scale.md has the measured figures.
+READ_CONSISTENCY = "Bounded"
 
 
 def is_local(uri: str) -> bool:
@@ -199,6 +203,13 @@ class MilvusEngine(VectorEngine):
             expression += " and pk not in [" + ", ".join(f'"{pk}"' for pk in self.conflicts_) + "]"
         return expression
 
+    @property
+    def consistency(self) -> str:
+        """The consistency level of a read: Strong while this engine writes (it must read its own rows), else
+        READ_CONSISTENCY. A published version never changes: its rows were flushed before its state was
+        recorded, and `load` counted them at Strong, so its searches need not wait for newer writes."""
+        return "Strong" if self.session_ is not None else READ_CONSISTENCY
+
     # --- rows --------------------------------------------------------------------------------
 
     def add(self, ids, vectors, groups) -> MilvusEngine:
@@ -287,6 +298,25 @@ class MilvusEngine(VectorEngine):
         finally:
             iterator.close()
 
+    def vectors_of(self, ids) -> np.ndarray:
+        """The ids' rows of this version, by one query."""
+        ids = id_array(ids)
+        out = np.full((len(ids), self.dim_ or 0), np.nan, np.float32)
+        if not len(ids) or self.dim_ is None or not self.lineage:
+            return out
+        for start in range(0, len(ids), BATCH):
+            chunk = np.unique(ids[start : start + BATCH])
+            rows = self.client.query(
+                self.collection,
+                filter=f"image_id in {ints(chunk)} and {self._visible()}",
+                output_fields=["image_id", "vector"],
+                limit=len(chunk),
+                consistency_level=self.consistency,
+            )
+            for row in rows:
+                out[ids == int(row["image_id"])] = np.asarray(row["vector"], np.float32)
+        return out
+
     # --- search ------------------------------------------------------------------------------
 
     def search_many(self, vectors, n: int, group=None, exclude=()) -> list[list[tuple[int, float]]]:
@@ -317,7 +347,7 @@ class MilvusEngine(VectorEngine):
                 limit=n,
                 filter=expression,
                 output_fields=["image_id"],
-                consistency_level="Strong",
+                consistency_level=self.consistency,
                 partition_names=partitions,
                 search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, n)}},
             )
