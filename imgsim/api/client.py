@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import mimetypes
 from pathlib import Path
+from urllib.parse import urlencode
 
 import urllib3
 
@@ -67,7 +68,7 @@ class Client:
         return payload
 
     def post_json(self, path: str, body, fields: dict | None = None, method: str = "POST"):
-        suffix = urllib3.request.urlencode({k: v for k, v in (fields or {}).items() if v is not None})
+        suffix = urlencode({k: v for k, v in (fields or {}).items() if v is not None})
         return self.call(method, path + (f"?{suffix}" if suffix else ""), body=json.dumps(body).encode(),
                          headers={"Content-Type": "application/json"})
 
@@ -75,7 +76,7 @@ class Client:
 
     def _upload(self, path: str, images: list, fields: dict):
         """POST images: URLs as JSON for the server to fetch, files and bytes as a multipart upload."""
-        suffix = "?" + urllib3.request.urlencode({k: v for k, v in fields.items() if v is not None})
+        suffix = "?" + urlencode({k: v for k, v in fields.items() if v is not None})
         if all(is_url(i) for i in images):
             key = "urls" if path.endswith("batch") else "url"
             return self.post_json(path + suffix, {key: images if key == "urls" else images[0]})

@@ -40,7 +40,7 @@ def image_id(value) -> int:
     value = getattr(value, "id", value)  # an answer holding an id (a Hit, an ImageInfo ...)
     text = str(value).strip() if not isinstance(value, bool) else ""
     if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) >= 2**63:
-        raise NotFoundError(f"{one_line(str(value)[:40])!r} is not an image id (a number of up to 19 digits)")
+        raise NotFoundError(f"'{one_line(str(value)[:40])}' is not an image id (a number of up to 19 digits)")
     return int(text)
 
 

@@ -55,7 +55,8 @@ def install(app, folders) -> None:
     async def invalid(request, exc: RequestValidationError):
         first = (exc.errors() or [{}])[0]
         where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
-        return respond(422, body(f"{where or 'request'}: {first.get('msg', 'invalid')}", "bad_request"))
+        where = "the request body" if not where or where.isdigit() else where
+        return respond(422, body(f"{where}: {first.get('msg', 'invalid')}", "bad_request"))
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):

@@ -8,7 +8,7 @@ by itself. This module imports the web framework only once the server starts, so
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -25,10 +25,12 @@ DEFAULT_PORT = 8000
 def check_installed() -> None:
     """One line naming what is missing when the api extra is not installed."""
     missing = []
-    for name in PACKAGES:
+    for name in PACKAGES:  # found, not imported: prometheus_client must first be imported after its folder is set
         try:
-            importlib.import_module(name)
+            found = importlib.util.find_spec(name) is not None
         except ImportError:
+            found = False
+        if not found:
             missing.append(name)
     if missing:
         raise ImgsimError(f"the HTTP API needs the api extra ({', '.join(missing)} missing): "

@@ -1,0 +1,359 @@
+"""Figures for docs/results.md and docs/scale.md: the HTTP API under load (`imgsim api`), on this machine.
+
+    python benchmarks/bench_api.py prepare --dir /work/data/api-bench        # 10,000 images and a model (once)
+    python benchmarks/bench_api.py load --dir /work/data/api-bench --workers 2 --clients 20 --seconds 300
+    python benchmarks/bench_api.py scale --dir /work/data/api-bench --workers 1 2 4 --seconds 60
+    python benchmarks/bench_api.py milvus --dir /work/data/api-bench        # /similar over a Milvus server
+
+`prepare` builds 10,000 demo images (imgsim.inputs.demo, 128 px JPEGs of the shipped photographs)
+and trains the default architecture (128 px, 128-d latent) on them with a short budget (speed does
+not depend on the weights), exact engine. `load` starts `imgsim api --workers N` and N threads of
+closed-loop clients (one keep-alive connection each) sending `POST /search` with a 512 x 512 JPEG
+(scikit-image's astronaut), then `GET /images/{id}/similar`; with `--publish`, half-way through
+the search phase it adds 20 images to the collection and runs `imgsim index`, a real new version,
+and counts failed requests and the versions that answered. The clients run in this process on the
+same 2 cores as the server: their CPU time is printed beside the server's. Every figure is printed
+with the machine's load average (it is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the collection and its model ----------------------------------------------------------------
+
+def prepare(args) -> None:
+    from imgsim import Settings
+    from imgsim.inputs.demo import build_demo
+    from imgsim.runs.training import train
+
+    images, models = args.dir / "images", args.dir / "models"
+    t = time.perf_counter()
+    build_demo(images, n=args.images, size=128, seed=5)
+    print(f"{args.images} images in {time.perf_counter() - t:.0f} s ({load()})", flush=True)
+    t = time.perf_counter()
+    report = train(Settings(model_dir=models, images=images, max_steps=args.steps, min_steps=0, engine="exact"))
+    print(f"trained and encoded: {report.summary()} in {time.perf_counter() - t:.0f} s ({load()})", flush=True)
+
+
+def query_jpeg() -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    out = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(out, "JPEG", quality=90)  # 512 x 512
+    return out.getvalue()
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+class Server:
+    """`imgsim api` as a person starts it, in its own process group; stopped with it."""
+
+    def __init__(self, model_dir: Path, workers: int, env: dict | None = None):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="imgsim-api-bench-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "imgsim", "api", "--port", str(self.port), "--model-dir", str(model_dir),
+             "--workers", str(workers)], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if self.get("/health")[0] == 200 and self.all_workers_ready(workers):
+                    break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"imgsim api did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+            time.sleep(1)
+
+    def get(self, path: str):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def all_workers_ready(self, workers: int) -> bool:
+        """Every worker has loaded its model: each reports the version it serves in /metrics."""
+        text = self.get("/metrics")[1].decode()
+        return sum(1 for line in text.splitlines() if line.startswith("imgsim_api_model_version{")
+                   and line.endswith(" 1.0")) >= workers
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return sum(p.cpu_times().user + p.cpu_times().system for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        os.unlink(self.log.name)
+
+
+# --- the clients ---------------------------------------------------------------------------------
+
+def run_clients(port: int, clients: int, seconds: float, request, on_half=None) -> dict:
+    """`clients` closed-loop threads for `seconds`; `request()` -> (method, path, body, headers). Returns the figures."""
+    records, lock, stop = [], threading.Lock(), threading.Event()
+    start = time.perf_counter()
+
+    def client():
+        connection, mine = None, []
+        while not stop.is_set():
+            method, path, body, headers = request()
+            t = time.perf_counter()
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                version = json.loads(data).get("version") if response.status == 200 else None
+                mine.append((t - start, time.perf_counter() - t, response.status, version))
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                mine.append((t - start, time.perf_counter() - t, type(exc).__name__, None))
+                connection = None
+        with lock:
+            records.extend(mine)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    cpu = time.process_time()
+    for thread in threads:
+        thread.start()
+    if on_half:
+        stop.wait(seconds / 2)
+        on_half()
+        stop.wait(max(0.0, seconds - (time.perf_counter() - start)))
+    else:
+        stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(120)
+    elapsed = time.perf_counter() - start
+    ok = np.array([r[1] for r in records if r[2] == 200]) * 1000
+    errors = [r for r in records if r[2] != 200]
+    return {"requests": len(records), "errors": len(errors), "error_kinds": sorted({str(r[2]) for r in errors}),
+            "seconds": elapsed, "rps": len(ok) / elapsed, "client_cpu": time.process_time() - cpu,
+            "p50": float(np.percentile(ok, 50)) if len(ok) else None,
+            "p99": float(np.percentile(ok, 99)) if len(ok) else None,
+            "versions": sorted({r[3] for r in records if r[3]}), "records": records}
+
+
+def describe(name: str, figures: dict, server_cpu: float) -> str:
+    return (f"{name}: {figures['requests']} requests in {figures['seconds']:.0f} s = {figures['rps']:.1f}/s, "
+            f"p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, errors {figures['errors']} "
+            f"{figures['error_kinds'] or ''}; CPU s: server {server_cpu:.0f}, clients {figures['client_cpu']:.0f}")
+
+
+def search_request(jpeg: bytes):
+    boundary = "imgsimbenchboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"astronaut.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + jpeg + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return lambda: ("POST", "/search?n=8", body, headers)
+
+
+def similar_request(ids: list[str]):
+    rng = np.random.default_rng(0)
+    return lambda: ("GET", f"/images/{ids[rng.integers(len(ids))]}/similar?n=8", None, {})
+
+
+def publish(args, model_dir: Path, images: Path, note: list) -> None:
+    """A real new version while the clients run: 20 more images, then `imgsim index`."""
+    from PIL import Image
+
+    folder = images / "added-during-load"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(int(time.time()))
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / f"new-{i:02d}.jpg")
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "imgsim", "index", "--model-dir", str(model_dir), "--images",
+                           str(images)], cwd=ROOT, capture_output=True, text=True)
+    note.append(f"published during the load: `imgsim index` exit {done.returncode} in {time.perf_counter() - t:.0f} s: "
+                f"{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]}")
+
+
+def load_test(args) -> None:
+    from imgsim.storage import store
+
+    model_dir = args.dir / "models"
+    work = Path(tempfile.mkdtemp(prefix="imgsim-api-bench-"))
+    if args.publish:  # a copy: the published version must not change the prepared folder
+        shutil.copytree(args.dir / "models", work / "models")
+        shutil.copytree(args.dir / "images", work / "images")
+        model_dir = work / "models"
+        version = store.load_version(model_dir)
+        manifest = dict(version.manifest, images_root=str(work / "images"))
+        (version.path / "manifest.json").write_text(json.dumps(manifest))  # not in the checksums
+    version = store.load_version(model_dir)
+    ids = [str(int(i)) for i in version.ids[:: max(1, len(version) // 500)]]
+    print(f"{len(version)} images, engine {version.manifest['engine']['engine']}, {args.workers} worker(s), "
+          f"{args.clients} clients ({load()})", flush=True)
+    server = Server(model_dir, args.workers)
+    try:
+        note = []
+        cpu = server.cpu_seconds()
+        half = (lambda: publish(args, model_dir, work / "images", note)) if args.publish else None
+        search = run_clients(server.port, args.clients, args.seconds, search_request(query_jpeg()), half)
+        print(describe("POST /search (512x512 JPEG)", search, server.cpu_seconds() - cpu) + f" ({load()})", flush=True)
+        for line in note:
+            print(line + f"; versions that answered: {', '.join(search['versions'])}", flush=True)
+        cpu = server.cpu_seconds()
+        similar = run_clients(server.port, args.clients, args.similar_seconds, similar_request(ids))
+        print(describe("GET /images/{id}/similar", similar, server.cpu_seconds() - cpu) + f" ({load()})", flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def scale(args) -> None:
+    model_dir = args.dir / "models"
+    jpeg = query_jpeg()
+    for workers in args.workers:
+        server = Server(model_dir, workers)
+        try:
+            cpu = server.cpu_seconds()
+            figures = run_clients(server.port, args.clients, args.seconds, search_request(jpeg))
+            print(describe(f"{workers} worker(s), POST /search", figures, server.cpu_seconds() - cpu)
+                  + f" ({load()})", flush=True)
+        finally:
+            server.stop()
+
+
+def milvus(args) -> None:
+    """The prepared version moved into a Milvus server (`imgsim index --engine milvus`), then /similar there."""
+    from servers import milvus_command, stop_groups
+
+    from imgsim.storage import store
+    from imgsim.storage.engines import milvus as engine_module
+
+    work = Path(tempfile.mkdtemp(prefix="imgsim-api-milvus-"))
+    data_dir = work / "milvus"
+    data_dir.mkdir()
+    port, client_port, peer_port = free_port(), free_port(), free_port()
+    etcd = data_dir / "embedEtcd.yaml"
+    etcd.write_text(f"listen-client-urls: http://127.0.0.1:{client_port}\nadvertise-client-urls: http://127.0.0.1:{client_port}\n"
+                    f"listen-peer-urls: http://127.0.0.1:{peer_port}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer_port}\n"
+                    f"initial-cluster: default=http://127.0.0.1:{peer_port}\n")
+    with open(data_dir / "server.log", "wb") as log:
+        milvus_server = subprocess.Popen(milvus_command(data_dir, port), stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={**os.environ, "ETCD_CONFIG_PATH": str(etcd)})
+    env = {"IMGSIM_MILVUS_URI": f"http://127.0.0.1:{port}", "IMGSIM_MILVUS_TOKEN": "root:Milvus"}
+    server = None
+    try:
+        wait_for_milvus(env)
+        shutil.copytree(args.dir / "models", work / "models")
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "imgsim", "index", "--model-dir", str(work / "models"), "--engine",
+                               "milvus", "--images", str(args.dir / "images")], cwd=ROOT, capture_output=True,
+                              text=True, env={**os.environ, **env})
+        print(f"moved into Milvus 2.3.5 in {time.perf_counter() - t:.0f} s: exit {done.returncode} "
+              f"{(done.stdout or done.stderr).strip().splitlines()[-1]}", flush=True)
+        os.environ.update(env)
+        version = store.load_version(work / "models")
+        engine = version.engine()
+        vectors = engine.vectors_of(version.ids[:200])
+        for level in ("Strong", "Bounded"):
+            engine_module.READ_CONSISTENCY = level
+            engine.search(vectors[0], 9)
+            times = []
+            for vector in vectors[1:101]:
+                t = time.perf_counter()
+                engine.search(vector, 9, group=0)
+                times.append((time.perf_counter() - t) * 1000)
+            print(f"engine search in one group, {level}: p50 {np.percentile(times, 50):.1f} ms, "
+                  f"p99 {np.percentile(times, 99):.1f} ms over 100 ({load()})", flush=True)
+        engine.close()
+        ids = [str(int(i)) for i in version.ids[:: max(1, len(version) // 500)]]
+        server = Server(work / "models", args.workers, env)
+        for clients in (1, args.clients):
+            cpu = server.cpu_seconds()
+            figures = run_clients(server.port, clients, args.seconds, similar_request(ids))
+            print(describe(f"Milvus server, {args.workers} worker(s), {clients} client(s), GET /images/{{id}}/similar",
+                           figures, server.cpu_seconds() - cpu) + f" ({load()})", flush=True)
+    finally:
+        if server:
+            server.stop()
+        stop_groups([milvus_server], grace=3)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_for_milvus(env: dict, seconds: float = 300) -> None:
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            MilvusClient(uri=env["IMGSIM_MILVUS_URI"], token=env["IMGSIM_MILVUS_TOKEN"], timeout=5).list_collections()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--images", type=int, default=10_000)
+    p.add_argument("--steps", type=int, default=50, help="training steps (speed does not depend on them)")
+    for name in ("load", "scale", "milvus"):
+        p = sub.add_parser(name)
+        p.add_argument("--dir", type=Path, required=True)
+        p.add_argument("--clients", type=int, default=20)
+        p.add_argument("--seconds", type=float, default=300 if name == "load" else 60)
+        if name == "scale":
+            p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+        else:
+            p.add_argument("--workers", type=int, default=2 if name == "load" else 1)
+    sub.choices["load"].add_argument("--similar-seconds", type=float, default=60)
+    sub.choices["load"].add_argument("--publish", action="store_true", help="publish a new version half-way")
+    args = parser.parse_args()
+    {"prepare": prepare, "load": load_test, "scale": scale, "milvus": milvus}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
