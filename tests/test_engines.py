@@ -262,6 +262,20 @@ def test_bad_input_is_refused_in_plain_words(new_engine, data):
         engine.add([1, 2], np.ones((3, DIM)), [0, 0])
 
 
+def test_vectors_of_gives_each_ids_vector_and_nan_for_one_not_there(full, data):
+    from imgsim.storage.engines import VectorEngine
+
+    ids, vectors, groups, _ = data
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    asked = [ids[5], ids[100], 12345, ids[5]]  # an unknown id, one asked twice
+    found = full.vectors_of(asked)
+    assert found.shape == (4, DIM) and found.dtype == np.float32
+    assert np.allclose(found[[0, 1, 3]], unit[[5, 100, 5]], atol=1e-5) and np.isnan(found[2]).all()
+    assert np.allclose(VectorEngine.vectors_of(full, asked), found, atol=1e-6, equal_nan=True)  # the streaming default
+    full.remove([ids[100]])
+    assert np.isnan(full.vectors_of([ids[100]])).all() and np.allclose(full.vectors_of([ids[5]]), unit[[5]], atol=1e-5)
+
+
 # --- persistence ---------------------------------------------------------------------------------
 
 

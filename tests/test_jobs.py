@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,21 @@ def test_a_background_run_reports_progress_and_makes_its_version_current(model_c
     assert status["measures"][-1]["loss"] == pytest.approx(status["loss"], rel=0.5)
     assert len(store.list_versions(model_copy)) == 2
     assert Settings.from_json(jobs.settings_path(model_copy).read_text()) == settings  # what the process was given
+
+
+def test_a_background_index_run_adds_the_new_files_as_a_version(model_copy, tiny_collection, tmp_path):
+    import shutil
+
+    images = Path(shutil.copytree(tiny_collection, tmp_path / "photos"))
+    shutil.copy(next(images.rglob("*.jpg")), images / "added.jpg")
+    before = store.load_version(model_copy)
+    jobs.start_training(Settings(model_dir=model_copy, images=images, **TINY), kind="index")
+    assert jobs.training_status(model_copy)["kind"] == "index"
+    status = wait_until_done(model_copy)
+    assert status["state"] == "finished" and status["kind"] == "index", jobs.log_path(model_copy).read_text()[-2000:]
+    after = store.load_version(model_copy)
+    assert status["version"] == after.id != before.id and len(after) == len(before) + 1
+    assert after.manifest["kind"] == "index" and str(images / "added.jpg") in after.paths
 
 
 def test_progress_numbers_are_kept_from_events_and_text_is_only_text(tmp_path):

@@ -91,6 +91,7 @@ def valid_status(raw) -> dict | None:
         if isinstance(raw.get(key), str):
             status[key] = raw[key][:TEXT_LIMIT]
     status.setdefault("message", "")
+    status["kind"] = raw.get("kind") if raw.get("kind") in KINDS else "train"  # files before 0.4.0 trained
     for key in ("stopped", "demo"):
         status[key] = raw.get(key) is True
     for key in ("settings", "metrics"):

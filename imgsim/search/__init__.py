@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsim.core.batching import Batches
 from imgsim.core.cache import ByteBudgetCache
 from imgsim.core.errors import ModelNotFoundError
 from imgsim.inputs.collection import encode_files
@@ -101,7 +102,9 @@ class Searcher:
         self.version = version
         self.encoder = load_encoder(version.model_path)
         self.encode_batch = compile_encoder(self.encoder)
-        self.lock = threading.Lock()  # TensorFlow models are not promised to be thread-safe
+        # Concurrent searches are encoded together, one batch at a time (TensorFlow models are not promised
+        # to be thread-safe): 16 images cost ~2.7 ms of CPU each, one alone 5.5 ms (benchmarks/bench_api.py).
+        self.batches = Batches(self._encode_now)
         self.engine = version.engine(engine)
         self.records = version.records
         self.paths = version.paths
@@ -123,11 +126,13 @@ class Searcher:
         return self.version.image_size
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """(n, size, size, 3) float32 images -> (n, D) L2-normalised latents."""
+        """(n, size, size, 3) float32 images -> (n, D) L2-normalised latents; joined with other threads' calls."""
+        return self.batches(np.asarray(images, np.float32))
+
+    def _encode_now(self, images: np.ndarray) -> np.ndarray:
         from imgsim.storage.engines import normalise
 
-        with self.lock:
-            return normalise(self.encode_batch(images))
+        return normalise(self.encode_batch(images))
 
     def encode_files(self, paths, workers: int = 2, progress=None):
         """Encode files with this version's model: (positions kept, vectors, hashes, failures)."""
