@@ -335,13 +335,13 @@ class Labels:
 
     def propagation(self, version: store.Version):
         """Every image's label from the person's, once per version and labels (kept for the next call)."""
-        from imgsim.labelling import assistant
+        from imgsim.labelling import propagate, state_key
 
         given = self.store().load()
-        key = assistant.state_key(version, given)
+        key = state_key(version, given)
         with self._lock:
             if key not in self._propagations:
-                self._propagations[key] = assistant.propagate(version, given)
+                self._propagations[key] = propagate(version, given)
                 while len(self._propagations) > 2:
                     self._propagations.popitem(last=False)
             return self._propagations[key]
@@ -366,13 +366,13 @@ class Labels:
                                    action=str(entry.get("action")) if entry else None)
 
     def suggestions(self, n: int = 10) -> list[answers.Suggestion]:
-        """The n images whose labels would help most, best first (imgsim.labelling.assistant.suggest)."""
-        from imgsim.labelling import assistant
+        """The n images whose labels would help most, best first (imgsim.labelling.suggest)."""
+        from imgsim.labelling import suggest
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_RESULTS:
             raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {one_line(n)}")
         version = self.collection.version()
-        found = assistant.suggest(version, int(n), self.propagation(version))
+        found = suggest(version, int(n), self.propagation(version))
         return [answers.Suggestion(id=str(int(version.ids[s.row])), path=self.collection.path(version, s.row),
                                    suggested=s.suggested, confidence=round(float(s.confidence), 4), reason=s.reason)
                 for s in found]
