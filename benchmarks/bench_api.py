@@ -66,6 +66,47 @@ def prepare(args) -> None:
     print(f"trained and encoded: {report.summary()} in {time.perf_counter() - t:.0f} s ({load()})", flush=True)
 
 
+def prepare_synthetic(args) -> None:
+    """A version of `--images` clustered 128-d vectors over the default architecture's model with fresh weights:
+    what a search costs does not depend on the weights or the vectors' values (bench_scale.py does the same)."""
+    from imgsim.learning.model import build_autoencoder
+    from imgsim.runs.training import save_collection
+    from imgsim.storage import store
+    from imgsim.storage.records import Records
+
+    models, n = args.dir / "models", args.images
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 128)).astype(np.float32)
+    groups = rng.integers(0, 4, n)
+    vectors = centres[groups] + rng.normal(scale=0.8, size=(n, 128)).astype(np.float32)
+    paths = [f"{args.dir}/images/g{g}/{i:06d}.jpg" for i, g in enumerate(groups.tolist())]
+    records = Records.build(paths, [50_000] * n, [0] * n, [f"{i:040x}" for i in range(n)], groups,
+                            np.zeros((n, 2), np.float32))
+    with store.writer_lock(models):
+        entries, state = save_collection(models, "exact", records, vectors)
+        store.write_version(models, manifest={"kind": "train", "settings": {"image_size": 128, "latent_dim": 128},
+                                              "images_root": str(args.dir / "images")},
+                            records=entries, engine=state, centres=centres, history={},
+                            save_model=lambda path: build_autoencoder(128, 128).save(path))
+    print(f"a synthetic version of {n} vectors, default architecture, exact engine, in {models} ({load()})")
+
+
+def republish(model_dir: Path, note: list) -> None:
+    """A new version made current while the clients run: the current one's data under a new id, written as
+    `index` writes one (segments shared, the model linked), so every worker loads a new model."""
+    from imgsim.storage import store
+
+    t = time.perf_counter()
+    version = store.load_version(model_dir)
+    manifest = {k: v for k, v in version.manifest.items() if k not in ("id", "format", "records", "engine", "checksums")}
+    with store.writer_lock(model_dir):
+        new = store.write_version(model_dir, manifest={**manifest, "kind": "index", "parent": version.id},
+                                  records=version.manifest["records"], engine=version.manifest["engine"],
+                                  centres=version.centres, history=version.history,
+                                  save_model=lambda path: store.link_or_copy(version.model_path, path))
+    note.append(f"published {new} (after {version.id}) during the load in {time.perf_counter() - t:.1f} s")
+
+
 def query_jpeg() -> bytes:
     from PIL import Image
     from skimage import data
@@ -221,8 +262,9 @@ def load_test(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="imgsim-api-bench-"))
     if args.publish:  # a copy: the published version must not change the prepared folder
         shutil.copytree(args.dir / "models", work / "models")
-        shutil.copytree(args.dir / "images", work / "images")
         model_dir = work / "models"
+    if args.publish and not args.synthetic:
+        shutil.copytree(args.dir / "images", work / "images")
         version = store.load_version(model_dir)
         manifest = dict(version.manifest, images_root=str(work / "images"))
         (version.path / "manifest.json").write_text(json.dumps(manifest))  # not in the checksums
@@ -234,7 +276,12 @@ def load_test(args) -> None:
     try:
         note = []
         cpu = server.cpu_seconds()
-        half = (lambda: publish(args, model_dir, work / "images", note)) if args.publish else None
+        if args.publish and args.synthetic:
+            half = lambda: republish(model_dir, note)  # noqa: E731
+        elif args.publish:
+            half = lambda: publish(args, model_dir, work / "images", note)  # noqa: E731
+        else:
+            half = None
         search = run_clients(server.port, args.clients, args.seconds, search_request(query_jpeg()), half)
         print(describe("POST /search (512x512 JPEG)", search, server.cpu_seconds() - cpu) + f" ({load()})", flush=True)
         for line in note:
@@ -284,14 +331,11 @@ def milvus(args) -> None:
     try:
         wait_for_milvus(env)
         shutil.copytree(args.dir / "models", work / "models")
-        t = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "imgsim", "index", "--model-dir", str(work / "models"), "--engine",
-                               "milvus", "--images", str(args.dir / "images")], cwd=ROOT, capture_output=True,
-                              text=True, env={**os.environ, **env})
-        print(f"moved into Milvus 2.3.5 in {time.perf_counter() - t:.0f} s: exit {done.returncode} "
-              f"{(done.stdout or done.stderr).strip().splitlines()[-1]}", flush=True)
         os.environ.update(env)
+        t = time.perf_counter()
+        into_milvus(work / "models")
         version = store.load_version(work / "models")
+        print(f"moved {len(version)} vectors into Milvus 2.3.5 in {time.perf_counter() - t:.0f} s ({load()})", flush=True)
         engine = version.engine()
         vectors = engine.vectors_of(version.ids[:200])
         for level in ("Strong", "Bounded"):
@@ -319,13 +363,33 @@ def milvus(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def into_milvus(model_dir: Path) -> None:
+    """The current version's vectors copied into the Milvus server ($IMGSIM_MILVUS_URI) as a new version, as
+    `imgsim index --engine milvus` moves them (without re-encoding), for a version with or without its images."""
+    from imgsim.storage import store
+
+    version = store.load_version(model_dir)
+    manifest = {k: v for k, v in version.manifest.items() if k not in ("id", "format", "records", "engine", "checksums")}
+    with store.writer_lock(model_dir):
+        engine = store.copy_engine(version.engine(), "milvus", collection="api_bench")
+        state = engine.save(model_dir)
+        store.write_version(model_dir, manifest={**manifest, "kind": "index", "parent": version.id},
+                            records=version.manifest["records"], engine=state, centres=version.centres,
+                            history=version.history, save_model=lambda path: store.link_or_copy(version.model_path, path))
+
+
 def wait_for_milvus(env: dict, seconds: float = 300) -> None:
+    import secrets
+
     from pymilvus import MilvusClient
 
     deadline = time.monotonic() + seconds
     while True:
-        try:
-            MilvusClient(uri=env["IMGSIM_MILVUS_URI"], token=env["IMGSIM_MILVUS_TOKEN"], timeout=5).list_collections()
+        try:  # Milvus 2.3.5 listens on every interface: a random root password the moment it answers
+            password = secrets.token_urlsafe(16)
+            MilvusClient(uri=env["IMGSIM_MILVUS_URI"], token="root:Milvus", timeout=5).update_password(
+                "root", "Milvus", password)
+            env["IMGSIM_MILVUS_TOKEN"] = f"root:{password}"
             return
         except Exception:
             if time.monotonic() > deadline:
@@ -351,7 +415,13 @@ def main() -> None:
             p.add_argument("--workers", type=int, default=2 if name == "load" else 1)
     sub.choices["load"].add_argument("--similar-seconds", type=float, default=60)
     sub.choices["load"].add_argument("--publish", action="store_true", help="publish a new version half-way")
+    sub.choices["load"].add_argument("--synthetic", action="store_true",
+                                     help="the prepared version is synthetic (prepare --synthetic): publish a copy")
+    sub.choices["prepare"].add_argument("--synthetic", action="store_true",
+                                        help="synthetic vectors and a fresh model instead of images and training")
     args = parser.parse_args()
+    if args.what == "prepare" and args.synthetic:
+        return prepare_synthetic(args)
     {"prepare": prepare, "load": load_test, "scale": scale, "milvus": milvus}[args.what](args)
 
 
