@@ -53,11 +53,11 @@ def move(groups, target: str, keep: dict[int, str], root) -> None:
     st.session_state.setdefault("move-logs", []).append(str(log))
 
 
-def undo(log: str) -> None:
+def undo(log: str, root) -> None:
     if not common.can_write():
         return
     try:
-        count = dup.undo_moves(Path(log))
+        count = dup.undo_moves(Path(log), root)
     except (ImgsimError, OSError, ValueError) as exc:
         st.session_state["notice-duplicates"] = ("error", common.md(exc))
         return
@@ -116,5 +116,5 @@ if groups and common.can_write():
     st.button("Move the others", type="primary", disabled=not sure, on_click=move,
               args=(shown, target, keep, version.manifest.get("images_root") or cfg.images))
 for log in st.session_state.get("move-logs", []):
-    st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{log}", on_click=undo, args=(log,),
-              icon=":material/undo:")
+    st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{log}", on_click=undo,
+              args=(log, version.manifest.get("images_root") or cfg.images), icon=":material/undo:")
