@@ -348,7 +348,22 @@ def milvus(args) -> None:
                 times.append((time.perf_counter() - t) * 1000)
             print(f"engine search in one group, {level}: p50 {np.percentile(times, 50):.1f} ms, "
                   f"p99 {np.percentile(times, 99):.1f} ms over 100 ({load()})", flush=True)
+            times = []
+            for image in version.ids[1:101]:
+                t = time.perf_counter()
+                engine.vectors_of([image])
+                times.append((time.perf_counter() - t) * 1000)
+            print(f"engine vectors_of one id, {level}: p50 {np.percentile(times, 50):.1f} ms ({load()})", flush=True)
         engine.close()
+        from imgsim.api.collection import Collection
+
+        collection, times = Collection(work / "models"), []
+        collection.similar(str(int(version.ids[0])), 8)
+        for image in version.ids[1:51]:
+            t = time.perf_counter()
+            collection.similar(str(int(image)), 8)
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"in process, Collection.similar: p50 {np.percentile(times, 50):.1f} ms ({load()})", flush=True)
         ids = [str(int(i)) for i in version.ids[:: max(1, len(version) // 500)]]
         server = Server(work / "models", args.workers, env)
         for clients in (1, args.clients):
