@@ -8,8 +8,12 @@ last few versions.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -48,20 +52,13 @@ _graphs_lock = threading.Lock()
 
 
 def neighbour_graph(version: store.Version, k: int = K) -> Graph:
-    """The version's kNN graph: from memory, from disk, or computed through its engine (and saved)."""
+    """The version's kNN graph: from memory, from disk (when it passes `read_graph`), or computed through its engine (and saved)."""
     key = (str(version.model_dir), version.id, k)
     with _graphs_lock:
         if key in _graphs:
             return _graphs[key]
     path = graph_path(version.model_dir, version.id, k)
-    graph = None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            graph = Graph(data["rows"].astype(np.int64), data["sims"].astype(np.float32))
-        if len(graph) != len(version) or graph.rows.shape[1] != k or graph.rows.max(initial=-1) >= len(version):
-            graph = None
-    except (OSError, ValueError, KeyError):
-        graph = None
+    graph = read_graph(path, len(version), k)
     if graph is None:
         graph = compute_graph(version, k)
         try:
@@ -74,6 +71,59 @@ def neighbour_graph(version: store.Version, k: int = K) -> Graph:
         while len(_graphs) > 4:
             _graphs.pop(next(iter(_graphs)))
     return graph
+
+
+MEMBERS = {"rows.npy": np.dtype("<i4"), "sims.npy": np.dtype("<f4")}  # what `neighbour_graph` saves
+HEADROOM = 64 * 1024  # bytes a kept graph may hold beyond its arrays: the zip's and the .npy headers
+
+
+def read_graph(path: Path, n: int, k: int) -> Graph | None:
+    """The graph kept at `path` if it is one of n rows and k neighbours; None (so it is rebuilt) for anything else.
+
+    The file is outside the version's checksums, so it is checked before anything is read into
+    memory (issue 28): a plain file (no link followed) no larger than its two arrays, stored
+    uncompressed in the zip (a deflated member can hold gigabytes in a few MB), whose .npy headers
+    say (n, k) int32 and float32; then its values: rows in [-1, n), never itself, similarities finite.
+    """
+    arrays = {}
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode) or os.fstat(fh.fileno()).st_size > 8 * n * k + HEADROOM:
+                raise ValueError("not a plain file of the expected size")
+            with zipfile.ZipFile(fh) as archive:
+                members = archive.infolist()
+                if sorted(m.filename for m in members) != sorted(MEMBERS) or any(
+                        m.compress_type != zipfile.ZIP_STORED or m.file_size > 4 * n * k + HEADROOM for m in members):
+                    raise ValueError("not the two uncompressed arrays")
+                for member in members:
+                    with archive.open(member) as part:
+                        arrays[member.filename] = read_npy(part, MEMBERS[member.filename], (n, k))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: not a kNN graph of this version (%s); rebuilt", path, exc)
+        return None
+    rows, sims = arrays["rows.npy"].astype(np.int64), arrays["sims.npy"]
+    if ((rows < -1) | (rows >= n) | (rows == np.arange(n)[:, None])).any() or not np.isfinite(sims).all():
+        log.warning("%s: neighbours out of range or similarities not finite; rebuilt", path)
+        return None
+    return Graph(rows, sims.astype(np.float32))
+
+
+def read_npy(fh, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """An .npy array from `fh` whose header says `dtype` and `shape` (checked before its data is read)."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    found_shape, fortran, found_dtype = read_header(fh)
+    if tuple(found_shape) != tuple(shape) or fortran or found_dtype != dtype:
+        raise ValueError(f"holds {found_dtype} {tuple(found_shape)}, not {dtype} {tuple(shape)}")
+    data = fh.read(int(np.prod(shape)) * dtype.itemsize)
+    if len(data) != int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError("shorter than its header says")
+    return np.frombuffer(data, dtype).reshape(shape)
 
 
 def compute_graph(version: store.Version, k: int = K) -> Graph:
