@@ -58,7 +58,7 @@ def fresh_model(folder: Path) -> Path:
 
 
 def bench_encode(args) -> None:
-    from imgsim.inputs.collection import encode_files
+    from imgsim.learning.encoding import encode_files
     from imgsim.learning.model import compile_encoder, load_encoder
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from pathlib import Path
 from imgsim.core.config import TRAINING_FIELDS, Settings
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import one_line, write_csv
-from imgsim.storage.engines import CROSSOVER, ENGINES, engine_choices, engine_names
+from imgsim.storage.engines import CROSSOVER, ENGINES, check_name, engine_choices, engine_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +184,7 @@ def terminal_progress(description: str):
               file=sys.stderr, dynamic_ncols=True) as bar:
         def progress(fraction: float, message: str) -> None:
             bar.update(max(0, round(fraction * 1000) - bar.n))
-            bar.set_postfix_str(message, refresh=True)
+            bar.set_postfix_str(str(message), refresh=True)
 
         yield progress
 
@@ -585,6 +585,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(model_dir=getattr(args, "model_dir", None))
+        check_name(settings.engine)  # a bad IMGSIM_ENGINE: one line before anything runs
         if args.command in MODEL_COMMANDS and not getattr(args, "background", False):
             from imgsim.learning.backend import import_keras
 

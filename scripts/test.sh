@@ -10,6 +10,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 source "$(dirname "$0")/setup.sh" requirements-dev.txt
 ruff check --quiet . || { echo "ruff found the problems above ('ruff check --fix .' mends import order)" >&2; exit 1; }
+lint-imports --no-cache --quiet || { echo "an import breaks the layers above (pyproject.toml, [tool.importlinter])" >&2; exit 1; }
 python -m pytest "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
 # a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15

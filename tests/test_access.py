@@ -89,7 +89,7 @@ def test_a_visitor_without_the_password_cannot_start_training(model_settings, mo
     at.sidebar.button(key="FormSubmitter:unlock-Unlock").click().run()
     assert "Start training" not in labels(at)
     assert any("Wrong password" in e.value for e in at.sidebar.error)
-    assert not jobs.is_running(model_settings.model_dir) and not (model_settings.model_dir / jobs.STATUS_FILE).exists()
+    assert not jobs.is_running(model_settings.model_dir) and not jobs.status_path(model_settings.model_dir).exists()
 
     clock.now += 1.05  # after a wrong guess the server hears none from that address for a second
     at.sidebar.text_input(key="password-attempt").input("correct horse")

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from imgsim.inputs import collection
-from imgsim.inputs.collection import Skipped, encode_files, fingerprint, iter_decoded, scan_folder
+from imgsim.inputs.collection import Skipped, fingerprint, iter_decoded, scan_folder
+from imgsim.learning.encoding import encode_files
 
 
 def jpeg(path, colour="red"):

@@ -114,13 +114,13 @@ def test_a_crash_between_segment_write_and_switch_leaves_the_previous_version_an
 
 
 def test_index_moves_the_collection_to_another_engine_without_re_encoding(grown, monkeypatch):
-    import imgsim.runs.indexing
+    import imgsim.runs.encoding
 
     settings, _ = grown
     before = store.load_version(settings.model_dir)
     calls = []
-    real = imgsim.runs.indexing.encode_files
-    monkeypatch.setattr(imgsim.runs.indexing, "encode_files", lambda enc, paths, *a, **k: (calls.append(len(paths)), real(enc, paths, *a, **k))[1])
+    real = imgsim.runs.encoding.encode_files
+    monkeypatch.setattr(imgsim.runs.encoding, "encode_files", lambda enc, paths, *a, **k: (calls.append(len(paths)), real(enc, paths, *a, **k))[1])
     report = index(settings, engine="faiss")
     after = store.load_version(settings.model_dir)
     assert report.version and calls == [0] and after.manifest["engine"]["engine"] == "faiss"

@@ -38,7 +38,9 @@ def installed(tmp_path_factory) -> dict:
     assert run([sys.executable, "-m", "venv", "--without-pip", str(venv)]).returncode == 0
     python = venv / "bin" / "python"
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
-    done = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)])
+    # without PYTHONPATH: a checkout on it would look like imgsim already installed, and pip would skip the wheel
+    clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)], env=clean)
     assert done.returncode == 0, done.stderr[-2000:]
     # The dependencies: this environment's packages, after the new one's own (so imgsim is the installed copy).
     (site / "zz_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")

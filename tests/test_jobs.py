@@ -10,7 +10,7 @@ import pytest
 
 from imgsim import BusyError, Settings
 from imgsim.cli import main
-from imgsim.core.progress import Event
+from imgsim.core.progress import Event, annotate
 from imgsim.runs import jobs
 from imgsim.storage import store
 from tests.helpers import TINY
@@ -71,7 +71,7 @@ def test_progress_numbers_are_kept_from_events_and_text_is_only_text(tmp_path):
     writer.progress(0.3, Event("epoch 1/2 · loss 0.4000", epoch=1, epochs=2, loss=0.4))
     writer.progress(0.5, Event("epoch 1/2 done", epoch=1, epochs=2, loss=0.35,
                                measures={"loss": 0.35, "twin_mrr": 0.6, "val_loss": float("nan")}))
-    writer.progress(0.6, Event("epoch 2/2 · loss nan", epoch=2, epochs=2, loss=float("nan")) + " · a first model")
+    writer.progress(0.6, annotate(Event("epoch 2/2 · loss nan", epoch=2, epochs=2, loss=float("nan")), after=" · a first model"))
     status = jobs.read_status(tmp_path)
     assert status["message"] == "epoch 2/2 · loss nan · a first model" and status["epoch"] == 2
     assert status["curve"] == [[0.3, 0.4], [0.5, 0.35]] and status["loss"] == 0.35  # nan kept out

@@ -48,7 +48,7 @@ class Settings:
     # The training budget in optimiser steps: None is imgsim.learning.fit's measured default, 0 epochs only.
     min_steps: int | None = field(default=None, metadata={"help": "at least this many steps (0: epochs only)"})
     max_steps: int | None = field(default=None, metadata={"help": "at most this many steps"})
-    engine: str = "auto"  # vector engine: auto (exact below engines.CROSSOVER, faiss above) or one in engines.ENGINES
+    engine: str = "auto"  # vector engine: auto (exact below CROSSOVER, faiss above) or a name in imgsim.storage.engines.ENGINES
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
     # How the network learns (imgsim.learning.model, imgsim.learning.fit). All of them go into each version's manifest
     # (training_dict), so that a version can be retrained exactly; `help` says what each one is.
@@ -91,9 +91,8 @@ class Settings:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 1 <= self.clusters <= 100:
             raise ValueError(f"clusters must be between 1 and 100, got {self.clusters}")
-        from imgsim.storage.engines import check_name
-
-        check_name(self.engine)
+        if not isinstance(self.engine, str) or not self.engine.isidentifier():
+            raise ValueError(f"vector engine must be a name, got {self.engine!r}")  # which names: imgsim.storage.engines
         if not 0 <= self.validation_split < 0.5:
             raise ValueError(f"validation split must be in [0, 0.5), got {self.validation_split}")
         for name in ("stage_filters", "stage_depth", "decoder_filters", "view_area", "view_aspect"):

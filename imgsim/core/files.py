@@ -28,7 +28,6 @@ import numpy as np
 
 from imgsim.core.errors import DamagedIndexError, ImgsimError
 
-SEGMENTS_DIR = "segments"
 NAME = re.compile(r"^([0-9a-f]{64})\.[a-z0-9]+(\.[a-z0-9]+)*$")  # a segment file: <sha256>.<kind>...
 
 

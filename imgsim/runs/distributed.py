@@ -137,7 +137,7 @@ def model_bytes(model) -> bytes:
 
 def encode_files(address: str, model, paths: list[str], size: int, progress=None, start: float = 0.0,
                  share: float = 1.0, batch_size: int | None = None, workers: int | None = None):
-    """imgsim.inputs.collection.encode_files over a Ray cluster; the same return value, in the same order.
+    """imgsim.learning.encoding.encode_files over a Ray cluster; the same return value, in the same order.
 
     `model` is a .keras autoencoder file (a version's model) or an in-memory autoencoder (a training
     run's). `workers` actors of one CPU each (default: every CPU in the cluster).

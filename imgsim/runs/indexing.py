@@ -17,9 +17,10 @@ import numpy as np
 
 from imgsim.core.config import Settings
 from imgsim.core.errors import ImgsimError
-from imgsim.inputs.collection import Skipped, encode_files, fingerprint, scan_folder
+from imgsim.inputs.collection import Skipped, fingerprint, scan_folder
 from imgsim.learning.groups import predict_groups
 from imgsim.learning.projection import place_new
+from imgsim.runs.encoding import encode_collection
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
 from imgsim.storage import store
 from imgsim.storage.group_names import inherit
@@ -72,17 +73,9 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
             return RunReport(None, len(records), skipped, seconds=time.monotonic() - start)
 
         progress(0.0, f"encoding {len(new_files)} new images")
-        if ray:
-            from imgsim.runs.distributed import encode_files as encode_on_ray
-
-            kept, vectors, hashes, failures = encode_on_ray(ray, version.model_path, [f.path for f in new_files],
-                                                            version.image_size, progress, 0.0, 0.8)
-        else:
-            from imgsim.learning.model import compile_encoder, load_encoder
-
-            encoder = compile_encoder(load_encoder(version.model_path))
-            kept, vectors, hashes, failures = encode_files(encoder, [f.path for f in new_files], version.image_size,
-                                                           settings.workers, progress, 0.0, 0.8)
+        kept, vectors, hashes, failures = encode_collection(version.model_path, [f.path for f in new_files],
+                                                            version.image_size, workers=settings.workers, ray=ray,
+                                                            progress=progress, start=0.0, share=0.8)
         for path, reason in failures.items():
             skipped.add(path, reason)
         if len(records) - len(removed_ids) + len(kept) < 2:

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 from filelock import FileLock
 
 from imgsim.core.config import Settings
@@ -29,10 +30,8 @@ from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.files import write_atomic
 from imgsim.core.progress import data_of
 from imgsim.storage import store
+from imgsim.storage.folder import ModelFolder
 
-STATUS_FILE = "training.json"
-LOG_FILE = "training.log"
-SETTINGS_FILE = "training-settings.json"
 START_GRACE_S = 60  # a run that has not reported its pid by then never started
 STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
 KINDS = ("train", "index")  # what a background run does: train a new version, or index the folder's changes
@@ -42,11 +41,11 @@ MEASURE_EPOCHS, MEASURE_KEYS = 500, 30  # entries of `measures` kept, and values
 
 
 def status_path(model_dir) -> Path:
-    return Path(model_dir) / STATUS_FILE
+    return ModelFolder(model_dir).training_status
 
 
 def log_path(model_dir) -> Path:
-    return Path(model_dir) / LOG_FILE
+    return ModelFolder(model_dir).training_log
 
 
 def write_status(model_dir, status: dict) -> None:
@@ -115,24 +114,15 @@ def _number(value) -> bool:
 def process_start(pid) -> str | None:
     """When process `pid` started, as the system records it; None when there is no such process (or a zombie).
 
-    With a pid, this tells one process from a later one that was given the same number: from
-    /proc/<pid>/stat (field 22, clock ticks since boot) on Linux, from `ps -o lstart=` elsewhere.
+    With a pid, this tells one process from a later one that was given the same number (psutil).
     """
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
-    if Path("/proc/self/stat").exists():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            return None
-        fields = stat.rsplit(b")", 1)[-1].split()  # after the command name, which may hold spaces and ")"
-        return None if len(fields) < 20 or fields[0] == b"Z" else f"ticks:{int(fields[19])}"
     try:
-        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5,
-                             check=False).stdout
-    except (OSError, subprocess.SubprocessError):
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else f"start:{process.create_time()!r}"
+    except psutil.Error:
         return None
-    return f"lstart:{' '.join(out.split())}" if out.strip() else None
 
 
 def own_process(status) -> bool:
@@ -148,22 +138,16 @@ def own_process(status) -> bool:
 
 
 def pid_alive(pid) -> bool:
-    """Whether `pid` is a live training process (a zombie or a reused pid is not)."""
-    if not isinstance(pid, int) or pid <= 0:
+    """Whether `pid` is a live training process (a zombie, a reused pid or any other program is not)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if Path("/proc/self").exists():
-        try:
-            return b"imgsim.runs.jobs" in cmdline.read_bytes()
-        except OSError:
-            return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and "imgsim.runs.jobs" in process.cmdline()
+    except psutil.AccessDenied:
+        return True  # someone else's live process: own_process's start time still has to match
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def training_status(model_dir) -> dict | None:
@@ -189,7 +173,7 @@ def is_running(model_dir) -> bool:
 
 
 def settings_path(model_dir) -> Path:
-    return Path(model_dir) / SETTINGS_FILE
+    return ModelFolder(model_dir).training_settings
 
 
 def start_training(settings: Settings, build_demo_first: bool = False, kind: str = "train") -> int:
@@ -202,7 +186,7 @@ def start_training(settings: Settings, build_demo_first: bool = False, kind: str
     model_dir = settings.model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     # Two sessions pressing the button at once: the second waits here, then sees the first's status.
-    with FileLock(model_dir / ".launch.lock", timeout=10):
+    with FileLock(ModelFolder(model_dir).launch_lock, timeout=10):
         if is_running(model_dir) or store.is_busy(model_dir):
             raise BusyError("a training or indexing run is already in progress")
         write_atomic(settings_path(model_dir), settings.to_json())
@@ -282,7 +266,7 @@ class StatusWriter:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imgsim.runs.jobs", description="One background training run.")
     parser.add_argument("--model-dir", type=Path, required=True,
-                        help=f"the model folder; the run's settings are its {SETTINGS_FILE} (Settings.to_json)")
+                        help="the model folder; the run's settings are its training-settings.json (Settings.to_json)")
     parser.add_argument("--demo", action="store_true", help="build the demo collection in the images folder first")
     parser.add_argument("--index", action="store_true", help="index the images folder's changes instead of training")
     return parser

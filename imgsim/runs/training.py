@@ -16,12 +16,14 @@ import numpy as np
 
 from imgsim.core.config import Settings
 from imgsim.core.errors import ImgsimError, ModelNotFoundError
+from imgsim.core.progress import annotate
 from imgsim.duplicates import DEFAULT_THRESHOLD
-from imgsim.inputs.collection import FileInfo, Skipped, encode_files, fingerprint, scan_folder
+from imgsim.inputs.collection import FileInfo, Skipped, fingerprint, scan_folder
 from imgsim.learning.fit import fit_autoencoder
 from imgsim.learning.groups import fit_groups, silhouette_by_k
-from imgsim.learning.model import compile_encoder, keras
+from imgsim.learning.model import keras
 from imgsim.learning.projection import map_2d, warm_up
+from imgsim.runs.encoding import encode_collection
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records  # noqa: F401 (imported from here too)
 from imgsim.storage import store
 from imgsim.storage.engines import choose_engine
@@ -113,8 +115,8 @@ def train(settings: Settings, progress: Progress = no_progress, preview: bool | 
         run = Publisher(settings, files, skipped, parent, start)
         run.ray = ray
 
-        def fitting(fraction, message):  # `+` keeps an imgsim.core.progress.Event's data, where an f-string would drop it
-            progress(fraction, message if run.preview_id is None else message + " · a first model is ready to search")
+        def fitting(fraction, message):
+            progress(fraction, message if run.preview_id is None else annotate(message, after=" · a first model is ready to search"))
 
         callbacks = []
         if parent is None if preview is None else preview:
@@ -141,18 +143,11 @@ class Publisher:
                 preview: bool = False) -> RunReport:
         settings, files, skipped = self.settings, self.files, self.skipped
         train_seconds = time.monotonic() - self.start
-        encoder = autoencoder.get_layer("encoder")
         # a preview's encoding failures will be the final run's too: count them there once
         failed = Skipped(dict(skipped.reasons), skipped.not_images) if preview else skipped
-        if self.ray:
-            from imgsim.runs.distributed import encode_files as encode_on_ray
-
-            kept, vectors, hashes, failures = encode_on_ray(
-                self.ray, autoencoder, [f.path for f in files], settings.image_size, progress, at, share)
-        else:
-            kept, vectors, hashes, failures = encode_files(
-                compile_encoder(encoder), [f.path for f in files], settings.image_size, settings.workers, progress, at,
-                share)
+        kept, vectors, hashes, failures = encode_collection(autoencoder, [f.path for f in files], settings.image_size,
+                                                            workers=settings.workers, ray=self.ray, progress=progress,
+                                                            start=at, share=share)
         for path, reason in failures.items():
             failed.add(path, reason)
         if len(vectors) < 2:
@@ -230,6 +225,6 @@ class Preview(keras.callbacks.Callback):
                    "train_images_per_second": None}
         fraction = 0.85 * (epoch + 1) / max(epochs, 1)
         report = self.run.publish(self.model.autoencoder, history,
-                                  lambda f, message: self.progress(fraction, f"first model: {message}"),
+                                  lambda f, message: self.progress(fraction, annotate(message, before="first model: ")),
                                   fraction, 0.0, preview=True)
         self.progress(fraction, f"a first model (version {report.version}) is ready to search; training goes on")

@@ -13,8 +13,8 @@ import numpy as np
 from imgsim.core.batching import Batches
 from imgsim.core.cache import ByteBudgetCache
 from imgsim.core.errors import ModelNotFoundError
-from imgsim.inputs.collection import encode_files
 from imgsim.inputs.images import decode, decode_with_picture, describe, is_url, read_bytes
+from imgsim.learning.encoding import encode_files
 from imgsim.learning.groups import predict_groups
 from imgsim.storage import store
 

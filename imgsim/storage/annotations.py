@@ -21,10 +21,8 @@ propagation are not stored here: they are recomputed from these (imgsim.labellin
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import re
 import secrets
 import time
 import unicodedata
@@ -36,8 +34,8 @@ from filelock import FileLock, Timeout
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.files import write_atomic
 from imgsim.core.text import one_line
+from imgsim.storage.folder import ModelFolder
 
-FOLDER = "annotations"
 FORMAT = 1
 MAX_LABEL_CHARS = 100
 LOCK_WAIT_S = 30.0  # a 100,000-image change takes well under this; a stuck writer is reported, not waited on
@@ -80,15 +78,13 @@ def now() -> str:
 
 
 def graph_path(model_dir, version_id: str, k: int) -> Path:
-    """Where a version's kNN graph of k neighbours is kept (the one place that names it)."""
-    return Path(model_dir) / FOLDER / "graphs" / f"{version_id}-k{int(k)}.npz"
+    """Where a version's kNN graph of k neighbours is kept (imgsim.storage.folder names it)."""
+    return ModelFolder(model_dir).graph(version_id, k)
 
 
 def graph_files(model_dir, version_id: str) -> list[Path]:
     """The kept kNN graphs of one version, whatever their k."""
-    folder = graph_path(model_dir, version_id, 0).parent
-    return [p for p in folder.glob(f"{glob.escape(version_id)}-k*.npz")
-            if re.fullmatch(rf"{re.escape(version_id)}-k[0-9]+\.npz", p.name)]
+    return ModelFolder(model_dir).graphs_of(version_id)
 
 
 class LabelStore:
@@ -99,15 +95,16 @@ class LabelStore:
     """
 
     def __init__(self, model_dir):
-        self.folder = Path(model_dir) / FOLDER
+        self.layout = ModelFolder(model_dir)
+        self.folder = self.layout.annotations
 
     @property
     def labels_path(self) -> Path:
-        return self.folder / "labels.json"
+        return self.layout.labels
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "log.jsonl"
+        return self.layout.label_log
 
     def _read(self) -> dict:
         try:
@@ -150,7 +147,7 @@ class LabelStore:
     def _locked(self):
         """Hold the labels' lock: waits for another writer, up to LOCK_WAIT_S."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.folder / ".lock")
+        lock = FileLock(self.layout.labels_lock)
         try:
             lock.acquire(timeout=LOCK_WAIT_S)
         except Timeout:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from imgsim.core.files import write_atomic
-from imgsim.core.ids import is_version_id
 from imgsim.core.text import csv_text
+from imgsim.storage.folder import ModelFolder
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,7 @@ class Label:
 
 
 def labels_path(model_dir, version_id: str) -> Path:
-    if not is_version_id(version_id):
-        raise ValueError(f"not a version id: {version_id!r}")
-    return Path(model_dir) / "labels" / f"{version_id}.json"
+    return ModelFolder(model_dir).group_names(version_id)
 
 
 def load_labels(model_dir, version_id: str) -> dict[int, Label]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from imgsim.core.errors import ModelNotFoundError
-from imgsim.core.files import SEGMENTS_DIR, checked_path, fsync_path, open_array, write_array, write_file
+from imgsim.core.files import checked_path, fsync_path, open_array, write_array, write_file
+from imgsim.storage.folder import ModelFolder
 
 COLUMNS = ("ids", "sizes", "mtimes", "sha1", "groups", "map2d")
 # Above this share of dead rows, `compacted` rewrites the live records as one segment.
@@ -124,7 +125,7 @@ class Records:
 
 def save_segment(model_dir, records: Records) -> dict:
     """Write records as one new segment (content-addressed files); returns its manifest entry."""
-    folder = Path(model_dir) / SEGMENTS_DIR
+    folder = ModelFolder(model_dir).segments
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"rows": len(records), "dead": None}
     for column in COLUMNS:
@@ -136,13 +137,13 @@ def save_segment(model_dir, records: Records) -> dict:
 
 
 def save_dead(model_dir, dead: np.ndarray) -> str:
-    folder = Path(model_dir) / SEGMENTS_DIR
+    folder = ModelFolder(model_dir).segments
     return write_array(folder, ".rec.dead.npy", np.flatnonzero(dead).astype(np.int64))
 
 
 def load_segment(model_dir, entry: dict, verify: bool = True) -> tuple[Records, np.ndarray]:
     """One segment's records and its dead mask; a missing or damaged file is ModelNotFoundError."""
-    folder = Path(model_dir) / SEGMENTS_DIR
+    folder = ModelFolder(model_dir).segments
     if not isinstance(entry, dict) or not isinstance(entry.get("rows"), int):
         raise ModelNotFoundError(f"{model_dir}: a records segment entry is malformed")
     n = entry["rows"]
@@ -195,7 +196,7 @@ def remove_rows(model_dir, entries: list, removed_ids, verify: bool = True) -> l
 
 def dead_share(model_dir, entries: list) -> float:
     """The share of dead rows, from the small dead-row files alone (no segment is loaded)."""
-    folder = Path(model_dir) / SEGMENTS_DIR
+    folder = ModelFolder(model_dir).segments
     total = sum(e["rows"] for e in entries)
     dead = sum(len(np.load(checked_path(folder, e["dead"], False), mmap_mode="r")) for e in entries if e.get("dead"))
     return dead / total if total else 0.0

@@ -1,14 +1,8 @@
 """Model versions on disk: written whole or not at all, verified on load, one writer at a time.
 
-Layout of a model folder::
-
-    CURRENT                 the active version's id, replaced atomically
-    .lock                   held by the one training or indexing run allowed at a time
-    staging/                versions being written; anything here is unfinished
-    segments/               immutable, content-addressed files shared by versions: the image
-                            records (imgsim.storage.records) and the vector engine's data (imgsim.storage.engines)
-    versions/<id>/          model.keras, centres.npy, history.json and manifest.json, which lists
-                            the version's record segments and its engine state, with checksums
+The folder's layout is imgsim.storage.folder's (ModelFolder); a version folder holds model.keras,
+centres.npy, history.json and manifest.json, which lists the version's record segments and its
+engine state, with checksums.
 
 Segments are written first (a crash leaves only unreferenced files), then the version folder in
 staging/, every file fsynced, renamed into versions/, and only then does CURRENT change. A
@@ -34,16 +28,21 @@ from imgsim.core.errors import BusyError, ImgsimError, ModelNotFoundError
 from imgsim.core.files import fsync_path, sha256_of, write_atomic
 from imgsim.core.ids import is_version_id, new_version_id  # CURRENT and `versions --use` name one, never a path
 from imgsim.core.text import one_line
-from imgsim.storage.annotations import graph_files
+from imgsim.storage.folder import (
+    CENTRES_FILE,
+    HISTORY_FILE,
+    LEGACY_FILES,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSION_FILES,
+    ModelFolder,
+)
 from imgsim.storage.group_names import load_names
 from imgsim.storage.records import Records
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-MODEL_FILE = "model.keras"
-VERSION_FILES = (MODEL_FILE, "centres.npy", "history.json")
-LEGACY_FILES = (MODEL_FILE, "files.json", "history.json", "vectors.npy", "groups.npy", "centres.npy", "map2d.npy")
 
 
 @dataclass
@@ -149,7 +148,7 @@ def writer_lock(model_dir):
     model_dir = Path(model_dir)
     with writable(model_dir):
         model_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(model_dir / ".lock")
+        lock = FileLock(ModelFolder(model_dir).lock)
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -171,7 +170,7 @@ def is_busy(model_dir) -> bool:
 
 def clear_staging(model_dir) -> None:
     """Remove versions left unfinished by a killed run (call with the writer lock held)."""
-    shutil.rmtree(Path(model_dir) / "staging", ignore_errors=True)
+    shutil.rmtree(ModelFolder(model_dir).staging, ignore_errors=True)
 
 
 def write_json(path: Path, data) -> None:
@@ -188,24 +187,25 @@ def write_version(model_dir, *, manifest: dict, records: list, engine: dict, cen
     folder in staging/ and unreferenced segment files.
     """
     model_dir = Path(model_dir)
+    folder = ModelFolder(model_dir)
     version_id = new_version_id()
-    staging = model_dir / "staging" / version_id
+    staging = folder.staging / version_id
     with writable(model_dir):
         staging.mkdir(parents=True)
         try:
             save_model(staging / MODEL_FILE)
-            np.save(staging / "centres.npy", np.asarray(centres, np.float32), allow_pickle=False)
-            write_json(staging / "history.json", history)
+            np.save(staging / CENTRES_FILE, np.asarray(centres, np.float32), allow_pickle=False)
+            write_json(staging / HISTORY_FILE, history)
             checksums = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
             manifest = {**manifest, "format": FORMAT, "id": version_id, "records": records, "engine": engine,
                         "checksums": checksums}
-            write_json(staging / "manifest.json", manifest)
+            write_json(staging / MANIFEST_FILE, manifest)
             for p in staging.iterdir():
                 fsync_path(p)
             fsync_path(staging)
-            (model_dir / "versions").mkdir(exist_ok=True)
-            os.rename(staging, model_dir / "versions" / version_id)
-            fsync_path(model_dir / "versions")
+            folder.versions.mkdir(exist_ok=True)
+            os.rename(staging, folder.version(version_id))
+            fsync_path(folder.versions)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -216,7 +216,7 @@ def write_version(model_dir, *, manifest: dict, records: list, engine: dict, cen
 
 def version_folder(model_dir, version_id) -> Path:
     """The folder of a listed version; anything else (a path, `..`, a link out of versions/) is refused."""
-    root = Path(model_dir) / "versions"
+    root = ModelFolder(model_dir).versions
     if not is_version_id(version_id):
         raise ModelNotFoundError(f"{root}: {one_line(version_id)!r} is not a version id (see `imgsim versions`)")
     folder = root / version_id
@@ -230,13 +230,13 @@ def set_current(model_dir, version_id: str) -> None:
     model_dir = Path(model_dir)
     verify(version_folder(model_dir, version_id))
     with writable(model_dir):
-        write_atomic(model_dir / "CURRENT", version_id + "\n")
+        write_atomic(ModelFolder(model_dir).current, version_id + "\n")
 
 
 def current_id(model_dir) -> str | None:
     """The id CURRENT names, or None when there is none or it names no version id (a path, say)."""
     try:
-        wanted = (Path(model_dir) / "CURRENT").read_text(errors="replace").strip()
+        wanted = ModelFolder(model_dir).current.read_text(errors="replace").strip()
     except OSError:
         return None
     if wanted and not is_version_id(wanted):
@@ -247,13 +247,13 @@ def current_id(model_dir) -> str | None:
 
 def list_versions(model_dir) -> list[dict]:
     """Manifests of the versions, newest first (damaged ones are marked, not hidden; strays are ignored)."""
-    root = Path(model_dir) / "versions"
+    root = ModelFolder(model_dir).versions
     manifests = []
     for folder in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
         if not is_version_id(folder.name) or folder.is_symlink() or not folder.is_dir():
             continue
         try:
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
             if not isinstance(manifest, dict) or manifest.get("id") != folder.name:
                 raise ValueError("manifest does not describe this folder")
         except (OSError, ValueError):
@@ -270,7 +270,7 @@ def verify(folder: Path) -> dict:
     named by their own sha256 and checked when they are opened.)
     """
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"{folder}: manifest missing or unreadable ({exc})") from None
     checksums = manifest.get("checksums") if isinstance(manifest, dict) else None
@@ -289,7 +289,7 @@ def verify(folder: Path) -> dict:
     else:
         raise ModelNotFoundError(f"{folder}: format {one_line(manifest.get('format'))} is not one this imgsim reads")
     try:
-        present = {p.name for p in folder.iterdir()} - {"manifest.json"}
+        present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
     except OSError as exc:
         raise ModelNotFoundError(f"{folder}: cannot be listed ({exc.strerror})") from None
     for name in sorted(present | expected | set(checksums)):
@@ -307,8 +307,8 @@ def read_version(folder: Path, verify_segments: bool = True) -> Version:
     if "format" not in manifest:
         return read_legacy_version(folder, manifest)
     try:
-        centres = np.load(folder / "centres.npy", allow_pickle=False)
-        history = json.loads((folder / "history.json").read_text())
+        centres = np.load(folder / CENTRES_FILE, allow_pickle=False)
+        history = json.loads((folder / HISTORY_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"{folder}: unreadable ({exc})") from None
     model_dir = folder.parent.parent
@@ -332,7 +332,7 @@ def read_legacy_version(folder: Path, manifest: dict) -> Version:
     try:
         arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("vectors", "groups", "centres", "map2d")}
         files = json.loads((folder / "files.json").read_text())
-        history = json.loads((folder / "history.json").read_text())
+        history = json.loads((folder / HISTORY_FILE).read_text())
         records = Records.build([f["path"] for f in files], [f["size"] for f in files], [f["mtime_ns"] for f in files],
                                 [f["sha1"] for f in files], arrays["groups"], arrays["map2d"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -462,6 +462,7 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ImgsimError(f"--keep must be a whole number of versions, at least 1; got {one_line(keep)}")
     model_dir = Path(model_dir)
+    layout = ModelFolder(model_dir)
     with writer_lock(model_dir):
         clear_staging(model_dir)
         manifests = {m["id"]: m for m in list_versions(model_dir)}  # newest first
@@ -492,17 +493,17 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
                                   "pruned") from None
             states.append(m["engine"])
         orphans = [p for p in unreferenced_files(model_dir, states) if p.name not in wanted]
-        graphs = [p for version_id in removed for p in graph_files(model_dir, version_id)]
+        graphs = [p for version_id in removed for p in layout.graphs_of(version_id)]
         before = disk_use(model_dir)
         if dry_run:
             return PruneReport(removed, kept, len(orphans) + len(graphs), before, before)
         with writable(model_dir):
-            trash = model_dir / "staging"
+            trash = layout.staging
             for version_id in removed:
                 trash.mkdir(exist_ok=True)
-                os.rename(model_dir / "versions" / version_id, trash / f"pruned-{version_id}")
+                os.rename(layout.version(version_id), trash / f"pruned-{version_id}")
             if removed:
-                fsync_path(model_dir / "versions")
+                fsync_path(layout.versions)
             for path in [*graphs, *orphans]:
                 path.unlink()
             clear_staging(model_dir)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsim.core.files import SEGMENTS_DIR, fsync_path
+from imgsim.core.files import fsync_path
+from imgsim.storage.folder import ModelFolder
 
 from . import DamagedIndexError, VectorEngine, check_rows, id_array, normalise, per_group
 from .segments import FORMAT, Segment, merge
@@ -173,7 +174,7 @@ class ExactEngine(VectorEngine):
 
     def save(self, store_dir) -> dict:
         self._seal()
-        folder = Path(store_dir) / SEGMENTS_DIR
+        folder = ModelFolder(store_dir).segments
         folder.mkdir(parents=True, exist_ok=True)
         for seg in self.segments_:
             seg.save(folder, self._write_index)
@@ -193,7 +194,7 @@ class ExactEngine(VectorEngine):
     @classmethod
     def load(cls, store_dir, state: dict, verify: bool = True, **options) -> ExactEngine:
         """Open a state saved by the exact or the faiss engine; checksums verified unless verify=False."""
-        folder = Path(store_dir) / SEGMENTS_DIR
+        folder = ModelFolder(store_dir).segments
         if state.get("format") != FORMAT or state.get("engine") not in ("exact", "faiss"):
             raise DamagedIndexError(
                 f"{store_dir}: engine state {state.get('engine')!r} format "

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsim.core.files import SEGMENTS_DIR, checked_path, open_array, write_array  # shared with imgsim.storage.records
+from imgsim.core.files import checked_path, open_array, write_array  # shared with imgsim.storage.records
+from imgsim.storage.folder import ModelFolder
 
 from . import DamagedIndexError
 
@@ -165,7 +166,7 @@ def merge(segments: list[Segment]) -> Segment:
 
 def unreferenced_files(store_dir, states) -> list[Path]:
     """Files in the segment area that none of these engine states names."""
-    folder = Path(store_dir) / SEGMENTS_DIR
+    folder = ModelFolder(store_dir).segments
     wanted = set()
     for state in states:
         for entry in (state or {}).get("segments", []):
