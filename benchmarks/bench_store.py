@@ -61,8 +61,8 @@ def synthetic_version(model_dir: Path, paths: list[str], dim: int, engine: str, 
 
     from imgsim.inputs.collection import scan_folder
     from imgsim.learning.groups import predict_groups
-    from imgsim.runs.training import save_collection
     from imgsim.storage import store
+    from imgsim.storage.manifest import Manifest
     from imgsim.storage.records import Records
 
     parent = store.load_version(model_dir)
@@ -75,9 +75,9 @@ def synthetic_version(model_dir: Path, paths: list[str], dim: int, engine: str, 
     mtimes = [infos[p].mtime_ns if p in infos else 1 for p in paths]
     records = Records.build(paths, sizes, mtimes, [f"{i:040x}" for i in range(len(paths))],
                             predict_groups(vectors, parent.centres), rng.normal(size=(len(paths), 2)))
-    entries, state = save_collection(model_dir, engine, records, vectors)
-    manifest = {k: parent.manifest[k] for k in ("settings", "libraries", "metrics") if k in parent.manifest}
-    manifest.update(kind="train", images_root=str(Path(paths[0]).parent) if paths else "", skipped_files=[])
+    entries, state = store.save_collection(model_dir, engine, records, vectors)
+    manifest = Manifest(kind="train", settings=parent.manifest["settings"], libraries=parent.manifest.get("libraries", {}),
+                        metrics=parent.manifest.get("metrics", {}), images_root=str(Path(paths[0]).parent) if paths else "")
     version = store.write_version(model_dir, manifest=manifest, records=entries, engine=state, centres=parent.centres,
                                   history={}, save_model=lambda p: store.link_or_copy(parent.model_path, p))
     print(f"  synthetic version {version}: {len(paths):,} images, {engine} engine", flush=True)

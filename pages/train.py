@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.runs import jobs
 from imgsim.storage import store
+from imgsim.storage.prune import prune
 from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
@@ -113,11 +114,11 @@ def live_curves(status: dict, box) -> None:
 
 
 def prune_versions(model_dir) -> None:
-    """Button callback: remove all but the newest versions (imgsim.storage.store.prune) and say what it freed."""
+    """Button callback: remove all but the newest versions (imgsim.storage.prune.prune) and say what it freed."""
     if not common.can_write():
         return
     try:
-        report = store.prune(model_dir, keep=int(st.session_state.get("prune-keep", 2)))
+        report = prune(model_dir, keep=int(st.session_state.get("prune-keep", 2)))
     except BusyError:
         st.session_state["notice-main"] = ("warning", "A training or indexing run is in progress; prune when it ends.")
     except (ImgsimError, ValueError, OSError) as exc:

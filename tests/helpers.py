@@ -84,9 +84,9 @@ def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float
     """
     import numpy as np
 
-    from imgsim.runs.training import save_collection
     from imgsim.storage import store
     from imgsim.storage.engines import choose_engine
+    from imgsim.storage.manifest import Manifest
     from imgsim.storage.records import Records
 
     rng = np.random.default_rng(seed)
@@ -97,9 +97,9 @@ def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float
     records = Records.build(paths, [1] * n, [0] * n, [f"{i:040x}" for i in range(n)], truth % 4,
                             np.zeros((n, 2), np.float32))
     with store.writer_lock(model_dir):
-        entries, state = save_collection(model_dir, choose_engine("auto", n), records, vectors)
-        store.write_version(model_dir, manifest={"kind": "train", "settings": {"image_size": 32, "seed": 0},
-                                                 "images_root": folder},
+        entries, state = store.save_collection(model_dir, choose_engine("auto", n), records, vectors)
+        store.write_version(model_dir, manifest=Manifest(kind="train", settings={"image_size": 32, "seed": 0},
+                                                          images_root=folder),
                             records=entries, engine=state, centres=centres[:4], history={},
                             save_model=lambda path: path.write_bytes(b""))
     return store.load_version(model_dir), truth

@@ -88,15 +88,16 @@ def test_review_finds_a_wrong_label_and_only_it(tmp_path):
 
 def test_an_image_far_from_everything_is_an_outlier(tmp_path):
     version, truth = vector_version(tmp_path / "models", 200, 3, spread=0.2, seed=2)
-    from imgsim.runs.training import save_collection
+    from imgsim.storage.manifest import Manifest
     from imgsim.storage.records import Records
 
     vectors = np.vstack([version.vectors, -version.vectors.mean(axis=0, keepdims=True) + 5.0])
     records = Records.concat([version.records, Records.build(["/collection/odd.jpg"], [1], [0], ["f" * 40], [0],
                                                              np.zeros((1, 2), np.float32))])
     with store.writer_lock(version.model_dir):
-        entries, state = save_collection(version.model_dir, "exact", records, vectors)
-        store.write_version(version.model_dir, manifest=dict(version.manifest, kind="index"), records=entries,
+        entries, state = store.save_collection(version.model_dir, "exact", records, vectors)
+        store.write_version(version.model_dir, manifest=Manifest(kind="index", settings=version.manifest["settings"],
+                                                                           images_root=version.manifest["images_root"]), records=entries,
                             engine=state, centres=version.centres, history={}, save_model=lambda p: p.write_bytes(b""))
     grown = store.load_version(version.model_dir)
     outliers = [f for f in labelling.review(grown) if f.kind == "outlier"]

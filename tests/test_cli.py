@@ -290,3 +290,11 @@ def test_train_in_the_background_and_follow_its_status(capsys, tiny_collection, 
     assert all(line.startswith("training") for line in lines)
     code, out, _ = run(capsys, "versions", "--model-dir", models)
     assert out.startswith("* ")
+
+
+def test_an_unknown_engine_in_the_environment_is_one_line_before_anything_runs(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGSIM_ENGINE", "annoy")
+    code = main(["versions", "--model-dir", str(tmp_path / "models")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown vector engine 'annoy'" in err
+    assert not (tmp_path / "models").exists()

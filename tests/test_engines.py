@@ -14,22 +14,24 @@ from imgsim.storage.engines import (
     CROSSOVER,
     DamagedIndexError,
     choose_engine,
+    engine_names,
     load_engine,
     make_engine,
     unreferenced_files,
 )
+from imgsim.storage.engines import ENGINES as REGISTRY
 
 N, DIM, GROUPS = 4000, 32, 8
 
-# faiss with a tiny flat_below so that its indexes (not its exact scan) answer these small sets
-ENGINES = {
-    "exact": ("exact", {}),
-    "faiss-hnsw": ("faiss", {"flat_below": 500, "ivf_above": 10**9}),
-    "faiss-ivf": ("faiss", {"flat_below": 500, "ivf_above": 1000}),
-    "milvus": ("milvus", {}),
-    "milvus-server": ("milvus", {}),
+# Every registered engine meets this contract under its own name with no options; these add variants
+# (faiss with a tiny flat_below so that its indexes, not its exact scan, answer these small sets;
+# Milvus Lite and the session's Milvus server). A new engine is tested without editing this file.
+VARIANTS = {
+    "faiss": {"faiss-hnsw": {"flat_below": 500, "ivf_above": 10**9}, "faiss-ivf": {"flat_below": 500, "ivf_above": 1000}},
+    "milvus": {"milvus": {}, "milvus-server": {}},
 }
-SEGMENT_ENGINES = ["exact", "faiss-hnsw", "faiss-ivf"]
+ENGINES = {kind: (name, options) for name in engine_names() for kind, options in VARIANTS.get(name, {name: {}}).items()}
+SEGMENT_ENGINES = [kind for kind, (name, _) in ENGINES.items() if REGISTRY[name].segments]
 
 
 def clustered(n, dim=DIM, clusters=40, seed=0):
@@ -475,10 +477,12 @@ def test_an_engine_registered_once_is_offered_by_the_command_line_the_settings_a
     assert build_parser().parse_args(["query", "a.png", "--engine", "probe"]).engine == "probe"
     assert Settings(engine="probe").engine == "probe"
     with pytest.raises(ValueError, match="choose one of auto, exact, faiss, milvus, probe"):
-        Settings(engine="annoy")
+        engines.check_name(Settings(engine="annoy").engine)
     rng = np.random.default_rng(0)
     state = make_engine("probe").add(np.arange(5), rng.normal(size=(5, 4)), np.zeros(5, int)).save(tmp_path)
-    assert len(load_engine(tmp_path, state)) == 5 and len(load_engine(tmp_path, state, "faiss")) == 5  # same segments
+    assert state["engine"] == "probe"  # its own name, not the name of the class it shares with exact
+    assert load_engine(tmp_path, state).name == "probe" and len(load_engine(tmp_path, state)) == 5
+    assert load_engine(tmp_path, state, "faiss").name == "faiss" and len(load_engine(tmp_path, state, "faiss")) == 5
     with pytest.raises(ValueError, match="a exact state cannot be opened with the milvus engine"):
         load_engine(tmp_path, {**state, "engine": "exact"}, "milvus")
     assert [engines.can_open(name, state) for name in ("probe", "faiss", "milvus", "annoy")] == [True, True, False, False]

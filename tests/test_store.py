@@ -5,18 +5,19 @@ import pytest
 
 from imgsim import BusyError, ModelNotFoundError
 from imgsim.storage import store
+from imgsim.storage.manifest import Manifest
+from imgsim.storage.prune import disk_use, prune
 from imgsim.storage.records import Records
 
 
 def write(model_dir, n=3, groups=None, **kwargs):
     """A small version: n records with vectors in the exact engine, one group unless `groups` says otherwise."""
-    from imgsim.runs.training import save_collection
 
     groups = np.zeros(n, np.int32) if groups is None else np.asarray(groups)
     records = Records.build([f"/x/{i}.jpg" for i in range(n)], [1] * n, [1] * n, [f"{i:040x}" for i in range(n)],
                             groups, np.zeros((n, 2), np.float32))
-    entries, state = save_collection(model_dir, "exact", records, np.eye(n, 4, dtype=np.float32))
-    return store.write_version(model_dir, manifest={"settings": {"image_size": 32}, "kind": "train"},
+    entries, state = store.save_collection(model_dir, "exact", records, np.eye(n, 4, dtype=np.float32))
+    return store.write_version(model_dir, manifest=Manifest(kind="train", settings={"image_size": 32}),
                                records=entries, engine=state, centres=np.zeros((int(groups.max()) + 1, 4), np.float32),
                                history={"loss": [1.0]}, save_model=lambda p: p.write_bytes(b"model-bytes"), **kwargs)
 
@@ -61,7 +62,7 @@ def test_failure_while_saving_leaves_current_untouched(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        store.write_version(tmp_path, manifest={"settings": {"image_size": 32}}, records=[], engine={}, history={},
+        store.write_version(tmp_path, manifest=Manifest(kind="train", settings={"image_size": 32}), records=[], engine={}, history={},
                             centres=np.zeros((1, 4)), save_model=broken_save)
     assert store.current_id(tmp_path) == first
     assert store.load_version(tmp_path).id == first
@@ -279,7 +280,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     from imgsim.storage.group_names import save_names
     save_names(model_dir, first, {0: "cats"})
 
-    report = store.prune(model_dir, keep=2)
+    report = prune(model_dir, keep=2)
     assert report.kept == [shared, fourth, second] and sorted(report.removed) == [first, third]
     assert sorted(p.name for p in (model_dir / "versions").iterdir()) == sorted(report.kept)
     for version_id in report.kept:
@@ -289,7 +290,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     assert [p.name for p in graphs.iterdir()] == []  # both graphs were of removed versions
     assert {n: (model_dir / "annotations" / n).read_bytes() for n in people} == people  # never touched
     assert (model_dir / "labels" / f"{first}.json").exists()  # group names are never removed
-    assert report.after == store.disk_use(model_dir) < report.before
+    assert report.after == disk_use(model_dir) < report.before
     assert store.current_id(model_dir) == second and not (model_dir / "staging").exists()
 
 
@@ -303,10 +304,10 @@ def test_prune_keeps_a_parent_whose_group_names_were_not_carried_over(tmp_path, 
         manifest_path = model_dir / "versions" / version_id / "manifest.json"
         manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "parent": parent}))
     store.set_current(model_dir, child)
-    report = store.prune(model_dir, keep=1)
+    report = prune(model_dir, keep=1)
     assert report.kept == [newest, child, named] and report.removed == []
     save_names(model_dir, child, {0: "receipts"})  # carried over (confirmed): the parent is no longer needed
-    assert store.prune(model_dir, keep=1).removed == [named]
+    assert prune(model_dir, keep=1).removed == [named]
 
 
 def test_prune_dry_run_and_the_cli(tmp_path, ordered_ids, capsys):
@@ -322,7 +323,7 @@ def test_prune_dry_run_and_the_cli(tmp_path, ordered_ids, capsys):
     assert main(["prune", f"--model-dir={tmp_path}", "--keep", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --keep must be a whole number of versions, at least 1; got 0"
     with store.writer_lock(tmp_path), pytest.raises(BusyError):
-        store.prune(tmp_path)
+        prune(tmp_path)
 
 
 def test_prune_refuses_when_a_kept_version_s_segments_are_unknown(tmp_path, ordered_ids):
@@ -332,16 +333,16 @@ def test_prune_refuses_when_a_kept_version_s_segments_are_unknown(tmp_path, orde
     (tmp_path / "CURRENT").write_text(second + "\n")  # a damaged current version: its segments are unknown
     before = files(tmp_path)
     with pytest.raises(store.ImgsimError, match="does not say which segments"):
-        store.prune(tmp_path, keep=1)
+        prune(tmp_path, keep=1)
     assert files(tmp_path) == before
 
 
 KILLED_PRUNE = """
 import os, signal, sys
-from imgsim.storage import store
+from imgsim.storage.prune import prune
 unlink = os.unlink
 os.unlink = lambda path, *a, **k: os.kill(os.getpid(), signal.SIGKILL) if "segments" in str(path) else unlink(path, *a, **k)
-store.prune(sys.argv[1], keep=1)
+prune(sys.argv[1], keep=1)
 """
 
 
@@ -356,6 +357,6 @@ def test_a_prune_killed_half_way_leaves_every_kept_version_whole(tmp_path, order
     run = subprocess.run([sys.executable, "-c", KILLED_PRUNE, str(tmp_path)], cwd=Path(__file__).resolve().parent.parent)
     assert run.returncode == -signal.SIGKILL  # killed at the first segment file it deleted
     assert store.candidates(tmp_path) == [new] and store.load_version(tmp_path).id == new
-    assert store.prune(tmp_path, keep=1).removed == []  # the next run finishes the job
+    assert prune(tmp_path, keep=1).removed == []  # the next run finishes the job
     assert {p.name for p in (tmp_path / "segments").iterdir()} == referenced(tmp_path, new)
     assert store.load_version(tmp_path, new).id == new and not (tmp_path / "staging").exists()

@@ -24,6 +24,7 @@ from imgsim.runs.encoding import encode_collection
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
 from imgsim.storage import store
 from imgsim.storage.group_names import inherit
+from imgsim.storage.manifest import Manifest
 from imgsim.storage.records import Records, compacted, remove_rows, save_segment
 
 
@@ -101,16 +102,10 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         entries = compacted(model_dir, entries)
         metrics = {**version.manifest.get("metrics", {}), "images": len(records) - len(removed_ids) + len(new_records),
                    "skipped": len(skipped)}
-        manifest = {
-            **{k: version.manifest[k] for k in ("settings", "libraries") if k in version.manifest},
-            "kind": "index",
-            "parent": version.id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "images_root": str(Path(settings.images).resolve()),
-            "fingerprint": fingerprint(files),
-            "metrics": metrics,
-            "skipped_files": skipped_records(files, skipped),
-        }
+        manifest = Manifest(kind="index", settings=version.manifest["settings"],
+                            images_root=str(Path(settings.images).resolve()), parent=version.id,
+                            fingerprint=fingerprint(files), metrics=metrics,
+                            libraries=version.manifest.get("libraries") or {}, skipped_files=skipped_records(files, skipped))
         new_id = store.write_version(model_dir, manifest=manifest, records=entries, engine=engine_state,
                                      centres=version.centres, history=version.history, make_current=False,
                                      save_model=lambda path: store.link_or_copy(version.model_path, path))

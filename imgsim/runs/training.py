@@ -28,7 +28,8 @@ from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
 from imgsim.storage import store
 from imgsim.storage.engines import choose_engine
 from imgsim.storage.group_names import carry_over, inherit, load_labels
-from imgsim.storage.records import Records, save_segment
+from imgsim.storage.manifest import Manifest
+from imgsim.storage.records import Records
 
 
 def library_versions() -> dict:
@@ -51,16 +52,6 @@ def collection_summary(vectors: np.ndarray, records: Records, centres: np.ndarra
             typical[str(group)] = int(records.ids[members[np.argmax(vectors[members] @ centre)]])
     return {"silhouette": scores.get(len(centres)), "silhouette_by_k": {str(k): v for k, v in scores.items()},
             "typical": typical}
-
-
-def save_collection(model_dir, engine_name: str, records: Records, vectors: np.ndarray, options=None) -> tuple[list, dict]:
-    """Write records and vectors as new segments; returns (record entries, engine state)."""
-    from imgsim.storage.engines import make_engine
-
-    engine = make_engine(engine_name, **(options or {}))
-    engine.add(records.ids, vectors, records.groups)
-    state = engine.save(model_dir)
-    return [save_segment(model_dir, records)], state
 
 
 def carry_names(model_dir, parent: store.Version | None, version_id: str, records: Records) -> dict:
@@ -178,19 +169,12 @@ class Publisher:
             "duplicate_threshold": DEFAULT_THRESHOLD,
         }
         engine_name = choose_engine(settings.engine, len(records))
-        entries, engine_state = save_collection(settings.model_dir, engine_name, records, vectors)
+        entries, engine_state = store.save_collection(settings.model_dir, engine_name, records, vectors)
         parent = current_or_none(settings.model_dir) if self.preview_id else self.parent
-        manifest = {
-            "kind": "preview" if preview else "train",
-            "parent": parent.id if parent else None,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "images_root": str(Path(settings.images).resolve()),
-            "fingerprint": fingerprint(files),
-            "settings": settings.training_dict(),
-            "metrics": metrics,
-            "libraries": library_versions(),
-            "skipped_files": skipped_records(files, failed),
-        }
+        manifest = Manifest(kind="preview" if preview else "train", settings=settings.training_dict(),
+                            images_root=str(Path(settings.images).resolve()), parent=parent.id if parent else None,
+                            fingerprint=fingerprint(files), metrics=metrics, libraries=library_versions(),
+                            skipped_files=skipped_records(files, failed))
         version = store.write_version(settings.model_dir, manifest=manifest, records=entries, engine=engine_state,
                                       centres=centres, history=history, make_current=False,
                                       save_model=lambda path: autoencoder.save(path))

@@ -37,7 +37,7 @@ from imgsim.storage.folder import (
     VERSION_FILES,
     ModelFolder,
 )
-from imgsim.storage.group_names import load_names
+from imgsim.storage.manifest import Manifest
 from imgsim.storage.records import Records
 
 log = logging.getLogger(__name__)
@@ -177,11 +177,11 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def write_version(model_dir, *, manifest: dict, records: list, engine: dict, centres: np.ndarray,
+def write_version(model_dir, *, manifest: Manifest, records: list, engine: dict, centres: np.ndarray,
                   history: dict, save_model, make_current: bool = True) -> str:
     """Write a complete version over segments already written, and (by default) make it current.
 
-    `records` are the record segment entries (imgsim.storage.records), `engine` the engine state
+    `manifest` is what the run says of the version (imgsim.storage.manifest); `records` are the record segment entries (imgsim.storage.records), `engine` the engine state
     (VectorEngine.save); `save_model(path)` writes the `.keras` file (saving it, or linking the
     parent's). Call with the writer lock held. A failure or a kill at any point leaves only a
     folder in staging/ and unreferenced segment files.
@@ -197,9 +197,9 @@ def write_version(model_dir, *, manifest: dict, records: list, engine: dict, cen
             np.save(staging / CENTRES_FILE, np.asarray(centres, np.float32), allow_pickle=False)
             write_json(staging / HISTORY_FILE, history)
             checksums = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
-            manifest = {**manifest, "format": FORMAT, "id": version_id, "records": records, "engine": engine,
-                        "checksums": checksums}
-            write_json(staging / MANIFEST_FILE, manifest)
+            written = {**manifest.as_dict(), "format": FORMAT, "id": version_id, "records": records, "engine": engine,
+                       "checksums": checksums}
+            write_json(staging / MANIFEST_FILE, written)
             for p in staging.iterdir():
                 fsync_path(p)
             fsync_path(staging)
@@ -212,6 +212,17 @@ def write_version(model_dir, *, manifest: dict, records: list, engine: dict, cen
     if make_current:
         set_current(model_dir, version_id)
     return version_id
+
+
+def save_collection(model_dir, engine_name: str, records: Records, vectors: np.ndarray, options=None) -> tuple[list, dict]:
+    """Write records and vectors as new segments; returns (record entries, engine state) for `write_version`."""
+    from imgsim.storage.engines import make_engine
+    from imgsim.storage.records import save_segment
+
+    engine = make_engine(engine_name, **(options or {}))
+    engine.add(records.ids, vectors, records.groups)
+    state = engine.save(model_dir)
+    return [save_segment(model_dir, records)], state
 
 
 def version_folder(model_dir, version_id) -> Path:
@@ -418,94 +429,3 @@ def images_root(model_dir) -> Path:
     if not root:
         raise ImgsimError(f"{model_dir}: the current version does not say which folder it was made from; pass --images")
     return Path(root)
-
-
-# --- pruning ------------------------------------------------------------------------------------
-
-@dataclass
-class PruneReport:
-    removed: list  # version ids removed (or that would be, on a dry run)
-    kept: list  # version ids kept, newest first
-    files: int  # segment files and cached graphs removed besides the version folders
-    before: int  # bytes the model folder held (each file once, however many links it has)
-    after: int
-
-
-def disk_use(folder) -> int:
-    """Bytes of the files under `folder`, a file with several hard links counted once."""
-    seen, total = set(), 0
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
-
-
-def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
-    """Remove all but the `keep` newest intact versions, and the segment files no kept version refers to.
-
-    Never removed: the current version; a version whose group names a kept one descends from and
-    does not have itself (they have not been carried over); group names (labels/) and a person's
-    labels (annotations/labels.json, log.jsonl). A version goes with its kept kNN graphs
-    (annotations.graph_files). Under the writer lock, and in an order a kill cannot hurt:
-    each version folder is first renamed into staging/ (which the next run clears), so a reader sees
-    it whole or not at all, and only then are files no kept version refers to deleted.
-    """
-    from imgsim.storage.engines import unreferenced_files
-    from imgsim.storage.records import segment_files
-
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ImgsimError(f"--keep must be a whole number of versions, at least 1; got {one_line(keep)}")
-    model_dir = Path(model_dir)
-    layout = ModelFolder(model_dir)
-    with writer_lock(model_dir):
-        clear_staging(model_dir)
-        manifests = {m["id"]: m for m in list_versions(model_dir)}  # newest first
-        current = current_id(model_dir)
-        kept = [i for i, m in manifests.items() if not m.get("damaged")][:keep]
-        if current in manifests and current not in kept:
-            kept.append(current)
-        for child in list(kept):  # names not carried over yet stay with the version that has them
-            parent = manifests[child].get("parent")
-            while parent in manifests and parent not in kept and load_names(model_dir, parent) \
-                    and not load_names(model_dir, child):
-                kept.append(parent)
-                child, parent = parent, manifests[parent].get("parent")
-        kept.sort(reverse=True)
-        removed = [i for i in manifests if i not in kept]
-        states, wanted = [], set()
-        for version_id in kept:
-            m = manifests[version_id]
-            if "format" not in m and not m.get("damaged"):
-                continue  # imgsim 0.1: everything is in the version folder
-            try:  # a kept version whose segments are not known keeps every segment: nothing is pruned
-                if m.get("damaged") or not isinstance(m.get("engine"), dict):
-                    raise TypeError
-                wanted |= segment_files(m["records"])
-            except (KeyError, TypeError, AttributeError):
-                raise ImgsimError(f"{model_dir}: version {version_id} is kept but its manifest does not say which "
-                                  "segments it needs (damaged?); make another version current first. Nothing was "
-                                  "pruned") from None
-            states.append(m["engine"])
-        orphans = [p for p in unreferenced_files(model_dir, states) if p.name not in wanted]
-        graphs = [p for version_id in removed for p in layout.graphs_of(version_id)]
-        before = disk_use(model_dir)
-        if dry_run:
-            return PruneReport(removed, kept, len(orphans) + len(graphs), before, before)
-        with writable(model_dir):
-            trash = layout.staging
-            for version_id in removed:
-                trash.mkdir(exist_ok=True)
-                os.rename(layout.version(version_id), trash / f"pruned-{version_id}")
-            if removed:
-                fsync_path(layout.versions)
-            for path in [*graphs, *orphans]:
-                path.unlink()
-            clear_staging(model_dir)
-        log.info("pruned %d version(s) and %d file(s) from %s", len(removed), len(orphans) + len(graphs), model_dir)
-        return PruneReport(removed, kept, len(orphans) + len(graphs), before, disk_use(model_dir))

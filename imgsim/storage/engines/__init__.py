@@ -44,7 +44,7 @@ CROSSOVER = 10_000
 class VectorEngine(abc.ABC):
     """Nearest neighbours by cosine similarity over vectors with stable ids and one group per row."""
 
-    name = "engine"
+    name = ""  # the name it is registered under: stamped by make_engine and load_engine, saved in its state
 
     @abc.abstractmethod
     def add(self, ids, vectors, groups) -> VectorEngine:
@@ -171,6 +171,7 @@ class Engine:
     target: str  # "module:Class", imported only when the engine is built or opened
     summary: str  # one line for --help
     segments: bool = False  # keeps its vectors in the shared segment files: any such engine opens its state
+    server: bool = False  # its data lives in a server (or its file) outside the model folder, not in segments/
     environ: dict = field(default_factory=dict)  # option -> environment variable giving its default
 
     def load_class(self) -> type[VectorEngine]:
@@ -181,11 +182,17 @@ class Engine:
 ENGINES: dict[str, Engine] = {}
 
 
-def register(name: str, target: str, summary: str, segments: bool = False, environ: dict | None = None) -> Engine:
-    """Add an engine to the registry (or replace one of that name): `target` is "module:Class"."""
+def register(name: str, target: str, summary: str, segments: bool = False, server: bool = False,
+             environ: dict | None = None) -> Engine:
+    """Add an engine to the registry (or replace one of that name): `target` is "module:Class".
+
+    The registry is the one list of engines: the command line's choices, `Settings.engine`, the
+    background job and the shared contract tests (tests/test_engines.py) all read it, and an
+    engine's instances carry the name they were made under.
+    """
     if name == AUTO or not name.isidentifier():
         raise ValueError(f"{name!r} cannot name an engine")
-    ENGINES[name] = Engine(name, target, summary, segments, dict(environ or {}))
+    ENGINES[name] = Engine(name, target, summary, segments, server, dict(environ or {}))
     return ENGINES[name]
 
 
@@ -194,7 +201,7 @@ def register(name: str, target: str, summary: str, segments: bool = False, envir
 register("exact", ".exact:ExactEngine", "exact numpy search; needs nothing", segments=True)
 register("faiss", ".faiss:FaissEngine", "faiss ANN indexes (HNSW, IVF) per segment", segments=True)
 register("milvus", ".milvus:MilvusEngine", "Milvus Lite (a local .db path) or a Milvus server (http://...), "
-         "at $IMGSIM_MILVUS_URI", environ={"uri": "IMGSIM_MILVUS_URI"})
+         "at $IMGSIM_MILVUS_URI", server=True, environ={"uri": "IMGSIM_MILVUS_URI"})
 
 
 def engine_names() -> tuple[str, ...]:
@@ -220,7 +227,9 @@ def make_engine(name: str = "exact", **options) -> VectorEngine:
     entry = ENGINES["exact" if name == AUTO else check_name(name)]
     for option, variable in entry.environ.items():
         options.setdefault(option, os.environ.get(variable) or None)
-    return entry.load_class()(**options)
+    engine = entry.load_class()(**options)
+    engine.name = entry.name
+    return engine
 
 
 def choose_engine(name: str, n_vectors: int) -> str:
@@ -252,7 +261,9 @@ def load_engine(store_dir, state: dict, name: str | None = None, **options) -> V
     entry = ENGINES[check_name(name, engine_names())] if name else saved
     if not can_open(entry.name, state):
         raise ValueError(f"a {saved.name} state cannot be opened with the {entry.name} engine")
-    return entry.load_class().load(store_dir, state, **options)
+    engine = entry.load_class().load(store_dir, state, **options)
+    engine.name = entry.name
+    return engine
 
 
 def unreferenced_files(store_dir, states) -> list:

@@ -58,7 +58,6 @@ def scan(seg: Segment, queries: np.ndarray, n: int, lo: int, hi: int, excluded: 
 class ExactEngine(VectorEngine):
     """Brute-force cosine search over segments: exact answers, memory-mapped vectors."""
 
-    name = "exact"
     OPTIONS = ("max_dead_share", "merge_factor")
 
     def __init__(self, max_dead_share: float = 0.2, merge_factor: int = 4):
@@ -195,7 +194,10 @@ class ExactEngine(VectorEngine):
     def load(cls, store_dir, state: dict, verify: bool = True, **options) -> ExactEngine:
         """Open a state saved by the exact or the faiss engine; checksums verified unless verify=False."""
         folder = ModelFolder(store_dir).segments
-        if state.get("format") != FORMAT or state.get("engine") not in ("exact", "faiss"):
+        from imgsim.storage.engines import ENGINES
+
+        saved_by = ENGINES.get(state.get("engine")) if isinstance(state.get("engine"), str) else None
+        if state.get("format") != FORMAT or saved_by is None or not saved_by.segments:
             raise DamagedIndexError(
                 f"{store_dir}: engine state {state.get('engine')!r} format "
                 f"{state.get('format')!r} is not a segment state this version reads"

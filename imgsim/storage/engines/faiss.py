@@ -64,7 +64,6 @@ def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.nda
 class FaissEngine(ExactEngine):
     """Approximate cosine search with faiss (HNSW or IVF per segment), exact on small slices."""
 
-    name = "faiss"
     OPTIONS = ExactEngine.OPTIONS + (
         "flat_below",
         "ivf_above",

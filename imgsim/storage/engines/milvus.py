@@ -79,7 +79,6 @@ def ints(values) -> str:
 class MilvusEngine(VectorEngine):
     """Vectors in a Milvus collection, versions as session lineages, filters as Milvus expressions."""
 
-    name = "milvus"
     OPTIONS = ("collection", "index_type", "M", "ef_construction", "ef")
 
     def __init__(
