@@ -83,6 +83,7 @@ def child_index(folder: str, model_dir: str) -> dict:
     stages = {}
 
     def progress(fraction, message):
+        message = str(message)  # an imgsim.core.progress.Event's text
         if message.startswith("encoding") and "start" not in stages:
             stages["start"] = time.perf_counter()
         if message == "mapping":

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         preview = []
         report = train(Settings(images=big, model_dir=model_dir),
                        lambda f, message: preview.append(time.perf_counter() - start)
-                       if "training goes on" in message else None)
+                       if "training goes on" in str(message) else None)
         total = time.perf_counter() - start
         first = f"first model searchable after {preview[0]:.0f} s, " if preview else "no early first model, "
         print(f"imgsim train, {args.full} images, default settings, first training in a new folder: {first}"

@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
         time.sleep(600)
 
     if point == "epoch":
-        progress = lambda fraction, message: pause() if message.startswith("epoch 1/") else None
+        progress = lambda fraction, message: pause() if str(message).startswith("epoch 1/") else None
     else:
         progress = lambda fraction, message: None
     if point == "saving":  # model saved, arrays half written into staging/

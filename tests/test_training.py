@@ -14,7 +14,7 @@ def test_a_first_model_is_published_during_a_long_fit_and_the_final_one_descends
     current_when_ready = []
 
     def progress(fraction, message):
-        if "training goes on" in message:  # the announcement, once the preview is current
+        if "training goes on" in str(message):  # the announcement, once the preview is current
             current_when_ready.append(store.current_id(model_dir))
 
     report = training.train(Settings(model_dir=model_dir, images=tiny_collection, **{**TINY, "epochs": 4}), progress)
