@@ -25,9 +25,20 @@ def fit_groups(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, 
     return kmeans.cluster_centers_.astype(np.float32), np.asarray(labels, np.int32)
 
 
+# Up to this many vectors (a query, a batch of them), the nearest centre is found with numpy in the calling
+# thread: scikit-learn's OpenMP reduction wakes a thread per core for each call, 0.16 s a search on the
+# shared 2 cores at load 25-37 (benchmarks/bench_api.py's profile), for one product with a few centres.
+FEW = 256
+
+
 def predict_groups(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """The nearest centre of each vector: what a fitted KMeans' predict does, from saved centres."""
-    return pairwise_distances_argmin(np.atleast_2d(vectors), centres).astype(np.int32)
+    vectors = np.atleast_2d(vectors)
+    if len(vectors) <= FEW:
+        centres = np.asarray(centres, vectors.dtype if vectors.dtype.kind == "f" else np.float64)
+        distances = np.square(centres).sum(axis=1)[None, :] - 2.0 * (vectors @ centres.T)  # |x|^2 is the same per row
+        return np.argmin(distances, axis=1).astype(np.int32)
+    return pairwise_distances_argmin(vectors, centres).astype(np.int32)
 
 
 def silhouette_by_k(vectors: np.ndarray, ks=range(2, 11), seed: int = 0,
