@@ -27,15 +27,16 @@ imgsim.features.
 from imgsim.duplicates.finding import (
     DEFAULT_THRESHOLD,
     MANIFEST_KEY,
-    DuplicateGroup,
     DuplicateScan,
-    Member,
     find_duplicates,
+    scan_budget,
     scan_duplicates,
 )
+from imgsim.duplicates.groups import DuplicateGroup, Member
 from imgsim.duplicates.moving import UndoIncomplete, check_target, move_duplicates, undo_moves
 from imgsim.duplicates.report import duplicates_csv
 from imgsim.duplicates.verifying import MATCHES
 
 __all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "MATCHES", "DuplicateGroup", "DuplicateScan", "Member", "UndoIncomplete",
-           "check_target", "duplicates_csv", "find_duplicates", "move_duplicates", "scan_duplicates", "undo_moves"]
+           "check_target", "duplicates_csv", "find_duplicates", "move_duplicates", "scan_budget", "scan_duplicates",
+           "undo_moves"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from imgsim.core.errors import ImgsimError
 from imgsim.core.files import NO_FOLLOW, NotAPlainFile, fsync_path, open_plain
 from imgsim.core.text import one_line
-from imgsim.duplicates.finding import DuplicateGroup
+from imgsim.duplicates.groups import DuplicateGroup
 
 MARKER = ".imgsim-move-folder"  # in every move folder imgsim made
 MAX_LOG_BYTES = 64 * 2**20  # a log names two paths per moved file: far more moves than any collection has copies

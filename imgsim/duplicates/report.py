@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imgsim.core.text import csv_text
-from imgsim.duplicates.finding import DuplicateGroup
+from imgsim.duplicates.groups import DuplicateGroup
 
 
 def duplicates_csv(groups: list[DuplicateGroup], name=str) -> str:

@@ -5,10 +5,12 @@ Near-copy verification (imgsim.duplicates) and search re-ranking build on them; 
 of models, versions or records: a path (or pixels) in, a feature out.
 """
 
-from imgsim.features.geometry import MIN_COVER, cover, same_scene
+from imgsim.features.geometry import MIN_COVER, Agreement, agreement, cover, same_scene
 from imgsim.features.hashes import content_hash, picture_hash
-from imgsim.features.keypoints import MIN_INLIERS, VERIFY_SIDE, Keypoints, keypoints
-from imgsim.features.pixels import content_box, frame_run, read_pixels
+from imgsim.features.keypoints import MIN_INLIERS, VERIFY_SIDE, Keypoints, keypoints, keypoints_of
+from imgsim.features.pixels import content_box, edge_run, frame_run, read_pixels
+from imgsim.features.signature import Signature, bits_apart, phash_bits, signature, signature_of
 
-__all__ = ["MIN_COVER", "MIN_INLIERS", "VERIFY_SIDE", "Keypoints", "content_box", "content_hash", "cover", "frame_run",
-           "keypoints", "picture_hash", "read_pixels", "same_scene"]
+__all__ = ["MIN_COVER", "MIN_INLIERS", "VERIFY_SIDE", "Agreement", "Keypoints", "Signature", "agreement", "bits_apart",
+           "content_box", "content_hash", "cover", "edge_run", "frame_run", "keypoints", "keypoints_of", "phash_bits",
+           "picture_hash", "read_pixels", "same_scene", "signature", "signature_of"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from imgsim.core.errors import ImgsimError
 from imgsim.features.pixels import content_box, read_pixels
@@ -21,15 +20,12 @@ def picture_hash(path: str) -> np.ndarray | None:
     return imagehash.phash(img).hash.reshape(-1)
 
 
-
 def content_hash(path: str) -> np.ndarray | None:
     """imagehash.phash of the picture inside its frame, as 64 booleans; None if unreadable."""
-    import imagehash
+    from imgsim.features.signature import phash_bits
 
     rgb = read_pixels(path, 128)
     if rgb is None or min(rgb.shape[:2]) < 2:
         return None
     left, top, right, bottom = content_box(rgb)
-    return imagehash.phash(Image.fromarray(rgb[top:bottom, left:right].astype(np.uint8))).hash.reshape(-1)
-
-
+    return np.unpackbits(phash_bits(rgb[top:bottom, left:right])).astype(bool)

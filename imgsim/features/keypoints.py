@@ -1,58 +1,74 @@
-"""ORB keypoints of the picture inside its frame, for the geometry check (imgsim.features.geometry)."""
+"""ORB keypoints of the picture inside its frame (OpenCV), for candidates and for the geometry check
+(imgsim.features.geometry).
+
+OpenCV's ORB takes about 3 ms a picture here where scikit-image's took 180-400 ms, which is what
+makes keypoints of every image affordable in a scan.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from imgsim.features.pixels import content_box, read_pixels
 
+cv2.setNumThreads(1)  # one picture at a time per thread; the callers choose the threads
+
 # Measured by benchmarks/duplicates_eval.py --edits, on benchmarks/make_edit_set.py's set: ORB keypoints
-# of each picture's content (its frame trimmed, long side VERIFY_SIDE px) matched and fitted by RANSAC
-# to one similarity transform (imgsim.features.geometry). Copies kept 6-400 inliers, distinct photographs
-# at most 3 among the closest pairs.
-VERIFY_SIDE = 256
+# of each picture's content (its frame trimmed, long side VERIFY_SIDE px), matched and fitted by RANSAC
+# to one similarity transform (imgsim.features.geometry).
+VERIFY_SIDE = 320
+KEYPOINTS = 300  # the strongest ones kept a picture
 MIN_INLIERS = 10
 
 
 @dataclass
 class Keypoints:
-    points: np.ndarray  # (n, 2) x, y in the content's own pixels (long side VERIFY_SIDE)
-    descriptors: np.ndarray  # (n, 256) booleans
+    points: np.ndarray  # (n, 2) float32 x, y in the content's own pixels (long side VERIFY_SIDE)
+    descriptors: np.ndarray  # (n, 32) uint8: ORB's 256-bit descriptors, packed
     size: tuple[int, int]  # the content's (width, height)
+
+
+_local = threading.local()
+
+
+def detector():
+    """One ORB detector per thread (OpenCV objects are not shared between threads)."""
+    if not hasattr(_local, "orb"):
+        _local.orb = cv2.ORB_create(nfeatures=KEYPOINTS, scaleFactor=1.2, nlevels=6, edgeThreshold=19, patchSize=19,
+                                   fastThreshold=12)
+    return _local.orb
+
+
+def keypoints_of(content: np.ndarray) -> Keypoints | None:
+    """ORB keypoints of an RGB picture (already trimmed to its content); None if too small, flat or plain to have any."""
+    h, w = content.shape[:2]
+    if min(h, w) < 8:
+        return None
+    scale = VERIFY_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if min(size) < 32:  # a sliver (a huge aspect ratio): ORB needs room round each keypoint
+        return None
+    grey = cv2.resize(cv2.cvtColor(np.ascontiguousarray(content, np.uint8), cv2.COLOR_RGB2GRAY), size,
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    low, high = np.percentile(grey, [1, 99])
+    if high - low < 8:
+        return None  # one colour, or nearly
+    grey = np.clip((grey - low) * (255 / (high - low)), 0, 255).astype(np.uint8)  # faded or dark copies keep corners
+    found, descriptors = detector().detectAndCompute(grey, None)
+    if descriptors is None or len(found) < MIN_INLIERS:
+        return None
+    points = np.asarray([k.pt for k in found], np.float32)
+    return Keypoints(points, descriptors, size)
 
 
 def keypoints(path: str) -> Keypoints | None:
     """ORB keypoints of the picture inside its frame; None if unreadable or too small or flat to have any."""
-    import warnings
-
-    from skimage.feature import ORB
-
     rgb = read_pixels(path, 2 * VERIFY_SIDE)
     if rgb is None or min(rgb.shape[:2]) < 8:
         return None
     left, top, right, bottom = content_box(rgb)
-    content = Image.fromarray(rgb[top:bottom, left:right].astype(np.uint8))
-    scale = VERIFY_SIDE / max(content.size)
-    content = content.resize((max(1, round(content.width * scale)), max(1, round(content.height * scale))),
-                             Image.Resampling.BILINEAR)
-    if min(content.size) < 32:  # a sliver (a huge aspect ratio): ORB needs room round each keypoint
-        return None
-    grey = np.asarray(content.convert("L"), np.float32)
-    low, high = np.percentile(grey, [1, 99])
-    if high - low < 8:
-        return None  # one colour, or nearly
-    grey = np.clip((grey - low) / (high - low), 0, 1)  # faded or darkened copies keep their corners
-    orb = ORB(n_keypoints=400, fast_threshold=0.05)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            orb.detect_and_extract(grey)
-    except (RuntimeError, ValueError, IndexError):
-        return None
-    if len(orb.keypoints) < MIN_INLIERS:
-        return None
-    return Keypoints(orb.keypoints[:, ::-1].astype(np.float64), orb.descriptors, content.size)
-
+    return keypoints_of(rgb[top:bottom, left:right])
