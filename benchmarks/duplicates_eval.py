@@ -26,7 +26,7 @@
    hard negatives: burst shots shifted by 30-40 %, other crops of the photograph), encoded by the
    model trained on the photographs' crops in data/eval-models/photos (reused: not trained here),
    against pHash, dHash and wHash (imagehash, 64 bits) at their default (10 bits) and best
-   thresholds, overall and per edit kind, and imgsim 0.3.0's rule (latents + pHash <= 18 only).
+   thresholds, overall and per edit kind, and imgsim with latents that propose nothing (random vectors).
 4. The scan alone: find_duplicates over 100K synthetic 128-d vectors in the faiss engine, and the
    verification's cost per image and per pair.
 
@@ -198,7 +198,6 @@ def sweep(groups_at, thresholds, truth) -> list[tuple[float, tuple]]:
 
 def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
     from imgsim import Settings, duplicates
-    from imgsim.duplicates import verifying
     from imgsim.runs.training import train
     from imgsim.storage import store
 
@@ -220,38 +219,14 @@ def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
     labels = [families[p] for p in paths]
     truth = group_pairs([[i for i, lab in enumerate(labels) if lab == f] for f in set(labels)])
 
-    scans = {}  # one scan per pHash distance (its verdicts are kept between thresholds, as the dashboard's)
+    scan = duplicates.scan_duplicates(version, float(COSINES[0]))  # one scan serves every threshold from its floor
 
-    def imgsim_groups(threshold, distance=verifying.PHASH_MAX_DISTANCE):
-        saved = verifying.PHASH_MAX_DISTANCE
-        verifying.PHASH_MAX_DISTANCE = distance if isinstance(distance, int) else saved
-        try:
-            if distance not in scans:
-                if not scans:
-                    scans[distance] = duplicates.scan_duplicates(version, float(COSINES[0]))
-                else:  # the same candidates; file reads shared
-                    first = next(iter(scans.values()))
-                    scans[distance] = duplicates.DuplicateScan(version, first.floor, first.pairs, first.scores,
-                                                               first.content if distance not in (64, "0.3.0") else None)
-                    scans[distance].verifier = first.verifier
-                if distance == 64:  # latents alone: no check at all
-                    scans[distance].verdict = lambda a, b, source: "latent+hash" if source == "latent" else None
-                if distance == "0.3.0":  # latent pairs, pHash within 18 bits, nothing else
-                    scans[distance].verdict = lambda a, b, source: "latent+hash" if source == "latent" and \
-                        verifying.same_picture(version.records.paths, a, b, scans[distance].verifier.hashes, 18) else None
-            return [[index[m.path] for m in g.images] for g in scans[distance].groups(threshold)]
-        finally:
-            verifying.PHASH_MAX_DISTANCE = saved
+    def imgsim_groups(threshold):
+        return [[index[m.path] for m in g.images] for g in scan.groups(threshold)]
 
     phash, pixels = phash_matrix(paths), pixel_matrix(paths)
     results = {
         "imgsim find_duplicates (cosine)": (sweep(imgsim_groups, COSINES, truth), default_threshold),
-        "  same, pHash distance swept": (sweep(lambda t: imgsim_groups(default_threshold, t), (6, 10, 14, 18, 22, 26),
-                                               truth),
-                                         verifying.PHASH_MAX_DISTANCE),
-        "  latents alone (no pHash check)": (sweep(lambda t: imgsim_groups(t, 64), COSINES, truth), default_threshold),
-        "  0.3.0's rule (latents + pHash<=18)": (sweep(lambda t: imgsim_groups(t, "0.3.0"), COSINES, truth),
-                                                 default_threshold),
         "pHash 64-bit (Hamming)": (sweep(lambda t: similarity_groups(phash, -t), range(33), truth), PHASH_DEFAULT),
         "raw pixels 32x32 grey (cosine)": (sweep(lambda t: similarity_groups(pixels, t),
                                                  np.round(np.r_[np.arange(0.5, 0.8, 0.01), COSINES], 4), truth),
@@ -267,7 +242,7 @@ def evaluate(seed: int, lines: list[str], default_threshold: float) -> dict:
         at_default = dict(curve).get(default) or {round(t, 4): v for t, v in curve}.get(round(default, 4))
         for label, t, (p, r, f) in (("best", best_t, best), ("default", default, at_default)):
             lines.append(f"{method:34} {label + ' ' + format(t, 'g'):>10} {p:9.3f} {r:7.3f} {f:6.3f}")
-    for method in ("imgsim find_duplicates (cosine)", "  latents alone (no pHash check)"):
+    for method in ("imgsim find_duplicates (cosine)",):
         curve = results[method][0]
         lines.append(f"{method.strip()}, F1 by threshold: "
                      + "  ".join(f"{t:g}:{f:.3f}" for t, (_, _, f) in curve if t >= 0.9))
@@ -341,7 +316,7 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
     from make_edit_set import KINDS, NEGATIVES, build, labels
 
     from imgsim import duplicates
-    from imgsim.duplicates import finding, verifying
+    from imgsim.storage.engines import make_engine
 
     images = OUT / f"edits-seed{seed}"
     if not images.is_dir():
@@ -353,32 +328,29 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
     truth = group_pairs([[i for i, f in enumerate(families) if f == fam] for fam in set(families)])
     names = ["exact", *KINDS, *NEGATIVES]
 
-    def imgsim_pairs(scan):
-        return group_pairs([[version.paths.index(m.path) for m in g.images] for g in scan.groups(threshold)])
+    def pairs_of(groups):
+        return group_pairs([[paths.index(m.path) for m in g.images] for g in groups])
 
-    start = time.perf_counter()
+    start = time.process_time()
     scan = duplicates.scan_duplicates(version, threshold)
-    scan_seconds = time.perf_counter() - start
-    start = time.perf_counter()
+    scan_seconds = time.process_time() - start
     groups = scan.groups(threshold)
-    verify_seconds = time.perf_counter() - start
-    full = group_pairs([[paths.index(m.path) for m in g.images] for g in groups])
+    full = pairs_of(groups)
     evidence = {}
     for g in groups:
         for m in g.images:
             evidence[m.match] = evidence.get(m.match, 0) + 1
-    saved, finding.GEOMETRY_MARGIN = finding.GEOMETRY_MARGIN, 0.10
-    try:  # latent pairs down to 0.85 proposed for geometry alone (file reads shared with the default's)
-        wider = duplicates.scan_duplicates(version, threshold)
-        wider.verifier = scan.verifier
-        margin = group_pairs([[paths.index(m.path) for m in g.images] for g in wider.groups(threshold)])
-    finally:
-        finding.GEOMETRY_MARGIN = saved
-    old = duplicates.DuplicateScan(version, scan.floor, scan.pairs, scan.scores)  # 0.3.0: latents + pHash only
-    old.verdict = lambda a, b, source: "latent+hash" if source == "latent" and verifying.same_picture(
-        paths, a, b, old.verifier.hashes, 18) else None
-    methods = {"imgsim (default)": {"default": full}, "imgsim, GEOMETRY_MARGIN 0.10": {"default": margin},
-               "imgsim 0.3.0 (latents + pHash <= 18)": {"default": imgsim_pairs(old)}}
+    # the same scan with latents that propose nothing (random vectors): what the pictures alone find
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(len(paths), 32)).astype(np.float32)
+    blind_engine = make_engine("exact").add(version.records.ids, noise / np.linalg.norm(noise, axis=1, keepdims=True),
+                                            version.records.groups)
+    blind = SimpleNamespace(records=version.records, engine=lambda: blind_engine, manifest={}, paths=paths)
+    start = time.process_time()
+    blind_scan = duplicates.scan_duplicates(blind, threshold)
+    blind_seconds = time.process_time() - start
+    methods = {"imgsim (default)": {"default": full},
+               "imgsim, latents proposing nothing": {"default": pairs_of(blind_scan.groups(threshold))}}
     thresholds = {}
     for kind in HASHES:
         matrix = hash_matrix(paths, kind)
@@ -391,9 +363,9 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
     lines.append(f"edit set seed {seed}: {len(paths)} images, {len(set(families))} families "
                  f"({len(set(f for f in families if '/' not in f))} photographs + their hard negatives), "
                  f"{len(truth)} duplicate pairs, {n_neg} non-duplicate pairs; model {EDIT_MODEL.name}/{model_id} "
-                 f"(reused); threshold {threshold}; scan {scan_seconds:.1f} s (content hashes of every file included), "
-                 f"verification {verify_seconds:.1f} s for {len(scan.pairs)} latent + {len(scan.content)} content "
-                 f"candidate pairs ({len(scan.verifier.points)} images' keypoints computed)")
+                 f"(reused); threshold {threshold}; scan {scan_seconds:.1f} s of CPU ({scan.stats.summary()}; "
+                 f"candidates by source {scan.stats.candidates}); with latents proposing nothing "
+                 f"{blind_seconds:.1f} s ({blind_scan.stats.summary()})")
     lines.append("members by evidence: " + ", ".join(f"{k or '(none)'} {v}" for k, v in sorted(evidence.items())))
     lines.append(f"{'method':40} {'precision':>9} {'recall':>7} {'F1':>6}")
     for method, pairs in methods.items():
@@ -404,12 +376,12 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
                  "outside its family; for a hard negative, the wrong pairs made with it. Hashes at their default (10), "
                  "at their best threshold over the whole set, and 'best/kind': their best F1 over thresholds 0-32 for "
                  "that kind alone (the threshold).")
-    header = f"{'kind':11} {'imgsim P/R/F1':>17} {'0.3.0 F1':>8}"
+    header = f"{'kind':11} {'imgsim P/R/F1':>17} {'blind F1':>8}"
     for kind in HASHES:
         header += f" {kind + ' dflt':>11} {kind + ' best':>11} {'best/kind':>11}"
     lines.append(header)
-    ours, before = by_kind(full, truth, kinds, names, families), by_kind(methods["imgsim 0.3.0 (latents + pHash <= 18)"]["default"],
-                                                                truth, kinds, names, families)
+    ours = by_kind(full, truth, kinds, names, families)
+    before = by_kind(methods["imgsim, latents proposing nothing"]["default"], truth, kinds, names, families)
     per_hash = {}
     for kind in HASHES:
         default, best, curve = thresholds[kind]
@@ -437,7 +409,7 @@ def evaluate_edits(seed: int, lines: list[str], threshold: float) -> None:
 def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     """find_duplicates over n synthetic vectors in the faiss engine: clusters, with 1 % planted near copies."""
     from imgsim import features
-    from imgsim.duplicates import find_duplicates, finding, verifying
+    from imgsim.duplicates import find_duplicates, finding, signatures
     from imgsim.storage.engines import make_engine
     from imgsim.storage.records import Records
 
@@ -456,23 +428,23 @@ def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     engine.search(vectors[0], 1)  # the first search builds the ANN indexes: timed as the build
     build = time.perf_counter() - start
     version = SimpleNamespace(records=records, engine=lambda: engine)
-    real_hash, real_colours = verifying.picture_hash, verifying.Verifier.colours_agree
-    verifying.picture_hash = lambda path: np.zeros(64, bool)  # synthetic vectors have no files: every check passes
-    verifying.Verifier.colours_agree = lambda self, a, b, flat_only=False: True
+    real_read = signatures.read_all
+    blank = features.Signature(np.zeros(8, np.uint8), np.zeros(8, np.uint8), np.zeros((8, 8, 3), np.uint8), None)
+    # synthetic vectors have no files: every one reads as the same flat picture, so every latent pair is confirmed
+    signatures.read_all = lambda paths, progress=None, deadline=None: ([blank] * len(paths), len(paths), False)
     try:
         start = time.perf_counter()
         groups = find_duplicates(version)  # above CONTENT_SCAN_LIMIT: no content hashes unless asked
         seconds = time.perf_counter() - start
     finally:
-        verifying.picture_hash, verifying.Verifier.colours_agree = real_hash, real_colours
+        signatures.read_all = real_read
     sample = sorted((OUT / "edits-seed1").rglob("*.*"))[:120] or sorted((OUT / "seed1" / "images").rglob("*.*"))[:120]
     costs = {}
-    for name, fn in (("pHash", real_hash), ("content hash", features.content_hash),
-                     ("keypoints", features.keypoints)):
+    for name, fn in (("pHash", features.picture_hash), ("signature", features.signature)):
         start = time.perf_counter()
         results = [fn(str(path)) for path in sample]
         costs[name] = (time.perf_counter() - start) / max(len(sample), 1) * 1000
-    points = [k for k in results if k is not None]
+    points = [k.keypoints for k in results if k is not None and k.keypoints is not None]
     pairs = list(zip(points[:-1], points[1:])) + [(k, k) for k in points[:40]]
     start = time.perf_counter()
     for a, b in pairs:
@@ -481,11 +453,11 @@ def scan_timing(n: int, dim: int, lines: list[str]) -> None:
     lines.append(f"scan: find_duplicates over {n:,} synthetic {dim}-d vectors, faiss engine ({engine.params}): "
                  f"{seconds:.1f} s (engine built beforehand in {build:.1f} s); {len(groups)} groups "
                  f"({len(copies) // 2} planted pairs); target <= 60 s.")
-    lines.append(f"verification, on top, per image read once (the edit set's 230-500 px files, one thread): pHash "
-                 f"{costs['pHash']:.1f} ms, content hash {costs['content hash']:.1f} ms (every image, when content "
-                 f"candidates are on: up to {finding.CONTENT_SCAN_LIMIT:,} images by default), ORB keypoints "
-                 f"{costs['keypoints']:.1f} ms (only images in a pair the hash does not settle); per pair, matching + "
-                 f"RANSAC {per_pair:.1f} ms ({len(pairs)} pairs, {len(pairs) - 40} different pictures, 40 the same)")
+    lines.append(f"per image, read once (the edit set's 230-500 px files, one thread): pHash alone "
+                 f"{costs['pHash']:.1f} ms; its whole signature (decode, frame, two pHashes, ORB keypoints) "
+                 f"{costs['signature']:.1f} ms (every image, up to {finding.CONTENT_SCAN_LIMIT:,} by default; kept per "
+                 f"version); per pair, matching + RANSAC {per_pair:.2f} ms ({len(pairs)} pairs, {len(pairs) - 40} "
+                 "different pictures, 40 the same)")
 
 
 def main(argv=None) -> int:

@@ -11,25 +11,56 @@ import streamlit as st
 from imgsim import duplicates as dup
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import one_line, relative_paths
+from imgsim.runs import jobs
 from pages import common
 
 SHOWN_GROUPS = 30  # groups drawn on one page; the CSV holds them all
-LOWEST = 0.80  # the slider's lowest threshold: the one search, whose pairs every other position filters
 
 
-@st.cache_resource(max_entries=2, show_spinner="Looking for copies…")
-def scan(model_dir: str, version_id: str) -> dup.DuplicateScan:
-    """Every image's neighbours searched once per version and server, down to LOWEST (shared: never changed here)."""
-    return dup.scan_duplicates(common.load_version(model_dir, version_id), LOWEST)
+def stored(model_dir: str, version_id: str):
+    """The version's last finished scan, read once per server while its file stays the same; never a scan."""
+    path = dup.results.result_path(model_dir, version_id)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return stored_at(model_dir, version_id, stamp)
 
 
-@st.cache_data(max_entries=16, show_spinner="Grouping the copies…")
-def find(model_dir: str, version_id: str, threshold: float) -> list:
-    return scan(model_dir, version_id).groups(threshold)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def stored_at(model_dir: str, version_id: str, stamp: int):
+    return dup.load_scan(common.load_version(model_dir, version_id))
 
 
-EVIDENCE = {"exact": "same bytes", "latent+hash": "model + hash", "latent+geometry": "model + keypoints",
-            "content+geometry": "framed picture + keypoints"}  # imgsim.duplicates.MATCHES, in words
+@st.cache_data(max_entries=16, show_spinner=False)
+def find(model_dir: str, version_id: str, stamp: float, threshold: float) -> list:
+    return stored(model_dir, version_id).groups(threshold)
+
+
+EVIDENCE = {"exact": "same bytes", "latent+hash": "model + hash", "content+hash": "framed picture + hash",
+            "latent+geometry": "model + keypoints", "content+geometry": "framed picture + keypoints",
+            "keypoints+geometry": "shared keypoints"}  # imgsim.duplicates.MATCHES, in words
+
+
+def age_text(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
+def start_scan(model_dir, version_id: str) -> None:
+    """Button callback: scan this version in the background (only for sessions that may change things)."""
+    if not common.can_write():
+        return
+    try:
+        jobs.start_scan(model_dir, version_id)
+    except ImgsimError as exc:
+        st.session_state["notice-duplicates"] = ("error", common.md(exc))
+        return
+    st.session_state["notice-duplicates"] = ("info", "Looking for copies in the background; this page shows them "
+                                                     "when the scan has finished.")
 
 
 def size_text(member) -> str:
@@ -67,19 +98,45 @@ def undo(log: str, root) -> None:
 
 cfg, version = common.page_start()
 st.title("Duplicates")
-st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, cropped, framed, "
-           "captioned or recoloured) by the model or by the picture inside its frame, then confirmed by a perceptual "
-           "hash or by keypoints that agree; each image says why. Nothing is deleted: pick what to keep, export the "
-           "list, or move the others to a folder (undoable).")
-saved = (version.manifest.get("metrics") or {}).get("duplicate_threshold")
-saved = min(1.0, max(LOWEST, float(saved))) if type(saved) in (int, float) else dup.DEFAULT_THRESHOLD  # a manifest edited by hand
-threshold = st.slider("Similarity threshold", LOWEST, 1.0, float(saved), 0.005, key="dup-threshold", format="%.3f",
-                      help=f"Pairs above this cosine similarity are near copies; {saved:.3f} was measured "
-                           "against perceptual hashing (README, Near-duplicates).")
-groups = find(str(cfg.model_dir), version.id, float(threshold))
+st.caption("Exact copies (the same bytes) are found by hash; near copies (resized, re-compressed, cropped, turned, "
+           "framed, captioned, screenshotted or recoloured) are proposed by the model, by the picture inside its frame "
+           "and by shared keypoints, then confirmed by a perceptual hash or by keypoints that agree; each image says "
+           "why. Nothing is deleted: pick what to keep, export the list, or move the others to a folder (undoable).")
 kind, message = st.session_state.pop("notice-duplicates", (None, None))
 if kind:
     getattr(st, kind)(message)
+scan = stored(str(cfg.model_dir), version.id)
+busy = dup.scanning(cfg.model_dir, version.id)
+writer = common.can_write()
+if scan is None:
+    if busy:
+        st.info("Looking for copies in this version now (in the background); they appear here when the scan has "
+                "finished.")
+    elif writer:
+        st.info("This version has not been scanned for copies yet (a scan runs after each training).")
+        st.button("Look for copies", type="primary", key="dup-scan", on_click=start_scan,
+                  args=(cfg.model_dir, version.id))
+    else:
+        st.info("This version has not been scanned for copies yet; a scan runs after each training, or when someone "
+                "who may change things starts one here.")
+    st.stop()
+
+stats = scan.stats
+left = (f" The CPU budget ({stats.budget_s:.0f} s) ran out: {stats.unchecked:,} candidate pair(s) were left "
+        "unchecked and are not shown." if stats.unchecked else "")
+st.caption(f"Scanned {age_text(scan.age())}: {stats.images:,} images, {stats.checked:,} candidate pairs checked in "
+           f"{stats.cpu_s:.0f} s of CPU.{left}")
+if writer and not busy:
+    st.button("Scan again", key="dup-rescan", on_click=start_scan, args=(cfg.model_dir, version.id),
+              icon=":material/refresh:")
+saved = (version.manifest.get("metrics") or {}).get("duplicate_threshold")
+saved = float(saved) if type(saved) in (int, float) else dup.DEFAULT_THRESHOLD  # a manifest edited by hand
+saved = min(1.0, max(scan.floor, saved))
+threshold = st.slider("Similarity threshold", float(scan.floor), 1.0, float(saved), 0.005, key="dup-threshold",
+                      format="%.3f", help=f"Pairs the model proposes above this cosine similarity are near copies "
+                                          f"once confirmed; {saved:.3f} was measured (README, Near-duplicates). "
+                                          "Pairs proposed by the pictures themselves count at any threshold.")
+groups = find(str(cfg.model_dir), version.id, scan.finished, float(threshold))
 
 copies = sum(len(g.images) - 1 for g in groups)
 st.markdown(f"**{len(groups)}** group(s): **{copies}** image(s) that another one could replace "

@@ -20,14 +20,18 @@ from imgsim.core.errors import ImgsimError
 from imgsim.duplicates import (
     DuplicateGroup,
     Member,
+    candidates,
     duplicates_csv,
     find_duplicates,
     finding,
     move_duplicates,
     moving,
+    results,
+    signatures,
     undo_moves,
     verifying,
 )
+from imgsim.duplicates import groups as grouping
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 NEAR = ("reencoded.jpg", "half.png", "double.png", "cropped.png", "brighter.png")
@@ -144,7 +148,7 @@ def test_keeper_ties_go_to_the_larger_file_then_the_older(version, copies):
     bigger = Member("/b.jpg", 0.9, False, 10, 10, 200, 5, 1)
     smaller_older = Member("/a.jpg", 0.9, False, 10, 10, 100, 1, 2)
     unknown_size = Member("/c.jpg", 0.9, False, None, None, 10**9, 0, 3)
-    ranked = sorted([smaller_older, unknown_size, bigger], key=finding.keeper_order)
+    ranked = sorted([smaller_older, unknown_size, bigger], key=grouping.keeper_order)
     assert [m.path for m in ranked] == ["/b.jpg", "/a.jpg", "/c.jpg"]
 
 
@@ -244,8 +248,9 @@ def test_a_framed_or_captioned_copy_is_found_by_its_content_and_geometry(edited)
     assert len(groups) == 1, [[m.path for m in g.images] for g in groups]
     members = {Path(m.path).stem: m for m in groups[0].images}
     assert set(members) == {"original", "border", "caption"}
-    assert {members[n].match for n in members} == {"content+geometry"}
-    assert groups[0].to_dict()["links"] and all(link["match"] == "content+geometry" for link in groups[0].to_dict()["links"])
+    by_content = {"content+geometry", "keypoints+geometry"}  # proposed by the pictures, confirmed by their keypoints
+    assert {members[n].match for n in members} <= by_content
+    assert groups[0].to_dict()["links"] and all(link["match"] in by_content for link in groups[0].to_dict()["links"])
     assert features.picture_hash(str(edited["caption"])) is not None
     # the whole pictures' pHashes alone would not have called them copies
     far = np.count_nonzero(features.picture_hash(str(edited["original"])) != features.picture_hash(str(edited["border"])))
@@ -279,12 +284,130 @@ def test_odd_images_get_a_plain_outcome(tmp_path, edited):
     shutil.copyfile(edited["border"], gone)
     paths = [edited["original"], gone, *(tmp_path / n for n in odd)]
     version = fake_version(paths, np.ones((len(paths), 4)))  # every pair proposed
-    scan = duplicates.scan_duplicates(version, 0.95)
-    gone.unlink()  # unreadable between the scan and the verification
-    groups = scan.groups(0.95)
+    gone.unlink()  # unreadable since indexing: never confirmed
+    groups = duplicates.scan_duplicates(version, 0.95).groups(0.95)
     found = {frozenset(Path(m.path).name for m in g.images) for g in groups}
     assert found == {frozenset({"flat.png", "flat2.png"})}  # one colour at two sizes; a red square is not a blue one
     assert features.content_hash(str(gone)) is None and features.keypoints(str(gone)) is None
+
+
+# --- the scan's bounds: budget, caches, stored results -----------------------------------------
+
+def test_a_scan_stops_at_its_budget_and_never_calls_what_it_left_a_copy(edited):
+    paths = [edited[n] for n in ("original", "border", "caption", "crop", "burst", "other")]
+    version = fake_version(paths, np.ones((len(paths), 4)))  # every pair proposed
+    full = duplicates.scan_duplicates(version, 0.95)
+    assert full.stats.unchecked == 0 and len(full.groups(0.95)) == 1
+    starved = duplicates.scan_duplicates(version, 0.95, budget_s=0.0)
+    assert starved.stats.unchecked == len(starved.candidates) > 0
+    assert starved.groups(0.95) == []  # unchecked pairs are never copies
+    assert f"{starved.stats.unchecked} candidate pair(s) left unchecked" in starved.stats.summary()
+
+
+def test_verification_goes_by_promise_until_the_clock_passes_the_deadline(edited):
+    from imgsim.features import signature
+
+    table = signatures.Signatures.build([signature(str(edited[n])) for n in ("original", "crop", "burst", "other")])
+    found = candidates.Candidates(np.asarray([[0, 2], [0, 1], [2, 3]]), np.asarray([0.91, 0.99, np.nan], np.float32),
+                                  np.asarray([-1, -1, -1], np.int16), np.asarray([0, 0, 7], np.int32))
+    ticks = iter(range(100))
+    verified = verifying.verify(found, table, 0.9, deadline=2, clock=lambda: next(ticks))
+    # promise: a latent 0.99 (0.9 of the way from the floor), 7 shared keypoints (0.29), a latent 0.91 (0.1)
+    assert verified.kinds[1] in ("hash", "geometry")  # the most promising pair: checked first, a copy
+    assert verified.kinds[2] is None  # the next: checked, two other pictures
+    assert verified.kinds[0] == verifying.UNCHECKED and verified.unchecked == 1  # the budget's end: left, and said
+
+
+def test_a_second_scan_reads_no_file_and_a_wrong_cache_is_read_again(version):
+    path = signatures.version_folder(version.model_dir, version.id) / signatures.FILE
+    path.unlink(missing_ok=True)
+    first = signatures.signatures(version)
+    assert first.read == len(version.records) and path.exists()
+    again = signatures.signatures(version)
+    assert again.read == 0 and np.array_equal(again.phash, first.phash) and np.array_equal(again.points, first.points)
+    good = path.read_bytes()
+    other = SimpleNamespace(ids=version.records.ids, sha1=np.roll(version.records.sha1, 1))  # other files' cache
+    signatures.save(path, first, other)
+    wrong = [path.read_bytes(), good[: len(good) // 2], b"not a cache at all"]
+    with np.load(io.BytesIO(good)) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["offsets"] = arrays["offsets"] + 1  # keypoints that point past the end
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    wrong.append(buffer.getvalue())
+    for damaged in wrong:
+        path.write_bytes(damaged)
+        table = signatures.signatures(version)
+        assert table.read == len(version.records) and np.array_equal(table.phash, first.phash)
+        assert path.read_bytes() != damaged  # replaced by a good one
+
+
+def test_a_new_version_reads_only_the_files_its_parent_s_cache_lacks(version, edited):
+    from imgsim.core.ids import new_version_id
+    from imgsim.storage.records import Records
+
+    signatures.signatures(version)  # the parent's cache
+    r = version.records
+    extra = str(edited["other"])
+    records = Records.build([*r.paths, extra], [*r.sizes, 1], [*r.mtimes, 1],
+                            [*map(grouping.sha1_text, r.sha1), "f" * 40], [*r.groups, 0], np.zeros((len(r) + 1, 2)))
+    child = SimpleNamespace(records=records, manifest={"parent": version.id}, model_dir=version.model_dir,
+                            id=new_version_id())
+    table = signatures.signatures(child)
+    assert table.read == 1 and table.readable[-1]
+
+
+def test_a_stored_scan_that_is_damaged_or_not_this_version_s_is_no_result(version, stored):
+    path = results.result_path(version.model_dir, version.id)
+    good = path.read_bytes()
+    assert results.load(version) is not None
+    with np.load(io.BytesIO(good)) as data:
+        arrays = {name: data[name] for name in data.files}
+
+    def altered(**changes):
+        buffer = io.BytesIO()
+        np.savez(buffer, **{**arrays, **changes})
+        return buffer.getvalue()
+
+    meta = json.loads(str(arrays["meta"]))
+    for damaged in (b"garbage", good[:200], altered(pairs=arrays["pairs"] + 1),  # images it does not hold
+                    altered(meta=np.asarray(json.dumps({**meta, "version": "20200101-000000-abcd"}))),
+                    altered(kinds=np.full_like(arrays["kinds"], 7)), altered(latent=arrays["latent"][:0])):
+        path.write_bytes(damaged)
+        assert results.load(version) is None
+    path.write_bytes(good)
+
+
+def test_no_content_makes_the_candidates_grow_faster_than_the_images(tmp_path):
+    """4,000 flat 16 x 16 pictures made 8 M candidate pairs (every hash alike); each source now keeps a few per image."""
+    paths = []
+    for i in range(300):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (16, 16), (80 * (i % 4), 0, 0)).save(paths[-1])
+    version = fake_version(paths, np.ones((len(paths), 4)))  # the latents call them all alike too
+    scan = duplicates.scan_duplicates(version, 0.95)
+    bound = candidates.LATENT_K + 2 * candidates.HASH_K + candidates.KEYPOINT_K
+    assert 0 < len(scan.candidates) <= len(paths) * bound
+    for group in scan.groups(0.95):  # and what is grouped is one colour
+        assert len({int(Path(m.path).stem) % 4 for m in group.images}) == 1
+
+
+def test_pictures_that_share_only_a_frame_are_not_copies(edited, tmp_path):
+    from imgsim.features import agreement, signature
+
+    noise = np.random.default_rng(1).integers(0, 256, (400, 400, 3), np.uint8)
+    framed = {}
+    for name in ("original", "other"):
+        canvas = noise.copy()
+        picture = np.asarray(fit(Image.open(edited[name]).convert("RGB"), 240))
+        canvas[80:80 + picture.shape[0], 80:80 + picture.shape[1]] = picture
+        framed[name] = tmp_path / f"{name}.png"
+        Image.fromarray(canvas).save(framed[name])
+    a, b = (signature(str(framed[n])).keypoints for n in ("original", "other"))
+    shared = agreement(a, b)
+    assert shared is not None and shared.inliers >= 10 and shared.cover >= 0.85  # the frame agrees everywhere...
+    assert not shared.same  # ...but nowhere in the middle
+    assert agreement(a, signature(str(edited["original"])).keypoints).same  # the framed copy of a picture is one
 
 
 # --- moving and undoing -------------------------------------------------------------------------
@@ -532,31 +655,69 @@ def test_one_scan_at_the_lowest_threshold_gives_every_higher_threshold_s_groups(
         scan.groups(0.7)
 
 
-def test_the_duplicates_page_searches_once_whatever_the_threshold(version, copies, monkeypatch):
-    """Every slider position ran a whole scan (8 kept); now one search at the slider's lowest position serves them all."""
+@pytest.fixture
+def no_scanning(monkeypatch):
+    """Any scan's first steps record a call instead of running: a page that shows copies must not reach them."""
+    calls = []
+
+    def refuse(name):
+        return lambda *args, **kwargs: calls.append(name) or (_ for _ in ()).throw(AssertionError(f"{name} ran"))
+
+    monkeypatch.setattr(candidates, "latent_pairs", refuse("latent_pairs"))
+    monkeypatch.setattr(signatures, "read_all", refuse("read_all"))
+    monkeypatch.setattr(finding, "verify", refuse("verify"))
+    return calls
+
+
+def duplicates_page(model_dir, images, readonly: bool, monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     from imgsim import Settings
 
-    thresholds = (0.9, 0.99, 0.85, 0.8, 1.0, 0.95)
-    expected = {threshold: len(find_duplicates(version, threshold)) for threshold in thresholds}
-    searches = []
-    real = finding.near_pairs
-    monkeypatch.setattr(finding, "near_pairs", lambda *args, **kwargs: (searches.append(args[1]), real(*args, **kwargs))[1])
-    monkeypatch.setenv("IMGSIM_READONLY", "1")  # what a visitor can make the server do
+    if readonly:
+        monkeypatch.setenv("IMGSIM_READONLY", "1")  # what a visitor can make the server do
     st.cache_resource.clear()
     st.cache_data.clear()
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
-    at.session_state["settings"] = Settings(model_dir=version.model_dir, images=copies)
+    at.session_state["settings"] = Settings(model_dir=model_dir, images=images)
     at.run()
-    at.switch_page("pages/duplicates.py").run()
+    return at.switch_page("pages/duplicates.py").run()
+
+
+@pytest.fixture
+def stored(version):
+    return results.scan_and_save(version)  # what the background job does after training
+
+
+def test_a_visitor_sees_the_stored_scan_at_every_threshold_and_no_scan_runs(version, copies, monkeypatch, stored,
+                                                                             no_scanning):
+    """The page ran a whole scan for whoever opened it (read-only visitors too); now it reads the version's last result."""
+    thresholds = (0.9, 0.99, 0.95, 1.0)
+    expected = {threshold: len(stored.groups(threshold)) for threshold in thresholds}
+    at = duplicates_page(version.model_dir, copies, True, monkeypatch)
     for threshold in thresholds:
         at.slider(key="dup-threshold").set_value(threshold).run()
         assert not at.exception and not at.error
-        assert int(at.markdown[0].value.split("**")[1]) == expected[threshold], threshold  # the same groups
-    assert searches == [0.8]
-    assert not [b for b in at.button if b.label == "Move the others"]  # read-only: the page is view-only
+        assert int(at.markdown[0].value.split("**")[1]) == expected[threshold], threshold  # the stored groups
+    assert "Scanned just now" in " ".join(c.value for c in at.caption)
+    assert no_scanning == []
+    assert not [b for b in at.button if b.label in ("Move the others", "Scan again")]  # read-only: view only
+
+
+def test_a_version_never_scanned_is_said_so_and_only_a_writer_can_start_one(version, copies, monkeypatch, no_scanning):
+    from imgsim.runs import jobs
+
+    results.result_path(version.model_dir, version.id).unlink(missing_ok=True)
+    at = duplicates_page(version.model_dir, copies, True, monkeypatch)
+    assert not at.exception and "not been scanned" in at.info[0].value and not at.button
+    started = []
+    monkeypatch.setattr(jobs, "start_scan", lambda model_dir, version_id: started.append(version_id))
+    monkeypatch.delenv("IMGSIM_READONLY")
+    at = duplicates_page(version.model_dir, copies, False, monkeypatch)
+    [button] = [b for b in at.button if b.label == "Look for copies"]
+    button.click().run()
+    assert started == [version.id] and no_scanning == []  # started in the background, not by the page
 
 
 def test_a_long_list_is_drawn_a_page_at_a_time():

@@ -138,8 +138,29 @@ def cmd_clusters(args, settings: Settings) -> None:
         print(f"wrote {one_line(args.export)}")
 
 
+def duplicate_groups(version, threshold: float, rescan: bool) -> list:
+    """The groups from the version's last finished scan (said on stderr, with its age), or from a scan made now and kept
+    (kept only where the model folder can be written; a threshold below the kept scan's floor scans in memory)."""
+    from imgsim.duplicates import load_scan, scan_and_save, scan_duplicates
+    from imgsim.duplicates.results import version_floor
+
+    scan = None if rescan else load_scan(version)
+    if scan is not None and threshold >= scan.floor:
+        print(f"copies as found by the scan of {scan.age() / 60:.0f} minute(s) ago ({scan.stats.summary()}); "
+              "--rescan to scan again", file=sys.stderr)
+        return scan.groups(threshold)
+    try:
+        if threshold < version_floor(version):
+            raise PermissionError("below the floor of the scan that is kept")
+        scan = scan_and_save(version)
+    except (ImgsimError, OSError):  # busy, read-only, or a threshold the kept scan does not serve: not kept
+        scan = scan_duplicates(version, threshold)
+    print(f"scanned now: {scan.stats.summary()}", file=sys.stderr)
+    return scan.groups(threshold)
+
+
 def cmd_duplicates(args, settings: Settings) -> None:
-    from imgsim.duplicates import DEFAULT_THRESHOLD, duplicates_csv, find_duplicates
+    from imgsim.duplicates import DEFAULT_THRESHOLD, duplicates_csv
     from imgsim.storage import store
 
     version = store.load_version(settings.model_dir)
@@ -148,7 +169,7 @@ def cmd_duplicates(args, settings: Settings) -> None:
         threshold = version.manifest.get("metrics", {}).get("duplicate_threshold") or DEFAULT_THRESHOLD
     if not -1.0 <= threshold <= 1.0:
         raise ImgsimError(f"--threshold must be a cosine similarity between -1 and 1, got {threshold}")
-    groups = find_duplicates(version, threshold)
+    groups = duplicate_groups(version, threshold, args.rescan)
     for group in groups:
         if args.json:
             print(json.dumps(group.to_dict()))  # ASCII: names escaped, and kept exactly

@@ -143,6 +143,8 @@ def add_duplicates(sub):
                    help="cosine similarity above which two images are near copies (default: the version's measured one)")
     p.add_argument("--json", action="store_true", help="one JSON object per group, one per line")
     p.add_argument("--export", type=Path, metavar="FILE.csv", help="group, path, keep/duplicate, score as CSV")
+    p.add_argument("--rescan", action="store_true",
+                   help="scan the version again (default: show its last finished scan, made after training)")
 
 
 def add_eval(sub):

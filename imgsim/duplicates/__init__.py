@@ -35,8 +35,10 @@ from imgsim.duplicates.finding import (
 from imgsim.duplicates.groups import DuplicateGroup, Member
 from imgsim.duplicates.moving import UndoIncomplete, check_target, move_duplicates, undo_moves
 from imgsim.duplicates.report import duplicates_csv
+from imgsim.duplicates.results import StoredScan, scan_and_save, scanning
+from imgsim.duplicates.results import load as load_scan
 from imgsim.duplicates.verifying import MATCHES
 
-__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "MATCHES", "DuplicateGroup", "DuplicateScan", "Member", "UndoIncomplete",
-           "check_target", "duplicates_csv", "find_duplicates", "move_duplicates", "scan_budget", "scan_duplicates",
-           "undo_moves"]
+__all__ = ["DEFAULT_THRESHOLD", "MANIFEST_KEY", "MATCHES", "DuplicateGroup", "DuplicateScan", "Member", "StoredScan", "UndoIncomplete",
+           "check_target", "duplicates_csv", "find_duplicates", "load_scan", "move_duplicates", "scan_and_save", "scan_budget",
+           "scan_duplicates", "scanning", "undo_moves"]

@@ -78,22 +78,22 @@ class Verified:
         return int(sum(k == UNCHECKED for k in self.kinds.tolist()))
 
 
-def verify(candidates, table, floor: float, deadline: float | None, progress=None) -> Verified:
-    """Verdicts on every candidate pair, most promising first, until time.process_time() passes `deadline`."""
-    start = time.process_time()
+def verify(candidates, table, floor: float, deadline: float | None, progress=None, clock=time.process_time) -> Verified:
+    """Verdicts on every candidate pair, most promising first, until `clock()` (CPU seconds) passes `deadline`."""
+    start = clock()
     kinds = np.full(len(candidates), UNCHECKED, object)
     free = np.zeros(len(candidates), bool)
     latent = np.isfinite(candidates.latent)
     otherwise = (candidates.bits >= 0) | (candidates.votes > 0)
     order = np.argsort(-candidates.promise(floor), kind="stable")
     for done, i in enumerate(order.tolist()):
-        if deadline is not None and time.process_time() > deadline:
+        if deadline is not None and clock() > deadline:
             break
         a, b = candidates.pairs[i]
         kinds[i], free[i] = verdict(table.signature(int(a)), table.signature(int(b)), bool(latent[i]), bool(otherwise[i]))
         if progress and done % 500 == 499:
             progress(done / len(order), f"checked {done + 1:,} of {len(order):,} candidate pairs")
-    return Verified(kinds, free, time.process_time() - start)
+    return Verified(kinds, free, clock() - start)
 
 
 def evidence(kind: str, latent_at_threshold: bool, hashed: bool) -> str:

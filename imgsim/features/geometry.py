@@ -52,14 +52,17 @@ def cover(transform: np.ndarray, size_from: tuple[int, int], size_to: tuple[int,
 
 
 def spread(points: np.ndarray, agreeing: np.ndarray, size: tuple[int, int]) -> tuple[float, float]:
-    """(overall, middle): of the GRID x GRID cells holding keypoints, the share holding agreeing ones."""
+    """(overall, middle): of the grid cells holding keypoints, the share holding agreeing ones; the grid is as fine as
+    the agreeing keypoints allow (about two a cell, GRID a side at most), so a copy seen at another scale, with
+    fewer matches, is not judged on cells no match could reach."""
     w, h = size
-    cells = (np.clip(points[:, 0] * GRID / max(w, 1), 0, GRID - 1).astype(int) * GRID
-             + np.clip(points[:, 1] * GRID / max(h, 1), 0, GRID - 1).astype(int))
-    held = np.bincount(cells, minlength=GRID * GRID) > 0
-    agreed = np.bincount(cells[agreeing], minlength=GRID * GRID) > 0
-    middle = np.zeros((GRID, GRID), bool)
-    middle[GRID // 4: GRID - GRID // 4, GRID // 4: GRID - GRID // 4] = True
+    grid = int(np.clip(np.sqrt(agreeing.sum() / 2), 2, GRID)) // 2 * 2  # even: a middle of whole cells
+    cells = (np.clip(points[:, 0] * grid / max(w, 1), 0, grid - 1).astype(int) * grid
+             + np.clip(points[:, 1] * grid / max(h, 1), 0, grid - 1).astype(int))
+    held = np.bincount(cells, minlength=grid * grid) > 0
+    agreed = np.bincount(cells[agreeing], minlength=grid * grid) > 0
+    middle = np.zeros((grid, grid), bool)
+    middle[grid // 4: grid - grid // 4, grid // 4: grid - grid // 4] = True
     middle = middle.ravel()
     overall = agreed.sum() / max(held.sum(), 1)
     centre = agreed[middle].sum() / held[middle].sum() if held[middle].any() else 1.0

@@ -28,7 +28,9 @@ from filelock import FileLock
 from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.files import write_atomic
+from imgsim.core.ids import is_version_id
 from imgsim.core.progress import data_of
+from imgsim.core.text import one_line
 from imgsim.storage import store
 from imgsim.storage.folder import ModelFolder
 
@@ -193,10 +195,9 @@ def start_training(settings: Settings, build_demo_first: bool = False, kind: str
         write_status(model_dir, {"state": "running", "fraction": 0.0, "message": "starting", "pid": None,
                                  "started": time.time(), "settings": settings.training_dict(),
                                  "images": str(settings.images), "demo": build_demo_first, "kind": kind})
-        # The child imports this very imgsim (a checkout or an installed package) and works in the
-        # model folder: never in the folder the package lives in, which may be read-only site-packages.
-        package_parent = str(Path(__file__).resolve().parents[2])  # imgsim/runs/jobs.py -> the folder holding imgsim
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        # The child works in the model folder: never in the folder the package lives in, which may be
+        # read-only site-packages.
+        env = child_env()
         try:
             with open(log_path(model_dir), "wb") as log:  # the last run's output only
                 proc = subprocess.Popen(
@@ -215,6 +216,44 @@ def start_training(settings: Settings, build_demo_first: bool = False, kind: str
     # Reap the child when it ends, so that its pid does not linger as a zombie of the server.
     threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-training-{proc.pid}").start()
     return proc.pid
+
+
+def start_scan(model_dir, version_id: str) -> int:
+    """Scan a version for copies in a detached process (`python -m imgsim.runs.jobs --scan ID`); returns its pid.
+
+    For a person allowed to write: the result is kept in the model folder (imgsim.duplicates.results),
+    where every page view reads it. BusyError if a scan of that version is running."""
+    from imgsim.duplicates import results
+
+    model_dir = Path(model_dir).absolute()
+    if not is_version_id(version_id):
+        raise ImgsimError(f"{one_line(version_id)!r} is not a version id")
+    if results.scanning(model_dir, version_id):
+        raise BusyError(f"a scan for copies of version {version_id} is already running")
+    log = results.log_path(model_dir, version_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "imgsim.runs.jobs", f"--model-dir={model_dir}",
+                                     f"--scan={version_id}"], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=child_env(), cwd=model_dir, start_new_session=True)
+    except OSError as exc:
+        raise ImgsimError(f"could not start the scan: {exc}") from None
+    threading.Thread(target=proc.wait, daemon=True, name=f"imgsim-scan-{proc.pid}").start()
+    return proc.pid
+
+
+def child_env() -> dict:
+    """The environment of a background process: it imports this very imgsim (a checkout or an installed package)."""
+    package_parent = str(Path(__file__).resolve().parents[2])  # imgsim/runs/jobs.py -> the folder holding imgsim
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+
+
+def scan_version(model_dir, version_id: str, progress=None) -> str:
+    """Scan one version for copies and keep the result; returns the scan's summary."""
+    from imgsim.duplicates import scan_and_save
+
+    return scan_and_save(store.load_version(model_dir, version_id), progress).stats.summary()
 
 
 def stop_training(model_dir) -> bool:
@@ -269,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model folder; the run's settings are its training-settings.json (Settings.to_json)")
     parser.add_argument("--demo", action="store_true", help="build the demo collection in the images folder first")
     parser.add_argument("--index", action="store_true", help="index the images folder's changes instead of training")
+    parser.add_argument("--scan", metavar="VERSION", help="only scan this version for copies (no training)")
     return parser
 
 
@@ -302,8 +342,31 @@ def stop_on_sigterm(writer: StatusWriter):
     return handler
 
 
+def scan_main(model_dir, version_id: str) -> int:
+    """`--scan`: one version's scan for copies, its progress on the output."""
+    try:
+        print(scan_version(model_dir, version_id, lambda f, m: print(f"{f:.0%} {m}", flush=True)))
+        return 0
+    except (ImgsimError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def scan_after_training(model_dir, version_id: str | None) -> None:
+    """The background job's last step, after training or indexing: the new version's copies, found once here so no page
+    view scans."""
+    if not version_id:
+        return
+    try:
+        print(f"scanning version {version_id} for copies: {scan_version(model_dir, version_id)}", flush=True)
+    except (ImgsimError, OSError, ValueError) as exc:  # the version is made; its copies can be scanned later
+        print(f"the scan for copies did not finish: {exc}", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scan is not None:
+        return scan_main(args.model_dir, args.scan)
     previous = read_status(args.model_dir) or {}
     writer = StatusWriter(args.model_dir, {"started": previous.get("started", time.time()),
                                            "images": previous.get("images", ""), "demo": args.demo,
@@ -324,6 +387,7 @@ def main(argv=None) -> int:
         run = index if args.index else train
         report = run(settings, lambda f, m: writer.progress(share + (1 - share) * f, m))
         writer.finish("finished", fraction=1.0, version=report.version, message=report.summary(), metrics=report.metrics)
+        scan_after_training(args.model_dir, report.version)
         return 0
     except (ImgsimError, ValueError) as exc:
         writer.finish("failed", error=str(exc))
