@@ -13,6 +13,7 @@ import imgsim.core.access
 from imgsim import Settings
 from imgsim.core.access import Access, OwnerCode, PasswordGuesses, allowed_hosts, client_key, is_loopback
 from imgsim.core.text import markdown_text
+from imgsim.duplicates import scan_and_save
 from imgsim.runs import jobs
 from imgsim.serve import exposure_warning, streamlit_flags
 from imgsim.storage import store
@@ -329,6 +330,7 @@ def test_a_visitor_sees_collection_relative_paths_only(model_settings, tiny_coll
     shutil.copy(query, photos / "copy-of-it.jpg")
     settings = model_settings.replace(images=photos)
     index(settings)
+    scan_and_save(store.load_version(settings.model_dir))  # the background job's scan, before a file went
     gone = max(photos.rglob("*.jpg"))
     gone.unlink()
     server_paths = {form(path) for path in (tmp_path, tmp_path.resolve()) for form in (str, markdown_text)}

@@ -1,16 +1,19 @@
 """Background training: a real detached process, its status file, one run at a time."""
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from imgsim import BusyError, Settings
 from imgsim.cli import main
 from imgsim.core.progress import Event, annotate
+from imgsim.duplicates import load_scan
 from imgsim.runs import jobs
 from imgsim.storage import store
 from tests.helpers import TINY
@@ -47,6 +50,11 @@ def test_a_background_run_reports_progress_and_makes_its_version_current(model_c
     assert status["measures"][-1]["loss"] == pytest.approx(status["loss"], rel=0.5)
     assert len(store.list_versions(model_copy)) == 2
     assert Settings.from_json(jobs.settings_path(model_copy).read_text()) == settings  # what the process was given
+    # then the same process scans the new version for copies, so that no page view has to
+    with contextlib.suppress(psutil.NoSuchProcess):  # the server's reaper thread may have collected it already
+        psutil.Process(pid).wait(timeout=600)
+    scan = load_scan(store.load_version(model_copy))
+    assert scan is not None and scan.stats.images == len(store.load_version(model_copy).records)
 
 
 def test_a_background_index_run_adds_the_new_files_as_a_version(model_copy, tiny_collection, tmp_path):

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from imgsim import Settings
 from imgsim.core.text import markdown_text
+from imgsim.duplicates import scan_and_save
 from imgsim.runs import jobs
 from imgsim.storage import store
 from imgsim.storage.group_names import load_names
@@ -328,6 +329,7 @@ def test_duplicates_page_finds_copies_and_moves_and_undoes_them(model_settings, 
     shutil.copy(original, copy)
     settings = model_settings.replace(images=photos)
     index(settings)
+    scan_and_save(store.load_version(settings.model_dir))  # what the background job does for a new version
     at = open_app(settings)
     visit(at, "pages/duplicates.py")
     assert not at.error
@@ -361,6 +363,7 @@ def test_urls_in_file_and_group_names_never_become_links(model_settings, tiny_co
     index(settings)
     version = store.load_version(settings.model_dir)
     save_names(settings.model_dir, version.id, {g: "see https://x.example or www.x.example" for g in range(TINY["clusters"])})
+    scan_and_save(version)
 
     def linkable(text: str) -> bool:
         plain = text.replace("\\", "")
