@@ -5,6 +5,7 @@ import pytest
 
 from imgsim import BusyError, ModelNotFoundError
 from imgsim.storage import store
+from imgsim.storage.folder import ModelFolder
 from imgsim.storage.manifest import Manifest
 from imgsim.storage.prune import disk_use, prune
 from imgsim.storage.records import Records
@@ -274,6 +275,9 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     graphs.mkdir(parents=True)
     for version_id in (first, third):
         (graphs / f"{version_id}-k10.npz").write_bytes(b"a cached neighbour graph")
+    for version_id in (first, second):  # each version's scan for copies (imgsim.duplicates)
+        ModelFolder(model_dir).scan_folder(version_id).mkdir(parents=True)
+        (ModelFolder(model_dir).scan_folder(version_id) / "scan.npz").write_bytes(b"a kept scan")
     people = {"labels.json": b'{"1": "cat"}', "log.jsonl": b'{"set": 1}\n'}
     for name, data in people.items():
         (model_dir / "annotations" / name).write_bytes(data)
@@ -288,6 +292,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     assert {p.name for p in (model_dir / "segments").iterdir()} == set().union(
         *(referenced(model_dir, v) for v in report.kept))  # the kept versions' files, and nothing else
     assert [p.name for p in graphs.iterdir()] == []  # both graphs were of removed versions
+    assert [p.name for p in (model_dir / "duplicates").iterdir()] == [second]  # a scan goes with its version
     assert {n: (model_dir / "annotations" / n).read_bytes() for n in people} == people  # never touched
     assert (model_dir / "labels" / f"{first}.json").exists()  # group names are never removed
     assert report.after == disk_use(model_dir) < report.before

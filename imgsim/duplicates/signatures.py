@@ -23,11 +23,11 @@ import numpy as np
 from imgsim.core.files import write_atomic
 from imgsim.features import Keypoints, Signature, signature
 from imgsim.features.keypoints import KEYPOINTS, VERIFY_SIDE
+from imgsim.storage.folder import ModelFolder
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-FOLDER = "duplicates"  # under the model folder: one sub-folder per version (its cache and its last scan)
 FILE = "signatures.npz"
 PARAMS = np.asarray([FORMAT, VERIFY_SIDE, KEYPOINTS], np.int64)  # what the cached features depend on
 THREADS = 2  # decoding and ORB release the GIL
@@ -35,7 +35,7 @@ THREADS = 2  # decoding and ORB release the GIL
 
 def version_folder(model_dir, version_id: str) -> Path:
     """`<model dir>/duplicates/<version id>`: a version's signature cache and its last finished scan."""
-    return Path(model_dir) / FOLDER / version_id
+    return ModelFolder(model_dir).scan_folder(version_id)
 
 
 def records_digest(records) -> str:

@@ -9,6 +9,8 @@
     labels/<id>.json            a version's group names (imgsim.storage.group_names)
     annotations/labels.json     a person's labels, and log.jsonl their undo log, .lock one writer
     annotations/graphs/<id>-k<k>.npz   a version's cached kNN graph (imgsim.labelling)
+    duplicates/<id>/            a version's scan for copies: signatures.npz, scan.npz, .scan.lock, scan.log
+                                (imgsim.duplicates)
     training.json               the background run's status; training-settings.json its settings; training.log its output
 
 docs/architecture.md describes what each file holds.
@@ -103,6 +105,13 @@ class ModelFolder:
         """The cached graphs of one version (any k), and nothing else that happens to match a glob."""
         pattern = re.compile(rf"{re.escape(version_id)}-k[0-9]+\.npz")
         return [p for p in self.graphs.glob(f"{glob.escape(version_id)}-k*.npz") if pattern.fullmatch(p.name)]
+
+    # -- a version's scan for copies (imgsim.duplicates), outside the immutable versions -------------
+    def scan_folder(self, version_id: str) -> Path:
+        """duplicates/<id>/: a version's image signatures and its last finished scan; it goes with the version."""
+        if not is_version_id(version_id):
+            raise ValueError(f"not a version id: {version_id!r}")
+        return self.root / "duplicates" / version_id
 
     # -- the background run ----------------------------------------------------------------------
     @property

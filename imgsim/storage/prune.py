@@ -83,7 +83,8 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
     Never removed: the current version; a version whose group names a kept one descends from and
     does not have itself (they have not been carried over); group names (labels/) and a person's
     labels (annotations/labels.json, log.jsonl). A version goes with its cached neighbour graphs
-    (annotations/graphs/<id>-k*.npz). Under the writer lock, and in an order a kill cannot hurt:
+    (annotations/graphs/<id>-k*.npz) and its scan for copies (duplicates/<id>/). Under the writer lock, in an
+    order a kill cannot hurt:
     each version folder is first renamed into staging/ (which the next run clears), so a reader sees
     it whole or not at all, and only then are files no kept version refers to deleted.
     """
@@ -106,6 +107,8 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
             for version_id in removed:
                 trash.mkdir(exist_ok=True)
                 os.rename(layout.version(version_id), trash / f"pruned-{version_id}")
+                if layout.scan_folder(version_id).is_dir():  # its scan for copies goes with it
+                    os.rename(layout.scan_folder(version_id), trash / f"pruned-scan-{version_id}")
             if removed:
                 fsync_path(layout.versions)
             for path in [*graphs, *orphans]:
