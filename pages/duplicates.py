@@ -122,7 +122,7 @@ if scan is None:
     st.stop()
 
 stats = scan.stats
-left = (f" The CPU budget ({stats.budget_s:.0f} s) ran out: {stats.unchecked:,} candidate pair(s) were left "
+left = (f" The CPU budget for checking ({stats.budget_s:.0f} s) ran out: {stats.unchecked:,} candidate pair(s) were left "
         "unchecked and are not shown." if stats.unchecked else "")
 st.caption(f"Scanned {age_text(scan.age())}: {stats.images:,} images, {stats.checked:,} candidate pairs checked in "
            f"{stats.cpu_s:.0f} s of CPU.{left}")

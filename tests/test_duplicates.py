@@ -720,6 +720,20 @@ def test_a_version_never_scanned_is_said_so_and_only_a_writer_can_start_one(vers
     assert started == [version.id] and no_scanning == []  # started in the background, not by the page
 
 
+def test_the_command_line_shows_the_kept_scan_and_scans_only_when_there_is_none(version, capsys, monkeypatch):
+    from imgsim.cli import main
+
+    results.result_path(version.model_dir, version.id).unlink(missing_ok=True)
+    assert main(["duplicates", f"--model-dir={version.model_dir}"]) == 0
+    first = capsys.readouterr()
+    assert "scanned now" in first.err and results.load(version) is not None
+    calls = []
+    monkeypatch.setattr(candidates, "latent_pairs", lambda *args, **kwargs: calls.append(args) or 1 / 0)
+    assert main(["duplicates", f"--model-dir={version.model_dir}"]) == 0
+    second = capsys.readouterr()
+    assert "as found by the scan of 0 minute(s) ago" in second.err and second.out == first.out and calls == []
+
+
 def test_a_long_list_is_drawn_a_page_at_a_time():
     from streamlit.testing.v1 import AppTest
 

@@ -29,15 +29,17 @@ MANIFEST_KEY = "duplicate_threshold"
 # Proposing pairs by content (hashes, keypoints) reads every image once per version (the signatures are
 # kept on disk): done by default up to this many images; above, only when asked (content=True).
 CONTENT_SCAN_LIMIT = 20_000
-# The CPU a scan may spend (reading, proposing, verifying), linear in the images whatever they hold; what it
-# leaves unchecked is counted and said. Reading a picture's signature costs 10-30 ms, a verdict 1-5 ms.
-BUDGET_BASE_S = 5.0
-BUDGET_PER_IMAGE_S = 0.1
+# The CPU verification may spend, linear in the images whatever they hold: as much as reading their signatures took
+# (so a crafted collection costs at most about twice a normal one, on any machine), and never less than a floor per
+# image; what it leaves unchecked is counted and said. Reading is once per image and version (bounded by the decoder's
+# own limits, as at indexing); a verdict costs 1-5 ms, a signature 10-30 ms on a quiet core.
+BUDGET_BASE_S = 2.0
+BUDGET_PER_IMAGE_S = 0.02
 
 
-def scan_budget(images: int) -> float:
-    """CPU seconds a scan of this many images may spend."""
-    return BUDGET_BASE_S + BUDGET_PER_IMAGE_S * images
+def scan_budget(images: int, reading_s: float = 0.0) -> float:
+    """CPU seconds the verification of a scan over this many images may spend, reading them having taken `reading_s`."""
+    return BUDGET_BASE_S + max(BUDGET_PER_IMAGE_S * images, reading_s)
 
 
 def checked_threshold(threshold) -> float:
@@ -72,20 +74,18 @@ def scan_duplicates(version, floor: float, k: int = sources.LATENT_K, progress=N
     Candidates: every image's `k` latent neighbours at or above `floor`, and (`content`, default up to
     CONTENT_SCAN_LIMIT images) its nearest by perceptual hash and by shared keypoints, each bounded per
     image. Each is verified (hash, keypoint geometry, colours), most promising first, until `budget_s`
-    CPU seconds (default `scan_budget`) are spent; the rest are counted as unchecked, never as copies."""
+    CPU seconds of verifying (default `scan_budget`) are spent; the rest are counted as unchecked, never as copies."""
     floor = checked_threshold(floor)
     if int(k) < 1:
         raise ImgsimError(f"k (neighbours searched per image) must be at least 1, got {k}")
     records = version.records
-    budget = scan_budget(len(records)) if budget_s is None else float(budget_s)
     start = time.process_time()
-    deadline = start + budget
     if content is None:
         content = len(records) <= CONTENT_SCAN_LIMIT
     latent, scores = sources.latent_pairs(version, floor, int(k), progress)
     parts = [(latent, "latent", scores)]
     if content:
-        table = signatures(version, progress, deadline)
+        table = signatures(version, progress)
         usable = table.readable & first_of_each_sha1(records)  # byte-identical files are joined as exact copies
         for codes in (table.phash, table.content):
             pairs, bits = sources.hash_pairs(codes, usable)
@@ -93,11 +93,12 @@ def scan_duplicates(version, floor: float, k: int = sources.LATENT_K, progress=N
         pairs, votes = sources.keypoint_pairs(table)
         parts.append((pairs, "keypoints", votes))
     else:
-        table = signatures(version, progress, deadline, rows=np.unique(latent))
+        table = signatures(version, progress, rows=np.unique(latent))
     found = sources.merge(parts, len(records))
     if progress:
         progress(0.0, f"checking {len(found):,} candidate pairs")
-    verified = verify(found, table, floor, deadline, progress)
+    budget = scan_budget(len(records), table.cpu_s) if budget_s is None else float(budget_s)
+    verified = verify(found, table, floor, time.process_time() + budget, progress)
     stats = ScanStats(images=len(records), read=table.read, budget_s=budget, cpu_s=time.process_time() - start,
                       candidates=found.counts(), checked=len(found) - verified.unchecked, unchecked=verified.unchecked,
                       content=bool(content))
@@ -115,7 +116,7 @@ def first_of_each_sha1(records) -> np.ndarray:
 class ScanStats:
     images: int
     read: int  # files decoded (the rest came from the signature cache)
-    budget_s: float
+    budget_s: float  # CPU seconds the checking might spend
     cpu_s: float
     candidates: dict = field(default_factory=dict)  # pairs proposed by each source (a pair may have several)
     checked: int = 0
@@ -123,8 +124,8 @@ class ScanStats:
     content: bool = True
 
     def summary(self) -> str:
-        left = (f"; {self.unchecked:,} candidate pair(s) left unchecked: the CPU budget of {self.budget_s:.0f} s "
-                "ran out" if self.unchecked else "")
+        left = (f"; {self.unchecked:,} candidate pair(s) left unchecked: the CPU budget of {self.budget_s:.0f} s for "
+                "checking ran out" if self.unchecked else "")
         return f"{self.images:,} images, {self.checked:,} candidate pairs checked in {self.cpu_s:.1f} s of CPU{left}"
 
 

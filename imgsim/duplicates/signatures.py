@@ -58,6 +58,7 @@ class Signatures:
     points: np.ndarray  # (K, 2) float32
     descriptors: np.ndarray  # (K, 32) uint8
     read: int = 0  # files decoded to make this table (the rest came from a cache)
+    cpu_s: float = 0.0  # CPU seconds reading every row took (rows from a cache: as they took then)
 
     def __len__(self) -> int:
         return len(self.readable)
@@ -73,7 +74,7 @@ class Signatures:
         return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.offsets))
 
     @classmethod
-    def build(cls, found: list[Signature | None], read: int = 0) -> Signatures:
+    def build(cls, found: list[Signature | None], read: int = 0, cpu_s: float = 0.0) -> Signatures:
         n = len(found)
         points = [s.keypoints for s in found if s is not None and s.keypoints is not None]
         counts = [len(s.keypoints.points) if s is not None and s.keypoints is not None else 0 for s in found]
@@ -89,7 +90,7 @@ class Signatures:
             offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
             points=np.concatenate([k.points for k in points]).astype(np.float32) if points else np.zeros((0, 2), np.float32),
             descriptors=np.concatenate([k.descriptors for k in points]) if points else np.zeros((0, 32), np.uint8),
-            read=read)
+            read=read, cpu_s=float(cpu_s))
 
     def signature(self, row: int) -> Signature | None:
         if not self.readable[row]:
@@ -107,7 +108,7 @@ def sha1_array(records) -> np.ndarray:
 def save(path: Path, table: Signatures, records) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, params=PARAMS, digest=np.asarray(records_digest(records)), sha1=sha1_array(records),
-             **{name: getattr(table, name) for name in ARRAYS})
+             cpu_s=np.asarray(table.cpu_s, np.float64), **{name: getattr(table, name) for name in ARRAYS})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
 
@@ -120,6 +121,7 @@ def load(path: Path, digest: str | None) -> tuple[Signatures, np.ndarray] | None
             if not np.array_equal(data["params"], PARAMS) or (digest is not None and str(data["digest"]) != digest):
                 return None
             table, sha1 = Signatures(**{name: data[name] for name in ARRAYS}), data["sha1"]
+            table.cpu_s = max(0.0, float(data["cpu_s"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
@@ -140,18 +142,20 @@ def consistent(table: Signatures, n: int) -> bool:
             and bool((np.diff(offsets) >= 0).all()) and bool(np.isfinite(table.points).all()))
 
 
-def parent_cache(model_dir, version) -> dict[bytes, Signature | None]:
-    """sha1 -> signature from the parent version's cache (a file whose bytes did not change needs no reading)."""
+def parent_cache(model_dir, version) -> tuple[dict[bytes, Signature | None], float]:
+    """(sha1 -> signature, CPU seconds a row took) from the parent version's cache: a file whose bytes did not
+    change needs no reading."""
     from imgsim.core.ids import is_version_id
 
     parent = (getattr(version, "manifest", None) or {}).get("parent")
     if not isinstance(parent, str) or not is_version_id(parent):
-        return {}
+        return {}, 0.0
     found = load(version_folder(model_dir, parent) / FILE, None)
     if found is None:
-        return {}
+        return {}, 0.0
     table, sha1 = found
-    return {digest: table.signature(row) for row, digest in enumerate(sha1.tolist()) if table.readable[row]}
+    rows = {digest: table.signature(row) for row, digest in enumerate(sha1.tolist()) if table.readable[row]}
+    return rows, table.cpu_s / max(len(table), 1)
 
 
 def signatures(version, progress=None, deadline: float | None = None, rows=None) -> Signatures:
@@ -166,13 +170,17 @@ def signatures(version, progress=None, deadline: float | None = None, rows=None)
     found = load(path, records_digest(records)) if path is not None else None
     if found is not None:
         return found[0]
-    known = parent_cache(model_dir, version) if model_dir is not None else {}
+    known, per_row = parent_cache(model_dir, version) if model_dir is not None else ({}, 0.0)
     sha1 = sha1_array(records).tolist()
     needed = range(len(sha1)) if rows is None else sorted(set(np.asarray(rows, np.int64).ravel().tolist()))
     wanted = [row for row in needed if sha1[row] not in known]
+    start = time.process_time()
     fresh, read, stopped = read_all([records.paths[row] for row in wanted], progress, deadline)
+    spent = time.process_time() - start
     got = dict(zip(wanted, fresh))
-    table = Signatures.build([got[row] if row in got else known.get(digest) for row, digest in enumerate(sha1)], read)
+    per_row = spent / read if read else per_row
+    table = Signatures.build([got[row] if row in got else known.get(digest) for row, digest in enumerate(sha1)], read,
+                             spent + per_row * (len(needed) - read))
     if path is not None and not stopped and rows is None:
         try:
             save(path, table, records)
