@@ -96,14 +96,14 @@ def save(version, scan: DuplicateScan, started: float) -> None:
     sized = np.asarray(sorted(scan.sizes), np.int64)
     meta = {"format": FORMAT, "version": version.id, "started": started, "finished": time.time(), "floor": scan.floor,
             "stats": asdict(scan.stats)}
-    dim = len(next(iter(scan.vectors.values()))) if scan.vectors else 0
+    vectors = (np.asarray([scan.vectors[r] for r in members.tolist()], np.float32) if len(members)
+               else np.zeros((0, 1), np.float32))  # exact copies only: no vector needed
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.asarray(json.dumps(meta)), pairs=ids[c.pairs[copies]].reshape(-1, 2),
              latent=c.latent[copies], bits=c.bits[copies], votes=c.votes[copies],
              kinds=np.asarray([KINDS.index(k) for k in v.kinds[copies].tolist()], np.int8), free=v.free[copies],
              unchecked=ids[c.pairs[unchecked[:10_000]]].reshape(-1, 2),
-             vector_ids=ids[members], vectors=np.asarray([scan.vectors[r] for r in members.tolist()],
-                                                         np.float32).reshape(-1, dim),
+             vector_ids=ids[members], vectors=vectors,
              size_ids=ids[sized], sizes=np.asarray([[w or -1, h or -1] for w, h in (scan.sizes[r] for r in sized.tolist())],
                                                    np.int64).reshape(-1, 2))
     write_atomic(result_path(version.model_dir, version.id), buffer.getvalue())
