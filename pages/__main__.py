@@ -21,9 +21,10 @@ if str(DASHBOARD) not in sys.path[:1]:
 def main(args: list[str]) -> int:
     from imgsim.core.config import Settings
     from imgsim.search import warm_up
-    from pages.patches import serialise_ast_parse
+    from pages.patches import metrics_off, serialise_ast_parse
 
     serialise_ast_parse()  # before the warm-up thread reads .npy headers beside Streamlit's page parsing
+    metrics_off()  # before the server answers anyone
 
     try:
         model_dir = Settings.from_env().model_dir

@@ -26,6 +26,7 @@ TRAIN_KEYS = ("image_size", "latent_dim", "epochs", "clusters")
 # Started from a page URL, Streamlit is in its pages-folder mode: `sidebar` reruns once to leave it.
 _folder_mode = patches.pages_folder_mode_off()
 patches.keep_keras_session()
+patches.metrics_off()  # under a plain `streamlit run app.py`; `imgsim serve` did it before the server started
 patches.serialise_ast_parse()  # models load in background threads while Streamlit parses pages
 
 

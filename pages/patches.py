@@ -9,6 +9,8 @@ cost the patch avoided), and tests/test_patches.py fails on that library version
   opening a page URL turns on: `pages_folder_mode_off`.
 - Streamlit's Keras session clearing after every script run (script_runner._clean_problem_modules):
   `keep_keras_session`.
+- Streamlit's `/_stcore/metrics` (StatsManager), which answers any Host name and would show a
+  stranger the open sessions, upload sizes and cache use: `metrics_off`.
 - `ast.parse` (the standard library's, so also `ast.literal_eval`), made to hold a process-wide lock:
   `serialise_ast_parse`. Here rather than in the core: the core parses in one thread, and only the
   dashboard runs Streamlit's page parsing beside imgsim's loading threads.
@@ -65,6 +67,33 @@ def keep_keras_session() -> bool:
 
 def no_cleanup() -> None:
     """What Streamlit's per-run module cleanup does in imgsim's dashboard: nothing."""
+
+
+def metrics_off() -> bool:
+    """Make Streamlit's `/_stcore/metrics` answer an empty set; returns whether it was patched.
+
+    The endpoint has no setting to turn it off and no Host check (the allowed-hosts list guards the
+    WebSocket only), so a visitor, or a page rebound to this machine's address, could read how many
+    sessions are open, the sizes of their uploads and the caches' use. The statistics manager the
+    endpoint reads is patched to hold none; nothing else in Streamlit reads it. `imgsim serve` patches
+    it before the server starts; a plain `streamlit run app.py` at its first page view.
+    """
+    from streamlit.runtime.stats import StatsManager
+
+    if not all(callable(getattr(StatsManager, name, None)) for name in ("get_stats", "registered_families")):
+        return skipped("streamlit.runtime.stats.StatsManager.get_stats")
+    StatsManager.get_stats = no_stats
+    StatsManager.registered_families = no_families
+    return True
+
+
+def no_stats(self, family_names=None) -> dict:
+    """What /_stcore/metrics reports in imgsim's dashboard: nothing."""
+    return {}
+
+
+def no_families(self) -> list:
+    return []
 
 
 def serialise_ast_parse() -> None:

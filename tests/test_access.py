@@ -466,6 +466,18 @@ def test_a_page_whose_name_was_rebound_to_this_machine_cannot_open_the_dashboard
     assert refused.value.response.status_code == 403
 
 
+def test_the_metrics_endpoint_tells_a_stranger_nothing(served):
+    """/_stcore/metrics answers any Host name; it showed open sessions, upload sizes and query counts."""
+    import urllib.request
+
+    with open_stream(served, "127.0.0.1"):  # a session open meanwhile
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for host in (FOREIGN, "127.0.0.1"):
+            request = urllib.request.Request(f"http://127.0.0.1:{served}/_stcore/metrics", headers={"Host": host})
+            body = opener.open(request, timeout=10).read().decode()
+            assert [line for line in body.splitlines() if line and not line.startswith("#")] == [], body
+
+
 def test_the_allowed_names_are_this_machine_s_plus_the_shared_ones():
     assert allowed_hosts("127.0.0.1", environ={}) == ["localhost", "127.0.0.1", "::1"]
     assert allowed_hosts("0.0.0.0", environ={}) == ["localhost", "127.0.0.1", "::1"]  # exposed: names must be given

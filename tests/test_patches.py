@@ -82,3 +82,25 @@ def test_the_patches_apply(monkeypatch):
     monkeypatch.setattr(pages_manager.PagesManager, "uses_pages_directory", True)
     assert patches.keep_keras_session() and script_runner._clean_problem_modules is patches.no_cleanup
     assert patches.pages_folder_mode_off() is True and pages_manager.PagesManager.uses_pages_directory is False
+
+
+def test_metrics_off_empties_what_the_metrics_endpoint_reads(monkeypatch):
+    from streamlit.runtime.stats import CacheStat, StatsManager
+    from streamlit.web.server.starlette import starlette_routes
+
+    class Sessions:  # a provider as Streamlit's session manager registers one
+        stats_families = ("active_sessions",)
+
+        def get_stats(self, family_names=None):
+            return {"active_sessions": [CacheStat("sessions", "open", 3)]}
+
+    for name in ("get_stats", "registered_families"):
+        monkeypatch.setattr(StatsManager, name, getattr(StatsManager, name))  # restored after the test
+    manager = StatsManager()
+    manager.register_provider(Sessions())
+    assert manager.registered_families() == ["active_sessions"] and manager.get_stats()  # the control
+    assert patches.metrics_off() is True
+    assert manager.registered_families() == [] and manager.get_stats() == {} and manager.get_stats(["active_sessions"]) == {}
+    # the endpoint reads exactly these two, from the runtime's manager
+    source = inspect.getsource(starlette_routes.create_metrics_routes)
+    assert "stats_mgr.registered_families()" in source and "stats_mgr.get_stats" in source
