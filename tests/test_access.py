@@ -392,6 +392,37 @@ def test_the_url_field_never_reads_a_server_file(model_settings, tmp_path, typed
     assert len(at.image) == 0 and not at.exception  # nothing shown, and the same words whatever exists
 
 
+def test_the_url_field_says_only_not_allowed_whatever_an_internal_name_resolves_to(model_settings, monkeypatch):
+    """It said "vm resolves to 127.0.0.1, a loopback address": how the server's DNS sees internal names."""
+    import socket
+
+    from imgsim.core.errors import UrlError
+    from imgsim.inputs.fetch import fetch_url
+
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # the server's own DNS: one internal name, one that does not exist
+        if host == "vm.internal.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))]
+        if host == "nothing.internal.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.delenv("IMGSIM_ALLOW_PRIVATE_URLS", raising=False)
+    with pytest.raises(UrlError) as caught:
+        fetch_url("http://vm.internal.test/x.png")
+    assert "resolves to 127.0.0.1, a loopback address" in caught.value.detail  # what the old field showed
+    at = open_page(model_settings)
+    at.segmented_control(key="how").set_value("URL").run()
+    shown = []
+    for url in ("http://vm.internal.test/x.png", "http://nothing.internal.test/x.png"):
+        at.text_input(key="url").input(url).run()
+        [error] = at.error
+        shown.append(error.value.replace(markdown_text(url + ": "), "URL: "))
+    assert shown == ["URL: not allowed", "URL: not allowed"]  # the same words: nothing about either name
+
+
 def test_group_names_are_shown_as_text_never_markup(model_settings):
     from imgsim.storage.group_names import save_names
 

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
             import_keras(quiet=True)  # TensorFlow's native start-up lines off the terminal; a bad KERAS_BACKEND: one line
         code = COMMANDS[args.command](args, settings) or 0
     except (ImgsimError, ValueError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)  # one line, whatever names the message holds
+        why = getattr(exc, "detail", exc)  # a refused URL: the reason its visitors are not told, for the owner
+        print(f"error: {one_line(why)}", file=sys.stderr)  # one line, whatever names the message holds
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -10,7 +10,16 @@ class ImageError(ImgsimError):
 
 
 class UrlError(ImageError):
-    """A URL was refused (scheme, destination, size, time) or could not be fetched."""
+    """A URL was refused (scheme, destination, size, time) or could not be fetched.
+
+    Its message is what a visitor may read: for a destination refused or not found, only "not
+    allowed", so that the field tells nobody how the server resolves internal names. `detail`
+    says why, for the person running imgsim (the command line prints it; the server logs it).
+    """
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class ModelNotFoundError(ImgsimError):

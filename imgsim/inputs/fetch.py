@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -39,10 +40,19 @@ NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::
 IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 CHUNK = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 class _Refused(Exception):
-    """A problem with one hop; `fetch_url` adds the URL and raises UrlError."""
+    """A problem with one hop; `fetch_url` adds the URL and raises UrlError.
+
+    `hidden`: the reason tells how the server resolves names (an internal name's address, or that it
+    exists at all), so a visitor is told only "not allowed".
+    """
+
+    def __init__(self, message: str, hidden: bool = False):
+        super().__init__(message)
+        self.hidden = hidden
 
 
 def fetch_url(
@@ -77,7 +87,11 @@ def fetch_url(
         raise _Refused(f"more than {max_redirects} redirects")
     except _Refused as exc:
         via = f" (redirected to {_shown(current)})" if current != url else ""
-        raise UrlError(f"{_shown(url)}{via}: {exc}") from None
+        detail = f"{_shown(url)}{via}: {exc}"
+        if exc.hidden:
+            log.warning("refused to fetch %s", detail)  # the reason, for the person running imgsim
+            raise UrlError(f"{_shown(url)}{via}: not allowed", detail) from None
+        raise UrlError(detail) from None
 
 
 class _Hop(NamedTuple):
@@ -154,18 +168,18 @@ def _addresses(host: str, port: int, allow_private: bool) -> list:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise _Refused(f"cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})") from None
+            raise _Refused(f"cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})", hidden=True) from None
         found = (info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6))
         addresses = list(dict.fromkeys(ipaddress.ip_address(address) for address in found))
         if not addresses:
-            raise _Refused(f"{host} resolves to no IP address")
+            raise _Refused(f"{host} resolves to no IP address", hidden=True)
     for address in addresses:
         kind = _address_kind(address)
         if kind and not (allow_private and kind in INTRANET_KINDS):
             where = f"{address} is" if literal is not None else f"{host} resolves to {address},"
             article = "an" if kind[0] in "aeiou" else "a"
             hint = f" (set {ALLOW_PRIVATE_ENV}=1 to allow it)" if kind in INTRANET_KINDS else ""
-            raise _Refused(f"{where} {article} {kind} address, not a public one{hint}")
+            raise _Refused(f"{where} {article} {kind} address, not a public one{hint}", hidden=True)
     return addresses
 
 
