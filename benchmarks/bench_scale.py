@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -136,43 +135,23 @@ def bench_ray(args) -> None:
 
 
 def bench_milvus(args) -> None:
-    import shutil
-
-    from pymilvus import MilvusClient
-    from servers import free_port, milvus_command, stop_groups
+    """Rows a second into a Milvus server this run starts (tests/servers.running_milvus: authentication on, the
+    default login replaced by a random password at once; Milvus 2.3.5 listens on every interface whatever it is told)."""
+    from servers import running_milvus
 
     from imgsim.storage.engines import make_engine
 
-    data_dir = Path(tempfile.mkdtemp(prefix="imgsim-milvus-bench-"))
-    port, client_port, peer_port = free_port(), free_port(), free_port()
-    etcd = data_dir / "embedEtcd.yaml"
-    etcd.write_text(f"listen-client-urls: http://127.0.0.1:{client_port}\nadvertise-client-urls: http://127.0.0.1:{client_port}\n"
-                    f"listen-peer-urls: http://127.0.0.1:{peer_port}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer_port}\n"
-                    f"initial-cluster: default=http://127.0.0.1:{peer_port}\n")
-    log = open(data_dir / "server.log", "wb")
-    server = subprocess.Popen(milvus_command(data_dir, port), stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True, env={**os.environ, "ETCD_CONFIG_PATH": str(etcd)})
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                MilvusClient(uri=uri, token="root:Milvus", timeout=5).list_collections()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+    with running_milvus("imgsim-milvus-bench-") as server:
         rng = np.random.default_rng(0)
         vectors = rng.standard_normal((args.rows, DIM)).astype(np.float32)
         groups = rng.integers(0, 4, args.rows)
-        engine = make_engine("milvus", uri=uri, token="root:Milvus", collection="bench")
+        engine = make_engine("milvus", uri=server.uri, token=server.token, collection="bench")
         start = time.perf_counter()
         for part in range(0, args.rows, 10_000):
             engine.add(np.arange(part, min(part + 10_000, args.rows)), vectors[part:part + 10_000],
                        groups[part:part + 10_000])
         inserted = time.perf_counter() - start
-        engine.save(data_dir)  # flush
+        engine.save(server.data_dir)  # flush
         flushed = time.perf_counter() - start
         engine.client.release_collection("bench")
         engine.client.load_collection("bench")
@@ -187,9 +166,6 @@ def bench_milvus(args) -> None:
               f"(4 groups = partitions, 10,000 an add): inserted in {inserted:.1f} s = {args.rows / inserted:,.0f} rows/s; "
               f"with flush {flushed:.1f} s = {args.rows / flushed:,.0f} rows/s; indexed and loaded after {loaded:.1f} s; "
               f"one query at a time {1000 * per_query:.1f} ms ({load()})")
-    finally:
-        stop_groups([server], grace=3)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --- FAISS IVF-PQ at scale -----------------------------------------------------------------------

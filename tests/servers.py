@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +111,16 @@ def milvus_command(data_dir: Path, port: int) -> list[str]:
     return command
 
 
-@pytest.fixture(scope="session")
-def milvus_server():
-    """A real Milvus 2.3.5 standalone server on 127.0.0.1, once per session; its data in a temporary folder."""
-    if shutil.which("milvus-server", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("milvus-server is not installed (pip install -r requirements-dev.txt)")
-    data_dir = Path(tempfile.mkdtemp(prefix="imgsim-milvus-"))
+@contextmanager
+def running_milvus(prefix: str = "imgsim-milvus-"):
+    """A real Milvus 2.3.5 standalone server for 127.0.0.1, its data in a new temporary folder; yields a MilvusServer.
+
+    Milvus 2.3.5 listens on every interface whatever it is told (`milvus_command`), so authentication
+    is on and the public default login (root:Milvus) is replaced by a random password as soon as the
+    proxy answers: a neighbour on the network can use the server only in those first seconds, before
+    any data is in it. Stopped, and its data removed, on leaving.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     log = data_dir / "server.log"
     # milvus-server takes its health port (METRICS_PORT) from 9091 upwards itself
@@ -153,6 +158,15 @@ def milvus_server():
     finally:
         stop_groups([process], grace=3)  # its data is thrown away: no need to wait for a clean shutdown
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def milvus_server():
+    """A real Milvus 2.3.5 standalone server on 127.0.0.1, once per session (`running_milvus`)."""
+    if shutil.which("milvus-server", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("milvus-server is not installed (pip install -r requirements-dev.txt)")
+    with running_milvus() as server:
+        yield server
 
 
 # --- Ray ------------------------------------------------------------------------------------------

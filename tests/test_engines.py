@@ -511,3 +511,21 @@ def test_engines_never_import_tensorflow_or_streamlit():
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_milvus_uri_with_a_password_is_refused_without_repeating_it(tmp_path, monkeypatch):
+    """Issue 28: IMGSIM_MILVUS_URI=http://user:pass@host was repeated in errors shown to visitors and saved in versions."""
+    from imgsim.storage.engines import make_engine
+    from imgsim.storage.engines.milvus import MilvusEngine
+
+    uri = "http://root:s3cretpw@127.0.0.1:1/"
+    monkeypatch.setenv("IMGSIM_MILVUS_URI", uri)
+    for make in (lambda: make_engine("milvus"), lambda: MilvusEngine(uri=uri)):
+        with pytest.raises(ValueError) as refused:
+            make()
+        assert "s3cretpw" not in str(refused.value) and "root" not in str(refused.value)
+        assert "IMGSIM_MILVUS_TOKEN" in str(refused.value) and "127.0.0.1:1" in str(refused.value)
+    saved = {"engine": "milvus", "format": 1, "uri": uri, "collection": "imgsim", "dim": 4, "sessions": [1]}
+    with pytest.raises(ModelNotFoundError) as damaged:  # a version saved with one (0.3.0): damaged, and not repeated
+        MilvusEngine.load(tmp_path, saved)
+    assert "s3cretpw" not in str(damaged.value)

@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -53,6 +54,21 @@ READ_CONSISTENCY = "Bounded"
 
 def is_local(uri: str) -> bool:
     return "://" not in uri and not uri.startswith("unix:")
+
+
+def checked_uri(uri: str) -> str:
+    """`uri`, unless it carries a user name or password (`http://user:password@host`), which is refused.
+
+    Credentials in the URI would be repeated in every error that names the server (some shown to
+    dashboard visitors) and saved in each version's engine state; they belong in IMGSIM_MILVUS_TOKEN.
+    The refusal shows the URI without them.
+    """
+    if not is_local(uri) and "@" in urlsplit(uri).netloc:
+        parts = urlsplit(uri)
+        shown = f"{parts.scheme}://…@{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
+        raise ValueError(f"{shown}: a Milvus URI with a user name or password is refused (errors would show it and "
+                         f"versions would keep it); set {MILVUS_TOKEN_ENV}=user:password instead")
+    return uri
 
 
 def lite_is_locked(uri: str) -> bool:
@@ -96,7 +112,7 @@ class MilvusEngine(VectorEngine):
                 "the milvus engine needs a URI: a local path ending in .db (Milvus Lite) or "
                 "http://host:19530 (set IMGSIM_MILVUS_URI)"
             )
-        uri = str(uri)
+        uri = checked_uri(str(uri))
         if is_local(uri) and not uri.endswith(".db"):
             raise ValueError(f"{uri}: a local Milvus Lite URI must be a path ending in .db")
         # a server's credentials ("user:password" or an API key) never go into a manifest: from here or the environment
@@ -397,7 +413,10 @@ class MilvusEngine(VectorEngine):
         """Open a saved state; with verify, count its visible rows against the state's count."""
         if state.get("format") != FORMAT or not state.get("uri"):
             raise DamagedIndexError(f"{store_dir}: the milvus engine state is incomplete or of an unknown format")
-        uri = str(state["uri"])
+        try:
+            uri = checked_uri(str(state["uri"]))  # a state saved by 0.3.0 may hold them
+        except ValueError as exc:
+            raise DamagedIndexError(f"the version's milvus engine state: {exc}") from None
         if is_local(uri) and not Path(uri).is_absolute():
             uri = str(Path(store_dir) / uri)
             if not Path(uri).exists():
