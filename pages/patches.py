@@ -82,9 +82,14 @@ def metrics_off() -> bool:
 
     if not all(callable(getattr(StatsManager, name, None)) for name in ("get_stats", "registered_families")):
         return skipped("streamlit.runtime.stats.StatsManager.get_stats")
+    if StatsManager.get_stats is not no_stats:
+        STATS_METHODS.update(get_stats=StatsManager.get_stats, registered_families=StatsManager.registered_families)
     StatsManager.get_stats = no_stats
     StatsManager.registered_families = no_families
     return True
+
+
+STATS_METHODS: dict = {}  # Streamlit's own, as they were before `metrics_off`
 
 
 def no_stats(self, family_names=None) -> dict:

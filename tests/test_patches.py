@@ -94,8 +94,8 @@ def test_metrics_off_empties_what_the_metrics_endpoint_reads(monkeypatch):
         def get_stats(self, family_names=None):
             return {"active_sessions": [CacheStat("sessions", "open", 3)]}
 
-    for name in ("get_stats", "registered_families"):
-        monkeypatch.setattr(StatsManager, name, getattr(StatsManager, name))  # restored after the test
+    for name in ("get_stats", "registered_families"):  # Streamlit's own (another test may have patched them already)
+        monkeypatch.setattr(StatsManager, name, patches.STATS_METHODS.get(name, getattr(StatsManager, name)))
     manager = StatsManager()
     manager.register_provider(Sessions())
     assert manager.registered_families() == ["active_sessions"] and manager.get_stats()  # the control

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from imgsim.core.config import Settings
 from imgsim.core.errors import ImgsimError
@@ -28,7 +27,12 @@ def cmd_labels(args, settings: Settings) -> int:
         print(f"{what}: {len(set(rows))} image(s), {changed} changed")
         return 0
     if action == "import":
-        return import_labels(args.file, version, labels)
+        from imgsim.labelling.importing import import_labels
+
+        done = import_labels(args.file, version, labels)
+        print(f"imported {done.rows} row(s), {done.changed} label(s) changed"
+              + (f"; {done.skipped} propagated row(s) skipped" if done.skipped else ""))
+        return 0
     if action == "undo":
         entry = labels.undo()
         print(f"undone: {one_line(entry.get('action'))} of {entry.get('count')} image(s)" if entry else "nothing to undo")
@@ -90,42 +94,3 @@ def export_labels(args, version, propagation) -> int:
             print(json.dumps(item))
     return 2 if args.folders and report.failed else 0
 
-
-def import_labels(file: Path, version, labels) -> int:
-    """Rows of path,label (a header naming them is optional; an export's CSV imports its own labels only).
-
-    Paths are read as typed, relative to the CSV's folder or the collection's; a bad row stops the
-    import before anything changes. An empty label clears the image's label.
-    """
-    import csv
-
-    from imgsim import labelling
-    from imgsim.storage.annotations import clean_label
-
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImgsimError(f"{file}: cannot be read ({type(exc).__name__})") from None
-    table = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
-    columns = {"path": 0, "label": 1}
-    if table and {"path", "label"} <= {c.strip().lower() for c in table[0]}:
-        header = [c.strip().lower() for c in table.pop(0)]
-        columns = {name: header.index(name) for name in ("path", "label", "source") if name in header}
-    changes, paths, skipped = {}, {}, 0
-    for number, row in enumerate(table, 1):
-        if len(row) <= max(columns["path"], columns["label"]):
-            raise ImgsimError(f"{file}: row {number} has no label column (expected path,label)")
-        if "source" in columns and row[columns["source"]].strip() not in ("person", ""):
-            skipped += 1  # an export's propagated rows are the assistant's guesses, not labels to import
-            continue
-        path, name = row[columns["path"]].lstrip("'"), row[columns["label"]].lstrip("'")  # our CSVs' formula guard
-        try:
-            [r] = labelling.rows_for_paths(version, [path], base=file.parent)
-            label = clean_label(name) if name.strip() else None
-        except ImgsimError as exc:
-            raise ImgsimError(f"{file}: row {number}: {exc}") from None
-        changes[int(version.ids[r])], paths[int(version.ids[r])] = label, version.paths[r]
-    changed = labels.change(changes, "import", paths)
-    print(f"imported {len(changes)} row(s), {changed} label(s) changed"
-          + (f"; {skipped} propagated row(s) skipped" if skipped else ""))
-    return 0

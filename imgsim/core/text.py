@@ -71,11 +71,21 @@ def path_in_collection(path, root) -> str:
 
 
 def csv_cell(value) -> str | int | float:
-    """A value made safe for a spreadsheet: one line, and text rather than a formula."""
+    """A value made safe for a spreadsheet: one line, and text rather than a formula.
+
+    The guard is an apostrophe before a cell that starts with a formula character, after any
+    apostrophes of its own (so `'=x` becomes `''=x`): `csv_uncell` then takes exactly the guard
+    away, and a cell such as `'90s` is left as it is both ways.
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     text = one_line("" if value is None else value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if text.lstrip("'").startswith(FORMULA_STARTS) else text
+
+
+def csv_uncell(text: str) -> str:
+    """A cell as it was before `csv_cell`'s guard: one leading apostrophe removed where the guard put it, no more."""
+    return text[1:] if text.startswith("'") and text.lstrip("'").startswith(FORMULA_STARTS) else text
 
 
 def csv_text(header: list[str], rows) -> str:
