@@ -136,7 +136,9 @@ class Server:
             except OSError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"imgsim api did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+                why = Path(self.log.name).read_text()[-3000:]
+                self.stop()  # never left running: its workers would load the machine for nothing
+                raise SystemExit(f"imgsim api did not start (in 600 s, or it exited):\n{why}")
             time.sleep(1)
 
     def get(self, path: str):
