@@ -89,42 +89,51 @@ def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            path = entry.path
-            link = entry.is_symlink()
+            path, link = entry.path, entry.is_symlink()
             try:
                 info = os.stat(path)  # through the link, if it is one
             except OSError as exc:
                 skipped.add(path, f"{path}: {link_problem(exc) if link else 'cannot read'} ({exc.strerror or exc})")
                 continue
             is_folder = stat.S_ISDIR(info.st_mode)
-            if link and not follow_links:
-                target = os.path.realpath(path)
-                if os.path.commonpath([top, target]) != top:
-                    kind = "folder" if is_folder else "file"
-                    skipped.add(path, f"{path}: a link to a {kind} outside the collection folder, not followed "
-                                      "(--follow-links follows it)")
-                    continue
-                if is_folder:
-                    skipped.add(path, f"{path}: a link to a folder, not followed (--follow-links follows it)")
-                    continue
-            if is_folder:
+            refused = link_refused(path, top, is_folder) if link and not follow_links else None
+            if refused:
+                skipped.add(path, refused)
+            elif is_folder:
                 if folder_key(info) in visited:
                     skipped.add(path, f"{path}: a link to a folder already scanned (a loop or a second link to it)")
                 else:
                     visited.add(folder_key(info))
                     pending.append(path)
-            elif not stat.S_ISREG(info.st_mode):
-                skip_non_image(path, f"{path}: not a regular file", skipped)
-            else:
-                if not known or known.get(path) != (info.st_size, info.st_mtime_ns):
-                    try:
-                        sniff(path)
-                    except ImageError as exc:
-                        skip_non_image(path, str(exc), skipped)
-                        continue
+            elif image_file(path, info, known, skipped):
                 found.append(FileInfo(path, info.st_size, info.st_mtime_ns))
     found.sort(key=lambda f: f.path)
     return found
+
+
+def link_refused(path: str, top: str, is_folder: bool) -> str | None:
+    """Why a link is not followed without --follow-links (it leaves the collection, or leads to a folder), or None."""
+    target = os.path.realpath(path)
+    kind = "folder" if is_folder else "file"
+    if os.path.commonpath([top, target]) != top:
+        return f"{path}: a link to a {kind} outside the collection folder, not followed (--follow-links follows it)"
+    if is_folder:
+        return f"{path}: a link to a folder, not followed (--follow-links follows it)"
+    return None
+
+
+def image_file(path: str, info: os.stat_result, known, skipped: Skipped) -> bool:
+    """Whether a scanned file is an image (its header sniffed unless `known` says it is unchanged); if not, why."""
+    if not stat.S_ISREG(info.st_mode):
+        skip_non_image(path, f"{path}: not a regular file", skipped)
+        return False
+    if not known or known.get(path) != (info.st_size, info.st_mtime_ns):
+        try:
+            sniff(path)
+        except ImageError as exc:
+            skip_non_image(path, str(exc), skipped)
+            return False
+    return True
 
 
 def folder_key(info: os.stat_result) -> tuple[int, int]:

@@ -11,6 +11,7 @@ placed on the map beside their nearest neighbours; group names carry over unchan
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,53 @@ def record_entries(model_dir, version: store.Version) -> list:
     return [save_segment(model_dir, version.records)]
 
 
+@dataclass
+class Changes:
+    """What a scan found against a version: the files now there, the new ones, the ids of those gone."""
+
+    files: list
+    new_files: list
+    removed_ids: np.ndarray
+    skipped: Skipped
+
+
+def changes_since(version: store.Version, settings: Settings) -> Changes:
+    """Scan the folder; files unchanged since the version are not opened again."""
+    records = version.records
+    scanned = Skipped()
+    known = dict(zip(records.paths, zip(records.sizes.tolist(), records.mtimes.tolist())))
+    files = scan_folder(settings.images, settings.follow_links, scanned, known)
+    current = {f.path: f.key for f in files}
+    unchanged = np.fromiter((current.get(p) == records.key(i) for i, p in enumerate(records.paths)), bool,
+                            count=len(records))
+    # Unreadable files stay skipped until they change: no new version just to fail on them again.
+    still_bad = [rec for rec in version.manifest.get("skipped_files", [])
+                 if current.get(rec["path"]) == (rec["path"], rec["size"], rec["mtime_ns"])]
+    known = {records.paths[i] for i in np.flatnonzero(unchanged)} | {rec["path"] for rec in still_bad}
+    skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
+    return Changes(files, [f for f in files if f.path not in known], records.ids[~unchanged], skipped)
+
+
+def new_records_of(version: store.Version, changes: Changes, settings: Settings, searchable, ray, progress):
+    """Encode the new files and place them (group: the nearest centre; map: beside their neighbours)."""
+    new_files = changes.new_files
+    progress(0.0, f"encoding {len(new_files)} new images")
+    kept, vectors, hashes, failures = encode_collection(version.model_path, [f.path for f in new_files],
+                                                        version.image_size, workers=settings.workers, ray=ray,
+                                                        progress=progress, start=0.0, share=0.8)
+    for path, reason in failures.items():
+        changes.skipped.add(path, reason)
+    if len(version.records) - len(changes.removed_ids) + len(kept) < 2:
+        raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({changes.skipped.summary()})")
+    progress(0.85, "placing new images")
+    vectors = vectors.reshape(len(kept), -1) if len(kept) else np.zeros((0, version.centres.shape[1]), np.float32)
+    added = [new_files[p] for p in kept]
+    records = Records.build([f.path for f in added], [f.size for f in added], [f.mtime_ns for f in added], hashes,
+                            predict_groups(vectors, version.centres) if len(vectors) else [],
+                            place_new(vectors, searchable, version.records))
+    return records, vectors
+
+
 def index(settings: Settings, progress: Progress = no_progress, engine: str | None = None,
           ray: str | None = None) -> RunReport:
     """Encode files added since the current version and drop removed ones; `engine` moves it to another engine.
@@ -53,64 +101,35 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
     with store.writer_lock(model_dir):
         store.clear_staging(model_dir)
         version = store.load_version(model_dir)
-        records = version.records
-        scanned = Skipped()
-        known = dict(zip(records.paths, zip(records.sizes.tolist(), records.mtimes.tolist())))
-        files = scan_folder(settings.images, settings.follow_links, scanned, known)
-        current = {f.path: f.key for f in files}
-        unchanged = np.fromiter((current.get(p) == records.key(i) for i, p in enumerate(records.paths)), bool,
-                                count=len(records))
-        # Unreadable files stay skipped until they change: no new version just to fail on them again.
-        still_bad = [rec for rec in version.manifest.get("skipped_files", [])
-                     if current.get(rec["path"]) == (rec["path"], rec["size"], rec["mtime_ns"])]
-        known = {records.paths[i] for i in np.flatnonzero(unchanged)} | {rec["path"] for rec in still_bad}
-        new_files = [f for f in files if f.path not in known]
-        removed_ids = records.ids[~unchanged]
-        skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
+        changes = changes_since(version, settings)
         old_state = version.manifest.get("engine") or {}
-        wanted = choose_engine(engine, len(records)) if engine else old_state.get("engine", "exact")
+        wanted = choose_engine(engine, len(version)) if engine else old_state.get("engine", "exact")
         moving = wanted != old_state.get("engine")
-        if not new_files and not len(removed_ids) and not moving:
-            return RunReport(None, len(records), skipped, seconds=time.monotonic() - start)
-
-        progress(0.0, f"encoding {len(new_files)} new images")
-        kept, vectors, hashes, failures = encode_collection(version.model_path, [f.path for f in new_files],
-                                                            version.image_size, workers=settings.workers, ray=ray,
-                                                            progress=progress, start=0.0, share=0.8)
-        for path, reason in failures.items():
-            skipped.add(path, reason)
-        if len(records) - len(removed_ids) + len(kept) < 2:
-            raise ImgsimError(f"{settings.images}: fewer than 2 readable images left ({skipped.summary()})")
-
-        progress(0.85, "placing new images")
-        vectors = vectors.reshape(len(kept), -1) if len(kept) else np.zeros((0, version.centres.shape[1]), np.float32)
+        if not changes.new_files and not len(changes.removed_ids) and not moving:
+            return RunReport(None, len(version), changes.skipped, seconds=time.monotonic() - start)
         searchable = version.engine(wanted) if moving else version.engine()
-        added_files = [new_files[p] for p in kept]
-        new_records = Records.build(
-            [f.path for f in added_files], [f.size for f in added_files], [f.mtime_ns for f in added_files], hashes,
-            predict_groups(vectors, version.centres) if len(vectors) else [],
-            place_new(vectors, searchable, records))
-
-        searchable.remove(removed_ids)
+        new_records, vectors = new_records_of(version, changes, settings, searchable, ray, progress)
+        searchable.remove(changes.removed_ids)
         searchable.add(new_records.ids, vectors, new_records.groups)
         searchable.compact()
         progress(0.9, "saving")
         engine_state = searchable.save(model_dir)
-        entries = remove_rows(model_dir, record_entries(model_dir, version), removed_ids)
+        entries = remove_rows(model_dir, record_entries(model_dir, version), changes.removed_ids)
         if len(new_records):
             entries.append(save_segment(model_dir, new_records))
         entries = compacted(model_dir, entries)
-        metrics = {**version.manifest.get("metrics", {}), "images": len(records) - len(removed_ids) + len(new_records),
-                   "skipped": len(skipped)}
+        images = len(version) - len(changes.removed_ids) + len(new_records)
+        metrics = {**version.manifest.get("metrics", {}), "images": images, "skipped": len(changes.skipped)}
         manifest = Manifest(kind="index", settings=version.manifest["settings"],
                             images_root=str(Path(settings.images).resolve()), parent=version.id,
-                            fingerprint=fingerprint(files), metrics=metrics,
-                            libraries=version.manifest.get("libraries") or {}, skipped_files=skipped_records(files, skipped))
+                            fingerprint=fingerprint(changes.files), metrics=metrics,
+                            libraries=version.manifest.get("libraries") or {},
+                            skipped_files=skipped_records(changes.files, changes.skipped))
         new_id = store.write_version(model_dir, manifest=manifest, records=entries, engine=engine_state,
                                      centres=version.centres, history=version.history, make_current=False,
                                      save_model=lambda path: store.link_or_copy(version.model_path, path))
         inherit(model_dir, version.id, new_id)  # the same groups: names stay as they are
         store.set_current(model_dir, new_id)
         progress(1.0, f"saved version {new_id}")
-        return RunReport(new_id, metrics["images"], skipped, added=len(new_records), removed=len(removed_ids),
+        return RunReport(new_id, images, changes.skipped, added=len(new_records), removed=len(changes.removed_ids),
                          seconds=time.monotonic() - start, metrics=metrics)
