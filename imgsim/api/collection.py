@@ -279,7 +279,7 @@ class Collection:
         return [answers.Group(group=g, name=names.get(g), images=int(c)) for g, c in enumerate(counts.tolist())]
 
     def duplicates(self) -> answers.Duplicates:
-        """The copies known for the version without scanning it: exact copies (the same bytes, from the records)."""
+        """The copies known for the version without scanning it: its last stored scan, else its exact copies."""
         from imgsim.api.copies import known_copies
 
         return known_copies(self, self.version())

@@ -1,16 +1,14 @@
 """The copies a collection knows without a new scan: what `GET /duplicates` and `Collection.duplicates` answer.
 
-Nobody who asks pays for a scan. Exact copies (the same bytes) come from the version's records
-alone; near copies come only from a scan that has already run. Until the background job stores
-its scans (the near-copies issue), no near-copy scan is known, and the answer says so (`near`
-False) rather than starting one.
+Nobody who asks pays for a scan. Near copies come from the version's last finished scan, which
+the background job stores after training or indexing (imgsim.duplicates.results); until one is
+stored, the exact copies (the same bytes) come from the version's records alone, and the answer
+says so (`near` False) rather than starting a scan.
 """
 
 from __future__ import annotations
 
 import threading
-
-import numpy as np
 
 from imgsim.api import answers
 
@@ -19,15 +17,36 @@ _lock = threading.Lock()
 
 
 def known_copies(collection, version) -> answers.Duplicates:
-    """The version's exact copies, grouped, the suggested keeper first; worked out once per version and process."""
-    from imgsim.duplicates import DuplicateScan
+    """The version's copies, grouped, the suggested keeper first; worked out once per stored scan and process."""
+    from imgsim.duplicates import DuplicateScan, results
+    from imgsim.duplicates.finding import DEFAULT_THRESHOLD, MANIFEST_KEY
 
-    key = (str(collection.model_dir), version.id)
+    try:
+        stamp = results.result_path(version.model_dir, version.id).stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (str(collection.model_dir), version.id, stamp)
     with _lock:
         if key in _known:
             return _known[key]
-    # A scan with no candidate pairs: its groups are the exact copies alone, and nothing is searched.
-    groups = DuplicateScan(version, 1.0, np.zeros((0, 2), np.int64), np.zeros(0)).groups(1.0)
+    stored = results.load(version) if stamp is not None else None
+    if stored is not None:
+        threshold = max(float((version.manifest.get("metrics") or {}).get(MANIFEST_KEY) or DEFAULT_THRESHOLD),
+                        stored.floor)
+        groups = stored.groups(threshold)
+    else:
+        threshold = None
+        groups = DuplicateScan.exact_only(version).groups(1.0)
+    answer = answers.Duplicates(version=version.id, near=stored is not None, threshold=threshold,
+                                groups=copy_groups(collection, version, groups))
+    with _lock:
+        _known[key] = answer
+        while len(_known) > 4:
+            _known.pop(next(iter(_known)))
+    return answer
+
+
+def copy_groups(collection, version, groups) -> list[answers.CopyGroup]:
     rows = version.records.rows_of([m.id for g in groups for m in g.images]).tolist()
     found, at = [], 0
     for g in groups:
@@ -37,9 +56,4 @@ def known_copies(collection, version) -> answers.Duplicates:
                                         keep=m.keep, match=m.match or None))
             at += 1
         found.append(answers.CopyGroup(group=g.group, exact=g.exact, images=members))
-    answer = answers.Duplicates(version=version.id, near=False, threshold=None, groups=found)
-    with _lock:
-        _known[key] = answer
-        while len(_known) > 4:
-            _known.pop(next(iter(_known)))
-    return answer
+    return found

@@ -140,6 +140,15 @@ class DuplicateScan:
         self.vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def exact_only(cls, version) -> DuplicateScan:
+        """A scan with no candidate pairs: its groups are the exact copies (the same bytes) alone, and nothing is read."""
+        from imgsim.duplicates.candidates import Candidates
+
+        none = Candidates(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int16),
+                          np.zeros(0, np.int32))
+        return cls(version, 1.0, none, Verified(np.zeros(0, object), np.zeros(0, bool), 0.0))
+
     def links(self, threshold: float) -> list[tuple[int, int, str]]:
         """(row, row, match) of every verified pair that holds at `threshold`, exact copies included."""
         c, v = self.candidates, self.verified
