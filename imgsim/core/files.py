@@ -146,6 +146,59 @@ def kind_of(mode: int) -> str:
     return "not a file"
 
 
+def read_plain(path, max_bytes: int) -> bytes:
+    """A regular file's bytes, for the small files kept in a model folder (names, labels, a run's status).
+
+    No link is followed and a FIFO or device is refused (a labels file replaced by a link to
+    /dev/zero was read until memory ran out); over `max_bytes` is refused too. Raises
+    FileNotFoundError when there is none, OSError when it cannot be opened (ELOOP: a link),
+    ValueError naming the problem otherwise.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"not a regular file ({kind_of(info.st_mode)})")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"over {max_bytes:,} bytes")
+    return data
+
+
+def open_npz(path, max_bytes: int):
+    """An .npz cache file opened for `np.load`, after the checks that bound what loading it can cost.
+
+    For derived files kept beside the versions (outside their checksums): a regular file (no link
+    followed, never a FIFO), at most `max_bytes` (the caller's bound from the version's image count),
+    every member stored uncompressed, so that its arrays take no more memory than the file's own
+    bytes (a deflated member of a few MB can hold gigabytes). Returns np.load's NpzFile (a context
+    manager; pickles refused); raises FileNotFoundError when there is none, ValueError naming the
+    problem otherwise, before any array is read.
+    """
+    import zipfile
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
+    fh = os.fdopen(fd, "rb")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"not a regular file ({kind_of(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{info.st_size:,} bytes, more than the {max_bytes:,} this version's arrays can take")
+        try:
+            members = zipfile.ZipFile(fh).infolist()
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"not an .npz file ({exc})") from None
+        packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size]
+        if packed:
+            raise ValueError(f"{packed[0]} is compressed (it could hold far more than the file's size)")
+        fh.seek(0)
+        return np.lib.npyio.NpzFile(fh, own_fid=True, allow_pickle=False)  # closes the file when it is closed
+    except BaseException:
+        fh.close()
+        raise
+
+
 def write_file(folder: Path, suffix: str, write) -> str:
     """Have `write(path)` fill a temporary file, then file it under the sha256 of its bytes.
 

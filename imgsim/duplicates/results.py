@@ -21,7 +21,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from imgsim.core.errors import BusyError
-from imgsim.core.files import write_atomic
+from imgsim.core.files import open_npz, write_atomic
 from imgsim.duplicates.candidates import Candidates
 from imgsim.duplicates.finding import DEFAULT_THRESHOLD, MANIFEST_KEY, DuplicateScan, ScanStats, scan_duplicates
 from imgsim.duplicates.signatures import version_folder
@@ -34,6 +34,7 @@ FILE = "scan.npz"
 LOCK = ".scan.lock"
 KINDS = ("hash", "geometry")  # the verdicts a stored pair can hold (only copies are kept)
 SCAN_FLOOR = 0.90  # the stored scan's lowest threshold: the Duplicates page's slider starts here
+MAX_ROW_BYTES = 64 * 1024  # a kept scan's bytes per image at most (its pairs, a latent vector, a size), generously
 
 
 LOG = "scan.log"  # the output of a scan started in the background
@@ -124,8 +125,8 @@ class StoredScan(DuplicateScan):
 def load(version) -> StoredScan | None:
     """The version's last finished scan, if there is one and it is whole and its own; else None."""
     path = result_path(version.model_dir, version.id)
-    try:
-        with np.load(path, allow_pickle=False) as data:
+    try:  # outside the version's checksums: bounded before any array is read (a plain file, nothing compressed)
+        with open_npz(path, len(version) * MAX_ROW_BYTES + 16 * 2**20) as data:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         return None

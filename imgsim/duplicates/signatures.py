@@ -1,7 +1,8 @@
 """Every image's signature for the near-copy scan (imgsim.features.signature), as arrays, kept on disk per version.
 
 The cache is `<model dir>/duplicates/<version id>/signatures.npz`, written atomically. Before use it is
-checked: its format and feature parameters, and that it holds one row per record of this version,
+checked: a plain file no larger than the version's rows can take, nothing compressed in it (`open_npz`), its
+format and feature parameters, and that it holds one row per record of this version,
 with the same ids and sha1s in the same order; anything else is read as no cache (and rebuilt). A
 version without one borrows the rows of its parent's cache whose bytes (sha1) are the same, so a
 scan after `index` reads only the new files.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsim.core.files import write_atomic
+from imgsim.core.files import open_npz, write_atomic
 from imgsim.features import Keypoints, Signature, signature
 from imgsim.features.keypoints import KEYPOINTS, VERIFY_SIDE
 from imgsim.storage.folder import ModelFolder
@@ -113,11 +114,17 @@ def save(path: Path, table: Signatures, records) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def load(path: Path, digest: str | None) -> tuple[Signatures, np.ndarray] | None:
+def max_bytes(rows: int) -> int:
+    """The most a cache of `rows` images can take: each row's fixed arrays and KEYPOINTS keypoints, and the headers."""
+    return rows * (256 + 40 * KEYPOINTS) + 2**20
+
+
+def load(path: Path, digest: str | None, rows: int) -> tuple[Signatures, np.ndarray] | None:
     """(table, its rows' sha1s) from the cache at `path` if it is whole and was made for these records (`digest`;
-    None: for any), else None."""
+    None: for any), else None. Checked before any array is read (`open_npz`): a plain file of at most
+    what `rows` images take, nothing compressed in it (it lies outside the version's checksums)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open_npz(path, max_bytes(rows)) as data:
             if not np.array_equal(data["params"], PARAMS) or (digest is not None and str(data["digest"]) != digest):
                 return None
             table, sha1 = Signatures(**{name: data[name] for name in ARRAYS}), data["sha1"]
@@ -150,7 +157,7 @@ def parent_cache(model_dir, version) -> tuple[dict[bytes, Signature | None], flo
     parent = (getattr(version, "manifest", None) or {}).get("parent")
     if not isinstance(parent, str) or not is_version_id(parent):
         return {}, 0.0
-    found = load(version_folder(model_dir, parent) / FILE, None)
+    found = load(version_folder(model_dir, parent) / FILE, None, 2 * len(version.records) + 1000)
     if found is None:
         return {}, 0.0
     table, sha1 = found
@@ -167,7 +174,7 @@ def signatures(version, progress=None, deadline: float | None = None, rows=None)
     records = version.records
     model_dir = getattr(version, "model_dir", None)
     path = version_folder(model_dir, version.id) / FILE if model_dir is not None else None
-    found = load(path, records_digest(records)) if path is not None else None
+    found = load(path, records_digest(records), len(records)) if path is not None else None
     if found is not None:
         return found[0]
     known, per_row = parent_cache(model_dir, version) if model_dir is not None else ({}, 0.0)

@@ -27,7 +27,7 @@ from filelock import FileLock
 
 from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImgsimError
-from imgsim.core.files import write_atomic
+from imgsim.core.files import read_plain, write_atomic
 from imgsim.core.ids import is_version_id
 from imgsim.core.progress import data_of
 from imgsim.core.text import one_line
@@ -58,8 +58,8 @@ def write_status(model_dir, status: dict) -> None:
 def read_status(model_dir) -> dict | None:
     """The status file as `valid_status` reads it: None when there is none, or it is not a run's status."""
     try:
-        return valid_status(json.loads(status_path(model_dir).read_text()))
-    except (OSError, ValueError, RecursionError):
+        return valid_status(json.loads(read_plain(status_path(model_dir), 2**20).decode("utf-8")))
+    except (OSError, ValueError, RecursionError):  # no link, FIFO or device followed; over 1 MB is no status
         return None
 
 
@@ -316,9 +316,9 @@ def read_settings(model_dir) -> Settings:
     """The settings `start_training` wrote for this run; the model folder is the one the process was given."""
     path = settings_path(model_dir)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImgsimError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+        text = read_plain(path, 2**20).decode("utf-8")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ImgsimError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         return Settings.from_json(text).replace(model_dir=Path(model_dir))
     except (TypeError, ValueError) as exc:

@@ -33,7 +33,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from imgsim.core.errors import BusyError, ImgsimError
-from imgsim.core.files import write_atomic
+from imgsim.core.files import read_plain, write_atomic
 from imgsim.core.text import one_line
 from imgsim.storage.folder import ModelFolder
 
@@ -41,6 +41,7 @@ FORMAT = 1
 MAX_LABEL_CHARS = 100
 LOCK_WAIT_S = 30.0  # a 100,000-image change takes well under this; a stuck writer is reported, not waited on
 VIAS = ("set", "import", "accept", "group", "undo")
+MAX_FILE_BYTES = 2**30  # labels.json or log.jsonl: about 150 bytes a label; a million labels is 150 MB
 IMAGE_KEY = re.compile(r"[0-9]{1,19}")  # an image id as a JSON key: ASCII digits only ("²".isdigit() is true)
 # Hand-edited files are read as data: what fails to parse (bad JSON, nesting deep enough to exhaust
 # the parser's recursion) is one ImgsimError for labels.json, a skipped line in log.jsonl.
@@ -109,7 +110,7 @@ class LabelStore:
 
     def _read(self) -> dict:
         try:
-            raw = json.loads(self.labels_path.read_text(encoding="utf-8"))
+            raw = json.loads(read_plain(self.labels_path, MAX_FILE_BYTES).decode("utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, *PARSE_ERRORS) as exc:
@@ -204,9 +205,12 @@ class LabelStore:
     def history(self) -> list[dict]:
         """The logged changes, oldest first; a torn last line (a kill mid-append) is skipped."""
         try:
-            lines = self.log_path.read_text(encoding="utf-8").splitlines()
+            lines = read_plain(self.log_path, MAX_FILE_BYTES).decode("utf-8").splitlines()
         except FileNotFoundError:
             return []
+        except (OSError, ValueError) as exc:
+            raise ImgsimError(f"{self.log_path}: unreadable ({getattr(exc, 'strerror', None) or exc}); "
+                              "restore it from a backup or remove it (undo then has nothing to undo)") from None
         out = []
         for line in lines:
             try:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsim.core.files import write_atomic
+from imgsim.core.files import read_plain, write_atomic
 from imgsim.core.text import csv_text
 from imgsim.storage.folder import ModelFolder
+
+MAX_FILE_BYTES = 4 * 2**20  # a version's group names: a few KB; a larger file is read as no names
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def labels_path(model_dir, version_id: str) -> Path:
 def load_labels(model_dir, version_id: str) -> dict[int, Label]:
     """Group number -> Label; groups never named are absent."""
     try:
-        raw = json.loads(labels_path(model_dir, version_id).read_text(encoding="utf-8"))
+        raw = json.loads(read_plain(labels_path(model_dir, version_id), MAX_FILE_BYTES).decode("utf-8"))
     except (OSError, ValueError, RecursionError):  # RecursionError: nesting edited deep enough to exhaust the parser
         return {}
     labels = {}
