@@ -48,6 +48,10 @@ class Settings:
     # The training budget in optimiser steps: None is imgsim.learning.fit's measured default, 0 epochs only.
     min_steps: int | None = field(default=None, metadata={"help": "at least this many steps (0: epochs only)"})
     max_steps: int | None = field(default=None, metadata={"help": "at most this many steps"})
+    # A time budget instead: the steps follow the machine's speed (a GPU or a big CPU gets more), bounded
+    # by min_steps and max_steps; the manifest records the steps run. None or 0: the step budget alone.
+    train_seconds: float | None = field(default=None, metadata={
+        "help": "train for about this many seconds, whatever the steps (none: the step budget)"})
     engine: str = "auto"  # vector engine: auto (exact below CROSSOVER, faiss above) or a name in imgsim.storage.engines.ENGINES
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
     # How the network learns (imgsim.learning.model, imgsim.learning.fit). All of them go into each version's manifest
@@ -64,6 +68,8 @@ class Settings:
     # Each image is brought to zero mean and unit variance before the stages, its mean colour going to
     # the bottleneck beside them: photos precision@10 0.952 -> 0.991 (benchmarks/quality-results.txt).
     standardise: bool = field(default=True, metadata={"help": "standardise each image before the stages"})
+    pooling: str = field(default="average", metadata={
+        "help": "each stage's global pooling: average, or gem (generalised mean, its power learned)"})
     # The two views of an image that should share a latent (imgsim.learning.model.augment). No mirroring: a
     # mirrored digit or layout is often another thing (flips cost digits 0.95 -> 0.89 precision@10).
     view_area: tuple[float, float] = field(default=(0.30, 1.0), metadata={"help": "crop: share of the area kept"})
@@ -74,6 +80,17 @@ class Settings:
     view_saturation: float = field(default=0.4, metadata={"help": "x (1 +- s) away from each pixel's grey"})
     view_channel_gain: float = field(default=0.1, metadata={"help": "each channel x (1 +- g): colour casts"})
     view_grey: float = field(default=0.2, metadata={"help": "probability of a greyscale view"})
+    # Multi-crop (imgsim.learning.model.Trainer): small crops beside the two views, each pulled to both views' latents.
+    local_crops: int = field(default=0, metadata={"help": "small crops per image beside the two views (0: none)"})
+    local_size: int = field(default=64, metadata={"help": "the small crops' side in pixels, a multiple of 8"})
+    local_area: tuple[float, float] = field(default=(0.05, 0.3), metadata={"help": "small crops: share of the area kept"})
+    # A momentum teacher (BYOL, DINO): the targets are the latents of an average of the encoder's past weights.
+    teacher_momentum: float = field(default=0.0, metadata={
+        "help": "the teacher encoder's moving-average momentum per step (0: no teacher, the views' own latents)"})
+    # Progressive resizing: smaller, cheaper views for the first epochs, the full size for the rest.
+    early_size: int = field(default=0, metadata={"help": "the views' side for the first epochs (0: image_size throughout)"})
+    early_share: float = field(default=0.0, metadata={"help": "share of the epochs trained at early_size"})
+    lr_schedule: str = field(default="constant", metadata={"help": "learning rate: constant, or cosine (decayed to 0)"})
     # The loss terms' weights (imgsim.learning.model.Trainer). Reconstruction weighted 10: digits 0.89 -> 0.93 precision@10.
     loss_reconstruction: float = field(default=10.0, metadata={"help": "weight of the reconstruction MSE"})
     loss_invariance: float = field(default=1.0, metadata={"help": "weight of the two views' latent MSE"})
@@ -95,13 +112,29 @@ class Settings:
             raise ValueError(f"vector engine must be a name, got {self.engine!r}")  # which names: imgsim.storage.engines
         if not 0 <= self.validation_split < 0.5:
             raise ValueError(f"validation split must be in [0, 0.5), got {self.validation_split}")
-        for name in ("stage_filters", "stage_depth", "decoder_filters", "view_area", "view_aspect"):
+        for name in ("stage_filters", "stage_depth", "decoder_filters", "view_area", "view_aspect", "local_area"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # lists when read back from a manifest
         if len(self.stage_depth) != len(self.stage_filters) or not self.stage_filters:
             raise ValueError(f"stage_depth needs one entry per stage ({len(self.stage_filters)}), got {self.stage_depth}")
         if self.image_size % 2 ** len(self.stage_filters):
             raise ValueError(f"image size must be a multiple of {2 ** len(self.stage_filters)} for "
                              f"{len(self.stage_filters)} stages, got {self.image_size}")
+        if self.train_seconds is not None and not self.train_seconds > 0:
+            raise ValueError(f"train seconds must be positive, got {self.train_seconds}")
+        if self.pooling not in ("average", "gem"):
+            raise ValueError(f"pooling must be average or gem, got {self.pooling!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"learning rate schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if self.local_crops < 0 or self.local_size < 8 or self.local_size % 8:
+            raise ValueError(f"need local_crops >= 0 and local_size a multiple of 8, got {self.local_crops}, {self.local_size}")
+        if not 0 <= self.teacher_momentum < 1:
+            raise ValueError(f"teacher momentum must be in [0, 1), got {self.teacher_momentum}")
+        if self.early_size and (self.early_size < 16 or self.image_size % self.early_size
+                                or self.early_size % 2 ** len(self.stage_filters)):
+            raise ValueError(f"early size must divide the image size ({self.image_size}) and be a multiple of "
+                             f"{2 ** len(self.stage_filters)}, got {self.early_size}")
+        if not 0 <= self.early_share < 1:
+            raise ValueError(f"early share must be in [0, 1), got {self.early_share}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 

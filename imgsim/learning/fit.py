@@ -49,6 +49,10 @@ REFERENCE_SIZE = 128
 # The cache is held in memory up to this size, memory-mapped from a temporary file beyond it, and
 # never grows past CACHE_MAX_BYTES: a bigger collection trains on a random sample that fits
 # (MAX_STEPS batches could not show it each image once anyway).
+# With a time budget (Settings.train_seconds) the steps follow the machine: at least TIME_MIN_STEPS, at
+# most TIME_MAX_STEPS, scaled as above.
+TIME_MIN_STEPS = 100
+TIME_MAX_STEPS = 10_000
 CACHE_IN_MEMORY_BYTES = 512 * 2**20
 CACHE_MAX_BYTES = 4 * 2**30
 HOLDOUT_MIN, HOLDOUT_MAX = 32, 256  # images held out for the retrieval measure
@@ -66,7 +70,8 @@ class CachedBatches(keras.utils.PyDataset):
     def __init__(self, cache: np.ndarray, rows: np.ndarray, batch_size: int, steps: int, seed: int):
         super().__init__(workers=1, use_multiprocessing=False)  # a slice costs microseconds: no threads
         self.cache, self.rows, self.batch_size, self.steps, self.seed = cache, np.asarray(rows), batch_size, steps, seed
-        self.epoch = 0
+        self.offset = 0  # batches of the stream used by the epochs before
+        self.served = 0  # batches this epoch asked for (an epoch cut short by the clock asks for fewer)
         self.orders = {}
 
     def __len__(self):
@@ -81,12 +86,14 @@ class CachedBatches(keras.utils.PyDataset):
         return self.rows[self.orders[p][q % n]]
 
     def __getitem__(self, i):
-        start = (self.epoch * self.steps + i) * self.batch_size
+        self.served = max(self.served, i + 1)
+        start = (self.offset + i) * self.batch_size
         rows = np.sort([self.position(q) for q in range(start, start + self.batch_size)])
         return self.cache[rows]  # sorted rows read a memory-mapped cache in file order
 
     def on_epoch_end(self):
-        self.epoch += 1
+        self.offset += self.served or self.steps
+        self.served = 0
 
 
 def decode_cache(paths: list[str], size: int, workers: int, skipped: Skipped, folder: str,
@@ -130,6 +137,24 @@ def budget(n_train: int, settings: Settings, batch_size: int, min_steps: int | N
     return per_epoch * settings.epochs, per_epoch
 
 
+def budget_floor(settings: Settings, min_steps: int | None = None) -> int:
+    """The fewest steps a time budget trains (a slow machine runs over its time rather than train less)."""
+    scale = (settings.image_size / REFERENCE_SIZE) ** 2
+    return round(TIME_MIN_STEPS * scale) if min_steps is None else min_steps
+
+
+def budget_cap(settings: Settings, max_steps: int | None = None) -> int:
+    """The most steps a time budget trains (a fast machine stops early)."""
+    scale = (settings.image_size / REFERENCE_SIZE) ** 2
+    return max(1, round(TIME_MAX_STEPS * scale) if max_steps is None else max_steps)
+
+
+def multicrop_of(settings: Settings) -> dict:
+    """The Trainer's multi-crop and teacher options from the settings."""
+    return {"local_crops": settings.local_crops, "local_size": settings.local_size, "local_area": settings.local_area,
+            "teacher_momentum": settings.teacher_momentum}
+
+
 def twin_retrieval(encode: Callable, images: np.ndarray, seed: int, ks=(1, 10), views: dict | None = None) -> dict:
     """Label-free retrieval quality: two augmented views of each image; how often is a view's twin found?
 
@@ -169,12 +194,40 @@ class TwinRetrieval(keras.callbacks.Callback):
         self.seconds += time.monotonic() - start
 
 
-class ProgressCallback(keras.callbacks.Callback):
-    """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left."""
+class StepCounter(keras.callbacks.Callback):
+    """Counts the optimiser steps run, over every `fit` call it is given to."""
 
-    def __init__(self, progress: Progress, epochs: int, steps: int, share: float, start: float = 0.0):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+class Deadline(keras.callbacks.Callback):
+    """Ends an epoch (one `fit` call) at its share of the time budget, once it has run `least` steps."""
+
+    def __init__(self, at: float, least: int, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.at, self.least, self.clock = at, least, clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 >= self.least and self.clock() >= self.at:
+            self.model.stop_training = True
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left.
+
+    With `seconds` (a time budget) the fraction done is the time spent; else the steps run.
+    """
+
+    def __init__(self, progress: Progress, epochs: int, steps: int, share: float, start: float = 0.0,
+                 seconds: float | None = None):
         super().__init__()
         self.progress, self.epochs, self.steps, self.share, self.start_fraction = progress, epochs, steps, share, start
+        self.seconds = seconds
         self.start = time.monotonic()
         self.epoch = 0
 
@@ -182,8 +235,12 @@ class ProgressCallback(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
-        left = (time.monotonic() - self.start) / done * (1 - done)
+        spent = time.monotonic() - self.start
+        if self.seconds:
+            done = min(max(spent / self.seconds, 1e-6), 1.0)
+        else:
+            done = (self.epoch * self.steps + batch + 1) / (self.epochs * self.steps)
+        left = spent / done * (1 - done)
         loss = float((logs or {}).get("loss", float("nan")))
         self.progress(self.start_fraction + (self.share - self.start_fraction) * done,
                       Event(f"epoch {self.epoch + 1}/{self.epochs} · loss {loss:.4f} · {left:.0f} s left",
@@ -249,32 +306,69 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
             max_steps = getattr(settings, "max_steps", None)
         _, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
         data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
+        extra_callbacks = callbacks
 
         autoencoder = build_autoencoder(size, settings.latent_dim, settings)
-        options = {"weights": loss_weights_of(settings), "views": views_of(settings), **(trainer_options or {})}
+        early_epochs = 0
+        if settings.early_size and settings.early_size < size:
+            early_epochs = min(settings.epochs - 1, round(settings.epochs * settings.early_share))
+        options = {"weights": loss_weights_of(settings), "views": views_of(settings), **multicrop_of(settings),
+                   "sizes": (settings.early_size,) if early_epochs else (), **(trainer_options or {})}
         trainer = Trainer(autoencoder, seed=settings.seed, **options)
         if jit_compile == "auto":
             jit_compile = JIT_COMPILE[keras.backend.backend()]
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), jit_compile=jit_compile)
-        extra, callbacks, stopper = list(callbacks or []), [], None
         measure = TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed) if holdout is not None else None
+        stopper = None
         if measure is not None:
-            # Watched over the budget's second half only: a held-out measure of a few dozen images
-            # is noisy, and a model that starts high (photos-hard-8: twin_mrr 0.709 after the first
-            # epoch, then 0.697, 0.693) was stopped after 4 epochs with the first one's weights,
-            # 0.509 precision@7 where epoch 4 had reached 0.582.
+            # Watched over the budget's second half only (and never the smaller early views): a held-out
+            # measure of a few dozen images is noisy, and a model that starts high (photos-hard-8:
+            # twin_mrr 0.709 after the first epoch, then 0.697, 0.693) was stopped after 4 epochs with the
+            # first one's weights, 0.509 precision@7 where epoch 4 had reached 0.582.
             stopper = keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
-                                                    restore_best_weights=True, start_from_epoch=settings.epochs // 2)
-            callbacks += [measure, *extra, stopper]
+                                                    restore_best_weights=True,
+                                                    start_from_epoch=max(settings.epochs // 2, early_epochs))
+            stopper.set_model(trainer)
+            stopper.on_train_begin()
+        seconds = settings.train_seconds
+        if seconds:  # epochs are shares of the time; the steps bound them
+            least = max(1, math.ceil(budget_floor(settings, min_steps) / settings.epochs))
+            data.steps = max(least, math.ceil(budget_cap(settings, max_steps) / settings.epochs))
         else:
-            callbacks += extra
-        callbacks.append(ProgressCallback(progress, settings.epochs, per_epoch, share, start=decode_share))
+            least = data.steps = per_epoch
+        progress_callback = ProgressCallback(progress, settings.epochs, data.steps, share, start=decode_share,
+                                             seconds=seconds)
+        counter = StepCounter()
         fit_start = time.monotonic()
-        history = trainer.fit(data, epochs=settings.epochs, callbacks=callbacks, verbose=0)
+        epoch_logs, early_steps = {}, 0
+        for epoch in range(settings.epochs):
+            view_size = settings.early_size if epoch < early_epochs else size
+            if trainer.view_size != view_size:  # a new side: the step is traced again
+                trainer.view_size, trainer.train_function = view_size, None
+            if settings.lr_schedule == "cosine":  # stepped per epoch: the total of steps is not known in advance
+                trainer.optimizer.learning_rate = settings.learning_rate * 0.5 * (
+                    1 + math.cos(math.pi * (epoch + 0.5) / settings.epochs))
+            callbacks = [counter]
+            if seconds:
+                callbacks.append(Deadline(fit_start + seconds * (epoch + 1) / settings.epochs, least))
+            callbacks += [c for c in (measure, *(extra_callbacks or [])) if c is not None]
+            callbacks.append(progress_callback)
+            done = trainer.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=0)
+            for name, values in done.history.items():
+                epoch_logs.setdefault(name, []).extend(values)
+            if epoch < early_epochs:
+                early_steps = counter.steps
+            if stopper is not None:
+                stopper.on_epoch_end(epoch, {k: v[-1] for k, v in done.history.items()})
+                if trainer.stop_training:
+                    break
+        if stopper is not None:
+            stopper.on_train_end()
         fit_seconds = time.monotonic() - fit_start
-    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
-    steps = per_epoch * len(logs.get("loss", []))
-    logs.update(precision_policy=policy, steps=steps, images_seen=steps * batch_size, batch_size=batch_size,
+    steps = counter.steps
+    logs = {k: [float(v) for v in values] for k, values in epoch_logs.items()}
+    logs.update(precision_policy=policy, steps=steps, early_steps=early_steps, images_seen=steps * batch_size,
+                batch_size=batch_size,
                 train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
                 decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
                 measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),

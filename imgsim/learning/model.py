@@ -31,6 +31,66 @@ def use_mixed_precision_if_gpu() -> str:
     return policy
 
 
+@keras.saving.register_keras_serializable(package="imgsim")
+class GridPooling(layers.Layer):
+    """Average pooling to a fixed `cells` x `cells` grid whatever the map's side (adaptive average pooling).
+
+    The bins are those of PyTorch's adaptive_avg_pool2d; a side that is a multiple of `cells` gives
+    exactly `AveragePooling2D(side // cells)`. So the encoder's layout part keeps its size for the
+    small crops training shows it (a 64 px crop of a 128 px model) and for its own input alike.
+    """
+
+    def __init__(self, cells: int, **kwargs):
+        super().__init__(**kwargs)
+        self.cells = int(cells)
+
+    def bins(self, side: int) -> np.ndarray:
+        """(cells, side) averaging weights: row i averages pixels floor(i * side / cells) .. ceil((i + 1) * side / cells)."""
+        out = np.zeros((self.cells, side), np.float32)
+        for i in range(self.cells):
+            start, stop = (i * side) // self.cells, -(-((i + 1) * side) // self.cells)
+            out[i, start:stop] = 1.0 / (stop - start)
+        return out
+
+    def call(self, x):
+        rows = ops.convert_to_tensor(self.bins(x.shape[1]), dtype=x.dtype)
+        cols = ops.convert_to_tensor(self.bins(x.shape[2]), dtype=x.dtype)
+        return ops.einsum("jw,biwc->bijc", cols, ops.einsum("ih,bhwc->biwc", rows, x))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.cells, self.cells, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "cells": self.cells}
+
+
+@keras.saving.register_keras_serializable(package="imgsim")
+class GeMPooling(layers.Layer):
+    """Generalised-mean pooling over the map, (mean x^p)^(1/p), with p learned (Radenovic et al., 2018).
+
+    p = 1 is the average, large p the maximum: a crop's strongest responses are more alike to the
+    whole scene's than its average is. Computed in float32; the inputs are ReLU outputs (>= 0).
+    """
+
+    def __init__(self, p: float = 3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_p = float(p)
+
+    def build(self, input_shape):
+        self.p = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_p), name="p")
+
+    def call(self, x):
+        p = ops.clip(ops.cast(self.p, "float32"), 1.0, 8.0)
+        x = ops.maximum(ops.cast(x, "float32"), 1e-6)
+        return ops.power(ops.mean(ops.power(x, p), axis=(1, 2)), 1.0 / p)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.initial_p}
+
+
 def conv_block(x, filters: int, name: str, depth: int = 0):
     x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -56,11 +116,15 @@ def build_encoder(image_size: int, latent_dim: int, architecture: Settings = DEF
                                       dtype="float32")(x)
     for i, filters in enumerate(stages):
         x = conv_block(x, filters, f"stage{i + 1}", architecture.stage_depth[i])
-        pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
+        if architecture.pooling == "gem":
+            pooled.append(GeMPooling(name=f"pool{i + 1}", dtype="float32")(x))
+        else:
+            pooled.append(layers.GlobalAveragePooling2D(name=f"pool{i + 1}")(x))
     # Global pooling keeps what is there (colour, texture) but not where; a coarse grid of the
-    # last stage keeps the layout too, which shapes such as digits and faces need.
+    # last stage keeps the layout too, which shapes such as digits and faces need. Adaptive, so
+    # that training can show the encoder crops smaller than its input (Trainer's local views).
     side = image_size // 2 ** len(stages)
-    grid = layers.AveragePooling2D(pool_size=max(1, side // architecture.grid), name="grid_pool")(x)
+    grid = GridPooling(min(architecture.grid, side), name="grid_pool")(x)
     pooled.append(layers.Flatten(name="layout")(grid))
     x = layers.Concatenate(name="multiscale")(pooled)
     latent = layers.Dense(latent_dim, name="latent", dtype="float32")(x)
@@ -106,14 +170,15 @@ VIEWS = views_of(DEFAULTS)
 LOSS_WEIGHTS = loss_weights_of(DEFAULTS)
 
 
-def augment(images, seed, views: dict = VIEWS):
+def augment(images, seed, views: dict = VIEWS, size: int | None = None):
     """Random views of a batch in [0, 1] (or uint8): one affine resample per image, then light and colour.
 
     Crop, zoom, translation and turn are fused into one transform matrix per image and applied by
     a single `keras.ops.image.affine_transform` (bilinear, reflected borders), so a view costs one
     resample and runs inside the compiled train step on any backend. `seed` is an int or a
     `keras.random.SeedGenerator`: the same int gives the same views (the held-out measure relies
-    on it); the numbers drawn differ between backends.
+    on it); the numbers drawn differ between backends. `size` (at most the images' side) makes
+    smaller views: the crop is resampled from the full image straight to `size` pixels.
     """
     if not isinstance(seed, keras.random.SeedGenerator):
         seed = keras.random.SeedGenerator(int(seed))
@@ -122,7 +187,8 @@ def augment(images, seed, views: dict = VIEWS):
         images = ops.cast(images, "float32") * (1 / 255)
     images = ops.cast(images, "float32")
     shape = ops.shape(images)
-    n, size = shape[0], images.shape[1]
+    n, side = shape[0], images.shape[1]
+    size = side if size is None else int(size)
 
     def uniform(low, high, shape=None):
         return keras.random.uniform(shape if shape is not None else (n,), low, high, dtype="float32", seed=seed)
@@ -134,16 +200,18 @@ def augment(images, seed, views: dict = VIEWS):
     cx = 0.5 + uniform(-0.5, 0.5) * (1.0 - w)  # crop centre, kept inside the image
     cy = 0.5 + uniform(-0.5, 0.5) * (1.0 - h)
     angle = uniform(-1.0, 1.0) * (views["degrees"] * math.pi / 180)
-    s = float(size)
+    s, o = float(side), float(size)
     cos, sin = ops.cos(angle), ops.sin(angle)
-    # output pixel (x, y) -> input pixel: centre + R(angle) . diag(w, h) . ((x, y) - size / 2)
-    a0, a1, b0, b1 = cos * w, -sin * h, sin * w, cos * h
-    a2 = cx * s - (a0 + a1) * s / 2
-    b2 = cy * s - (b0 + b1) * s / 2
+    # output pixel (x, y) -> input pixel: centre + R(angle) . diag(w, h) . ((x, y) - size / 2) . side / size
+    a0, a1, b0, b1 = cos * w * (s / o), -sin * h * (s / o), sin * w * (s / o), cos * h * (s / o)
+    a2 = cx * s - (a0 + a1) * o / 2
+    b2 = cy * s - (b0 + b1) * o / 2
     zeros = ops.zeros_like(a0)
     transforms = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
     out = ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode="reflect",
                                      data_format="channels_last")
+    if size != side:  # the transform's output has the input's side; the view fills its top-left corner
+        out = out[:, :size, :size, :]
 
     grey = ops.mean(out, axis=-1, keepdims=True)
     column = (n, 1, 1, 1)
@@ -158,48 +226,112 @@ def augment(images, seed, views: dict = VIEWS):
     return ops.clip(out, 0.0, 1.0)
 
 
+def local_size_at(size: int, image_size: int, local_size: int) -> int:
+    """The small crops' side when the views are `size` px: `local_size` scaled with them, a multiple of 8, at least 8."""
+    return max(8, 8 * round(local_size * size / image_size / 8))
+
+
 class Trainer(keras.Model):
     """Fits an autoencoder's encoder and decoder; only the autoencoder itself is saved.
 
-    loss = reconstruction * MSE(view, decoded) + invariance * MSE(z1, z2)
+    loss = reconstruction * MSE(view, decoded) + invariance * MSE(z, target)
            + variance * hinge(std(z)) + covariance * offdiag(cov(z))
 
-    Batches arrive as uint8 (or [0, 1] floats) at training size; the two views are made inside the
-    step (`augment`), so they are compiled with it and cost no Python per image. The reconstruction
-    MSE of [0, 1] pixels is two orders of magnitude smaller than the other terms; weighted 10 it
-    still shapes the latent (digits precision@10 0.89 -> 0.93 on a 400-image subset).
+    Batches arrive as uint8 (or [0, 1] floats); the views are made inside the step (`augment`), so
+    they are compiled with it and cost no Python per image. Two views of each image at the batch's
+    side (`view_size`, the batch's own unless set smaller) are pulled towards each other's latent;
+    `local_crops` small crops of `local_area` at `local_size` px (multi-crop, as in SwAV and DINO)
+    are pulled towards both views' latents, so that a part of a scene finds the whole. With
+    `teacher_momentum` > 0 the targets are the latents of a teacher encoder, an exponential moving
+    average of this one (BYOL, DINO), which training only uses. VICReg's variance and covariance
+    terms keep the views' latents spread. The reconstruction MSE of [0, 1] pixels is two orders of
+    magnitude smaller than the other terms; weighted 10 it still shapes the latent (digits
+    precision@10 0.89 -> 0.93 on a 400-image subset).
 
     The step is Keras' own (`call` makes the views and latents, `compute_loss` weighs them), so it
     runs on TensorFlow, JAX and PyTorch alike, with loss scaling under mixed precision. The loss
-    terms are computed in float32 whatever the policy.
+    terms are computed in float32 whatever the policy. `sizes` lists the view sides the trainer
+    will be set to (`view_size`): the encoder is rebuilt over the same layers for each.
     """
 
     def __init__(self, autoencoder: keras.Model, seed: int = 0, weights: dict | None = None, views: dict | None = None,
-                 **kwargs):
+                 local_crops: int = 0, local_size: int = 64, local_area=(0.05, 0.3), teacher_momentum: float = 0.0,
+                 sizes=(), **kwargs):
         super().__init__(**kwargs)
         self.autoencoder = autoencoder
         self.encoder = autoencoder.get_layer("encoder")
         self.decoder = autoencoder.get_layer("decoder")
+        self.image_size = int(self.encoder.input_shape[1])
         self.views = dict(VIEWS if views is None else views)
+        self.local_views = dict(self.views, area=tuple(local_area))
+        self.local_crops, self.local_size = int(local_crops), int(local_size)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_weights = {**LOSS_WEIGHTS, **(weights or {})}
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "reconstruction", "invariance", "spread")}
+        self.momentum = float(teacher_momentum)
+        self.teacher = None
+        if self.momentum > 0:
+            self.teacher = keras.models.clone_model(self.encoder)
+            self.teacher.set_weights(self.encoder.get_weights())
+            self.teacher.trainable = False  # its weights move by the average in `call`, never by gradients
+        self.view_size = None  # None: the batch's own side
+        wanted = {self.image_size, *(int(s) for s in sizes)}
+        if self.local_crops:
+            wanted |= {local_size_at(s, self.image_size, self.local_size) for s in set(wanted)}
+        self.sized = {str(s): self.resized(self.encoder, s) for s in sorted(wanted)}
+        self.teachers = {} if self.teacher is None else {str(s): self.resized(self.teacher, s) for s in sorted(wanted)}
+
+    @staticmethod
+    def resized(encoder: keras.Model, size: int) -> keras.Model:
+        """The encoder for `size` px inputs: the same layers and weights on another input (its layout pools adapt)."""
+        if size == encoder.input_shape[1]:
+            return encoder
+        return keras.models.clone_model(encoder, input_tensors=keras.Input((size, size, 3), name="image"),
+                                        clone_function=lambda layer: layer)
 
     @property
     def metrics(self):
         return list(self.trackers.values())
 
     def call(self, images, training=False):
-        view1 = augment(images, self.seed_generator, self.views)
-        view2 = augment(images, self.seed_generator, self.views)
-        z1 = self.encoder(view1, training=training)
-        z2 = self.encoder(view2, training=training)
-        return view1, z1, z2, self.decoder(z1, training=training)
+        size = int(self.view_size or images.shape[1])
+        encoder = self.sized[str(size)]
+        view1 = augment(images, self.seed_generator, self.views, size)
+        view2 = augment(images, self.seed_generator, self.views, size)
+        z1 = encoder(view1, training=training)
+        z2 = encoder(view2, training=training)
+        recon = self.decoder(z1, training=training)
+        if size != self.image_size:  # decoded at the model's size: compared at the view's
+            factor = self.image_size // size
+            recon = ops.average_pool(recon, factor, factor)
+        local = ops.zeros((0, ops.shape(z1)[1]), z1.dtype)
+        if self.local_crops:
+            small = local_size_at(size, self.image_size, self.local_size)
+            crops = ops.concatenate([augment(images, self.seed_generator, self.local_views, small)
+                                     for _ in range(self.local_crops)])
+            local = self.sized[str(small)](crops, training=training)
+        if self.teacher is not None:
+            teacher = self.teachers[str(size)]
+            t1 = ops.stop_gradient(teacher(view1, training=False))
+            t2 = ops.stop_gradient(teacher(view2, training=False))
+            if training:
+                m = self.momentum
+                for t, s in zip(self.teacher.weights, self.encoder.weights):
+                    t.assign(m * t + (1.0 - m) * ops.cast(s, t.dtype))
+        else:
+            t1, t2 = z1, z2
+        return view1, z1, z2, recon, local, t1, t2
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        view1, z1, z2, recon = (ops.cast(t, "float32") for t in y_pred)
+        view1, z1, z2, recon, local, t1, t2 = (ops.cast(t, "float32") for t in y_pred)
         reconstruction = ops.mean(ops.square(view1 - recon))
-        invariance = ops.mean(ops.square(z1 - z2))
+        pairs = [ops.mean(ops.square(z1 - t2)), ops.mean(ops.square(z2 - t1))]
+        if self.local_crops:
+            n = ops.shape(z1)[0]
+            for k in range(self.local_crops):
+                crop = local[k * n:(k + 1) * n]
+                pairs += [ops.mean(ops.square(crop - t1)), ops.mean(ops.square(crop - t2))]
+        invariance = sum(pairs) / len(pairs)
         spread = variance_term(z1) + variance_term(z2)
         cov = covariance_term(z1) + covariance_term(z2)
         w = self.loss_weights
