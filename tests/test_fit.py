@@ -155,3 +155,63 @@ def test_the_views_and_loss_weights_come_from_settings():
     assert loss_weights_of(settings)["covariance"] == 0.5 and views_of(Settings()) == VIEWS
     with pytest.raises(ValueError, match="stage_depth needs one entry per stage"):
         Settings(stage_filters=(8, 16))
+
+
+def test_smaller_views_show_the_crop_at_their_own_size():
+    ramp = np.broadcast_to(np.linspace(0, 1, 64, dtype=np.float32)[None, None, :, None], (4, 64, 64, 3)).copy()
+    whole = numpy(augment(ramp, 3, PLAIN, size=32))
+    assert whole.shape == (4, 32, 32, 3)
+    np.testing.assert_allclose(whole[:, 16, :, 0], ramp[:, 32, ::2, 0], atol=0.02)  # every other pixel of the whole
+    quarter = numpy(augment(ramp, 3, dict(PLAIN, area=(0.25, 0.25)), size=16))
+    spans = quarter[:, 8, :, 0].max(axis=1) - quarter[:, 8, :, 0].min(axis=1)
+    np.testing.assert_allclose(spans, 0.5 * 15 / 16, atol=0.03)  # half the ramp on 16 px
+
+
+def test_a_deadline_ends_the_epoch_once_its_time_has_come_and_its_least_steps_are_run():
+    clock = [0.0]
+
+    class Model:
+        stop_training = False
+
+    deadline = fit.Deadline(at=10.0, least=3, clock=lambda: clock[0])
+    deadline.set_model(Model())
+    deadline.on_train_batch_end(0)
+    clock[0] = 11.0
+    deadline.on_train_batch_end(1)
+    assert not deadline.model.stop_training  # past the time, but only 2 of the 3 least steps
+    deadline.on_train_batch_end(2)
+    assert deadline.model.stop_training
+
+
+@pytest.mark.parametrize("seconds, expected", [(1e-3, 2 * 2), (1e4, 2 * 5)])
+def test_a_time_budget_trains_its_floor_when_time_is_short_and_its_cap_when_long(tmp_path, seconds, expected):
+    """train_seconds: each epoch is a share of the time; min_steps is the floor and max_steps the cap (per run)."""
+    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5,
+                        train_seconds=seconds, min_steps=4, max_steps=10)
+    _, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85)
+    assert history["steps"] == expected and len(history["loss"]) == 2
+
+
+def test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_size(tmp_path):
+    import keras
+
+    sizes = []
+
+    class Sizes(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            sizes.append(self.model.view_size)
+            logs["twin_mrr"] = (0.9, 0.8, 0.1, 0.1)[epoch]  # the early epochs' measure must not be chosen
+
+    settings = Settings(image_size=64, latent_dim=8, epochs=4, batch_size=8, seed=0, workers=1, patience=1,
+                        early_size=32, early_share=0.5, local_crops=2, local_size=16, lr_schedule="cosine")
+    autoencoder, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85,
+                                           min_steps=8, max_steps=8, callbacks=[Sizes()])
+    assert sizes == [32, 32, 64, 64] and history["steps"] == 8 and history["early_steps"] == 4
+    assert history["best_epoch"] == 3 and autoencoder.input_shape == (None, 64, 64, 3)
+
+
+def test_new_training_settings_are_checked():
+    for bad in (dict(early_size=48), dict(early_share=1.0), dict(local_size=20), dict(teacher_momentum=1.0),
+                dict(pooling="max"), dict(lr_schedule="step"), dict(train_seconds=0)):
+        with pytest.raises(ValueError):
+            Settings(**bad)

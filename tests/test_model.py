@@ -199,3 +199,78 @@ def test_without_keras_backend_the_first_installed_is_chosen(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND")
     with pytest.raises(backend.ImgsimError, match="no Keras backend is installed"):
         backend.choose()
+
+
+def test_grid_pooling_is_average_pooling_on_a_multiple_and_keeps_its_grid_on_any_side():
+    import keras
+
+    from imgsim.model import GridPooling
+
+    numpy = keras.ops.convert_to_numpy
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(numpy(GridPooling(4)(x)), numpy(keras.layers.AveragePooling2D(2)(x)), atol=1e-6)
+    for side in (2, 3, 5, 12):  # smaller than the grid, or no multiple of it: still 4 x 4, each cell a mean
+        y = numpy(GridPooling(4)(np.ones((1, side, side, 2), np.float32)))
+        assert y.shape == (1, 4, 4, 2)
+        np.testing.assert_allclose(y, 1.0, atol=1e-6)
+
+
+def test_gem_pooling_lies_between_the_average_and_the_maximum_and_saves_its_power(tmp_path):
+    import keras
+
+    from imgsim import Settings
+    from imgsim.model import GeMPooling
+
+    x = np.random.default_rng(1).random((2, 6, 6, 4)).astype(np.float32)
+    mean, top = x.mean(axis=(1, 2)), x.max(axis=(1, 2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(GeMPooling(1.0)(x)), mean, atol=1e-5)
+    gem = keras.ops.convert_to_numpy(GeMPooling(3.0)(x))
+    assert np.all(gem > mean) and np.all(gem < top)
+    model = build_autoencoder(32, 8, Settings(pooling="gem"))
+    assert isinstance(encoder_of(model).get_layer("pool2"), GeMPooling)
+    model.save(tmp_path / "gem.keras")
+    images = np.random.default_rng(2).random((2, 32, 32, 3), np.float32)
+    np.testing.assert_allclose(compile_encoder(encoder_of(load_autoencoder(tmp_path / "gem.keras")))(images),
+                               compile_encoder(encoder_of(model))(images), atol=1e-5)
+
+
+def test_multi_crop_and_a_teacher_train_the_encoder_and_the_teacher_follows_it_by_its_momentum():
+    """Two views, four small crops at half the side, the teacher's latents as targets: the loss is finite, the
+    student's weights move by gradients and the teacher's only by the moving average (m = 0.5 here)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_autoencoder(32, 8)
+    trainer = Trainer(model, seed=0, local_crops=4, local_size=16, teacher_momentum=0.5)
+    assert set(trainer.sized) == {"16", "32"} and trainer.teacher is not None
+    student = encoder_of(model)
+    before = [np.array(w) for w in student.get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(trainer.teacher.get_weights(), before))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = (np.random.default_rng(2).random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    history = trainer.fit(images, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["invariance"][0] > 0
+    kernel = [i for i, w in enumerate(student.weights) if w.name == "kernel"][0]
+    after, teacher = student.get_weights()[kernel], trainer.teacher.get_weights()[kernel]
+    assert not np.allclose(after, before[kernel])  # the student learned
+    # one step: teacher = 0.5 * its start + 0.5 * the student's weights read in that step (before the update)
+    np.testing.assert_allclose(teacher, before[kernel], atol=1e-6)  # student == start when read: unchanged
+    trainer.fit(images, batch_size=8, epochs=1, verbose=0)
+    teacher2 = trainer.teacher.get_weights()[kernel]
+    np.testing.assert_allclose(teacher2, 0.5 * teacher + 0.5 * after, atol=1e-5)
+
+
+def test_smaller_views_train_the_same_weights_as_the_models_own_size():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_autoencoder(64, 8)
+    trainer = Trainer(model, seed=0, sizes=(32,))
+    trainer.view_size = 32
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = (np.random.default_rng(2).random((8, 64, 64, 3)) * 255).astype(np.uint8)
+    before = [np.array(w) for w in encoder_of(model).get_weights()]
+    history = trainer.fit(images, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    assert trainer.sized["32"].input_shape == (None, 32, 32, 3) and encoder_of(model).input_shape == (None, 64, 64, 3)
+    assert any(not np.allclose(a, b) for a, b in zip(before, encoder_of(model).get_weights()))

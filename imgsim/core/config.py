@@ -80,6 +80,7 @@ class Settings:
     view_saturation: float = field(default=0.4, metadata={"help": "x (1 +- s) away from each pixel's grey"})
     view_channel_gain: float = field(default=0.1, metadata={"help": "each channel x (1 +- g): colour casts"})
     view_grey: float = field(default=0.2, metadata={"help": "probability of a greyscale view"})
+    view_flip: float = field(default=0.0, metadata={"help": "probability of a mirrored view"})
     # Multi-crop (imgsim.learning.model.Trainer): small crops beside the two views, each pulled to both views' latents.
     local_crops: int = field(default=0, metadata={"help": "small crops per image beside the two views (0: none)"})
     local_size: int = field(default=64, metadata={"help": "the small crops' side in pixels, a multiple of 8"})

@@ -159,7 +159,7 @@ def build_autoencoder(image_size: int = 128, latent_dim: int = 128, architecture
 def views_of(settings: Settings) -> dict:
     """The view settings as `augment` takes them."""
     return {name: getattr(settings, f"view_{name}") for name in
-            ("area", "aspect", "degrees", "brightness", "contrast", "saturation", "channel_gain", "grey")}
+            ("area", "aspect", "degrees", "brightness", "contrast", "saturation", "channel_gain", "grey", "flip")}
 
 
 def loss_weights_of(settings: Settings) -> dict:
@@ -200,6 +200,8 @@ def augment(images, seed, views: dict = VIEWS, size: int | None = None):
     cx = 0.5 + uniform(-0.5, 0.5) * (1.0 - w)  # crop centre, kept inside the image
     cy = 0.5 + uniform(-0.5, 0.5) * (1.0 - h)
     angle = uniform(-1.0, 1.0) * (views["degrees"] * math.pi / 180)
+    if views.get("flip", 0.0) > 0:  # a mirrored view: the crop's x axis reversed
+        w = w * (1.0 - 2.0 * ops.cast(uniform(0.0, 1.0) < views["flip"], "float32"))
     s, o = float(side), float(size)
     cos, sin = ops.cos(angle), ops.sin(angle)
     # output pixel (x, y) -> input pixel: centre + R(angle) . diag(w, h) . ((x, y) - size / 2) . side / size
