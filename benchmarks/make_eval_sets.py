@@ -12,6 +12,7 @@ train on. The collections, and the k their precision@k is read at (views - 1, at
 - photos-hard-28    21 photographs x 28 heavy views = 588
 - photos-hard-48    42 half-photographs x 48 heavy views = 2,016
 - digits            scikit-learn's 1,797 scanned digits; faces: scikit-image's 200 LFW crops
+- icons-8           Adwaita's 23 device icons (drawn artwork, not photographs) x 8 heavy views = 184
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def builders() -> dict:
     }
     for name, (views, split, seed) in HARD.items():
         out[name] = lambda folder, v=views, s=split, sd=seed: demo.build_views(folder, v, seed=sd, split=s)
+    out["icons-8"] = lambda folder: demo.build_views(folder, 8, seed=6, sources=demo.source_icons())
     return out
 
 

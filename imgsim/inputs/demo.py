@@ -172,6 +172,24 @@ def build_demo(out_dir, n: int = 600, size: int = 512, seed: int = 0, progress: 
     return _build_once(Path(out_dir), spec, write, progress)
 
 
+# Icon artwork, unlike any photograph: the Adwaita theme's 512 px device icons (Debian's adwaita-icon-theme,
+# installed with GTK). Drawn objects on a flat background, often alike in palette (the printers, the drives).
+ICON_FOLDER = Path("/usr/share/icons/Adwaita/512x512/devices")
+
+
+def source_icons(folder: Path = ICON_FOLDER) -> dict[str, Image.Image]:
+    """The icons in `folder` as RGB images on imgsim's background, by name; FileNotFoundError when there are none."""
+    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if len(files) < 2:
+        raise FileNotFoundError(f"{folder}: no icons here (Debian's adwaita-icon-theme is not installed)")
+    icons = {}
+    for path in files:
+        with Image.open(path) as img:
+            img.load()
+            icons[path.stem] = to_rgb(img)
+    return icons
+
+
 def halves(photos: dict[str, Image.Image]) -> dict[str, Image.Image]:
     """Each photo's two halves (left and right, or top and bottom along its long side) as sources of their own.
 
@@ -187,13 +205,14 @@ def halves(photos: dict[str, Image.Image]) -> dict[str, Image.Image]:
 
 
 def build_views(out_dir, per_source: int, size: int = 256, seed: int = 1, area=(0.30, 0.80), grey: float = 0.25,
-                colour: float = 0.5, split: bool = False, progress: Progress | None = None) -> Path:
+                colour: float = 0.5, split: bool = False, progress: Progress | None = None,
+                sources: dict[str, Image.Image] | None = None) -> Path:
     """An evaluation collection of `per_source` views of each shipped photograph (or of each half, `split`).
 
     Heavier than the demo by default: crops of 30-80% of the area, a quarter of the views in
-    greyscale, strong colour shifts; JPEG quality 60-95 as the demo.
+    greyscale, strong colour shifts; JPEG quality 60-95 as the demo. `sources` replaces the photographs.
     """
-    photos = source_photos()
+    photos = source_photos() if sources is None else sources
     if split:
         photos = halves(photos)
     spec = {"kind": "views", "per_source": per_source, "size": size, "seed": seed, "area": list(area), "grey": grey,
