@@ -99,20 +99,32 @@ def score(folder: Path, settings: Settings, baselines_cache: dict) -> tuple[list
     if folder not in baselines_cache:
         baselines_cache[folder] = evaluation.baselines(paths)
     rows = evaluation.evaluate({"imgsim latents": vectors, **baselines_cache[folder]}, labels, k=k)
-    history["worst"] = worst_labels(vectors, labels, k)
+    history["per_label"], history["confusions"] = per_label(vectors, labels, k)
+    history["worst"] = history["per_label"][:4]
     return rows, history, k
 
 
-def worst_labels(vectors, labels, k: int, count: int = 4) -> list[tuple[str, float]]:
-    """The labels whose images find the fewest of their own kind among their k nearest (cosine)."""
+def per_label(vectors, labels, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, str, int]]]:
+    """Each label's precision@k, worst first, and the confusions: (label, the label found instead, how often
+    among the k nearest of that label's images), most frequent first."""
+    from collections import Counter
+
     from sklearn.neighbors import NearestNeighbors
 
     labels = np.asarray(labels)
     neighbours = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(vectors).kneighbors(
         return_distance=False)
-    hits = (labels[neighbours] == labels[:, None]).mean(axis=1)
-    per_label = sorted((float(hits[labels == name].mean()), str(name)) for name in np.unique(labels))
-    return [(name, round(value, 3)) for value, name in per_label[:count]]
+    found = labels[neighbours]
+    hits = (found == labels[:, None]).mean(axis=1)
+    precision = sorted((float(hits[labels == name].mean()), str(name)) for name in np.unique(labels))
+    wrong = Counter((str(a), str(b)) for a, row in zip(labels, found) for b in row if b != a)
+    return ([(name, round(value, 3)) for value, name in precision],
+            [(a, b, n) for (a, b), n in wrong.most_common()])
+
+
+def worst_labels(vectors, labels, k: int, count: int = 4) -> list[tuple[str, float]]:
+    """The labels whose images find the fewest of their own kind among their k nearest (cosine)."""
+    return per_label(vectors, labels, k)[0][:count]
 
 
 def main(argv=None) -> int:
@@ -153,12 +165,16 @@ def main(argv=None) -> int:
               + "; twin_mrr " + " ".join(f"{v:.3f}" for v in history.get("twin_mrr", [])))
         print(f"label-free vs precision@{k} {agreement(history)}")
         print("hardest: " + ", ".join(f"{name} {value:.3f}" for name, value in history["worst"]))
+        print("per label: " + ", ".join(f"{name} {value:.2f}" for name, value in history["per_label"]))
+        print("confusions (label -> label found instead: times among the k nearest): " + ", ".join(
+            f"{a}->{b} {n}" for a, b, n in history["confusions"][:10]))
         print(f"imgsim - best baseline ({best['name']}): {ours - best[f'precision@{k}']:+.3f} precision@{k}")
         sys.stdout.flush()
         if args.json:
             record = {"collection": folder.name, "k": k, "overrides": args.set + args.setting, "rows": rows,
                       "seconds": round(seconds, 1), **{n: history.get(n) for n in
-                      ("steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision", "worst",
+                      ("steps", "early_steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision",
+                       "worst", "per_label", "confusions",
                        *TWIN, *(f"best_{t}" for t in TWIN))}}
             with open(args.json, "a") as out:
                 out.write(json.dumps(record) + "\n")
