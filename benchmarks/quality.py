@@ -158,7 +158,9 @@ def main(argv=None) -> int:
         twin = ", ".join(f"{name} {history.get('best_' + name, float('nan')):.3f}" for name in TWIN)
         print(f"\n== {folder.name}: {len(evaluation.labelled_images(folder)[0])} images; trained {history.get('steps')} steps "
               f"({len(history.get('loss', []))} epochs, best {history.get('best_epoch')}) at "
-              f"{history.get('train_images_per_second')} images/s, {seconds:.0f} s with encoding and baselines")
+              f"{history.get('train_images_per_second')} images/s, {seconds:.0f} s with encoding and baselines; fit "
+              f"{history.get('fit_seconds')} s, {history.get('fit_cpu_seconds')} CPU s; load "
+              f"{' '.join(open('/proc/loadavg').read().split()[:3]) if Path('/proc/loadavg').exists() else '?'}")
         print(evaluation.format_table(rows))
         print(f"label-free (held-out {history.get('holdout_images')} images): {twin}")
         print("per epoch: precision " + " ".join(f"{v:.3f}" for v in history["probe_precision"])
@@ -173,7 +175,8 @@ def main(argv=None) -> int:
         if args.json:
             record = {"collection": folder.name, "k": k, "overrides": args.set + args.setting, "rows": rows,
                       "seconds": round(seconds, 1), **{n: history.get(n) for n in
-                      ("steps", "early_steps", "train_images_per_second", "fit_seconds", "best_epoch", "probe_precision",
+                      ("steps", "early_steps", "train_images_per_second", "fit_seconds", "fit_cpu_seconds", "best_epoch",
+                       "probe_precision",
                        "worst", "per_label", "confusions",
                        *TWIN, *(f"best_{t}" for t in TWIN))}}
             with open(args.json, "a") as out:

@@ -212,6 +212,6 @@ def test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_
 
 def test_new_training_settings_are_checked():
     for bad in (dict(early_size=48), dict(early_share=1.0), dict(local_size=20), dict(teacher_momentum=1.0),
-                dict(pooling="max"), dict(lr_schedule="step"), dict(train_seconds=0)):
+                dict(pooling="max"), dict(lr_schedule="step"), dict(train_seconds=-1)):
         with pytest.raises(ValueError):
             Settings(**bad)

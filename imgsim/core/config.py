@@ -51,7 +51,7 @@ class Settings:
     # A time budget instead: the steps follow the machine's speed (a GPU or a big CPU gets more), bounded
     # by min_steps and max_steps; the manifest records the steps run. None or 0: the step budget alone.
     train_seconds: float | None = field(default=None, metadata={
-        "help": "train for about this many seconds, whatever the steps (none: the step budget)"})
+        "help": "train for about this many seconds, whatever the steps (0: the step budget)"})
     engine: str = "auto"  # vector engine: auto (exact below CROSSOVER, faiss above) or a name in imgsim.storage.engines.ENGINES
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
     # How the network learns (imgsim.learning.model, imgsim.learning.fit). All of them go into each version's manifest
@@ -120,8 +120,8 @@ class Settings:
         if self.image_size % 2 ** len(self.stage_filters):
             raise ValueError(f"image size must be a multiple of {2 ** len(self.stage_filters)} for "
                              f"{len(self.stage_filters)} stages, got {self.image_size}")
-        if self.train_seconds is not None and not self.train_seconds > 0:
-            raise ValueError(f"train seconds must be positive, got {self.train_seconds}")
+        if self.train_seconds is not None and not self.train_seconds >= 0:
+            raise ValueError(f"train seconds must be 0 (the step budget) or more, got {self.train_seconds}")
         if self.pooling not in ("average", "gem"):
             raise ValueError(f"pooling must be average or gem, got {self.pooling!r}")
         if self.lr_schedule not in ("constant", "cosine"):

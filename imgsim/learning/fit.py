@@ -339,7 +339,7 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         progress_callback = ProgressCallback(progress, settings.epochs, data.steps, share, start=decode_share,
                                              seconds=seconds)
         counter = StepCounter()
-        fit_start = time.monotonic()
+        fit_start, cpu_start = time.monotonic(), time.process_time()
         epoch_logs, early_steps = {}, 0
         for epoch in range(settings.epochs):
             view_size = settings.early_size if epoch < early_epochs else size
@@ -365,12 +365,14 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         if stopper is not None:
             stopper.on_train_end()
         fit_seconds = time.monotonic() - fit_start
+        fit_cpu_seconds = time.process_time() - cpu_start  # every thread's: the measure of cost on a shared machine
     steps = counter.steps
     logs = {k: [float(v) for v in values] for k, values in epoch_logs.items()}
     logs.update(precision_policy=policy, steps=steps, early_steps=early_steps, images_seen=steps * batch_size,
                 batch_size=batch_size,
                 train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
                 decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
+                fit_cpu_seconds=round(fit_cpu_seconds, 2),
                 measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),
                 train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
     if stopper is not None and "twin_mrr" in logs:
