@@ -215,3 +215,26 @@ def test_new_training_settings_are_checked():
                 dict(pooling="max"), dict(lr_schedule="step"), dict(train_seconds=-1)):
         with pytest.raises(ValueError):
             Settings(**bad)
+
+
+def test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epoch(tmp_path):
+    """Each epoch is a `fit` call of its own; a callback (the first-model preview) still sees one train begin and
+    end, the run's epoch count in params and every epoch's end in order."""
+    import keras
+
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append("begin")
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, self.params["epochs"], "twin_mrr" in logs))
+
+        def on_train_end(self, logs=None):
+            seen.append("end")
+
+    settings = Settings(image_size=32, latent_dim=8, epochs=3, batch_size=8, seed=0, workers=1, patience=5)
+    fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85, min_steps=3, max_steps=3,
+                    callbacks=[Watch()])
+    assert seen == ["begin", (0, 3, True), (1, 3, True), (2, 3, True), "end"]

@@ -217,6 +217,49 @@ class Deadline(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class WholeRun(keras.callbacks.Callback):
+    """Hands one epoch's `fit` events to callbacks that live through the whole run (a preview, a probe): they
+    see their train begin and end once (`begin`, `end`), and `params["epochs"]` is the run's epoch count."""
+
+    def __init__(self, callbacks: list, epochs: int):
+        super().__init__()
+        self.callbacks, self.epochs = list(callbacks), epochs
+
+    def set_model(self, model):
+        super().set_model(model)
+        for c in self.callbacks:
+            c.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for c in self.callbacks:
+            c.set_params({**params, "epochs": self.epochs})
+
+    def begin(self):
+        for c in self.callbacks:
+            c.on_train_begin()
+
+    def end(self):
+        for c in self.callbacks:
+            c.on_train_end()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for c in self.callbacks:
+            c.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for c in self.callbacks:
+            c.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        for c in self.callbacks:
+            c.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for c in self.callbacks:
+            c.on_train_batch_end(batch, logs)
+
+
 class ProgressCallback(keras.callbacks.Callback):
     """Reports training through a plain `progress(fraction, message)` function: epoch, loss, time left.
 
@@ -339,6 +382,9 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
         progress_callback = ProgressCallback(progress, settings.epochs, data.steps, share, start=decode_share,
                                              seconds=seconds)
         counter = StepCounter()
+        whole = WholeRun([c for c in (measure, *(extra_callbacks or [])) if c is not None], settings.epochs)
+        whole.set_model(trainer)
+        whole.begin()
         fit_start, cpu_start = time.monotonic(), time.process_time()
         epoch_logs, early_steps = {}, 0
         for epoch in range(settings.epochs):
@@ -351,8 +397,7 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
             callbacks = [counter]
             if seconds:
                 callbacks.append(Deadline(fit_start + seconds * (epoch + 1) / settings.epochs, least))
-            callbacks += [c for c in (measure, *(extra_callbacks or [])) if c is not None]
-            callbacks.append(progress_callback)
+            callbacks += [whole, progress_callback]
             done = trainer.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=0)
             for name, values in done.history.items():
                 epoch_logs.setdefault(name, []).extend(values)
@@ -364,6 +409,7 @@ def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, prog
                     break
         if stopper is not None:
             stopper.on_train_end()
+        whole.end()
         fit_seconds = time.monotonic() - fit_start
         fit_cpu_seconds = time.process_time() - cpu_start  # every thread's: the measure of cost on a shared machine
     steps = counter.steps
