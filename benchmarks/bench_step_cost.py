@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from imgsim import Settings  # noqa: E402
-from imgsim.fit import multicrop_of  # noqa: E402
-from imgsim.model import Trainer, build_autoencoder, keras, loss_weights_of, views_of  # noqa: E402
+from imgsim.learning.fit import multicrop_of  # noqa: E402
+from imgsim.learning.model import Trainer, build_autoencoder, keras, loss_weights_of, views_of  # noqa: E402
 
 
 def parse(variant: str) -> dict:

@@ -204,7 +204,7 @@ def test_without_keras_backend_the_first_installed_is_chosen(monkeypatch):
 def test_grid_pooling_is_average_pooling_on_a_multiple_and_keeps_its_grid_on_any_side():
     import keras
 
-    from imgsim.model import GridPooling
+    from imgsim.learning.model import GridPooling
 
     numpy = keras.ops.convert_to_numpy
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
@@ -219,7 +219,7 @@ def test_gem_pooling_lies_between_the_average_and_the_maximum_and_saves_its_powe
     import keras
 
     from imgsim import Settings
-    from imgsim.model import GeMPooling
+    from imgsim.learning.model import GeMPooling
 
     x = np.random.default_rng(1).random((2, 6, 6, 4)).astype(np.float32)
     mean, top = x.mean(axis=(1, 2)), x.max(axis=(1, 2))
