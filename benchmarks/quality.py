@@ -29,10 +29,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 from make_eval_sets import precision_k  # noqa: E402
 
-from imgsim import Settings, evaluation  # noqa: E402
+from imgsim import Settings  # noqa: E402
 from imgsim.inputs.collection import Skipped, iter_decoded, scan_folder  # noqa: E402
 from imgsim.learning.fit import fit_autoencoder  # noqa: E402
 from imgsim.learning.model import compile_encoder, keras  # noqa: E402
+from imgsim.runs import evaluation  # noqa: E402
 
 TWIN = ("twin_recall@1", "twin_recall@10", "twin_mrr")
 
