@@ -139,7 +139,7 @@ def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path
     assert len(history["loss"]) == len(history["twin_mrr"]) == 2
     assert 0 <= history["best_twin_recall@1"] <= history["best_twin_recall@10"] <= 1
     assert history["best_epoch"] == 2 and history["best_twin_mrr"] == history["twin_mrr"][1]  # the second half's best
-    assert reports[-1][0] == pytest.approx(0.85) and reports[-1][1].startswith("epoch 2/2")
+    assert reports[-1][0] == pytest.approx(0.85) and str(reports[-1][1]).startswith("epoch 2/2")
     # the numbers travel as data (imgsim.core.progress.Event): each batch's loss, each epoch's measures
     assert reports[-1][1].data["epoch"] == 2 and reports[-1][1].data["measures"]["twin_mrr"] == history["twin_mrr"][1]
     assert [m.data["epoch"] for _, m in reports if "measures" in getattr(m, "data", {})] == [1, 2]
