@@ -309,121 +309,157 @@ def split_holdout(n: int, validation_split: float, seed: int) -> tuple[np.ndarra
     return order[:n_val], order[n_val:]
 
 
+def decode_sample(paths: list[str], settings: Settings, skipped: Skipped, folder: str, progress: Progress) -> np.ndarray:
+    """The decoded cache of the files, or of a random sample that fits CACHE_MAX_BYTES (more than the budget
+    can show); at least 2 readable images, else an ImgsimError naming what was skipped."""
+    per_image = settings.image_size ** 2 * 3
+    chosen = list(range(len(paths)))
+    if len(paths) * per_image > CACHE_MAX_BYTES:
+        chosen = sorted(np.random.default_rng(settings.seed).choice(len(paths), CACHE_MAX_BYTES // per_image, replace=False))
+    cache, _ = decode_cache([paths[i] for i in chosen], settings.image_size, settings.workers, skipped, folder,
+                            lambda done, message: progress(done / max(1, len(chosen)), message))
+    if len(cache) < 2:
+        from imgsim.core.errors import ImgsimError
+
+        raise ImgsimError(f"fewer than 2 readable images to train on ({skipped.summary()})")
+    return cache
+
+
+def early_epochs_of(settings: Settings) -> int:
+    """How many of the first epochs train on the smaller early views (progressive resizing); the last never does."""
+    if settings.early_size and settings.early_size < settings.image_size:
+        return min(settings.epochs - 1, round(settings.epochs * settings.early_share))
+    return 0
+
+
+def build_trainer(settings: Settings, early_epochs: int, jit_compile: bool | str,
+                  trainer_options: dict | None) -> Trainer:
+    """A new autoencoder (`trainer.autoencoder`) inside its compiled Trainer, as the settings ask."""
+    autoencoder = build_autoencoder(settings.image_size, settings.latent_dim, settings)
+    options = {"weights": loss_weights_of(settings), "views": views_of(settings), **multicrop_of(settings),
+               "sizes": (settings.early_size,) if early_epochs else (), **(trainer_options or {})}
+    trainer = Trainer(autoencoder, seed=settings.seed, **options)
+    if jit_compile == "auto":
+        jit_compile = JIT_COMPILE[keras.backend.backend()]
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), jit_compile=jit_compile)
+    return trainer
+
+
+def early_stopper(trainer: Trainer, settings: Settings, early_epochs: int) -> keras.callbacks.EarlyStopping:
+    """Early stopping on the held-out twin_mrr, begun.
+
+    Watched over the budget's second half only (and never the smaller early views): a held-out
+    measure of a few dozen images is noisy, and a model that starts high (photos-hard-8: twin_mrr
+    0.709 after the first epoch, then 0.697, 0.693) was stopped after 4 epochs with the first one's
+    weights, 0.509 precision@7 where epoch 4 had reached 0.582.
+    """
+    stopper = keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
+                                            restore_best_weights=True,
+                                            start_from_epoch=max(settings.epochs // 2, early_epochs))
+    stopper.set_model(trainer)
+    stopper.on_train_begin()
+    return stopper
+
+
+def epoch_steps(settings: Settings, per_epoch: int, min_steps: int | None, max_steps: int | None) -> tuple[int, int]:
+    """(the fewest steps an epoch runs, the most): both the step budget's epoch, or with a time budget the
+    floor's and the cap's shares (the clock ends an epoch between them)."""
+    if not settings.train_seconds:
+        return per_epoch, per_epoch
+    least = max(1, math.ceil(budget_floor(settings, min_steps) / settings.epochs))
+    return least, max(least, math.ceil(budget_cap(settings, max_steps) / settings.epochs))
+
+
+def train_epochs(trainer: Trainer, data: CachedBatches, settings: Settings, early_epochs: int, least: int,
+                 stopper, counter: StepCounter, around: list) -> tuple[dict, int]:
+    """Keras' `fit` once per epoch (an epoch may end on the clock, the view size may change between
+    epochs); returns each measure's per-epoch values and the steps run on the early views."""
+    fit_start = time.monotonic()
+    epoch_logs, early_steps = {}, 0
+    for epoch in range(settings.epochs):
+        view_size = settings.early_size if epoch < early_epochs else settings.image_size
+        if trainer.view_size != view_size:  # a new side: the step is traced again
+            trainer.view_size, trainer.train_function = view_size, None
+        if settings.lr_schedule == "cosine":  # stepped per epoch: the total of steps is not known in advance
+            trainer.optimizer.learning_rate = settings.learning_rate * 0.5 * (
+                1 + math.cos(math.pi * (epoch + 0.5) / settings.epochs))
+        callbacks = [counter]
+        if settings.train_seconds:
+            callbacks.append(Deadline(fit_start + settings.train_seconds * (epoch + 1) / settings.epochs, least))
+        done = trainer.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks + around, verbose=0)
+        trainer.stop_training = False  # a Deadline's stop ends its epoch only; early stopping's (below) ends the run
+        for name, values in done.history.items():
+            epoch_logs.setdefault(name, []).extend(values)
+        if epoch < early_epochs:
+            early_steps = counter.steps
+        if stopper is not None:
+            stopper.on_epoch_end(epoch, {k: v[-1] for k, v in done.history.items()})
+            if trainer.stop_training:
+                break
+    if stopper is not None:
+        stopper.on_train_end()
+    return epoch_logs, early_steps
+
+
+def run_history(epoch_logs: dict, stopper, **scalars) -> dict:
+    """The history dict: per-epoch lists as floats, the run's scalars, and the kept epoch's held-out measures."""
+    logs = {k: [float(v) for v in values] for k, values in epoch_logs.items()}
+    logs.update(scalars)
+    if stopper is not None and "twin_mrr" in logs:
+        best = stopper.best_epoch  # the epoch whose weights were kept
+        logs["best_epoch"] = best + 1
+        logs.update({f"best_{k}": logs[k][best] for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")})
+    return logs
+
+
 def fit_autoencoder(paths: list[str], settings: Settings, skipped: Skipped, progress: Progress, share: float,
                     min_steps: int | None = None, max_steps: int | None = None, jit_compile: bool | str = "auto",
                     trainer_options: dict | None = None, callbacks: list | None = None):
     """Train a new autoencoder on the files; returns (autoencoder, history dict).
 
     The history holds per-epoch lists (loss, reconstruction, invariance, spread and, with held-out
-    images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, images_seen,
+    images, twin_recall@1, twin_recall@10, twin_mrr) and run scalars: steps, early_steps, images_seen,
     train_images (files trained on), holdout_images, fit_seconds (Keras fit, including the held-out
-    measure), measure_seconds (the measure alone), decode_seconds, train_images_per_second
-    (images_seen over decode + fit time), best_epoch and the best epoch's twin_* values (what the saved weights give). `callbacks` are
-    extra Keras callbacks, run after the held-out measure (a benchmark's per-epoch probe).
+    measure), fit_cpu_seconds, measure_seconds (the measure alone), decode_seconds,
+    train_images_per_second (images_seen over decode + fit time), best_epoch and the best epoch's
+    twin_* values (what the saved weights give). `callbacks` are extra Keras callbacks, run after the
+    held-out measure (a benchmark's per-epoch probe). min_steps and max_steps default to the settings'.
     """
     start = time.monotonic()
     keras.utils.set_random_seed(settings.seed)
     policy = use_mixed_precision_if_gpu()
-    size = settings.image_size
-    per_image = size * size * 3
-    chosen = list(range(len(paths)))
-    if len(paths) * per_image > CACHE_MAX_BYTES:  # more than the budget can show: a random sample that fits
-        chosen = sorted(np.random.default_rng(settings.seed).choice(len(paths), CACHE_MAX_BYTES // per_image, replace=False))
     decode_share = 0.1 * share
+    min_steps = settings.min_steps if min_steps is None else min_steps
+    max_steps = settings.max_steps if max_steps is None else max_steps
     with tempfile.TemporaryDirectory(prefix="imgsim-cache-") as folder:
-        def report(done, message):
-            progress(decode_share * done / max(1, len(chosen)), message)
-
-        cache, _ = decode_cache([paths[i] for i in chosen], size, settings.workers, skipped, folder, report)
+        cache = decode_sample(paths, settings, skipped, folder, lambda done, m: progress(decode_share * done, m))
         decode_seconds = time.monotonic() - start
-        if len(cache) < 2:
-            from imgsim.core.errors import ImgsimError
-
-            raise ImgsimError(f"fewer than 2 readable images to train on ({skipped.summary()})")
         held, train_rows = split_holdout(len(cache), settings.validation_split, settings.seed)
         holdout = np.asarray(cache[np.sort(held)]) if len(held) else None
         batch_size = max(2, min(settings.batch_size, len(train_rows)))
-        if min_steps is None:  # Settings fields, once config.py has them
-            min_steps = getattr(settings, "min_steps", None)
-        if max_steps is None:
-            max_steps = getattr(settings, "max_steps", None)
         _, per_epoch = budget(len(train_rows), settings, batch_size, min_steps, max_steps)
         data = CachedBatches(cache, train_rows, batch_size, per_epoch, settings.seed)
-        extra_callbacks = callbacks
-
-        autoencoder = build_autoencoder(size, settings.latent_dim, settings)
-        early_epochs = 0
-        if settings.early_size and settings.early_size < size:
-            early_epochs = min(settings.epochs - 1, round(settings.epochs * settings.early_share))
-        options = {"weights": loss_weights_of(settings), "views": views_of(settings), **multicrop_of(settings),
-                   "sizes": (settings.early_size,) if early_epochs else (), **(trainer_options or {})}
-        trainer = Trainer(autoencoder, seed=settings.seed, **options)
-        if jit_compile == "auto":
-            jit_compile = JIT_COMPILE[keras.backend.backend()]
-        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), jit_compile=jit_compile)
-        measure = TwinRetrieval(autoencoder.get_layer("encoder"), holdout, settings.seed) if holdout is not None else None
-        stopper = None
-        if measure is not None:
-            # Watched over the budget's second half only (and never the smaller early views): a held-out
-            # measure of a few dozen images is noisy, and a model that starts high (photos-hard-8:
-            # twin_mrr 0.709 after the first epoch, then 0.697, 0.693) was stopped after 4 epochs with the
-            # first one's weights, 0.509 precision@7 where epoch 4 had reached 0.582.
-            stopper = keras.callbacks.EarlyStopping(monitor="twin_mrr", mode="max", patience=settings.patience,
-                                                    restore_best_weights=True,
-                                                    start_from_epoch=max(settings.epochs // 2, early_epochs))
-            stopper.set_model(trainer)
-            stopper.on_train_begin()
-        seconds = settings.train_seconds
-        if seconds:  # epochs are shares of the time; the steps bound them
-            least = max(1, math.ceil(budget_floor(settings, min_steps) / settings.epochs))
-            data.steps = max(least, math.ceil(budget_cap(settings, max_steps) / settings.epochs))
-        else:
-            least = data.steps = per_epoch
-        progress_callback = ProgressCallback(progress, settings.epochs, data.steps, share, start=decode_share,
-                                             seconds=seconds)
+        early_epochs = early_epochs_of(settings)
+        trainer = build_trainer(settings, early_epochs, jit_compile, trainer_options)
+        measure = None if holdout is None else TwinRetrieval(trainer.encoder, holdout, settings.seed)
+        stopper = None if measure is None else early_stopper(trainer, settings, early_epochs)
+        least, data.steps = epoch_steps(settings, per_epoch, min_steps, max_steps)
         counter = StepCounter()
-        whole = WholeRun([c for c in (measure, *(extra_callbacks or [])) if c is not None], settings.epochs)
+        whole = WholeRun([c for c in (measure, *(callbacks or [])) if c is not None], settings.epochs)
+        around = [whole, ProgressCallback(progress, settings.epochs, data.steps, share, start=decode_share,
+                                          seconds=settings.train_seconds)]
         whole.set_model(trainer)
         whole.begin()
         fit_start, cpu_start = time.monotonic(), time.process_time()
-        epoch_logs, early_steps = {}, 0
-        for epoch in range(settings.epochs):
-            view_size = settings.early_size if epoch < early_epochs else size
-            if trainer.view_size != view_size:  # a new side: the step is traced again
-                trainer.view_size, trainer.train_function = view_size, None
-            if settings.lr_schedule == "cosine":  # stepped per epoch: the total of steps is not known in advance
-                trainer.optimizer.learning_rate = settings.learning_rate * 0.5 * (
-                    1 + math.cos(math.pi * (epoch + 0.5) / settings.epochs))
-            callbacks = [counter]
-            if seconds:
-                callbacks.append(Deadline(fit_start + seconds * (epoch + 1) / settings.epochs, least))
-            callbacks += [whole, progress_callback]
-            done = trainer.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=0)
-            for name, values in done.history.items():
-                epoch_logs.setdefault(name, []).extend(values)
-            if epoch < early_epochs:
-                early_steps = counter.steps
-            if stopper is not None:
-                stopper.on_epoch_end(epoch, {k: v[-1] for k, v in done.history.items()})
-                if trainer.stop_training:
-                    break
-        if stopper is not None:
-            stopper.on_train_end()
+        epoch_logs, early_steps = train_epochs(trainer, data, settings, early_epochs, least, stopper, counter, around)
         whole.end()
         fit_seconds = time.monotonic() - fit_start
         fit_cpu_seconds = time.process_time() - cpu_start  # every thread's: the measure of cost on a shared machine
     steps = counter.steps
-    logs = {k: [float(v) for v in values] for k, values in epoch_logs.items()}
-    logs.update(precision_policy=policy, steps=steps, early_steps=early_steps, images_seen=steps * batch_size,
-                batch_size=batch_size,
-                train_images=len(train_rows), holdout_images=0 if holdout is None else len(holdout),
-                decode_seconds=round(decode_seconds, 2), fit_seconds=round(fit_seconds, 2),
-                fit_cpu_seconds=round(fit_cpu_seconds, 2),
-                measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),
-                train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
-    if stopper is not None and "twin_mrr" in logs:
-        best = stopper.best_epoch  # the epoch whose weights were kept
-        logs["best_epoch"] = best + 1
-        logs.update({f"best_{k}": logs[k][best] for k in ("twin_recall@1", "twin_recall@10", "twin_mrr")})
-    return autoencoder, logs
-
+    return trainer.autoencoder, run_history(
+        epoch_logs, stopper, precision_policy=policy, steps=steps, early_steps=early_steps,
+        images_seen=steps * batch_size, batch_size=batch_size, train_images=len(train_rows),
+        holdout_images=0 if holdout is None else len(holdout), decode_seconds=round(decode_seconds, 2),
+        fit_seconds=round(fit_seconds, 2), fit_cpu_seconds=round(fit_cpu_seconds, 2),
+        measure_seconds=round(measure.seconds if measure is not None else 0.0, 2),
+        train_images_per_second=round(steps * batch_size / max(fit_seconds + decode_seconds, 1e-9), 1))
