@@ -9,6 +9,7 @@ from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_text, one_line, relative_paths
 from imgsim.inputs.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.search import Query, url_query
+from imgsim.search.rerank import MIN_AGREEING
 from imgsim.storage.group_names import group_name
 from pages import common
 
@@ -82,7 +83,8 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
                                     format_func={"cluster": "Same group", "all": "Whole collection"}.get)
     try:
         vector = query_vector(searcher, str(searcher.version.model_dir), searcher.version.id, prepared.sha1, prepared)
-        result = searcher.query(source, n, scope, name=prepared.name, vector=vector, sha1=prepared.sha1)
+        result = searcher.query(source, n, scope, name=prepared.name, vector=vector, sha1=prepared.sha1,
+                                features=prepared.features, recheck=cfg.recheck)
     except (ImgsimError, ValueError) as exc:
         st.error(error_text(exc, cfg, searcher.version))
         return
@@ -108,7 +110,8 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
         for start in range(0, len(result.results), COLUMNS):
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
                 column.image(common.thumbnail(hit.path, 256), width="stretch")
-                badge = ":blue-badge[exact copy] " if hit.exact else ""
+                badge = ":blue-badge[exact copy] " if hit.exact else (
+                    ":green-badge[same scene] " if (hit.inliers or 0) >= MIN_AGREEING else "")
                 column.caption(f"{badge}**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
                                f"{common.md(common.short_name(hit.path, version))}")
                 row = version.records.row_of_path(hit.path)

@@ -44,6 +44,7 @@ class Hit(Answer):
     score: float  # cosine similarity, 1.0 for an exact copy
     group: int
     exact: bool = False  # the same bytes as the query
+    inliers: int | None = None  # keypoints agreeing by geometry (imgsim.search.rerank); None: not re-checked
 
 
 @dataclass(frozen=True)

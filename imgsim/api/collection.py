@@ -162,7 +162,7 @@ class Collection:
         for hit in result.results:
             row = records.row_of_path(hit.path)
             hits.append(answers.Hit(id=str(int(records.ids[row])), path=self.path(searcher.version, row),
-                                    score=hit.score, group=hit.cluster, exact=hit.exact))
+                                    score=hit.score, group=hit.cluster, exact=hit.exact, inliers=hit.inliers))
         return answers.SearchResult(query=result.query, version=searcher.version.id, group=result.cluster, hits=hits)
 
     def file(self, image) -> Path:
@@ -192,7 +192,7 @@ class Collection:
         if is_url(image):
             ready = url_query(image, searcher.image_size)
             result = searcher.query(image, n, scope, name=image, vector=searcher.encode(ready.image[None])[0],
-                                    sha1=ready.sha1, group=group)
+                                    sha1=ready.sha1, group=group, features=ready.features)
         elif isinstance(image, (bytes, bytearray, memoryview)):
             result = searcher.query(None, n, scope, name="upload", data=bytes(image), group=group)
         else:
@@ -238,7 +238,7 @@ class Collection:
             raise NotFoundError(f"image {image_id(image)} has no vector in version {searcher.version.id}")
         copies = [r for r in records.rows_with_sha1(records.sha1[row].decode()).tolist() if r != row]
         result = searcher.search_vector(vector, n, scope, exclude=[row], name=str(image_id(image)), copies=copies,
-                                        group=group)
+                                        group=group, features=searcher.stored_features(row))
         return self.hits(searcher, result)
 
     # --- the collection ------------------------------------------------------------------------

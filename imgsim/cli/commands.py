@@ -46,7 +46,7 @@ def join_ray(address: str | None) -> None:
 
 def cmd_train(args, settings: Settings) -> None:
     settings = settings.replace(images=args.images, follow_links=args.follow_links, engine=args.engine,
-                                **{name: getattr(args, name) for name in TRAINING_FIELDS})
+                                recheck=args.recheck, **{name: getattr(args, name) for name in TRAINING_FIELDS})
     if args.background and args.ray:
         raise ImgsimError("--ray runs in the foreground only (the background job does not take it)")
     if args.background:
@@ -71,8 +71,8 @@ def cmd_index(args, settings: Settings) -> None:
     images = args.images or store.images_root(settings.model_dir)
     join_ray(args.ray)
     with terminal_progress("index") as progress:
-        report = index(settings.replace(images=images, follow_links=args.follow_links), progress, engine=args.engine,
-                       ray=args.ray)
+        report = index(settings.replace(images=images, follow_links=args.follow_links, recheck=args.recheck), progress,
+                       engine=args.engine, ray=args.ray)
     print(report.summary())
 
 
@@ -81,6 +81,7 @@ def cmd_query(args, settings: Settings) -> int:
     from imgsim.inputs.images import describe, open_image, read_bytes
     from imgsim.search import Searcher
     from imgsim.search.plot import grid_path, save_grid
+    from imgsim.search.rerank import MIN_AGREEING
 
     if args.n < 1:
         raise ImgsimError("-n must be at least 1")
@@ -89,7 +90,7 @@ def cmd_query(args, settings: Settings) -> int:
     for number, source in enumerate(args.sources, 1):
         try:
             data = read_bytes(source)
-            result = searcher.query(source, args.n, args.scope, data=data)
+            result = searcher.query(source, args.n, args.scope, data=data, recheck=args.recheck and settings.recheck)
         except ImgsimError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             failed += 1
@@ -100,7 +101,8 @@ def cmd_query(args, settings: Settings) -> int:
             print(f"{one_line(source)}  (group {result.cluster})")
             for rank, hit in enumerate(result.results, 1):
                 copy = "  (exact copy)" if hit.exact else ""
-                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}{copy}")
+                scene = f"  (same scene: {hit.inliers} keypoints agree)" if (hit.inliers or 0) >= MIN_AGREEING else ""
+                print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}{copy}{scene}")
         if args.plot:
             plot = grid_path(args.plot, number, len(args.sources))
             save_grid(plot, open_image(data, describe(source), draft_size=160), result)

@@ -33,6 +33,10 @@ def with_ray(p):
                    "address; the images must be at the same paths on every worker; needs imgsim[ray])")
 
 
+def with_recheck(p, help):
+    p.add_argument("--no-recheck", dest="recheck", action="store_false", help=help)
+
+
 def add_serve(sub):
     p = with_model_dir(sub.add_parser(
         "serve", help="start the dashboard (training a first model in the background when there is none)",
@@ -73,6 +77,7 @@ def add_train(sub):
                    help="train in a background process (as the dashboard does) and return at once; see `imgsim status`")
     p.add_argument("--demo-first", action="store_true",
                    help="with --background: build the demo collection in the images folder first")
+    with_recheck(p, "keep no local features of the images (queries are then ordered by the latents alone)")
     add_training_flags(p)
 
 
@@ -82,6 +87,7 @@ def add_index(sub):
     with_ray(p)
     with_follow_links(p)
     with_engine(p, "to move the collection into, without re-encoding (default: keep the version's)")
+    with_recheck(p, "find no local features for the added images (their results keep the latents' order)")
 
 
 def add_query(sub):
@@ -94,6 +100,8 @@ def add_query(sub):
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the query and its results as a picture grid")
     p.add_argument("--engine", choices=engine_names(),
                    help="search with another engine than the version's (its vectors are moved in memory)")
+    with_recheck(p, "order the results by the latents alone: no re-check of the top answers by geometry "
+                    "(--json gives each re-checked result's agreeing keypoints as `inliers`)")
 
 
 def add_clusters(sub):

@@ -54,6 +54,9 @@ class Settings:
         "help": "train for about this many seconds, whatever the steps (0: the step budget)"})
     engine: str = "auto"  # vector engine: auto (exact below CROSSOVER, faiss above) or a name in imgsim.storage.engines.ENGINES
     follow_links: bool = False  # follow links to folders and links that leave the images folder when scanning it
+    # Re-check a query's top answers by geometry (imgsim.search.rerank): training and indexing then also keep
+    # each image's local features; off, neither does and the latents alone order the results.
+    recheck: bool = True
     # How the network learns (imgsim.learning.model, imgsim.learning.fit). All of them go into each version's manifest
     # (training_dict), so that a version can be retrained exactly; `help` says what each one is.
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam's learning rate, constant"})

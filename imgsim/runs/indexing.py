@@ -23,6 +23,7 @@ from imgsim.learning.groups import predict_groups
 from imgsim.learning.projection import place_new
 from imgsim.runs.encoding import encode_collection
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
+from imgsim.search import rerank
 from imgsim.storage import store
 from imgsim.storage.group_names import inherit
 from imgsim.storage.manifest import Manifest
@@ -38,12 +39,14 @@ def record_entries(model_dir, version: store.Version) -> list:
 
 @dataclass
 class Changes:
-    """What a scan found against a version: the files now there, the new ones, the ids of those gone."""
+    """What a scan found against a version: the files now there, the new ones, the ids of those gone, and which of
+    the version's rows are unchanged."""
 
     files: list
     new_files: list
     removed_ids: np.ndarray
     skipped: Skipped
+    unchanged: np.ndarray
 
 
 def changes_since(version: store.Version, settings: Settings) -> Changes:
@@ -60,16 +63,18 @@ def changes_since(version: store.Version, settings: Settings) -> Changes:
                  if current.get(rec["path"]) == (rec["path"], rec["size"], rec["mtime_ns"])]
     known = {records.paths[i] for i in np.flatnonzero(unchanged)} | {rec["path"] for rec in still_bad}
     skipped = Skipped({rec["path"]: rec["reason"] for rec in still_bad} | scanned.reasons, scanned.not_images)
-    return Changes(files, [f for f in files if f.path not in known], records.ids[~unchanged], skipped)
+    return Changes(files, [f for f in files if f.path not in known], records.ids[~unchanged], skipped, unchanged)
 
 
-def new_records_of(version: store.Version, changes: Changes, settings: Settings, searchable, ray, progress):
-    """Encode the new files and place them (group: the nearest centre; map: beside their neighbours)."""
+def new_records_of(version: store.Version, changes: Changes, settings: Settings, searchable, ray, progress,
+                   found: list | None = None):
+    """Encode the new files and place them (group: the nearest centre; map: beside their neighbours); with `found`
+    (a list), each kept one's local features are appended to it."""
     new_files = changes.new_files
     progress(0.0, f"encoding {len(new_files)} new images")
     kept, vectors, hashes, failures = encode_collection(version.model_path, [f.path for f in new_files],
                                                         version.image_size, workers=settings.workers, ray=ray,
-                                                        progress=progress, start=0.0, share=0.8)
+                                                        progress=progress, start=0.0, share=0.8, features=found)
     for path, reason in failures.items():
         changes.skipped.add(path, reason)
     if len(version.records) - len(changes.removed_ids) + len(kept) < 2:
@@ -81,6 +86,44 @@ def new_records_of(version: store.Version, changes: Changes, settings: Settings,
                             predict_groups(vectors, version.centres) if len(vectors) else [],
                             place_new(vectors, searchable, version.records))
     return records, vectors
+
+
+def features_lacking(settings: Settings, version: store.Version, unchanged: np.ndarray):
+    """(the parent's local features, None when it has none usable: made before them, or damaged; the rows of
+    unchanged images without any there, which `index` finds too, once: none with re-checking off)."""
+    stored = rerank.open_features(version) if rerank.can_describe(version.image_size) else None
+    if not settings.recheck or not rerank.can_describe(version.image_size):
+        return stored, np.zeros(0, np.int64)
+    rows = np.flatnonzero(unchanged)
+    return stored, rows if stored is None else rows[stored.rows_of(version.records.ids[rows]) < 0]
+
+
+def keypoint_segments(settings: Settings, version: store.Version, stored, lacking: np.ndarray, new_ids, found,
+                      live_ids, progress: Progress = no_progress) -> dict:
+    """The new version's manifest value for local features: the parent's usable segments (compacted once removed
+    images' pass a share), the added images' and those the unchanged images lacked (none of either with re-checking
+    off)."""
+    if not rerank.can_describe(version.image_size):
+        return {}
+    model_dir = settings.model_dir
+    segments = keypoints_carried(model_dir, version, live_ids) if stored is not None else []
+    if len(lacking):
+        progress(0.9, f"finding the local features of {len(lacking)} images")
+        paths = [version.records.paths[r] for r in lacking.tolist()]
+        segments.append(rerank.save_features(model_dir, version.records.ids[lacking],
+                                             rerank.describe_files(paths, version.image_size, settings.workers)))
+    return rerank.manifest_part(model_dir, segments, new_ids, found)
+
+
+def keypoints_carried(model_dir, version: store.Version, live_ids) -> list:
+    """The parent's keypoint segments still worth keeping (none when they are unusable or damaged)."""
+    from imgsim.core.errors import ModelNotFoundError
+    from imgsim.storage.keypoints import carried, segments_of
+
+    try:
+        return carried(model_dir, rerank.LAYOUT, segments_of(version.manifest, rerank.LAYOUT), live_ids)
+    except ModelNotFoundError:
+        return []  # damaged: the images lacking features get new ones at the next index
 
 
 def index(settings: Settings, progress: Progress = no_progress, engine: str | None = None,
@@ -105,10 +148,12 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         old_state = version.manifest.get("engine") or {}
         wanted = choose_engine(engine, len(version)) if engine else old_state.get("engine", "exact")
         moving = wanted != old_state.get("engine")
-        if not changes.new_files and not len(changes.removed_ids) and not moving:
+        stored, lacking = features_lacking(settings, version, changes.unchanged)
+        if not changes.new_files and not len(changes.removed_ids) and not moving and not len(lacking):
             return RunReport(None, len(version), changes.skipped, seconds=time.monotonic() - start)
         searchable = version.engine(wanted) if moving else version.engine()
-        new_records, vectors = new_records_of(version, changes, settings, searchable, ray, progress)
+        found = [] if settings.recheck and rerank.can_describe(version.image_size) else None  # their local features
+        new_records, vectors = new_records_of(version, changes, settings, searchable, ray, progress, found)
         searchable.remove(changes.removed_ids)
         searchable.add(new_records.ids, vectors, new_records.groups)
         searchable.compact()
@@ -118,12 +163,15 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
         if len(new_records):
             entries.append(save_segment(model_dir, new_records))
         entries = compacted(model_dir, entries)
+        live_ids = np.concatenate([version.records.ids[changes.unchanged], new_records.ids])
+        keypoints = keypoint_segments(settings, version, stored, lacking, new_records.ids, found or [], live_ids,
+                                      progress)
         images = len(version) - len(changes.removed_ids) + len(new_records)
         metrics = {**version.manifest.get("metrics", {}), "images": images, "skipped": len(changes.skipped)}
         manifest = Manifest(kind="index", settings=version.manifest["settings"],
                             images_root=str(Path(settings.images).resolve()), parent=version.id,
                             fingerprint=fingerprint(changes.files), metrics=metrics,
-                            libraries=version.manifest.get("libraries") or {},
+                            libraries=version.manifest.get("libraries") or {}, keypoints=keypoints,
                             skipped_files=skipped_records(changes.files, changes.skipped))
         new_id = store.write_version(model_dir, manifest=manifest, records=entries, engine=engine_state,
                                      centres=version.centres, history=version.history, make_current=False,

@@ -25,6 +25,7 @@ from imgsim.learning.model import keras
 from imgsim.learning.projection import map_2d, warm_up
 from imgsim.runs.encoding import encode_collection
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records  # noqa: F401 (imported from here too)
+from imgsim.search import rerank
 from imgsim.storage import store
 from imgsim.storage.engines import choose_engine
 from imgsim.storage.group_names import carry_over, inherit, load_labels
@@ -136,9 +137,10 @@ class Publisher:
         train_seconds = time.monotonic() - self.start
         # a preview's encoding failures will be the final run's too: count them there once
         failed = Skipped(dict(skipped.reasons), skipped.not_images) if preview else skipped
+        found = [] if settings.recheck and rerank.can_describe(settings.image_size) else None  # local features
         kept, vectors, hashes, failures = encode_collection(autoencoder, [f.path for f in files], settings.image_size,
                                                             workers=settings.workers, ray=self.ray, progress=progress,
-                                                            start=at, share=share)
+                                                            start=at, share=share, features=found)
         for path, reason in failures.items():
             failed.add(path, reason)
         if len(vectors) < 2:
@@ -174,7 +176,8 @@ class Publisher:
         manifest = Manifest(kind="preview" if preview else "train", settings=settings.training_dict(),
                             images_root=str(Path(settings.images).resolve()), parent=parent.id if parent else None,
                             fingerprint=fingerprint(files), metrics=metrics, libraries=library_versions(),
-                            skipped_files=skipped_records(files, failed))
+                            skipped_files=skipped_records(files, failed),
+                            keypoints=rerank.manifest_part(settings.model_dir, [], records.ids, found or []))
         version = store.write_version(settings.model_dir, manifest=manifest, records=entries, engine=engine_state,
                                       centres=centres, history=history, make_current=False,
                                       save_model=lambda path: autoencoder.save(path))

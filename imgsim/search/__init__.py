@@ -13,9 +13,11 @@ import numpy as np
 from imgsim.core.batching import Batches
 from imgsim.core.cache import ByteBudgetCache
 from imgsim.core.errors import ModelNotFoundError
+from imgsim.features.local import QueryFeatures
 from imgsim.inputs.images import decode, decode_with_picture, describe, is_url, read_bytes
 from imgsim.learning.encoding import encode_files
 from imgsim.learning.groups import predict_groups
+from imgsim.search import rerank
 from imgsim.storage import store
 
 SCOPES = ("cluster", "all")
@@ -29,6 +31,9 @@ class Hit:
     distance: float  # cosine distance, 1 - score
     cluster: int
     exact: bool = False  # the same bytes as the query: a copy of it in the collection
+    # keypoints of the query (or its mirror image) agreeing with this image on one similarity transform
+    # (imgsim.search.rerank): None where it was not re-checked; from rerank.MIN_AGREEING on, the same scene
+    inliers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,12 @@ class Query:
     sha1: str
     pixels: np.ndarray  # (size, size, 3) uint8: `decode`'s input to the model, exactly (x 1/255 gives it back)
     thumbnail: bytes  # a JPEG at most THUMBNAIL_PX on its longer side
+    features: QueryFeatures | None = None  # its local features for re-checking results (imgsim.search.rerank)
 
     @property
     def nbytes(self) -> int:
-        return self.pixels.nbytes + len(self.thumbnail) + len(self.name) + len(self.sha1) + 200
+        found = 0 if self.features is None else self.features.nbytes
+        return self.pixels.nbytes + len(self.thumbnail) + len(self.name) + len(self.sha1) + found + 200
 
     @property
     def image(self) -> np.ndarray:
@@ -59,7 +66,8 @@ class Query:
 
         image, picture = decode_with_picture(data, image_size, name, THUMBNAIL_PX)  # one decode for both
         pixels = np.rint(image * 255).astype(np.uint8)  # decode scaled uint8 pixels by 1/255: exact both ways
-        return cls(name, hashlib.sha1(data).hexdigest(), pixels, encode_jpeg(picture))
+        return cls(name, hashlib.sha1(data).hexdigest(), pixels, encode_jpeg(picture),
+                   rerank.query_features(image) if rerank.can_describe(image_size) else None)
 
 
 THUMBNAIL_PX = 256
@@ -108,6 +116,18 @@ class Searcher:
         self.engine = version.engine(engine)
         self.records = version.records
         self.paths = version.paths
+        self._keypoints = None  # the version's stored local features, opened at the first re-check
+        self._keypoints_opened = False
+        self._keypoints_lock = threading.Lock()  # opening verifies the files' checksums: once, by one thread
+
+    @property
+    def keypoints(self):
+        """The version's local features (imgsim.storage.keypoints), or None when it has none usable."""
+        with self._keypoints_lock:
+            if not self._keypoints_opened:
+                self._keypoints = rerank.open_features(self.version) if rerank.can_describe(self.image_size) else None
+                self._keypoints_opened = True
+            return self._keypoints
 
     @classmethod
     def load(cls, model_dir, version_id: str | None = None, engine: str | None = None) -> Searcher:
@@ -150,12 +170,24 @@ class Searcher:
         """Collection rows holding exactly these bytes (found by hash, without the model)."""
         return self.records.rows_with_sha1(hashlib.sha1(data).hexdigest()).tolist()
 
+    def stored_features(self, row: int) -> QueryFeatures | None:
+        """A collection image's own stored features as a query's (nothing decoded: without its mirror image's)."""
+        kept = self.keypoints
+        return None if kept is None else rerank.stored_query(kept, self.records.ids[row])
+
     def vector_of(self, data: bytes, name: str = "image") -> np.ndarray:
         """An image's latent (its bytes decoded as every model input is, then encoded)."""
         return self.encode(decode(data, self.image_size, name)[None])[0]
 
+    def prepare(self, data: bytes, name: str = "image", recheck: bool = True):
+        """An image's latent and, with `recheck`, its local features (None without): decoded once."""
+        image = decode(data, self.image_size, name)
+        found = rerank.query_features(image) if recheck and rerank.can_describe(self.image_size) else None
+        return self.encode(image[None])[0], found
+
     def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None,
-              vector: np.ndarray | None = None, sha1: str | None = None, group: int | None = None) -> QueryResult:
+              vector: np.ndarray | None = None, sha1: str | None = None, group: int | None = None,
+              features: QueryFeatures | None = None, recheck: bool = True) -> QueryResult:
         """The n most similar collection images to a path, URL or bytes, best first.
 
         scope "cluster" searches the query's predicted group first and tops up from the rest of
@@ -163,26 +195,36 @@ class Searcher:
         The query itself (the same file) is never returned; other files with the same bytes come
         first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
         read (so a URL is fetched once); `vector`, their latent already encoded (`vector_of`), so a
-        page that reruns decodes a query once; with `sha1` (a `Query`'s) too, the bytes are not needed.
-        `group` searches that group only, whatever the query's predicted one.
+        page that reruns decodes a query once; with `sha1` (a `Query`'s) too, the bytes are not needed,
+        and with `features` (a `Query`'s) neither for the re-check. `group` searches that group only,
+        whatever the query's predicted one. `recheck` re-checks the top answers by geometry where the
+        version keeps local features (imgsim.search.rerank); off, the latents alone order them.
         """
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         name = name or describe(source)
-        if vector is None or sha1 is None:
+        recheck = recheck and self.keypoints is not None
+        if vector is None or sha1 is None or (recheck and features is None):
             data = read_bytes(source) if data is None else data
-        vector = self.vector_of(data, name) if vector is None else vector
+        if vector is None:
+            vector, found = self.prepare(data, name, recheck and features is None)
+            features = features if features is not None else found
+        elif recheck and features is None:
+            features = rerank.query_features(decode(data, self.image_size, name))
         itself = self.itself(source)
         sha1 = sha1 or hashlib.sha1(data).hexdigest()
         copies = [row for row in self.records.rows_with_sha1(sha1).tolist() if row not in itself]
-        return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies, group=group)
+        return self.search_vector(vector, n, scope, exclude=itself, name=name, copies=copies, group=group,
+                                  features=features if recheck else None)
 
     def search_vector(self, vector: np.ndarray, n: int, scope: str = "cluster", exclude=(), name: str = "query",
-                      copies=(), group: int | None = None) -> QueryResult:
+                      copies=(), group: int | None = None, features: QueryFeatures | None = None) -> QueryResult:
         """The n nearest collection images to a latent, inside its predicted group first.
 
         `exclude` holds rows never returned; `copies` rows returned first as exact copies; `group`
-        restricts the answer (copies too) to that group, with no top-up from the others.
+        restricts the answer (copies too) to that group, with no top-up from the others. With the
+        query's `features`, the best rerank.CANDIDATES (of the group searched first, with scope
+        "cluster") are re-checked by geometry, and the same scene comes first.
         """
         only = group
         group = int(predict_groups(vector[None], self.version.centres)[0])
@@ -190,18 +232,23 @@ class Searcher:
         exact = [Hit(self.paths[r], 1.0, 0.0, int(self.records.groups[r]), exact=True) for r in copies]
         n -= len(exact)
         excluded = set(self.records.ids[list(exclude) + list(copies)].tolist()) if (exclude or copies) else set()
-        hits = []
         if n <= 0:
             return QueryResult(name, group, exact)
-        if only is not None:
-            hits = self.engine.search(vector, n, group=only, exclude=excluded)
-        elif scope == "cluster":
-            hits = self.engine.search(vector, n, group=group, exclude=excluded)
-        if len(hits) < n and only is None:
-            hits += self.engine.search(vector, n - len(hits), exclude=excluded | {i for i, _ in hits})
-        rows = self.records.rows_of([i for i, _ in hits])
-        results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]))
-                   for r, (_, score) in zip(rows.tolist(), hits) if r >= 0]
+        kept = self.keypoints if features is not None and len(features.plain) else None
+        wanted = max(n, rerank.CANDIDATES) if kept is not None else n
+        hits = []
+        if only is not None or scope == "cluster":
+            hits = self.engine.search(vector, wanted, group=group if only is None else only, exclude=excluded)
+        if len(hits) < n and only is None:  # "all", or a group with fewer than n others
+            hits += self.engine.search(vector, (wanted if scope == "all" else n) - len(hits),
+                                       exclude=excluded | {i for i, _ in hits})
+        checked = [None] * len(hits)
+        if kept is not None:
+            hits, checked = rerank.recheck(kept, features, hits)
+        rows = self.records.rows_of([i for i, _ in hits[:n]])
+        results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]),
+                       inliers=count)
+                   for r, (_, score), count in zip(rows.tolist(), hits, checked) if r >= 0]
         return QueryResult(name, group, exact + results)
 
 

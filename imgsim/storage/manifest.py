@@ -34,6 +34,8 @@ class Manifest:
     metrics: dict = field(default_factory=dict)  # images, twin measures, silhouette, steps, timings, ...
     libraries: dict = field(default_factory=dict)  # Python, the Keras backend and the libraries, with versions
     skipped_files: list = field(default_factory=list)  # unreadable files, retried by `index` once they change
+    # the images' local features for re-checking search results (imgsim.storage.keypoints); empty when none
+    keypoints: dict = field(default_factory=dict)
     created: str = field(default_factory=utc_now)
 
     def __post_init__(self):

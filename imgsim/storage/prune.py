@@ -59,6 +59,7 @@ def versions_to_keep(model_dir, manifests: dict, keep: int) -> list[str]:
 def unneeded_segments(model_dir, kept: list[dict]) -> list[Path]:
     """Segment files no kept version refers to; refuses (ImgsimError) when a kept one does not say what it needs."""
     from imgsim.storage.engines import unreferenced_files
+    from imgsim.storage.keypoints import segment_files as keypoint_files
     from imgsim.storage.records import segment_files
 
     states, wanted = [], set()
@@ -68,7 +69,7 @@ def unneeded_segments(model_dir, kept: list[dict]) -> list[Path]:
         try:  # a kept version whose segments are not known keeps every segment: nothing is pruned
             if m.get("damaged") or not isinstance(m.get("engine"), dict):
                 raise TypeError
-            wanted |= segment_files(m["records"])
+            wanted |= segment_files(m["records"]) | keypoint_files(m)
         except (KeyError, TypeError, AttributeError):
             raise ImgsimError(f"{model_dir}: version {m.get('id')} is kept but its manifest does not say which "
                               "segments it needs (damaged?); make another version current first. Nothing was "

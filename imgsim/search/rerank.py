@@ -1,0 +1,139 @@
+"""Re-checking a query's top answers by geometry: other views of the same scene above look-alikes.
+
+The latents find candidates that look alike; many wrong ones are another picture with the same texture
+or tones (grass and gravel, a page of text and grass). For the CANDIDATES best, the query's local
+features (imgsim.features.local, found once per query) are matched with each candidate's (found once
+per version at training or indexing, imgsim.storage.keypoints), and a candidate on which at least
+MIN_AGREEING keypoints agree on one similarity transform (imgsim.features.matching) shows the same
+scene: those move to the top, most agreeing first. The rest keep the latents' order, as everything does
+where there is nothing to compare: a query or a candidate without features (a small, flat or blurred
+picture, a version made before features), or a version whose features cannot be read.
+
+The work per query is bounded whatever the collection's size and n: one query's features, then at
+most CANDIDATES x KEYPOINTS x KEYPOINTS descriptor comparisons and as many small geometric fits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from imgsim.core.errors import ModelNotFoundError
+from imgsim.features import local
+from imgsim.features.matching import agreeing
+from imgsim.storage.keypoints import KeypointStore, Layout, manifest_value, open_store, save_segment
+
+log = logging.getLogger(__name__)
+
+# benchmarks/rerank.py (benchmarks/rerank-results.txt): on photos-hard-8, views of one photograph kept
+# 8 or more agreeing keypoints in 85 % of pairs, distinct photographs never more than 4 (of 14,000
+# pairs): 8 leaves a margin of two. 50 candidates hold most of a query's fellow views on every photo
+# collection while the check stays within the query's 50 ms.
+CANDIDATES = 50
+MIN_AGREEING = 8
+LAYOUT = Layout(local.FORMAT, local.SIDE, local.KEYPOINTS, local.DESCRIPTOR_BYTES)
+
+
+def can_describe(image_size: int) -> bool:
+    """Whether a model of this input size gets features at all (tiny inputs have too few corners)."""
+    return image_size >= local.MIN_IMAGE_SIZE
+
+
+def query_features(image: np.ndarray) -> local.QueryFeatures:
+    """A query's features, plain and mirrored, from the model's input (none for a flat or tiny picture)."""
+    return local.describe_query(image)
+
+
+def save_features(model_dir, ids, features: list[local.LocalFeatures]) -> dict:
+    """One segment of these images' features (one LocalFeatures per id); returns its entry."""
+    return save_segment(model_dir, LAYOUT, {"ids": np.asarray(ids, np.int64).reshape(-1), **local.stack(features)})
+
+
+def manifest_entry(segments: list) -> dict:
+    """What a version's manifest keeps under imgsim.storage.keypoints.MANIFEST_KEY."""
+    return manifest_value(LAYOUT, segments)
+
+
+def open_features(version) -> KeypointStore | None:
+    """The version's features; None when it has none this imgsim can use, or they are damaged (logged)."""
+    try:
+        return open_store(version.model_dir, version.manifest, LAYOUT)
+    except ModelNotFoundError as exc:
+        log.warning("version %s: its keypoints cannot be used (%s); results keep the latents' order", version.id, exc)
+        return None
+
+
+def agreement(store: KeypointStore, query: local.QueryFeatures, ids) -> np.ndarray:
+    """(n,) int: the keypoints agreeing between the query (or its mirror image) and each of these ids; -1
+    for an id without stored features. At most CANDIDATES ids are compared; the rest get -1."""
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    counts = np.full(len(ids), -1, np.int64)
+    checked = ids[:CANDIDATES]
+    stacked = store.gather(checked)
+    has = stacked["counts"] > 0
+    if not has.any():
+        return counts
+    columns = (stacked["points"][has], stacked["angles"][has], local.scales_of(stacked["levels"][has]),
+               stacked["descriptors"][has], stacked["counts"][has])
+    found = np.maximum(agreeing(query.plain, *columns), agreeing(query.mirrored, *columns))
+    counts[np.flatnonzero(has)] = found
+    return counts
+
+
+def reorder(counts: np.ndarray) -> np.ndarray:
+    """Positions in their new order: those with at least MIN_AGREEING agreeing keypoints first, most first
+    (ties in the given order), then the others in the given order."""
+    counts = np.asarray(counts, np.int64)
+    same = np.flatnonzero(counts >= MIN_AGREEING)
+    same = same[np.argsort(-counts[same], kind="stable")]
+    return np.concatenate([same, np.flatnonzero(counts < MIN_AGREEING)])
+
+
+# --- keeping features at training and indexing --------------------------------------------------
+
+def describing(encode, found: list):
+    """`encode` (a batch of model inputs -> latents) that also appends each image's features to `found`."""
+    def encode_and_describe(images):
+        found.extend(local.describe_many(images))
+        return encode(images)
+
+    return encode_and_describe
+
+
+def describe_files(paths, image_size: int, workers: int = 2) -> list[local.LocalFeatures]:
+    """Each file's features from its model input (decoded as training decodes it); none for an unreadable one."""
+    from imgsim.inputs.collection import iter_decoded
+
+    found = [local.LocalFeatures.empty()] * len(paths)
+    for indices, images, _, _ in iter_decoded(list(paths), image_size, 64, workers):
+        for i, image in zip(indices, images):
+            found[i] = local.describe(image)
+    return found
+
+
+def manifest_part(model_dir, segments: list, ids=(), found=()) -> dict:
+    """A version's manifest value for its features (imgsim.storage.keypoints): these segments, plus one for
+    `found` (features of `ids`) if any; empty when there are none."""
+    segments = list(segments) + ([save_features(model_dir, ids, list(found))] if len(found) else [])
+    return manifest_entry(segments) if segments else {}
+
+
+
+def recheck(store: KeypointStore, query: local.QueryFeatures, hits: list) -> tuple[list, list]:
+    """Search hits ((id, score), best first) re-ordered by `agreement` and `reorder`, and each one's agreeing
+    keypoints (None where it was not compared)."""
+    counts = agreement(store, query, [i for i, _ in hits])
+    order = reorder(counts)
+    return [hits[i] for i in order], [int(counts[i]) if counts[i] >= 0 else None for i in order]
+
+
+def stored_query(store: KeypointStore, image_id: int) -> local.QueryFeatures | None:
+    """A collection image's stored features as a query's: its mirror image's are not stored, so none."""
+    stacked = store.gather([image_id])
+    count = int(stacked["counts"][0])
+    if not count:
+        return None
+    plain = local.LocalFeatures(stacked["points"][0, :count], stacked["angles"][0, :count],
+                                local.scales_of(stacked["levels"][0, :count]), stacked["descriptors"][0, :count])
+    return local.QueryFeatures(plain, local.LocalFeatures.empty())

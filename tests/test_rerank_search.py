@@ -1,0 +1,130 @@
+"""The re-check in the whole path: training and indexing keep local features, queries re-check with them.
+
+A small model (64 px: the smallest input that gets features) trained for one epoch on views of three
+photographs; what is checked here is the plumbing (features kept, found, used, turned off), not the
+model's quality (benchmarks/quality_rerank.py measures that).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsim import Settings
+from imgsim.cli import main
+from imgsim.inputs.demo import augment, source_photos
+from imgsim.search import Searcher, rerank
+from imgsim.storage import store
+from imgsim.storage.keypoints import MANIFEST_KEY
+
+SMALL = dict(image_size=64, latent_dim=16, epochs=1, batch_size=8, clusters=2, seed=0, workers=1, min_steps=0)
+PHOTOS = ("grass", "gravel", "brick")
+
+
+def write_views(folder: Path, name: str, seeds) -> list[Path]:
+    photo = source_photos()[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"{name}_{seed:03d}.jpg"
+        augment(photo, np.random.default_rng(seed), 128, area=(0.5, 0.8), colour=0.3).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rerank")
+    images = base / "images"
+    for number, name in enumerate(PHOTOS):
+        write_views(images / name, name, range(10 * number, 10 * number + 6))
+    queries = {name: write_views(base / "queries", name, [100 + number]) for number, name in enumerate(PHOTOS)}
+    return images, queries
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, collection):
+    from imgsim.runs.training import train
+
+    images, _ = collection
+    model_dir = tmp_path_factory.mktemp("rerank-model")
+    train(Settings(model_dir=model_dir, images=images, **SMALL))
+    return model_dir
+
+
+def test_training_keeps_every_image_s_features(trained):
+    version = store.load_version(trained)
+    found = rerank.open_features(version)
+    assert found is not None and len(found) == len(version)
+    assert (found.rows_of(version.ids) >= 0).all()
+    assert (found.gather(version.ids)["counts"] > 0).all()  # photographs have corners
+
+
+def test_a_query_re_checks_its_top_answers_and_says_so(trained, collection):
+    _, queries = collection
+    searcher = Searcher.load(trained)
+    result = searcher.query(queries["grass"][0], n=8, scope="all")
+    inliers = [hit.inliers for hit in result.results]
+    assert all(isinstance(count, int) for count in inliers)
+    same = [hit for hit in result.results if hit.inliers >= rerank.MIN_AGREEING]
+    assert same and all("/grass/" in hit.path for hit in same)
+    assert result.results[:len(same)] == same  # the same scene first
+    plain = searcher.query(queries["grass"][0], n=8, scope="all", recheck=False)
+    assert all(hit.inliers is None for hit in plain.results)
+    assert [h.score for h in plain.results] == sorted((h.score for h in plain.results), reverse=True)
+
+
+def test_the_cli_shows_the_evidence_and_turns_the_check_off(trained, collection, capsys):
+    _, queries = collection
+    source = queries["gravel"][0]
+    assert main(["query", str(source), "--model-dir", str(trained), "--scope", "all", "-n", "4", "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert all(isinstance(hit["inliers"], int) for hit in checked["results"])
+    assert main(["query", str(source), "--model-dir", str(trained), "--scope", "all", "-n", "4", "--json",
+                 "--no-recheck"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert all(hit["inliers"] is None for hit in plain["results"])
+
+
+def forget_features(model_dir: Path) -> None:
+    """Make the current version one made before local features: its manifest without them (as imgsim 0.3.0 wrote)."""
+    folder = store.version_folder(model_dir, store.current_id(model_dir))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest[MANIFEST_KEY]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert rerank.open_features(store.load_version(model_dir)) is None
+
+
+def test_index_keeps_features_for_new_images_and_adds_those_a_version_lacks(tmp_path):
+    from imgsim.runs.indexing import index
+    from imgsim.runs.training import train
+
+    images = tmp_path / "images"
+    for number, name in enumerate(PHOTOS[:2]):
+        write_views(images / name, name, range(10 * number, 10 * number + 4))
+    settings = Settings(model_dir=tmp_path / "model", images=images, **SMALL)
+    train(settings)
+
+    def lacking():
+        version = store.load_version(settings.model_dir)
+        found = rerank.open_features(version)
+        return set(version.paths) if found is None else {p for p, i in zip(version.paths, version.ids)
+                                                         if found.rows_of([i])[0] < 0}
+
+    first = write_views(images / "brick", "brick", [40])
+    index(settings.replace(recheck=False))
+    assert lacking() == {str(first[0])}  # the check off: none for the new image, the others' carried over
+
+    forget_features(settings.model_dir)  # as a version made before features
+    second = write_views(images / "brick", "brick", [41])
+    report = index(settings)  # the new image's features, and all those the version lacked
+    assert report.added == 1 and lacking() == set()
+    assert index(settings).version is None  # nothing lacking now: no new version
+
+    for path in first + second:
+        path.unlink()
+    index(settings)
+    assert lacking() == set()
+    assert store.prune(settings.model_dir, keep=1).removed  # the older versions go; the features kept stay
+    assert Searcher.load(settings.model_dir).keypoints is not None
