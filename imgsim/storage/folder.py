@@ -5,7 +5,7 @@
     .launch.lock                starting the background job (imgsim.runs.jobs)
     staging/                    versions being written, or removed by prune; anything here is unfinished
     versions/<id>/              one complete version: model.keras, centres.npy, history.json, manifest.json
-    segments/                   immutable content-addressed files shared by versions (records, engines)
+    segments/                   immutable content-addressed files shared by versions (records, engines, keypoints)
     labels/<id>.json            a version's group names (imgsim.storage.group_names)
     annotations/labels.json     a person's labels, and log.jsonl their undo log, .lock one writer
     annotations/graphs/<id>-k<k>.npz   a version's cached kNN graph (imgsim.labelling)

@@ -18,12 +18,12 @@ module only stores arrays; what they mean is imgsim.features.local's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from imgsim.core.errors import ModelNotFoundError
-from imgsim.core.files import SEGMENTS_DIR, fsync_path, open_array, write_array
+from imgsim.core.files import fsync_path, open_array, write_array
+from imgsim.storage.folder import ModelFolder
 
 MANIFEST_KEY = "keypoints"
 COLUMNS = ("ids", "counts", "points", "angles", "levels", "descriptors")
@@ -55,7 +55,7 @@ def save_segment(model_dir, layout: Layout, columns: dict) -> dict:
     """Write one segment: `columns` holds ids (n,) and counts, points, angles, levels, descriptors as
     `layout.shapes(n)` describes them (cast to its types). Returns the segment's entry."""
     rows = len(columns["ids"])
-    folder = Path(model_dir) / SEGMENTS_DIR
+    folder = ModelFolder(model_dir).segments
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"rows": rows}
     for name, (dtype, shape) in layout.shapes(rows).items():
@@ -95,7 +95,7 @@ class KeypointStore:
     """A version's stored features, memory-mapped; `gather(ids)` stacks those of any ids."""
 
     def __init__(self, model_dir, layout: Layout, segments: list, verify: bool = True):
-        folder = Path(model_dir) / SEGMENTS_DIR
+        folder = ModelFolder(model_dir).segments
         self.layout = layout
         self.parts = []
         for entry in segments:
