@@ -9,7 +9,6 @@ from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_text, one_line, relative_paths
 from imgsim.inputs.images import ALLOWED_FORMATS, is_url, read_bytes
 from imgsim.search import Query, url_query
-from imgsim.search.rerank import MIN_AGREEING
 from imgsim.storage.group_names import group_name
 from pages import common
 
@@ -111,7 +110,7 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
                 column.image(common.thumbnail(hit.path, 256), width="stretch")
                 badge = ":blue-badge[exact copy] " if hit.exact else (
-                    ":green-badge[same scene] " if (hit.inliers or 0) >= MIN_AGREEING else "")
+                    ":green-badge[same scene] " if hit.same_scene else "")
                 column.caption(f"{badge}**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"
                                f"{common.md(common.short_name(hit.path, version))}")
                 row = version.records.row_of_path(hit.path)

@@ -43,7 +43,7 @@ def test_query_json_gives_n_results_per_source(capsys, trained):
         assert isinstance(line["cluster"], int) and len(line["results"]) == 4
         assert str(source.resolve()) not in [r["path"] for r in line["results"]]
         assert all(Path(r["path"]).is_absolute() for r in line["results"])
-        assert set(line["results"][0]) == {"path", "score", "distance", "cluster", "exact", "inliers"}
+        assert set(line["results"][0]) == {"path", "score", "distance", "cluster", "exact", "inliers", "same_scene"}
         assert line["results"][0]["inliers"] is None  # a 32 px model keeps no local features: nothing re-checked
 
 

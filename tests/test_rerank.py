@@ -43,8 +43,8 @@ def stored(tmp_path, images: list[np.ndarray], ids=None):
 def test_another_view_of_a_photograph_agrees_and_a_look_alike_texture_does_not(photos, tmp_path):
     query = rerank.query_features(view(photos["grass"], 1))
     store, _ = stored(tmp_path, [view(photos["grass"], 2), view(photos["gravel"], 3), view(photos["gravel"], 4)])
-    counts = rerank.agreement(store, query, [0, 1, 2])
-    assert counts[0] >= rerank.MIN_AGREEING
+    counts, same = rerank.agreement(store, query, [0, 1, 2])
+    assert counts[0] >= rerank.MIN_AGREEING and same.tolist() == [True, False, False]
     assert (counts[1:] < rerank.MIN_AGREEING).all() and (counts[1:] >= 0).all()
 
 
@@ -53,8 +53,8 @@ def test_the_view_of_the_same_scene_moves_above_look_alikes_the_rest_keep_their_
                   view(photos["gravel"], 8)]
     store, _ = stored(tmp_path, candidates)
     latent_order = [0, 1, 2, 3]  # the look-alikes first, as the latents ranked them
-    counts = rerank.agreement(store, rerank.query_features(view(photos["grass"], 9)), latent_order)
-    assert rerank.reorder(counts).tolist() == [2, 0, 1, 3]
+    counts, same = rerank.agreement(store, rerank.query_features(view(photos["grass"], 9)), latent_order)
+    assert rerank.reorder(counts, same).tolist() == [2, 0, 1, 3]
 
 
 def crop(photo, box) -> np.ndarray:
@@ -74,9 +74,9 @@ def test_a_mirrored_view_is_recognised_through_the_query_s_mirror_image(photos, 
                stacked["counts"])
     from imgsim.features.matching import agreeing
 
-    assert agreeing(found.plain, *columns)[0] < rerank.MIN_AGREEING  # the plain features miss it
-    assert agreeing(found.mirrored, *columns)[0] >= rerank.MIN_AGREEING
-    assert rerank.agreement(store, found, [0])[0] >= rerank.MIN_AGREEING
+    assert agreeing(found.plain, *columns)[0][0] < rerank.MIN_AGREEING  # the plain features miss it
+    assert agreeing(found.mirrored, *columns)[0][0] >= rerank.MIN_AGREEING
+    assert rerank.agreement(store, found, [0])[1][0]
 
 
 def test_mirrored_features_are_the_mirror_image_s_own(photos):
@@ -97,10 +97,10 @@ def test_pictures_without_features_keep_the_latent_order(photos, tmp_path):
     small = view(photos["grass"], 13)[:32, :32]  # a tiny model's input: nothing to compare
     assert len(local.describe(small)) == 0
     store, _ = stored(tmp_path, [flat, view(photos["grass"], 14)], ids=[10, 11])
-    counts = rerank.agreement(store, rerank.query_features(view(photos["gravel"], 15)), [10, 99, 11])
-    assert counts[0] <= 0 and counts[1] == -1  # no keypoints; no stored features at all
-    assert rerank.reorder(counts).tolist() == [0, 1, 2]
-    assert rerank.reorder(np.full(5, -1)).tolist() == [0, 1, 2, 3, 4]
+    counts, same = rerank.agreement(store, rerank.query_features(view(photos["gravel"], 15)), [10, 99, 11])
+    assert counts[0] <= 0 and counts[1] == -1 and not same.any()  # no keypoints; no stored features at all
+    assert rerank.reorder(counts, same).tolist() == [0, 1, 2]
+    assert rerank.reorder(np.full(5, -1), np.zeros(5, bool)).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_the_check_compares_at_most_candidates_whatever_the_number_asked(photos, tmp_path, monkeypatch):
@@ -110,10 +110,10 @@ def test_the_check_compares_at_most_candidates_whatever_the_number_asked(photos,
 
     def counting(query, points, angles, scales, descriptors, counts):
         compared.append(len(descriptors))
-        return np.zeros(len(descriptors), np.int64)
+        return np.zeros(len(descriptors), np.int64), np.zeros(len(descriptors), np.int64)
 
     monkeypatch.setattr(rerank, "agreeing", counting)
-    counts = rerank.agreement(store, rerank.query_features(view(photos["grass"], 30)), np.arange(120))
+    counts, _ = rerank.agreement(store, rerank.query_features(view(photos["grass"], 30)), np.arange(120))
     assert compared == [rerank.CANDIDATES, rerank.CANDIDATES]  # the query and its mirror image, 50 candidates each
     assert (counts[rerank.CANDIDATES:] == -1).all()
 

@@ -67,11 +67,11 @@ def test_a_query_re_checks_its_top_answers_and_says_so(trained, collection):
     result = searcher.query(queries["grass"][0], n=8, scope="all")
     inliers = [hit.inliers for hit in result.results]
     assert all(isinstance(count, int) for count in inliers)
-    same = [hit for hit in result.results if hit.inliers >= rerank.MIN_AGREEING]
+    same = [hit for hit in result.results if hit.same_scene]
     assert same and all("/grass/" in hit.path for hit in same)
     assert result.results[:len(same)] == same  # the same scene first
     plain = searcher.query(queries["grass"][0], n=8, scope="all", recheck=False)
-    assert all(hit.inliers is None for hit in plain.results)
+    assert all(hit.inliers is None and hit.same_scene is None for hit in plain.results)
     assert [h.score for h in plain.results] == sorted((h.score for h in plain.results), reverse=True)
 
 
@@ -126,5 +126,7 @@ def test_index_keeps_features_for_new_images_and_adds_those_a_version_lacks(tmp_
         path.unlink()
     index(settings)
     assert lacking() == set()
-    assert store.prune(settings.model_dir, keep=1).removed  # the older versions go; the features kept stay
+    from imgsim.storage.prune import prune
+
+    assert prune(settings.model_dir, keep=1).removed  # the older versions go; the features kept stay
     assert Searcher.load(settings.model_dir).keypoints is not None

@@ -45,6 +45,7 @@ class Hit(Answer):
     group: int
     exact: bool = False  # the same bytes as the query
     inliers: int | None = None  # keypoints agreeing by geometry (imgsim.search.rerank); None: not re-checked
+    same_scene: bool | None = None  # what they say: the same scene as the query's (imgsim.search.rerank.same_scene)
 
 
 @dataclass(frozen=True)

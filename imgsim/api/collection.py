@@ -162,7 +162,8 @@ class Collection:
         for hit in result.results:
             row = records.row_of_path(hit.path)
             hits.append(answers.Hit(id=str(int(records.ids[row])), path=self.path(searcher.version, row),
-                                    score=hit.score, group=hit.cluster, exact=hit.exact, inliers=hit.inliers))
+                                    score=hit.score, group=hit.cluster, exact=hit.exact, inliers=hit.inliers,
+                                    same_scene=hit.same_scene))
         return answers.SearchResult(query=result.query, version=searcher.version.id, group=result.cluster, hits=hits)
 
     def file(self, image) -> Path:

@@ -81,7 +81,6 @@ def cmd_query(args, settings: Settings) -> int:
     from imgsim.inputs.images import describe, open_image, read_bytes
     from imgsim.search import Searcher
     from imgsim.search.plot import grid_path, save_grid
-    from imgsim.search.rerank import MIN_AGREEING
 
     if args.n < 1:
         raise ImgsimError("-n must be at least 1")
@@ -101,7 +100,7 @@ def cmd_query(args, settings: Settings) -> int:
             print(f"{one_line(source)}  (group {result.cluster})")
             for rank, hit in enumerate(result.results, 1):
                 copy = "  (exact copy)" if hit.exact else ""
-                scene = f"  (same scene: {hit.inliers} keypoints agree)" if (hit.inliers or 0) >= MIN_AGREEING else ""
+                scene = f"  (same scene: {hit.inliers} keypoints agree)" if hit.same_scene else ""
                 print(f"  {rank:2d}. {hit.score:.4f}  group {hit.cluster}  {one_line(hit.path)}{copy}{scene}")
         if args.plot:
             plot = grid_path(args.plot, number, len(args.sources))

@@ -2,7 +2,9 @@
 ORB keypoints and the geometry that says one picture is a copy of another.
 
 Near-copy verification (imgsim.duplicates) and search re-ranking build on them; they know nothing
-of models, versions or records: a path (or pixels) in, a feature out.
+of models, versions or records: a path (or pixels) in, a feature out. Search's re-check uses
+`local` (small binary keypoints of a model's input, fast enough for every image and every query)
+and `matching` (one query's keypoints against many candidates' at once).
 """
 
 from imgsim.features.geometry import MIN_COVER, Agreement, agreement, cover, same_scene

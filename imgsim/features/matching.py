@@ -39,8 +39,9 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def agreeing(query: LocalFeatures, points: np.ndarray, angles: np.ndarray, scales: np.ndarray,
-             descriptors: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(n,) int: how many of the query's keypoints agree on one similarity with each of n candidates.
+             descriptors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inliers, matches), each (n,) int: how many of the query's keypoints agree on one similarity with each of
+    n candidates, and how many matched it at all (the evidence's base: imgsim.search.rerank.same_scene).
 
     Candidates are stacked and padded: points (n, k, 2), angles and scales (n, k), descriptors
     (n, k, DESCRIPTOR_BYTES), of which each candidate's first counts[i] are real.
@@ -48,7 +49,7 @@ def agreeing(query: LocalFeatures, points: np.ndarray, angles: np.ndarray, scale
     n, k = descriptors.shape[:2]
     counts = np.minimum(np.asarray(counts, np.int64), k)
     if not n or not len(query) or not k:
-        return np.zeros(n, np.int64)
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
     far = 8 * DESCRIPTOR_BYTES
     distance = hamming(query.descriptors, descriptors.reshape(n * k, -1)).reshape(len(query), n, k)
     distance[:, np.arange(k)[None, :] >= counts[:, None]] = far  # padding never matches
@@ -59,6 +60,7 @@ def agreeing(query: LocalFeatures, points: np.ndarray, angles: np.ndarray, scale
     np.put_along_axis(distance, nearest[:, :, None], far, 2)
     second = distance.min(2)
     valid = (mutual & (best <= MAX_DISTANCE) & (best < RATIO * second)).T  # (n, q)
+    matches = valid.sum(1)
     # Few matches survive (about 6 a candidate on photos-hard-8): the rest of the work is on them alone.
     width = max(1, int(valid.sum(1).max()))
     order = np.argsort(np.where(valid, best.T, far), axis=1, kind="stable")[:, :width]  # closest first
@@ -68,7 +70,7 @@ def agreeing(query: LocalFeatures, points: np.ndarray, angles: np.ndarray, scale
     b = points[np.arange(n)[:, None], nearest]
     turn = angles[np.arange(n)[:, None], nearest] - query.angles[order]
     size = scales[np.arange(n)[:, None], nearest] / query.scales[order]
-    return _inliers(a, b, turn, size, valid)
+    return _inliers(a, b, turn, size, valid), matches
 
 
 def _inliers(a, b, turn, size, valid) -> np.ndarray:

@@ -31,9 +31,10 @@ class Hit:
     distance: float  # cosine distance, 1 - score
     cluster: int
     exact: bool = False  # the same bytes as the query: a copy of it in the collection
-    # keypoints of the query (or its mirror image) agreeing with this image on one similarity transform
-    # (imgsim.search.rerank): None where it was not re-checked; from rerank.MIN_AGREEING on, the same scene
+    # keypoints of the query (or its mirror image) agreeing with this image on one similarity transform, and
+    # whether that makes it the same scene (imgsim.search.rerank.same_scene): None where it was not re-checked
     inliers: int | None = None
+    same_scene: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -242,13 +243,13 @@ class Searcher:
         if len(hits) < n and only is None:  # "all", or a group with fewer than n others
             hits += self.engine.search(vector, (wanted if scope == "all" else n) - len(hits),
                                        exclude=excluded | {i for i, _ in hits})
-        checked = [None] * len(hits)
+        checked = [(None, None)] * len(hits)
         if kept is not None:
-            hits, checked = rerank.recheck(kept, features, hits)
+            hits, checked = rerank.recheck(kept, features, hits, vector, self.engine.vectors_of)
         rows = self.records.rows_of([i for i, _ in hits[:n]])
         results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]),
-                       inliers=count)
-                   for r, (_, score), count in zip(rows.tolist(), hits, checked) if r >= 0]
+                       inliers=count, same_scene=same)
+                   for r, (_, score), (count, same) in zip(rows.tolist(), hits, checked) if r >= 0]
         return QueryResult(name, group, exact + results)
 
 

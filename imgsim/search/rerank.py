@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 # collection while the check stays within the query's 50 ms.
 CANDIDATES = 50
 MIN_AGREEING = 8
+# ... and more than this share of the keypoints matched at all (same_scene): digits MATCHED_FIGURE.
+MATCHED_SHARE = 0.1
+# The answers that show the query's scene also say what else to look for: the rest are ordered by their
+# latents' cosine to the query's plus these answers' latents, each of this weight (average query expansion
+# over the verified answers only). Off (0): photos-hard-8 EXPANSION_FIGURE.
+EXPANSION = 1.0
 LAYOUT = Layout(local.FORMAT, local.SIDE, local.KEYPOINTS, local.DESCRIPTOR_BYTES)
 
 
@@ -64,30 +70,52 @@ def open_features(version) -> KeypointStore | None:
         return None
 
 
-def agreement(store: KeypointStore, query: local.QueryFeatures, ids) -> np.ndarray:
-    """(n,) int: the keypoints agreeing between the query (or its mirror image) and each of these ids; -1
-    for an id without stored features. At most CANDIDATES ids are compared; the rest get -1."""
+def agreement(store: KeypointStore, query: local.QueryFeatures, ids) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, same): the keypoints agreeing on one similarity between the query (or its mirror image) and each
+    of these ids, -1 for an id not compared (no stored features, or past the first CANDIDATES); and whether that
+    is the same scene (`same_scene`)."""
     ids = np.asarray(ids, np.int64).reshape(-1)
-    counts = np.full(len(ids), -1, np.int64)
-    checked = ids[:CANDIDATES]
-    stacked = store.gather(checked)
-    has = stacked["counts"] > 0
-    if not has.any():
-        return counts
-    columns = (stacked["points"][has], stacked["angles"][has], local.scales_of(stacked["levels"][has]),
-               stacked["descriptors"][has], stacked["counts"][has])
-    found = np.maximum(agreeing(query.plain, *columns), agreeing(query.mirrored, *columns))
-    counts[np.flatnonzero(has)] = found
-    return counts
+    counts, matches = np.full(len(ids), -1, np.int64), np.zeros(len(ids), np.int64)
+    stacked = store.gather(ids[:CANDIDATES])
+    has = np.flatnonzero(stacked["counts"] > 0)
+    if len(has):
+        columns = (stacked["points"][has], stacked["angles"][has], local.scales_of(stacked["levels"][has]),
+                   stacked["descriptors"][has], stacked["counts"][has])
+        plain, mirrored = agreeing(query.plain, *columns), agreeing(query.mirrored, *columns)
+        best = np.where(mirrored[0] > plain[0], 1, 0)  # the orientation with more agreeing keypoints
+        counts[has] = np.where(best, mirrored[0], plain[0])
+        matches[has] = np.where(best, mirrored[1], plain[1])
+    return counts, same_scene(counts, matches)
 
 
-def reorder(counts: np.ndarray) -> np.ndarray:
-    """Positions in their new order: those with at least MIN_AGREEING agreeing keypoints first, most first
-    (ties in the given order), then the others in the given order."""
+def same_scene(counts: np.ndarray, matches: np.ndarray) -> np.ndarray:
+    """Whether the agreeing keypoints say "the same scene": at least MIN_AGREEING, and more than a share of the
+    matched ones (Brown and Lowe's test for panoramas, n_inliers > alpha + beta n_matches, IJCV 2007). A
+    picture of few distinct patterns (a digit upscaled from 8 x 8 pixels) matches many keypoints anywhere,
+    of which a few agree by chance; two views of one photograph agree on most of theirs."""
+    return np.asarray(counts) >= np.maximum(MIN_AGREEING, MIN_AGREEING + MATCHED_SHARE * np.asarray(matches))
+
+
+def reorder(counts: np.ndarray, same: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+    """Positions in their new order: the same scene first (`same`), most agreeing keypoints first (ties in the
+    given order), then the others in the given order, or by `scores` (highest first) if given."""
     counts = np.asarray(counts, np.int64)
-    same = np.flatnonzero(counts >= MIN_AGREEING)
-    same = same[np.argsort(-counts[same], kind="stable")]
-    return np.concatenate([same, np.flatnonzero(counts < MIN_AGREEING)])
+    first = np.flatnonzero(same)
+    first = first[np.argsort(-counts[first], kind="stable")]
+    rest = np.flatnonzero(~np.asarray(same, bool))
+    if scores is not None:
+        rest = rest[np.argsort(-np.asarray(scores)[rest], kind="stable")]
+    return np.concatenate([first, rest])
+
+
+def expanded_scores(vector: np.ndarray, vectors: np.ndarray, same: np.ndarray) -> np.ndarray | None:
+    """Each candidate's cosine to the query's latent plus those of the answers showing its scene (`same`):
+    the rest are ordered by that, so a view like the ones found, not only like the query, comes next.
+    None when no answer shows the same scene, or a candidate's latent is unknown."""
+    if not same.any() or not np.isfinite(vectors).all():
+        return None
+    expanded = vector + EXPANSION * vectors[same].sum(0)
+    return vectors @ (expanded / max(float(np.linalg.norm(expanded)), 1e-12))
 
 
 # --- keeping features at training and indexing --------------------------------------------------
@@ -120,12 +148,19 @@ def manifest_part(model_dir, segments: list, ids=(), found=()) -> dict:
 
 
 
-def recheck(store: KeypointStore, query: local.QueryFeatures, hits: list) -> tuple[list, list]:
-    """Search hits ((id, score), best first) re-ordered by `agreement` and `reorder`, and each one's agreeing
-    keypoints (None where it was not compared)."""
-    counts = agreement(store, query, [i for i, _ in hits])
-    order = reorder(counts)
-    return [hits[i] for i in order], [int(counts[i]) if counts[i] >= 0 else None for i in order]
+def recheck(store: KeypointStore, query: local.QueryFeatures, hits: list, vector: np.ndarray | None = None,
+            vectors_of=None) -> tuple[list, list]:
+    """Search hits ((id, score), best first) re-ordered by `agreement` and `reorder`, and each one's (agreeing
+    keypoints, same scene), (None, None) where it was not compared. With the query's latent `vector` and `vectors_of` (ids -> their
+    latents, a vector engine's), the answers that do not show the same scene follow by `expanded_scores`."""
+    ids = [i for i, _ in hits]
+    counts, same = agreement(store, query, ids)
+    scores = None
+    if vector is not None and vectors_of is not None and same.any():
+        scores = expanded_scores(vector, np.asarray(vectors_of(ids), np.float32), same)
+    order = reorder(counts, same, scores)
+    return [hits[i] for i in order], [(int(counts[i]), bool(same[i])) if counts[i] >= 0 else (None, None)
+                                      for i in order]
 
 
 def stored_query(store: KeypointStore, image_id: int) -> local.QueryFeatures | None:
