@@ -38,34 +38,57 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def agreeing(query: LocalFeatures, points: np.ndarray, angles: np.ndarray, scales: np.ndarray,
+def agreeing(queries: list[LocalFeatures], points: np.ndarray, angles: np.ndarray, scales: np.ndarray,
              descriptors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inliers, matches), each (n,) int: how many of the query's keypoints agree on one similarity with each of
-    n candidates, and how many matched it at all (the evidence's base: imgsim.search.rerank.same_scene).
+    """(inliers, matches), each (n,) int: how many keypoints of the best of `queries` (a query and its mirror
+    image) agree on one similarity with each of n candidates, and how many of them matched it at all (the
+    evidence's base: imgsim.search.rerank.same_scene). The queries' distances are found in one pass.
 
     Candidates are stacked and padded: points (n, k, 2), angles and scales (n, k), descriptors
     (n, k, DESCRIPTOR_BYTES), of which each candidate's first counts[i] are real.
     """
     n, k = descriptors.shape[:2]
     counts = np.minimum(np.asarray(counts, np.int64), k)
-    if not n or not len(query) or not k:
-        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    queries = [query for query in queries if len(query)]
+    inliers, matches = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    if not n or not queries or not k:
+        return inliers, matches
     far = 8 * DESCRIPTOR_BYTES
-    distance = hamming(query.descriptors, descriptors.reshape(n * k, -1)).reshape(len(query), n, k)
+    sizes = [len(query) for query in queries]
+    stacked = np.concatenate([query.descriptors for query in queries])
+    distance = hamming(stacked, descriptors.reshape(n * k, -1)).reshape(len(stacked), n, k)
     distance[:, np.arange(k)[None, :] >= counts[:, None]] = far  # padding never matches
-    closest = distance.min(0)  # (n, k): each candidate keypoint's distance to its nearest query keypoint
     nearest = distance.argmin(2)  # (q, n): each query keypoint's nearest in each candidate
     best = np.take_along_axis(distance, nearest[:, :, None], 2)[:, :, 0]
-    mutual = best == closest[np.arange(n)[None, :], nearest]  # and it is that keypoint's nearest too
+    mutual = np.zeros_like(best, bool)
+    for rows in _blocks(sizes):  # and it is that keypoint's nearest among its own query's keypoints too
+        closest = distance[rows].min(0)  # (n, k)
+        mutual[rows] = best[rows] == closest[np.arange(n)[None, :], nearest[rows]]
     np.put_along_axis(distance, nearest[:, :, None], far, 2)
     second = distance.min(2)
-    valid = (mutual & (best <= MAX_DISTANCE) & (best < RATIO * second)).T  # (n, q)
+    valid = mutual & (best <= MAX_DISTANCE) & (best < RATIO * second)  # (q, n)
+    for query, rows in zip(queries, _blocks(sizes)):
+        found, matched = _geometry(query, valid[rows].T, best[rows].T, nearest[rows].T, points, angles, scales)
+        better = found > inliers
+        inliers, matches = np.where(better, found, inliers), np.where(better, matched, matches)
+    return inliers, matches
+
+
+def _blocks(sizes):
+    """Row slices of consecutive blocks of these sizes."""
+    ends = np.cumsum(sizes)
+    return [slice(end - size, end) for size, end in zip(sizes, ends.tolist())]
+
+
+def _geometry(query: LocalFeatures, valid, best, nearest, points, angles, scales):
+    """(inliers, matches) of one query against the candidates, from its matches: valid, best and nearest (n, q)."""
+    n = len(valid)
     matches = valid.sum(1)
     # Few matches survive (about 6 a candidate on photos-hard-8): the rest of the work is on them alone.
-    width = max(1, int(valid.sum(1).max()))
-    order = np.argsort(np.where(valid, best.T, far), axis=1, kind="stable")[:, :width]  # closest first
-    valid = np.take_along_axis(valid, order, 1)
-    nearest = np.take_along_axis(nearest.T, order, 1)  # (n, m)
+    width = max(1, int(matches.max()))
+    order = np.argsort(np.where(valid, best, 8 * DESCRIPTOR_BYTES + 1), axis=1, kind="stable")[:, :width]
+    valid = np.take_along_axis(valid, order, 1)  # closest first
+    nearest = np.take_along_axis(nearest, order, 1)  # (n, m)
     a = query.points[order]  # (n, m, 2)
     b = points[np.arange(n)[:, None], nearest]
     turn = angles[np.arange(n)[:, None], nearest] - query.angles[order]

@@ -81,10 +81,7 @@ def agreement(store: KeypointStore, query: local.QueryFeatures, ids) -> tuple[np
     if len(has):
         columns = (stacked["points"][has], stacked["angles"][has], local.scales_of(stacked["levels"][has]),
                    stacked["descriptors"][has], stacked["counts"][has])
-        plain, mirrored = agreeing(query.plain, *columns), agreeing(query.mirrored, *columns)
-        best = np.where(mirrored[0] > plain[0], 1, 0)  # the orientation with more agreeing keypoints
-        counts[has] = np.where(best, mirrored[0], plain[0])
-        matches[has] = np.where(best, mirrored[1], plain[1])
+        counts[has], matches[has] = agreeing([query.plain, query.mirrored], *columns)  # the better orientation's
     return counts, same_scene(counts, matches)
 
 
