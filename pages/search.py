@@ -8,7 +8,7 @@ import streamlit as st
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_text, one_line, relative_paths
 from imgsim.inputs.images import ALLOWED_FORMATS, is_url, read_bytes
-from imgsim.search import Query, url_query
+from imgsim.search import Query, rerank, url_query
 from imgsim.storage.group_names import group_name
 from pages import common
 
@@ -69,6 +69,23 @@ def tick_label(image_id: int, labels: dict) -> str:
     return f"Select · labelled {common.md(common.quoted(given.label, 30))}" if given else "Select"
 
 
+def recheck_text(result, searcher, cfg) -> str:
+    """Whether the top answers were re-checked by geometry (imgsim.search.rerank), in a line, and why not."""
+    if result.rechecked:
+        same = sum(bool(h.same_scene) for h in result.results)
+        return (f"The best {result.rechecked} candidates were re-checked by their keypoints: {same} of these results "
+                "show the same scene as the query and come first.")
+    if not cfg.recheck:
+        why = "the re-check is off"
+    elif not rerank.can_describe(searcher.image_size):
+        why = f"the model's {searcher.image_size} px pictures are too small for keypoints"
+    elif searcher.keypoints is None:
+        why = "this version keeps no keypoints (`imgsim index` adds them)"
+    else:
+        why = "nothing to compare (too few keypoints: a flat, small or blurred picture)"
+    return f"Ordered by similarity alone: {why}."
+
+
 @st.fragment
 def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
     """N, scope and what they find; changing either reruns only this part of the page.
@@ -94,6 +111,7 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
         about.markdown(f"**{common.md(prepared.name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
+        about.caption(recheck_text(result, searcher, cfg))
         copies = [common.short_name(h.path, version) for h in result.results if h.exact]
         if copies:
             about.info("This image is in your collection as " + ", ".join(common.md(c) for c in copies[:5])

@@ -225,6 +225,8 @@ def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_c
     assert not at.exception and not at.error
     assert len(at.image) == 1 + 8  # the query, then N = 8 results
     assert all("group" in c.value for c in at.main.caption[-8:])
+    assert any("Ordered by similarity alone" in c.value and "too small for keypoints" in c.value
+               for c in at.main.caption)  # a tiny model's 32 px: the page says why nothing was re-checked
     shown = markdown_text(query.stem)  # captions show names escaped for Markdown
     # the upload is a collection file's bytes: that file comes back first, as an exact copy, and only once
     assert "exact copy" in at.main.caption[-8].value and shown in at.main.caption[-8].value

@@ -72,7 +72,24 @@ def test_a_query_re_checks_its_top_answers_and_says_so(trained, collection):
     assert result.results[:len(same)] == same  # the same scene first
     plain = searcher.query(queries["grass"][0], n=8, scope="all", recheck=False)
     assert all(hit.inliers is None and hit.same_scene is None for hit in plain.results)
+    assert result.rechecked == len(store.load_version(trained)) and plain.rechecked == 0  # all 18 compared
     assert [h.score for h in plain.results] == sorted((h.score for h in plain.results), reverse=True)
+
+
+def test_the_search_page_says_the_answers_were_re_checked(trained, collection):
+    from streamlit.testing.v1 import AppTest
+
+    _, queries = collection
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=120)
+    at.session_state["settings"] = Settings(model_dir=trained)
+    at.run()
+    query = queries["brick"][0]
+    at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    [line] = [c.value for c in at.main.caption if "re-checked" in c.value or "similarity alone" in c.value]
+    assert line.startswith("The best ") and "candidates were re-checked by their keypoints" in line
+    assert any("same scene" in c.value for c in at.main.caption)  # a view of the brick wall, badged
 
 
 def test_the_cli_shows_the_evidence_and_turns_the_check_off(trained, collection, capsys):

@@ -54,6 +54,7 @@ class SearchResult(Answer):
     version: str  # the model version that answered
     group: int  # the query's predicted group
     hits: list[Hit] = field(default_factory=list)
+    rechecked: int = 0  # the best candidates re-checked by geometry (imgsim.search.rerank); 0: latents alone
 
 
 @dataclass(frozen=True)

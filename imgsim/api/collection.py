@@ -164,7 +164,8 @@ class Collection:
             hits.append(answers.Hit(id=str(int(records.ids[row])), path=self.path(searcher.version, row),
                                     score=hit.score, group=hit.cluster, exact=hit.exact, inliers=hit.inliers,
                                     same_scene=hit.same_scene))
-        return answers.SearchResult(query=result.query, version=searcher.version.id, group=result.cluster, hits=hits)
+        return answers.SearchResult(query=result.query, version=searcher.version.id, group=result.cluster, hits=hits,
+                                     rechecked=result.rechecked)
 
     def file(self, image) -> Path:
         """The file of a collection image (an id, or a Hit/ImageInfo), on this machine."""

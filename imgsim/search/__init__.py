@@ -92,9 +92,13 @@ class QueryResult:
     query: str
     cluster: int
     results: list[Hit]
+    # how many of the best candidates were re-checked by geometry (imgsim.search.rerank); 0: the latents alone
+    # ordered them (the check off, a version without local features, a query without keypoints)
+    rechecked: int = 0
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "cluster": self.cluster, "results": [asdict(h) for h in self.results]}
+        return {"query": self.query, "cluster": self.cluster, "results": [asdict(h) for h in self.results],
+                "rechecked": self.rechecked}
 
 
 class Searcher:
@@ -250,7 +254,7 @@ class Searcher:
         results = [Hit(self.paths[r], round(score, 6), round(1.0 - score, 6), int(self.records.groups[r]),
                        inliers=count, same_scene=same)
                    for r, (_, score), (count, same) in zip(rows.tolist(), hits, checked) if r >= 0]
-        return QueryResult(name, group, exact + results)
+        return QueryResult(name, group, exact + results, sum(count is not None for count, _ in checked))
 
 
 _shared: dict[tuple[str, str], Searcher] = {}
