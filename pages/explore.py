@@ -17,7 +17,7 @@ from pages import common
 SHOWN = 60  # thumbnails per gallery before "show more"
 MAX_POINTS = 20_000  # drawn on the map; a larger collection is shown as an even sample (the page says so)
 WEBGL_ABOVE = 3_000  # points: WebGL (Scattergl) draws many points fast; SVG is sharper and needs no GPU for few
-SURE = 0.9  # a propagated label less sure than this is drawn as "unsure" when the map is coloured by label
+SURE = 0.9  # a propagated label less likely right than this is drawn as "unsure" when the map is coloured by label
 UNSURE = "unsure"
 
 
@@ -103,8 +103,8 @@ st.caption("Each point is an image, placed by UMAP so that similar images sit cl
            + (f" The collection holds {len(version):,} images; the map shows an even sample of {len(frame):,} of them."
               if len(frame) < len(version) else ""))
 by = "label" if st.toggle("Colour by label", key="colour-by-label",
-                          help=f"A person's label, or one the assistant propagated at least {SURE:.0%} sure "
-                               "(Label page); the others are grey") else "group"
+                          help=f"A person's label, or one the assistant propagated with a probability of at least "
+                               f"{SURE:.0%} of being right (Label page); the others are grey") else "group"
 labels = common.person_labels(cfg.model_dir, version) if by == "label" or writable else {}
 if by == "label":
     frame, order = label_colours(frame, common.propagation(cfg.model_dir, version, labels))

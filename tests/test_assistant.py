@@ -86,6 +86,20 @@ def test_review_finds_a_wrong_label_and_only_it(tmp_path):
     assert [(f.row, f.label, f.suggested) for f in mistakes] == [(members[3], "class 3", "class 0")]
 
 
+def test_review_finds_a_slip_among_two_labels_a_class(tmp_path):
+    version, truth = vector_version(tmp_path / "models", 300, 5, spread=0.3, seed=1)
+    rows = [int(r) for c in range(5) for r in np.flatnonzero(truth == c)[:2]]
+    labels = person_labels(version, truth, rows)
+    slip = rows[1]  # the second class-0 image labelled class 3: class 0 keeps one label, class 3 gets three
+    labels[int(version.ids[slip])] = ImageLabel("class 3")
+    propagation = labelling.propagate(version, labels)
+    mistakes = [f for f in labelling.review(version, propagation) if f.kind == "mistake"]
+    assert [(f.row, f.label, f.suggested) for f in mistakes] == [(slip, "class 3", "class 0")]
+    assert propagation.held.judged.sum() == 9  # every label but the one left alone in class 0 is judged
+    clean = labelling.propagate(version, person_labels(version, truth, rows))
+    assert not [f for f in labelling.review(version, clean) if f.kind == "mistake"]  # control: none without the slip
+
+
 def test_an_image_far_from_everything_is_an_outlier(tmp_path):
     version, truth = vector_version(tmp_path / "models", 200, 3, spread=0.2, seed=2)
     from imgsim.storage.manifest import Manifest

@@ -143,6 +143,19 @@ def test_status_counts_every_image(capsys, collection):
     run(capsys, "labels", "set", "x", version.paths[0], "--model-dir", models)
     code, out, _ = run(capsys, "labels", "status", "--model-dir", models)
     assert code == 0 and out.startswith(f"{len(version)} images: 1 labelled by you")
+    assert "probabilities not calibrated yet" in out  # one label: nothing to check it against
+
+
+def test_status_says_how_well_the_probabilities_are_calibrated(capsys, collection):
+    models, version, _ = collection
+    # two labels of ten images each: every label has others of its class to be checked against (the tiny
+    # collection's photographs are nearly all alone in their class, so labels by photograph check almost nothing)
+    for row in range(20):
+        run(capsys, "labels", "set", "even" if row % 2 == 0 else "odd", version.paths[row], "--model-dir", models)
+    code, out, _ = run(capsys, "labels", "status", "--model-dir", models)
+    [line] = [line for line in out.splitlines() if line.startswith("probabilities calibrated on")]
+    assert code == 0 and line.startswith("probabilities calibrated on 20 of your labels (")
+    assert "expected calibration error about 0." in line, out
 
 
 def test_accept_makes_sure_propagated_labels_the_persons_and_undo_takes_them_back(capsys, collection):

@@ -43,7 +43,7 @@ def cmd_labels(args, settings: Settings) -> int:
             if args.json:
                 print(json.dumps(suggestion.to_dict()))
             else:
-                guess = f"{one_line(suggestion.suggested)} {suggestion.confidence:.0%}" if suggestion.suggested else "-"
+                guess = f"{one_line(suggestion.suggested)} p={suggestion.confidence:.2f}" if suggestion.suggested else "-"
                 print(f"{one_line(suggestion.path)}  [{guess}]  {one_line(suggestion.reason)}")
     elif action == "review":
         for finding in labelling.review(version, propagation):
@@ -53,9 +53,11 @@ def cmd_labels(args, settings: Settings) -> int:
                 print(f"{finding.kind:8s} {one_line(finding.path)}  [{one_line(finding.label or '-')}]  {one_line(finding.reason)}")
     elif action == "status":
         sure, half = propagation.counts(0.9), propagation.counts(0.5)
-        print(f"{len(version)} images: {sure['person']} labelled by you, {sure['propagated']} propagated at 90% "
-              f"confidence or more ({half['propagated']} at 50% or more), {sure['unsure']} unsure; "
+        print(f"{len(version)} images: {sure['person']} labelled by you, {sure['propagated']} propagated at a "
+              f"probability of 90% or more ({half['propagated']} at 50% or more), {sure['unsure']} unsure; "
               f"{len(propagation.classes)} label(s)")
+        if propagation.classes:
+            print(f"probabilities {propagation.calibration.describe()}")
     elif action == "export":
         return export_labels(args, version, propagation)
     elif action == "accept":

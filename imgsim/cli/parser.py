@@ -132,15 +132,17 @@ def add_labels(sub):
     q = action("review", "likely mistakes (labels the neighbours disagree with) and outliers, worst first")
     q.add_argument("--json", action="store_true")
     q = action("export", "every image's label: JSON lines, CSV, or one folder per label")
-    q.add_argument("--json", action="store_true", help="one JSON object a line: path, label, source, confidence")
+    q.add_argument("--json", action="store_true",
+                   help="one JSON object a line: path, label, source, confidence (the probability it is right)")
     q.add_argument("--csv", type=Path, metavar="FILE", help="the same as CSV")
     q.add_argument("--folders", type=Path, metavar="DIR", help="copy each labelled image to DIR/<label>/")
     q.add_argument("--link", action="store_true", help="with --folders: hard links instead of copies")
     q.add_argument("--force", action="store_true", help="with --folders: write into a folder that is not empty")
-    q.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
-                   help="leave out propagated labels below C (0..1, default 0: every image)")
-    q = action("accept", "make every propagated label at or above a confidence your own (undoable)")
-    q.add_argument("--min-confidence", type=float, default=0.9, metavar="C", help="0..1 (default 0.9)")
+    q.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="leave out propagated labels less likely right than P (0..1, default 0: every image)")
+    q = action("accept", "make every propagated label at or above a probability of being right your own (undoable)")
+    q.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
+                   help="0..1 (default 0.9): the calibrated probability that the label is right")
     action("undo", "revert the last labelling change")
     action("status", "how many images are labelled by you, by propagation, and unsure")
 

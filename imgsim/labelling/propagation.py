@@ -7,10 +7,11 @@ similar labelled image, with a low confidence.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgsim.labelling.calibration import Calibration, fit_calibration
 from imgsim.labelling.graph import Graph, neighbour_graph
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore
@@ -24,6 +25,7 @@ ITERATIONS = 20  # at least; 3 / (1 - alpha) for a long reach, at most 3x this
 # it is a share, not a probability: on photos-hard-12 the 5 % at 0.9 are half wrong.
 UNKNOWN_PRIOR = 0.003
 CLASS_MASS = True  # each label's total in proportion to its share of the person's labels (Zhu et al. 2003)
+HELD_OUT = 200  # labels held out at most, to calibrate and review: one spread of this many columns
 
 
 @dataclass
@@ -32,9 +34,11 @@ class Propagation:
 
     classes: list[str]
     label: np.ndarray  # (n,) int64
-    confidence: np.ndarray  # (n,) float32 in [0, 1]; 1 for a person's label
+    confidence: np.ndarray  # (n,) float32: the probability that the label is right (calibrated); 1 for a person's
     person: np.ndarray  # (n,) bool: the label is a person's
     scores: np.ndarray  # (n, c) float32: each class's share of what reached the image (the rest is "unknown")
+    held: HeldOut | None = None  # the person's labels as the others give them back (calibration, review)
+    calibration: Calibration = field(default_factory=Calibration)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -98,10 +102,13 @@ def spread(graph: Graph, seeds: dict[int, int], n_classes: int, prior: float | N
 
 
 def propagate(version: store.Version, labels: dict | None = None, graph: Graph | None = None) -> Propagation:
-    """Every image's label and confidence from the person's labels (`labels`: id -> ImageLabel; default: the store's).
+    """Every image's label and the probability that it is right, from the person's labels (`labels`: id ->
+    ImageLabel; default: the store's).
 
-    Images the spreading cannot reach (no path in the graph to a labelled image) take the label of
-    the most similar labelled image, with its similarity as a low confidence.
+    The probability is the propagation's score calibrated on the person's own labels, each held
+    out in turn (`held_out`, imgsim.labelling.calibration). Images the spreading cannot reach (no
+    path in the graph to a labelled image) take the label of the most similar labelled image, with
+    the lowest probability the calibration gives.
     """
     labels = LabelStore(version.model_dir).load() if labels is None else labels
     graph = graph or neighbour_graph(version)
@@ -113,31 +120,106 @@ def propagate(version: store.Version, labels: dict | None = None, graph: Graph |
         return Propagation([], np.full(n, -1, np.int64), np.zeros(n, np.float32), person, np.zeros((n, 0), np.float32))
     index = {name: i for i, name in enumerate(classes)}
     seeds = {row: index[name] for row, name in given.items()}
-    f = spread(graph, seeds, len(classes), prior=UNKNOWN_PRIOR)
-    g = f[:, :-1]
-    mass = g.sum(axis=1)
-    if CLASS_MASS:
-        wanted = np.bincount(list(seeds.values()), minlength=len(classes)) / len(seeds)
-        g = g * (wanted / np.maximum(g.sum(axis=0), 1e-30))
-    shares = np.divide(g, g.sum(axis=1, keepdims=True), out=np.zeros_like(g), where=mass[:, None] > 0)
-    reach = np.divide(mass, f.sum(axis=1), out=np.zeros_like(mass), where=mass > 0)  # what is not "unknown"
-    scores = shares * reach[:, None]
+    alpha = reach_alpha(len(seeds), n)
+    f = spread(graph, seeds, len(classes), prior=UNKNOWN_PRIOR, alpha=alpha)
+    factor = class_factor(f, seeds, len(classes))
+    scores = class_scores(f, factor)
     label = scores.argmax(axis=1).astype(np.int64)
-    confidence = scores.max(axis=1).astype(np.float32)
-    unreached = np.flatnonzero(mass <= 0)
+    held = held_out(graph, seeds, f, factor, alpha, seed=int(version.manifest.get("settings", {}).get("seed", 0)))
+    calibrated = fit_calibration(held.evidence()[held.judged], held.right()[held.judged])
+    confidence = calibrated(evidence(scores))
+    unreached = np.flatnonzero(f[:, :-1].sum(axis=1) <= 0)
     if len(unreached):
         seed_rows = np.fromiter(seeds, np.int64)
         vectors = version.vectors
         sims = vectors[unreached] @ vectors[seed_rows].T  # n_unreached x n_labelled: small
-        best = sims.argmax(axis=1)
-        label[unreached] = [seeds[int(seed_rows[b])] for b in best]
-        confidence[unreached] = np.clip(sims[np.arange(len(unreached)), best], 0, 1) * 0.5
+        label[unreached] = [seeds[int(seed_rows[b])] for b in sims.argmax(axis=1)]
+        confidence[unreached] = calibrated(0.0)
     person[list(seeds)] = True
     label[list(seeds)] = list(seeds.values())
     confidence[person] = 1.0
     scores[list(seeds)] = 0
     scores[list(seeds), list(seeds.values())] = 1.0
-    return Propagation(classes, label, confidence, person, scores.astype(np.float32))
+    return Propagation(classes, label, confidence.astype(np.float32), person, scores.astype(np.float32), held,
+                       calibrated)
+
+
+def class_factor(f: np.ndarray, seeds: dict[int, int], n_classes: int) -> np.ndarray:
+    """Each class's weight: its total in proportion to its share of the person's labels (CLASS_MASS), else 1."""
+    if not CLASS_MASS:
+        return np.ones(n_classes, np.float32)
+    wanted = np.bincount(list(seeds.values()), minlength=n_classes) / len(seeds)
+    return (wanted / np.maximum(f[:, :-1].sum(axis=0), 1e-30)).astype(np.float32)
+
+
+def class_scores(f: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Each class's share of what reached each row (weighted by `factor`: (c,), or (rows, c) a row's own), times
+    the share that is not "unknown"."""
+    raw = np.maximum(f[:, :-1], 0)
+    mass = raw.sum(axis=1)
+    g = raw * factor
+    shares = np.divide(g, g.sum(axis=1, keepdims=True), out=np.zeros_like(g), where=mass[:, None] > 0)
+    reach = np.divide(mass, f.sum(axis=1), out=np.zeros_like(mass), where=mass > 0)
+    return (shares * reach[:, None]).astype(np.float32)
+
+
+def evidence(scores: np.ndarray) -> np.ndarray:
+    """What the calibration maps to a probability: the best class's score."""
+    return scores.max(axis=1) if scores.shape[1] else np.zeros(len(scores), np.float32)
+
+
+@dataclass
+class HeldOut:
+    """Labelled rows as the other labels alone label them (leave one out): what calibration and review judge by."""
+
+    rows: np.ndarray  # (m,) labelled rows held out
+    given: np.ndarray  # (m,) the class the person gave each
+    scores: np.ndarray  # (m, c) class scores there from the other labels only
+    judged: np.ndarray  # (m,) its class has another label, so the others could give it back
+
+    def evidence(self) -> np.ndarray:
+        return evidence(self.scores)
+
+    def probabilities(self) -> np.ndarray:
+        """Each class's share of the class scores (a row with none: every class alike), what cleanlab takes."""
+        total = self.scores.sum(axis=1, keepdims=True)
+        flat = np.full_like(self.scores, 1.0 / max(self.scores.shape[1], 1))
+        return np.where(total > 0, self.scores / np.maximum(total, 1e-30), flat)
+
+    def right(self) -> np.ndarray:
+        """Whether the others label the row as the person did."""
+        return (self.scores.argmax(axis=1) == self.given) & (self.scores.max(axis=1) > 0) if len(self.rows) else \
+            np.zeros(0, bool)
+
+
+def held_out(graph: Graph, seeds: dict[int, int], f: np.ndarray, factor: np.ndarray, alpha: float,
+             seed: int = 0) -> HeldOut:
+    """Each labelled row's class scores when its own label is taken out (at most HELD_OUT rows, a sample beyond).
+
+    Spreading is linear in the labels, so taking one out subtracts what it alone spreads: its
+    column G[:, h] of one spread with a column per held-out row. At the row itself,
+    F_-h[h] = F[h] - G[h, h] (e_label - prior e_unknown); its class loses G[:, h]'s total, which
+    the class weights (CLASS_MASS) see. The weights keep the person's class shares: taking a label
+    out must not make its class look rarer than the person's labelling says it is (with 2 labels
+    a class, that alone turned correct labels wrong). Exact, and one spread instead of one per label.
+    """
+    rows = np.fromiter(seeds, np.int64, count=len(seeds))
+    if len(rows) > HELD_OUT:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, HELD_OUT, replace=False))
+    given = np.array([seeds[int(r)] for r in rows], np.int64)
+    columns = spread(graph, {int(r): j for j, r in enumerate(rows)}, len(rows), alpha=alpha)
+    own, lost = columns[rows, np.arange(len(rows))], columns.sum(axis=0)
+    del columns
+    f_out = f[rows].copy()
+    f_out[np.arange(len(rows)), given] -= own
+    f_out[:, -1] += own * UNKNOWN_PRIOR
+    if CLASS_MASS:  # each row's class weights with its own label's mass taken out of its class's total
+        totals = np.repeat(f[:, :-1].sum(axis=0, keepdims=True), len(rows), axis=0)
+        totals[np.arange(len(rows)), given] -= lost
+        wanted = np.bincount(list(seeds.values()), minlength=f.shape[1] - 1) / len(seeds)
+        factor = (wanted / np.maximum(totals, 1e-30)).astype(np.float32)
+    per_class = np.bincount(list(seeds.values()), minlength=f.shape[1] - 1)
+    return HeldOut(rows, given, class_scores(f_out, factor), per_class[given] >= 2)
 
 
 def state_key(version: store.Version, labels: dict) -> str:
