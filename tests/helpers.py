@@ -77,8 +77,10 @@ TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, se
 # --- a version of clustered random vectors, for what never encodes (labelling) ---------------------
 
 def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float = 0.6, seed: int = 0,
-                   folder: str = "/collection"):
+                   folder: str = "/collection", weights=None):
     """Write and load a version whose n vectors lie around `classes` random centres; returns (version, truth).
+
+    `weights`: each class's share of the vectors (default: alike).
 
     Its model file is empty: enough for everything but encoding. Paths are folder/class-C/NNNNNN.jpg.
     """
@@ -91,7 +93,7 @@ def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)).astype(np.float32)
-    truth = rng.integers(0, classes, n)
+    truth = rng.integers(0, classes, n) if weights is None else rng.choice(classes, n, p=np.divide(weights, sum(weights)))
     vectors = centres[truth] + rng.normal(scale=spread, size=(n, dim)).astype(np.float32)
     paths = [f"{folder}/class-{c}/{i:06d}.jpg" for i, c in enumerate(truth.tolist())]
     records = Records.build(paths, [1] * n, [0] * n, [f"{i:040x}" for i in range(n)], truth % 4,

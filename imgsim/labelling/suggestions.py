@@ -1,8 +1,10 @@
-"""What to label next: representatives that cover the collection first, then what the propagation doubts.
+"""What to label next: typical images that cover the kNN graph first, then what the propagation doubts.
 
-The most typical image of each large cluster that holds no label yet (TypiClust, Hacohen et al.
-2022, the strongest low-budget choice in its benchmarks), clusters where the propagation is
-unsure before sure ones; images a person labelled are never suggested again.
+Coverage is a greedy k-center over the graph, weighted by how typical an image is of its
+neighbourhood (TypiClust's density, Hacohen et al. 2022; ProbCover's covering view, Yehuda et al.
+2022). At 1 label a class it asked about 1 class more than KMeans clusters on two evaluation collections
+and 3 fewer on photos (docs/results.md, issue 29).
+Images a person labelled are never suggested again.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import numpy as np
 
 from imgsim.core.errors import ImgsimError
 from imgsim.labelling.graph import Graph, neighbour_graph
-from imgsim.labelling.propagation import Propagation, propagate
+from imgsim.labelling.propagation import UNKNOWN_PRIOR, Propagation, propagate, reach_alpha, spread
 from imgsim.storage import store
 
-SUGGEST_FIT_SAMPLE = 4_000  # clusters for suggestions are fitted on at most this many vectors
-MIN_CLUSTER = 3  # a cluster smaller than this is noise, not something to cover
+DOUBT_WEIGHT = False  # coverage picks weighted by the propagation's doubt there (1 - the probability)
+COVER_MIN = 0.0  # a coverage pick must be at least this far outside the reach of every label and pick before it
 
 
 @dataclass(frozen=True)
@@ -39,37 +41,27 @@ def typicality(graph: Graph) -> np.ndarray:
     return np.where(valid.any(axis=1), (graph.sims * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), 0.0)
 
 
-def fine_clusters(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Each vector's cluster among at most k, KMeans fitted on an even sample of SUGGEST_FIT_SAMPLE vectors.
+def uncovered(graph: Graph, seeds: list[int], alpha: float) -> np.ndarray:
+    """How much of what reaches each image comes from no seed: 1 far from every seed, near 0 on one.
 
-    k is capped at a quarter of the sample: smaller clusters are noise, not regions to cover (past
-    that, suggestions come from the propagation's doubt). One BLAS thread: with more, k-means++
-    spun 6x slower beside a training run on 2 cores (3.2 s against 0.5 s at 8,000 x 110).
+    The seeds spread as one class beside propagation's "unknown" prior, with the reach that
+    `n` more labels would have: what a label there would still leave uncovered.
     """
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    from imgsim.learning.groups import predict_groups
-
-    sample = vectors
-    if len(vectors) > SUGGEST_FIT_SAMPLE:
-        sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), SUGGEST_FIT_SAMPLE, replace=False))]
-    k = max(1, min(k, len(sample) // 4 or 1))
-    with threadpool_limits(1):
-        kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100).fit(sample)
-        if sample is vectors:
-            return kmeans.labels_.astype(np.int64)
-        return predict_groups(vectors, kmeans.cluster_centers_).astype(np.int64)
+    if not seeds:
+        return np.ones(len(graph), np.float32)
+    f = spread(graph, dict.fromkeys(seeds, 0), 1, prior=UNKNOWN_PRIOR, alpha=alpha)
+    total = f.sum(axis=1)
+    return np.divide(f[:, 1], total, out=np.ones_like(total), where=total > 0)
 
 
 def suggest(version: store.Version, n: int = 10, propagation: Propagation | None = None,
             graph: Graph | None = None) -> list[Suggestion]:
     """The n images whose labels would help most, best first; never one a person labelled.
 
-    The collection is cut into (labelled + n) clusters; clusters without a person's label are
-    taken largest-and-least-sure first, and each gives its most typical unlabelled image. When
-    those run out, the images the propagation is least sure of fill the rest, never two
-    neighbours of each other.
+    First the graph is covered (a greedy k-center over the kNN graph): each pick is the most
+    typical image that the labels so far, and the picks before it, reach least, while it is at
+    least COVER_MIN outside their reach. Then the images the propagation is least sure of fill the
+    rest, never two neighbours of each other.
     """
     if n < 1:
         raise ImgsimError("-n must be at least 1")
@@ -78,42 +70,39 @@ def suggest(version: store.Version, n: int = 10, propagation: Propagation | None
     free = ~propagation.person
     if not free.any():
         return []
-    typical = typicality(graph)
-    seed = int(version.manifest.get("settings", {}).get("seed", 0))
-    clusters = fine_clusters(version.vectors, int(propagation.person.sum()) + n, seed)
-    covered = set(clusters[propagation.person].tolist())
-    unsure = 1.0 - propagation.confidence
-    candidates = []
-    for c in np.unique(clusters):
-        members = np.flatnonzero((clusters == c) & free)
-        if c in covered or len(members) < MIN_CLUSTER:
-            continue
-        doubt = float(unsure[members].mean()) if propagation.classes else 1.0
-        candidates.append((len(members) * doubt, int(members[np.argmax(typical[members])]), len(members), doubt))
-    candidates.sort(key=lambda item: (-item[0], item[1]))
-    picked, blocked, out = set(), set(), []
+    typical = np.clip(typicality(graph), 1e-6, None)
+    seeds = np.flatnonzero(propagation.person).tolist()
+    alpha = reach_alpha(len(seeds) + n, len(version))
+    picked, blocked, out = [], set(), []
+    doubt = 1.0 - propagation.confidence if propagation.classes else np.ones(len(free), np.float32)
 
     def take(row: int, reason: str) -> None:
-        picked.add(row)
+        picked.append(row)
         blocked.update(graph.rows[row][graph.rows[row] >= 0].tolist())
         out.append(Suggestion(row, version.paths[row], propagation.name(row), float(propagation.confidence[row]), reason))
 
-    for _, row, size, doubt in candidates:
-        if len(out) >= n:
+    while len(out) < n:
+        far = uncovered(graph, seeds + picked, alpha)
+        score = np.where(free, typical * far * (doubt if DOUBT_WEIGHT else 1.0), -1.0)
+        score[picked + list(blocked)] = -1.0
+        row = int(np.argmax(score))
+        if score[row] < 0 or far[row] < COVER_MIN:
             break
-        if row in blocked:  # a neighbour of one already picked: two views of the same thing
-            continue
-        why = (f"typical of {size} similar images that have no label yet" if not propagation.classes else
-               f"typical of {size} similar images with no label among them (propagation {1 - doubt:.0%} sure there)")
-        take(row, why)
-    if len(out) < n:  # then the images the propagation is least sure of
-        margin = np.sort(propagation.scores, axis=1)
-        gap = margin[:, -1] - (margin[:, -2] if margin.shape[1] > 1 else 0) if margin.shape[1] else np.zeros(len(free))
-        order = np.lexsort((np.arange(len(free)), -typical, gap))
-        for row in order.tolist():
-            if len(out) >= n:
-                break
-            if free[row] and row not in picked and row not in blocked:
-                take(row, f"the propagation is unsure: {propagation.confidence[row]:.0%} for "
-                          f"{propagation.name(row) or 'any label'}")
+        take(row, "typical of images that no label reaches yet" if not seeds and not picked else
+                  f"typical of images your labels reach least ({1 - far[row]:.0%} covered)")
+    if len(out) < n:
+        fill_with_doubt(propagation, typical, n, picked, blocked, take)
     return out
+
+
+def fill_with_doubt(propagation: Propagation, typical: np.ndarray, n: int, picked: list, blocked: set, take) -> None:
+    """`take` the images the propagation is least sure of (smallest margin between its two best classes) up to n."""
+    free = ~propagation.person
+    margin = np.sort(propagation.scores, axis=1)
+    gap = margin[:, -1] - (margin[:, -2] if margin.shape[1] > 1 else 0) if margin.shape[1] else np.zeros(len(free))
+    for row in np.lexsort((np.arange(len(free)), -typical, gap)).tolist():
+        if len(picked) >= n:
+            break
+        if free[row] and row not in picked and row not in blocked:
+            take(row, f"the propagation is unsure: {propagation.confidence[row]:.0%} likely "
+                      f"{propagation.name(row) or 'any label'}")
