@@ -1,4 +1,5 @@
-"""Label: the images worth labelling next, one click each; accept what the assistant is sure of; review; name groups."""
+"""Label: the images worth labelling next, a key or a click each, or a page at once; accept what the assistant is
+sure of; review; name groups."""
 
 import numpy as np
 import pandas as pd
@@ -11,25 +12,13 @@ from imgsim.core.text import csv_text, one_line
 from imgsim.labelling import export as dataset
 from imgsim.storage.annotations import LabelStore
 from imgsim.storage.group_names import group_name, load_labels, set_name
-from pages import common
+from pages import common, label_queue
 
-QUEUE = 8  # suggestions shown at a time
-PER_ROW = 4
-BUTTONS = 4  # label buttons on a suggestion, its likeliest labels; the picker beside them offers every label
-GUESS = 0.5  # a suggested label less sure than this is offered first but not highlighted: it is barely a guess
 LISTED = 12  # findings shown per review list
 SHOWN = 24  # thumbnails of a group before "show all"
-TABS = ("Next to label", "Review", "Groups")  # st.session_state["label-tab"] holds the open one
+TABS = ("Next to label", label_queue.TAB, "Review", "Groups")  # st.session_state["label-tab"] holds the open one
 ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting", "group": "the group name on",
            "clear": "clearing the labels of"}
-
-
-@st.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
-def suggestions(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
-    """What to label next (imgsim.labelling.suggest), once per version and labels: `key` is their state key."""
-    version = common.load_version(model_dir, version_id)
-    with threadpool_limits(1):  # KMeans' OpenMP threads would spin against a training run on the same cores
-        return labelling.suggest(version, QUEUE, common.propagation(model_dir, version, _labels, key))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Looking for likely mistakes…")
@@ -117,51 +106,6 @@ def labels_csv(version, propagation, min_confidence: float, names: dict[int, str
                     ([common.short_name(item["path"], version), item["label"], item["source"], item["confidence"],
                       group, names.get(group, "")]
                      for item, group in zip(dataset.rows(version, propagation, min_confidence), groups)))
-
-
-def suggestion_card(item, version, propagation, writable: bool, model_dir: str) -> None:
-    image_id = int(version.ids[item.row])
-    st.image(common.thumbnail(item.path, 192), width="stretch")
-    st.caption(common.md(common.short_name(item.path, version)))
-    if item.suggested and item.confidence >= GUESS:
-        st.markdown(f"Best guess **{common.md(item.suggested)}**, {item.confidence:.0%} sure")
-    elif item.suggested:
-        st.markdown(f"Unsure: perhaps **{common.md(item.suggested)}** ({item.confidence:.0%})")
-    else:
-        st.markdown("No guess yet: label it")
-    st.caption(common.md(item.reason))
-    if not writable:
-        return
-    scores = propagation.scores[item.row] if propagation.classes else np.zeros(0)
-    order = np.argsort(-scores, kind="stable").tolist()
-    # its likeliest labels; every label while there are few; never one its neighbourhood gives no weight to
-    likely = [propagation.classes[c] for c in order if scores[c] > 0 or len(order) <= BUTTONS][:BUTTONS]
-    if item.suggested:
-        likely = [item.suggested, *(name for name in likely if name != item.suggested)][:BUTTONS]
-    callback = {"on_click": common.label_rows, "args": (model_dir, version.id, (item.row,))}
-    with st.container(horizontal=True, gap="small"):
-        for j, name in enumerate(likely):
-            st.button(common.md(common.quoted(name, 30)[1:-1]), key=f"q-{image_id}-{j}",
-                      type="primary" if name == item.suggested and item.confidence >= GUESS else "secondary",
-                      kwargs={"name": name, "where": "label"}, **callback)
-    common.label_picker("Another label", propagation.classes, key=f"q-{image_id}-new", label_visibility="collapsed",
-                        placeholder="Another label…" if propagation.classes else "Type a label…",
-                        on_change=common.label_rows, args=callback["args"],
-                        kwargs={"name_key": f"q-{image_id}-new", "where": "label"})
-
-
-def queue_tab(cfg, version, propagation, labels, key: str, writable: bool) -> None:
-    items = suggestions(str(cfg.model_dir), version.id, key, labels)
-    if not items:
-        st.success("You have labelled every image.")
-        return
-    st.caption("The images whose labels would help most: first the most typical image of each part of the collection "
-               "that holds no label of yours, then the ones the assistant is least sure of. "
-               + ("Click a label, or type a new one and press Enter; the next images follow." if writable else ""))
-    for start in range(0, len(items), PER_ROW):
-        for column, item in zip(st.columns(PER_ROW), items[start:start + PER_ROW]):
-            with column.container(border=True):
-                suggestion_card(item, version, propagation, writable, str(cfg.model_dir))
 
 
 def review_tab(cfg, version, labels, key: str, writable: bool) -> None:
@@ -260,13 +204,16 @@ st.caption("Label a few images; the assistant spreads your labels to similar one
 common.show_notice("label")
 
 left, right = st.columns([3, 2], vertical_alignment="bottom")
-confidence = right.slider("Confidence that counts as sure", 0.5, 1.0, 0.9, 0.01, key="label-confidence",
-                          help="A propagated label this sure or more counts as labelled: in the progress, "
-                               "in 'Accept' and in the download")
+confidence = right.slider("Probability that counts as sure", 0.5, 1.0, 0.9, 0.01, key="label-confidence",
+                          help="A propagated label at least this likely right counts as labelled: in the progress, "
+                               "in 'Accept' and in the download. The probability is fitted on your own labels, each "
+                               "checked against the others")
 counts = propagation.counts(confidence)
 left.markdown(f"**{counts['person']:,}** labelled by you · **{counts['propagated']:,}** propagated at "
               f"{confidence:.0%} or more · **{counts['unsure']:,}** unsure")
 left.progress((counts["person"] + counts["propagated"]) / max(1, len(version)))
+if propagation.classes:
+    left.caption(f"Probabilities {common.md(propagation.calibration.describe())}.")
 
 with st.container(horizontal=True, vertical_alignment="center"):
     if writable:
@@ -276,7 +223,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
                   help="They become your labels, as if you had clicked each one; undo takes them back")
         if last_change:
             st.button(common.md(undo_text(last_change)), key="undo", on_click=undo, args=(model_dir,),
-                      icon=":material/undo:")
+                      icon=":material/undo:", shortcut="Z")
     group_names = common.group_names(cfg, version)
     # data as a callable: the CSV of every image is written when someone clicks, not on every view
     st.download_button("Download labels (CSV)",
@@ -287,10 +234,13 @@ with st.container(horizontal=True, vertical_alignment="center"):
 
 # Tabs that rerun on a switch and draw only the open one: drawing all three cost every view twice an
 # empty page's server CPU (benchmarks/pages-results.txt).
-queue, review, groups = st.tabs(TABS, key="label-tab", on_change="rerun")
+queue, grid, review, groups = st.tabs(TABS, key="label-tab", on_change="rerun")
 if queue.open:
     with queue:
-        queue_tab(cfg, version, propagation, labels, key, writable)
+        label_queue.queue_tab(cfg, version, propagation, labels, key, writable)
+elif grid.open:
+    with grid:
+        label_queue.grid_tab(cfg, version, propagation, writable)
 elif review.open:
     with review:
         review_tab(cfg, version, labels, key, writable)

@@ -94,3 +94,81 @@ def test_search_results_ticked_in_the_browser_get_a_typed_label(model_copy, tiny
         page.screenshot(path=str(shots / "search-labels.png"), full_page=True)
     ticked = {int(k) for i, k in enumerate(keys[:8]) if i != 2} | {int(version.ids[0])}  # the query: the first image
     assert {i: label.label for i, label in LabelStore(model_copy).load().items()} == dict.fromkeys(ticked, "sunsets")
+
+
+def focused_card(page):
+    """The highlighted suggestion: (its image id, the labels on its buttons in key order, its best guess or None).
+
+    Read until two reads half a second apart agree: a card's buttons can paint after the script run ends.
+    """
+    def read():
+        card = page.locator(".st-key-card-focus")
+        card.wait_for(timeout=60_000)
+        picker = card.locator('[class*="st-key-q-"][class*="-new"]')
+        picker.wait_for(timeout=60_000)
+        image_id = int(picker.get_attribute("class").split("st-key-q-")[1].split("-")[0])
+        names = []
+        while card.locator(f".st-key-q-{image_id}-{len(names)} button").count():
+            names.append(card.locator(f".st-key-q-{image_id}-{len(names)} button").first.inner_text().split("\n")[0])
+        guess = card.locator(f".st-key-guess-{image_id} button")
+        return image_id, names, guess.first.inner_text().split("“", 1)[-1].split("”")[0].strip() if guess.count() else None
+
+    before = read()
+    while True:
+        page.wait_for_timeout(500)
+        after = read()
+        if after == before:
+            return after
+        before = after
+
+
+def after_key(page, key: str) -> None:
+    page.keyboard.press(key)
+    page.wait_for_timeout(300)  # the rerun starts
+    page.wait_for_selector(IDLE, timeout=60_000)
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+
+
+def test_keys_label_the_highlighted_suggestion_move_undo_and_a_grid_labels_a_page(model_copy, tiny_collection,
+                                                                                 tmp_path):
+    version = store.load_version(model_copy)
+    LabelStore(model_copy).set([int(version.ids[0])], "cats")
+    LabelStore(model_copy).set([int(version.ids[1])], "dogs")
+    stored = lambda: {i: label.label for i, label in LabelStore(model_copy).load().items()}  # noqa: E731
+    with browser_on_dashboard(model_copy, tiny_collection, tmp_path) as (page, url, shots):
+        page.goto(f"{url}/label")
+        settle(page, "Label")
+        first, names, _ = focused_card(page)
+        picker = page.locator(f".st-key-q-{first}-new")  # keys typed into a box are text, not shortcuts
+        picker.click()
+        page.keyboard.type("1")
+        page.keyboard.press("Escape")
+        page.evaluate("document.activeElement.blur()")
+        assert first not in stored()
+
+        after_key(page, "2")  # the second label on the highlighted card
+        assert stored()[first] == names[1]
+        second, _, _ = focused_card(page)  # the queue moved on: the next one is highlighted
+        assert second != first
+        after_key(page, "ArrowRight")
+        third, _, guess = focused_card(page)
+        assert third != second and guess
+        after_key(page, "Enter")  # the best guess
+        assert stored()[third] == guess and second not in stored()
+        page.screenshot(path=str(shots / "label-keys.png"), full_page=True)
+        after_key(page, "z")  # undo: the last decision only
+        assert third not in stored() and stored()[first] == names[1]
+
+        after_key(page, "g")  # a page of look-alikes
+        page.get_by_role("tab", name="A page at once", selected=True).wait_for(timeout=30_000)
+        tile = page.locator('[class*="st-key-look-"]')
+        tile.first.wait_for(timeout=60_000)
+        tiles = [int(tile.nth(i).get_attribute("class").split("st-key-look-")[1].split()[0].rsplit("-", 1)[1])
+                 for i in range(tile.count())]
+        name = page.locator(".st-key-grid-label input").input_value().rsplit(" (", 1)[0]
+        tile.first.locator("label").click()  # untick the first: an exception
+        page.screenshot(path=str(shots / "label-grid.png"), full_page=True)
+        after_key(page, "Enter")
+        page.get_by_text(f"Labelled {len(tiles) - 1} images “{name}”").first.wait_for(timeout=60_000)
+    labels = stored()
+    assert tiles[0] not in labels and all(labels[t] == name for t in tiles[1:]) and len(tiles) > 1

@@ -111,7 +111,15 @@ def test_one_click_on_a_suggested_label_stores_it_and_the_queue_moves_on(model_s
     [row] = np.flatnonzero(version.ids == first).tolist()
     buttons = [b for b in at.button if b.key and b.key.startswith(f"q-{first}-")]
     assert sorted(b.label for b in buttons) == ["cats", "dogs"]
-    assert buttons[0].proto.type == "primary" or not any(b.proto.type == "primary" for b in buttons)  # suggested first
+    # suggested first, and highlighted: on the focused card the best guess is the primary button Enter presses,
+    # on the others the first label button is primary
+    guess = labelling.propagate(version, LabelStore(model_settings.model_dir).load()).name(row)
+    assert guess in ("cats", "dogs") and buttons[0].label == guess
+    [enter] = [b for b in at.button if b.key == f"guess-{first}"]
+    assert enter.proto.type == "primary" and guess in enter.label
+    after = cards(at)[1]
+    others = [b for b in at.button if b.key and b.key.startswith(f"q-{after}-")]
+    assert others[0].proto.type == "primary" and all(b.proto.type == "secondary" for b in others[1:])
     buttons[-1].click().run()
     assert stored(model_settings, version) == {0: "cats", 1: "dogs", row: buttons[-1].label}
     assert LabelStore(model_settings.model_dir).load()[first].via == "set"
