@@ -24,6 +24,7 @@ where that is less.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,14 +35,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import imgsim  # noqa: E402
 from imgsim import Settings, labelling  # noqa: E402
+from imgsim.labelling.calibration import expected_calibration_error
 from imgsim.runs import evaluation
 from imgsim.storage import store
 from imgsim.storage.annotations import ImageLabel  # noqa: E402
 from tests.helpers import vector_version  # noqa: E402
 
+COLLECTIONS = ("photos", "photos-hard-8", "photos-hard-12", "photos-hard-28", "photos-hard-48", "faces", "digits")
 ROUNDS = 4
 BUDGETS = (1, 2, 3)  # labels per class
+REVIEW_DRAWS = 8  # random draws of slipped labels per collection and share
+SLIPS = (0.05, 0.10)  # shares of the person's labels made wrong for review
 
 
 def trained_version(folder: Path, models: Path) -> store.Version:
@@ -73,34 +79,56 @@ def play(version: store.Version, truth: np.ndarray, budget: int, graph) -> tuple
             assert not propagation.person[row], "suggested an image the person labelled"
             labels[int(version.ids[row])] = ImageLabel(str(truth[row]))
         propagation = labelling.propagate(version, labels, graph)
-    info_labels = labels
     named = np.array([propagation.name(r) for r in range(len(version))], dtype=object)
     person = propagation.person
     assert all(named[r] == truth[r] for r in np.flatnonzero(person)), "a person's label was changed"
+    right, p = (named == truth)[~person], propagation.confidence[~person]
     info = {"classes found": len(set(truth[person].tolist())), "classes": len(set(truth.tolist())),
-            "review": review_check(version, truth, info_labels, graph)}
+            "labels": labels, "ece": expected_calibration_error(p, right),
+            "calibrated on": propagation.calibration.points, "ece estimate": propagation.calibration.error}
     for c in (0.5, 0.9):
         sure = (~person) & (propagation.confidence >= c)
         info[f"propagated >= {c}"] = (float(sure.mean()), float((named[sure] == truth[sure]).mean()) if sure.any() else None)
     return float((named == truth).mean()), info
 
 
-def review_check(version, truth, labels: dict, graph, share: float = 0.1, seed: int = 0) -> dict:
-    """Turn `share` of the person's labels into slips (another class's label); how many `review` lists as mistakes."""
-    rng = np.random.default_rng(seed)
+def slipped_labels(labels: dict, share: float, rng) -> tuple[dict, set]:
+    """`share` of the person's labels turned into another class's label (at least one): (labels, the ids slipped)."""
     ids = sorted(labels)
     classes = sorted({label.label for label in labels.values()})
-    if len(classes) < 2:
-        return {"slips": 0, "found": 0, "false flags": 0, "false flags without slips": 0, "labels": len(ids)}
     slipped = set(rng.choice(ids, max(1, round(share * len(ids))), replace=False).tolist())
-    noisy = {i: ImageLabel(rng.choice([c for c in classes if c != labels[i].label])) if i in slipped else labels[i]
-             for i in ids}
-    propagation = labelling.propagate(version, noisy, graph)
-    flagged = {int(version.ids[f.row]) for f in labelling.review(version, propagation, graph) if f.kind == "mistake"}
-    clean = labelling.propagate(version, labels, graph)
-    false_clean = sum(f.kind == "mistake" for f in labelling.review(version, clean, graph))
-    return {"slips": len(slipped), "found": len(slipped & flagged), "false flags": len(flagged - slipped),
-            "false flags without slips": false_clean, "labels": len(ids)}
+    return ({i: ImageLabel(str(rng.choice([c for c in classes if c != labels[i].label]))) if i in slipped
+             else labels[i] for i in ids}, slipped)
+
+
+def review_check(version, labels: dict, graph, share: float, draws: int = REVIEW_DRAWS) -> dict:
+    """Slip `share` of the labels (`draws` random draws); what `review` and cleanlab's `find_label_issues` flag.
+
+    Both judge the same held-out probabilities: each label taken out and labelled by the others
+    (propagation.held). Returns true/false positives and misses summed over the draws, per method.
+    """
+    from cleanlab.filter import find_label_issues
+
+    counts = {"imgsim": np.zeros(3, int), "cleanlab": np.zeros(3, int)}
+    if len({label.label for label in labels.values()}) < 2:
+        return counts
+    for draw in range(draws):
+        noisy, slipped = slipped_labels(labels, share, np.random.default_rng(draw))
+        propagation = labelling.propagate(version, noisy, graph)
+        held = propagation.held
+        truth = np.array([int(version.ids[r]) in slipped for r in held.rows])
+        ours = {f.row for f in labelling.review(version, propagation, graph) if f.kind == "mistake"}
+        flagged = {"imgsim": np.array([r in ours for r in held.rows]),
+                   "cleanlab": find_label_issues(held.given, held.probabilities())}
+        for method, flags in flagged.items():
+            counts[method] += [(flags & truth).sum(), (flags & ~truth).sum(), (~flags & truth).sum()]
+    return counts
+
+
+def f1(counts) -> tuple[float, float, float]:
+    tp, fp, fn = counts
+    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    return 2 * precision * recall / max(precision + recall, 1e-12), precision, recall
 
 
 def oracle_picks(features: np.ndarray, truth: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
@@ -137,47 +165,63 @@ def naming_groups(groups: np.ndarray, truth: np.ndarray) -> float:
     return right / len(truth)
 
 
-def run_collection(folder: Path, models: Path) -> list[dict]:
+def classical_routes(version, truth, per_class: int, features: dict, graph) -> dict:
+    """The classical route's best features and accuracy, and imgsim's propagation from the oracle's picks."""
+    routes = {}
+    for name, values in features.items():
+        values = np.asarray(values, np.float32)
+        routes[name] = classical(values, truth, oracle_picks(values, truth, per_class))
+    best = max(routes, key=routes.get)
+    picks = oracle_picks(version.vectors, truth, per_class)
+    oracle_prop = labelling.propagate(version, {int(version.ids[p]): ImageLabel(str(truth[p])) for p in picks}, graph)
+    oracle = float(np.mean([oracle_prop.name(r) == truth[r] for r in range(len(version))]))
+    target = routes[best] + min(0.10, (1 - routes[best]) / 2)
+    return {"classical": routes[best], "classical_features": best, "target": target, "oracle+imgsim": oracle}
+
+
+def run_collection(folder: Path, models: Path, with_classical: bool = True) -> list[dict]:
     version = trained_version(folder, models)
     truth = truth_of(version, folder)
     n_classes = len(set(truth.tolist()))
     start = time.perf_counter()
     graph = labelling.neighbour_graph(version)
     graph_s = time.perf_counter() - start
-    features = evaluation.baselines([Path(p) for p in version.paths])
-    latents = version.vectors
+    features = evaluation.baselines([Path(p) for p in version.paths]) if with_classical else None
     out = []
     for per_class in BUDGETS:
         budget = per_class * n_classes
         start = time.perf_counter()
         ours, info = play(version, truth, budget, graph)
         play_s = time.perf_counter() - start
-        routes = {}
-        for name, values in features.items():
-            values = np.asarray(values, np.float32)
-            routes[name] = classical(values, truth, oracle_picks(values, truth, per_class))
-        best = max(routes, key=routes.get)
-        picks = oracle_picks(latents, truth, per_class)
-        oracle_labels = {int(version.ids[p]): ImageLabel(str(truth[p])) for p in picks}
-        oracle_prop = labelling.propagate(version, oracle_labels, graph)
-        oracle = float(np.mean([oracle_prop.name(r) == truth[r] for r in range(len(version))]))
-        target = routes[best] + min(0.10, (1 - routes[best]) / 2)
-        out.append({"collection": folder.name, "images": len(version), "classes": n_classes, "per_class": per_class,
-                    "budget": budget, "imgsim": ours, "classical": routes[best], "classical_features": best,
-                    "target": target, "groups": naming_groups(version.groups, truth), "oracle+imgsim": oracle,
-                    "graph_s": graph_s, "play_s": play_s, **info})
-        row = out[-1]
-        sure = row["propagated >= 0.9"]
-        print(f"{folder.name:15s} {len(version):5d} img {n_classes:3d} cls  b={per_class} ({budget:3d} labels)  "
-              f"imgsim {ours:.3f}  classical {routes[best]:.3f} ({best})  target {target:.3f} "
-              f"{'MET' if ours >= target - 1e-9 else 'MISSED by %.3f' % (target - ours)}  "
-              f"groups {row['groups']:.3f}  oracle+imgsim {oracle:.3f}  "
-              f"classes found {info['classes found']}/{n_classes}  "
-              f">=0.9: {sure[0]:.0%} of images at {sure[1] if sure[1] is None else round(sure[1], 3)}  "
-              f"({play_s:.1f} s for {ROUNDS} rounds)  review: {info['review']['found']}/{info['review']['slips']} slips "
-              f"found, {info['review']['false flags']} false flags ({info['review']['false flags without slips']} "
-              f"with no slips) among {info['review']['labels']} labels", flush=True)
+        labels = info.pop("labels")
+        review = {share: review_check(version, labels, graph, share) for share in SLIPS} if per_class == 2 else {}
+        row = {"collection": folder.name, "images": len(version), "classes": n_classes, "per_class": per_class,
+               "budget": budget, "imgsim": ours, "groups": naming_groups(version.groups, truth), "graph_s": graph_s,
+               "play_s": play_s, "review": review, **info}
+        if features is not None:
+            row.update(classical_routes(version, truth, per_class, features, graph))
+        out.append(row)
+        print_row(row)
     return out
+
+
+def print_row(row: dict) -> None:
+    sure = row["propagated >= 0.9"]
+    line = (f"{row['collection']:15s} {row['images']:5d} img {row['classes']:3d} cls  b={row['per_class']} "
+            f"({row['budget']:3d} labels)  imgsim {row['imgsim']:.3f}  classes found {row['classes found']}/"
+            f"{row['classes']}  ECE {row['ece']:.3f} (calibrated on {row['calibrated on']}, estimated "
+            f"{'-' if row['ece estimate'] is None else round(row['ece estimate'], 3)})  p>=0.9: {sure[0]:.0%} of images, "
+            f"{'-' if sure[1] is None else round(sure[1], 3)} right  ({row['play_s']:.1f} s for {ROUNDS} rounds)")
+    if "classical" in row:
+        target = row["target"]
+        line += (f"  classical {row['classical']:.3f} ({row['classical_features']})  target {target:.3f} "
+                 f"{'MET' if row['imgsim'] >= target - 1e-9 else 'MISSED by %.3f' % (target - row['imgsim'])}  "
+                 f"groups {row['groups']:.3f}  oracle+imgsim {row['oracle+imgsim']:.3f}")
+    for share, counts in row["review"].items():
+        line += f"\n    review, {share:.0%} slips ({REVIEW_DRAWS} draws): " + "  ".join(
+            f"{method} F1 {f1(c)[0]:.2f} (P {f1(c)[1]:.2f} R {f1(c)[2]:.2f}; {c[0]} found, {c[1]} false, {c[2]} missed)"
+            for method, c in counts.items())
+    print(line, flush=True)
 
 
 def speed() -> None:
@@ -211,30 +255,44 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", type=Path, default=ROOT / "data" / "eval")
     parser.add_argument("--models", type=Path, default=ROOT / "data" / "eval-models")
     parser.add_argument("--only", action="append")
+    parser.add_argument("--no-classical", action="store_true", help="skip the classical route (decodes every image)")
     parser.add_argument("--speed", action="store_true", help="time propagation and suggest at 10,000 and 100,000 images")
     args = parser.parse_args(argv)
     if args.speed:
         speed()
         return 0
-    names = args.only or ["photos", "photos-hard-8", "photos-hard-12", "faces", "digits"]
+    print(f"# imgsim {imgsim.__version__}, load average {os.getloadavg()}, models in {args.models}")
     rows = []
-    for name in names:
+    for name in args.only or COLLECTIONS:
         folder = args.eval / name
         if not folder.is_dir():
             print(f"{folder}: missing; run benchmarks/make_eval_sets.py first", file=sys.stderr)
             continue
-        rows += run_collection(folder, args.models)
-    print("\n| collection | labels a class (total) | imgsim: suggest + propagate | classical route (best features) "
-          "| target | naming 4 groups | classes found | propagated ≥ 0.9: share, right |")
+        rows += run_collection(folder, args.models, with_classical=not args.no_classical)
+    print_tables(rows)
+    print(f"# load average after: {os.getloadavg()}")
+    return 0
+
+
+def print_tables(rows: list[dict]) -> None:
+    print("\n| collection | labels a class (total) | imgsim: suggest + propagate | classes asked | ECE "
+          "| propagated at p ≥ 0.9: share, right | classical route (best features) | target |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         share, right = r["propagated >= 0.9"]
-        met = "met" if r["imgsim"] >= r["target"] - 1e-9 else f"**missed by {r['target'] - r['imgsim']:.3f}**"
+        classical = f"{r['classical']:.3f} ({r['classical_features']})" if "classical" in r else "-"
+        met = ("-" if "target" not in r else "met" if r["imgsim"] >= r["target"] - 1e-9 else
+               f"**missed by {r['target'] - r['imgsim']:.3f}**")
         print(f"| {r['collection']} ({r['images']} images, {r['classes']} classes) | {r['per_class']} ({r['budget']}) "
-              f"| **{r['imgsim']:.3f}** | {r['classical']:.3f} ({r['classical_features']}) | {r['target']:.3f}: {met} "
-              f"| {r['groups']:.3f} | {r['classes found']}/{r['classes']} "
-              f"| {share:.0%}, {'-' if right is None else f'{right:.0%}'} |")
-    return 0
+              f"| **{r['imgsim']:.3f}** | {r['classes found']}/{r['classes']} | {r['ece']:.3f} "
+              f"| {share:.0%}, {'-' if right is None else f'{right:.0%}'} | {classical} | {met} |")
+    print("\n| collection | slips | imgsim review: F1 (precision, recall) | cleanlab find_label_issues: F1 (precision, recall) |")
+    print("| --- | --- | --- | --- |")
+    for r in rows:
+        for share, counts in r["review"].items():
+            ours, theirs = f1(counts["imgsim"]), f1(counts["cleanlab"])
+            print(f"| {r['collection']} | {share:.0%} of {r['budget']} | **{ours[0]:.2f}** ({ours[1]:.2f}, {ours[2]:.2f}) "
+                  f"| {theirs[0]:.2f} ({theirs[1]:.2f}, {theirs[2]:.2f}) |")
 
 
 if __name__ == "__main__":
