@@ -12,7 +12,7 @@ with Playwright. Every page view is a new browser context (no cache shared), and
 each imgsim page, so both see the same machine load. Measured:
 
   page      navigation -> the page's title heading (reference: its uploader) drawn and the script run ended
-            ("main"); "all drawn": then every <img> loaded and every Plotly chart drawn
+            ("main"); "all drawn": then no element waiting for its code, every <img> loaded, every chart drawn
   CPU       the server's utime+stime (every thread of its process tree: `imgsim serve` starts the server as a
             child) over one view, read when it is quiet
   sent      what one view brought to the browser: WebSocket frames from the server (kB) and media files
@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -61,9 +62,13 @@ WAIT_MS = 180_000
 WARM_MS = 1_800_000  # the first view of a page may do the work later views find cached (main's Duplicates: a scan)
 VIEWPORT = {"width": 1400, "height": 1200}
 
-# Every <img> loaded and every Plotly chart drawn: what "full" waits for after the run ends.
-DRAWN_JS = """() => Array.from(document.images).every(i => i.complete)
-  && Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every(c => c.querySelector('.main-svg'))"""
+# What "all drawn" waits for after the run ends: no element still waiting for its code (Streamlit loads each kind of
+# element's JavaScript when a page first shows one, drawing a skeleton meanwhile), every <img> loaded, every Plotly
+# and Vega-Lite chart drawn.
+DRAWN_JS = """() => !document.querySelector('[data-testid="stSkeleton"]')
+  && Array.from(document.images).every(i => i.complete)
+  && Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).every(c => c.querySelector('.main-svg'))
+  && Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).every(c => c.querySelector('canvas, svg'))"""
 # At least n images in the results container, all loaded.
 RESULTS_JS = """n => { const imgs = document.querySelectorAll('.st-key-results [data-testid="stImage"] img');
   return imgs.length >= n && Array.from(imgs).every(i => i.complete && i.naturalWidth > 0); }"""
@@ -76,24 +81,35 @@ def log(message: str) -> None:
 # --- setup -------------------------------------------------------------------------------------------------------
 
 def demo_model(count: int, image_size: int, epochs: int) -> tuple[Path, Path]:
-    """A demo collection and a quick model on it, built once under benchmarks/out/pages/ and reused."""
+    """A demo collection, a quick model on it and its scan for copies, built once under benchmarks/out/pages/ and reused."""
     from imgsim.storage import store
 
     folder = OUT / f"demo-{count}-{image_size}px-{epochs}ep"
     photos, models = folder / "photos", folder / "models"
-    if models.exists() and store.current_id(models):
-        return models, photos
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "build.log", "wb") as out:
-        if not any(photos.glob("**/*.jpg")):
-            log(f"building a demo collection of {count} images in {photos}")
-            subprocess.run([sys.executable, "-m", "imgsim", "demo", "--out", str(photos), "-n", str(count)],
+    with open(folder / "build.log", "ab") as out:
+        if not (models.exists() and store.current_id(models)):
+            if not any(photos.glob("**/*.jpg")):
+                log(f"building a demo collection of {count} images in {photos}")
+                subprocess.run([sys.executable, "-m", "imgsim", "demo", "--out", str(photos), "-n", str(count)],
+                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
+            log(f"training a quick model ({image_size} px, {epochs} epoch) in {models}")
+            subprocess.run([sys.executable, "-m", "imgsim", "train", "--images", str(photos), "--model-dir", str(models),
+                            "--epochs", str(epochs), "--image-size", str(image_size)],
                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
-        log(f"training a quick model ({image_size} px, {epochs} epoch) in {models}")
-        subprocess.run([sys.executable, "-m", "imgsim", "train", "--images", str(photos), "--model-dir", str(models),
-                        "--epochs", str(epochs), "--image-size", str(image_size)],
-                       cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
+        scanned(models, out)
     return models, photos
+
+
+def scanned(models: Path, out) -> None:
+    """The version's scan for copies, kept as the background job keeps it after training (the Duplicates page shows it)."""
+    from imgsim.duplicates.results import result_path
+    from imgsim.storage import store
+
+    if not result_path(models, store.current_id(models)).exists():
+        log(f"scanning {models} for copies (the background job does it after training)")
+        subprocess.run([sys.executable, "-m", "imgsim", "duplicates", "--model-dir", str(models)],
+                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out, check=True)
 
 
 def free_port() -> int:
@@ -213,7 +229,7 @@ def count_sent(page, sent: dict) -> None:
         sent["ws"] += len(payload)
 
     def response(reply) -> None:
-        if "/media/" in reply.url:
+        if urllib.parse.urlsplit(reply.url).path.startswith("/media/"):  # not /static/media/: the fonts
             sent["media"] += 1
             sent["media_bytes"] += int(reply.headers.get("content-length") or 0)
 
@@ -602,6 +618,9 @@ def main() -> None:
 
             args.images = store.images_root(args.model_dir)
         model_dir, images = args.model_dir.resolve(), args.images.resolve()
+        OUT.mkdir(parents=True, exist_ok=True)
+        with open(OUT / "scan.log", "ab") as out:
+            scanned(model_dir, out)
     else:
         model_dir, images = demo_model(args.count, args.image_size, args.epochs)
     from imgsim.inputs.collection import scan_folder
