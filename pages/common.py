@@ -14,9 +14,10 @@ from imgsim.core.access import Access, announce_owner_code, guess_password
 from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.text import markdown_text, one_line, path_in_collection, relative_paths
-from imgsim.inputs.thumbnails import mtime_ns, thumbnail_or_placeholder
+from imgsim.inputs.thumbnails import ThumbnailFolder, data_url, thumbnail_cached
 from imgsim.runs import jobs
 from imgsim.storage import store
+from imgsim.storage.folder import ModelFolder
 from imgsim.storage.group_names import load_names
 from pages import patches
 
@@ -147,18 +148,20 @@ def preload(cfg: Settings, version: store.Version) -> None:
     threading.Thread(target=load, daemon=True, name="imgsim-preload").start()
 
 
-@st.cache_data(max_entries=5_000, show_spinner=False)  # about 50 MB of JPEGs
-def _thumbnail(path: bytes, mtime: int, px: int) -> bytes:
-    return thumbnail_or_placeholder(os.fsdecode(path), px)
+def thumbnail(path: str, px: int = 192, version: store.Version | None = None) -> str:
+    """A collection image's thumbnail for st.image, as a `data:` URL that the page carries inline.
 
-
-def thumbnail(path: str, px: int = 192) -> bytes:
-    """A cached JPEG thumbnail; an edited file (new mtime) gets a new one.
-
-    The cache key is the path's bytes: Streamlit hashes a str as UTF-8, which a file name that
-    is not UTF-8 (held as lone surrogates) cannot be.
+    Inline, a view asks the server for no media file per image (each one a request through the
+    server's middleware, the most of an image page's server CPU) and the session keeps none. With the
+    image's `version`, the thumbnail is made once per version and size and kept on disk for every
+    process (imgsim.inputs.thumbnails.ThumbnailFolder); without, once per process. Either way the
+    newest ones stay in memory, and an edited file (a new modification time) gets a new one.
     """
-    return _thumbnail(os.fsencode(path), mtime_ns(path), px)
+    row = version.records.row_of_path(path) if version is not None else -1
+    if row < 0:
+        return data_url(thumbnail_cached(path, px))
+    folder = ThumbnailFolder(ModelFolder(version.model_dir).thumbnail_folder(version.id))
+    return data_url(folder.jpeg(int(version.ids[row]), path, px))
 
 
 def spread(rows: list[int], count: int) -> list[int]:

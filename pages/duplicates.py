@@ -157,7 +157,7 @@ for g in shown:
                           format_func=lambda p: common.md(common.short_name(p, version)))  # options are Markdown
         keep[g.group] = choice
         for column, member in zip(st.columns(min(len(g.images), 6)), g.images[:6]):
-            column.image(common.thumbnail(member.path, 192), width="stretch")
+            column.image(common.thumbnail(member.path, 192, version), width="stretch")
             mark = ":green-badge[keep] " if member.path == choice else ""
             why = EVIDENCE.get(member.match, member.match)  # one of our own names, never a user's text
             column.caption(f"{mark}**{member.score:.3f}** · {why} · {size_text(member)}  \n"

@@ -87,7 +87,7 @@ def gallery(rows, version, key: str, px: int = 128) -> None:
         browse = st.toggle(f"Browse all {len(rows):,}", key=f"all-{key}")
         rows = common.page_of(rows, SHOWN, f"page-{key}") if browse else common.spread(rows, SHOWN)
     paths = [version.paths[i] for i in rows]
-    st.image([common.thumbnail(p, px) for p in paths], width=px,
+    st.image([common.thumbnail(p, px, version) for p in paths], width=px,
              caption=[common.md(Path(p).stem) for p in paths])
 
 

@@ -119,7 +119,7 @@ def review_tab(cfg, version, labels, key: str, writable: bool) -> None:
                    "Label some images first: a label is checked against the labels of the images nearest to it.")
     for f in mistakes[:LISTED]:
         with st.container(border=True, horizontal=True, vertical_alignment="center"):
-            st.image(common.thumbnail(f.path, 96), width=96)
+            st.image(common.thumbnail(f.path, 96, version), width=96)
             with st.container():
                 st.markdown(f"{common.md(common.short_name(f.path, version))}: labelled **{common.md(f.label)}**")
                 st.caption(common.md(f.reason))
@@ -138,7 +138,7 @@ def review_tab(cfg, version, labels, key: str, writable: bool) -> None:
     st.caption("Images with no close neighbour: labels spread to them least well. Check their label on the map, or "
                "leave them out of a dataset.")
     shown = outliers[:LISTED]
-    st.image([common.thumbnail(f.path, 128) for f in shown], width=128,
+    st.image([common.thumbnail(f.path, 128, version) for f in shown], width=128,
              caption=[common.md(common.short_name(f.path, version)) for f in shown])
 
 
@@ -186,7 +186,7 @@ def groups_tab(cfg, version, propagation, writable: bool) -> None:
     if len(rows) > SHOWN:  # a bounded number of thumbnails a view, however large the group
         browse = st.toggle(f"Browse all {len(rows):,}", key=f"all-{group}")
         shown = common.page_of(rows, SHOWN, f"page-{group}") if browse else common.spread(rows, SHOWN)
-    st.image([common.thumbnail(version.paths[i], 128) for i in shown], width=128)
+    st.image([common.thumbnail(version.paths[i], 128, version) for i in shown], width=128)
     st.subheader("All groups")
     st.dataframe(pd.DataFrame({"group": groups, "images": [counts[g] for g in groups],
                                "name": [names.get(g, "") for g in groups],

@@ -79,7 +79,7 @@ def card(item, version, propagation, writable: bool, model_dir: str, focused: bo
     """One suggestion: its image, the best guess as a probability, and a button per likely label."""
     image_id, row = int(version.ids[item.row]), item.row
     name, probability = propagation.name(row), float(propagation.confidence[row])
-    st.image(common.thumbnail(item.path, 192), width="stretch")
+    st.image(common.thumbnail(item.path, 192, version), width="stretch")
     st.caption(common.md(common.short_name(item.path, version)))
     st.markdown(guess_text(name, probability))
     st.caption(common.md(item.reason))
@@ -175,7 +175,7 @@ def grid_tab(cfg, version, propagation, writable: bool) -> None:
         st.success("No unlabelled image is left for a page.")
         return
     if not writable:
-        st.image([common.thumbnail(version.paths[r], 128) for r in rows], width=128,
+        st.image([common.thumbnail(version.paths[r], 128, version) for r in rows], width=128,
                  caption=[f"{float(propagation.confidence[r]):.0%}" for r in rows])
         return
     st.caption("Likeliest first, each with the probability that it is right. Untick the ones that are not, then "
@@ -183,7 +183,7 @@ def grid_tab(cfg, version, propagation, writable: bool) -> None:
     with st.form(f"grid-{version.id}", border=False, enter_to_submit=False):
         for start in range(0, len(rows), 6):
             for column, row in zip(st.columns(6), rows[start:start + 6]):
-                column.image(common.thumbnail(version.paths[row], 128), width="stretch",
+                column.image(common.thumbnail(version.paths[row], 128, version), width="stretch",
                              caption=common.md(common.short_name(version.paths[row], version)))
                 column.checkbox(f"{float(propagation.confidence[row]):.0%}", value=True,
                                 key=f"look-{version.id}-{int(version.ids[row])}")

@@ -8,6 +8,7 @@ import streamlit as st
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_text, one_line, relative_paths
 from imgsim.inputs.images import ALLOWED_FORMATS, is_url, read_bytes
+from imgsim.inputs.thumbnails import data_url
 from imgsim.search import Query, rerank, url_query
 from imgsim.storage.group_names import group_name
 from pages import common
@@ -107,7 +108,7 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
     version = searcher.version
     with st.container(key="query"):
         picture, about = st.columns([1, 3], vertical_alignment="center")
-        picture.image(prepared.thumbnail, width="stretch")
+        picture.image(data_url(prepared.thumbnail), width="stretch")
         about.markdown(f"**{common.md(prepared.name)}**  \nPredicted **{common.md(group_name(result.cluster, names))}**  \n"
                        f"{len(result.results)} most similar images "
                        f"{'in its group' if scope == 'cluster' else 'in the whole collection'}")
@@ -126,7 +127,7 @@ def results(searcher, prepared: Query, source, names: dict, cfg) -> None:
                                        else nullcontext()):
         for start in range(0, len(result.results), COLUMNS):
             for column, hit in zip(st.columns(COLUMNS), result.results[start:start + COLUMNS]):
-                column.image(common.thumbnail(hit.path, 256), width="stretch")
+                column.image(common.thumbnail(hit.path, 256, version), width="stretch")
                 badge = ":blue-badge[exact copy] " if hit.exact else (
                     ":green-badge[same scene] " if hit.same_scene else "")
                 column.caption(f"{badge}**{hit.score:.3f}** · {common.md(group_name(hit.cluster, names))}  \n"

@@ -195,7 +195,7 @@ else:
 st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
 strips = typical_neighbours(str(cfg.model_dir), version.id)
 for cell, (row, neighbours) in zip(st.columns(2) * math.ceil(len(strips) / 2), strips):
-    cell.image([common.thumbnail(version.paths[i], 96) for i in [row, *neighbours]], width=72,
+    cell.image([common.thumbnail(version.paths[i], 72, version) for i in [row, *neighbours]], width=72,
                caption=[f"group {version.groups[row]}"] + [""] * len(neighbours))
 twin = {k: metrics.get(k) for k in ("twin_recall@1", "twin_recall@10")}
 if twin["twin_recall@1"] is not None:

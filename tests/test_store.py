@@ -278,6 +278,8 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
     for version_id in (first, second):  # each version's scan for copies (imgsim.duplicates)
         ModelFolder(model_dir).scan_folder(version_id).mkdir(parents=True)
         (ModelFolder(model_dir).scan_folder(version_id) / "scan.npz").write_bytes(b"a kept scan")
+        (ModelFolder(model_dir).thumbnail_folder(version_id) / "96").mkdir(parents=True)  # its display thumbnails
+        (ModelFolder(model_dir).thumbnail_folder(version_id) / "96" / "1.jpg").write_bytes(b"a thumbnail")
     people = {"labels.json": b'{"1": "cat"}', "log.jsonl": b'{"set": 1}\n'}
     for name, data in people.items():
         (model_dir / "annotations" / name).write_bytes(data)
@@ -293,6 +295,7 @@ def test_prune_keeps_the_newest_and_the_current_and_every_file_they_need(tmp_pat
         *(referenced(model_dir, v) for v in report.kept))  # the kept versions' files, and nothing else
     assert [p.name for p in graphs.iterdir()] == []  # both graphs were of removed versions
     assert [p.name for p in (model_dir / "duplicates").iterdir()] == [second]  # a scan goes with its version
+    assert [p.name for p in (model_dir / "thumbnails").iterdir()] == [second]  # so do its thumbnails
     assert {n: (model_dir / "annotations" / n).read_bytes() for n in people} == people  # never touched
     assert (model_dir / "labels" / f"{first}.json").exists()  # group names are never removed
     assert report.after == disk_use(model_dir) < report.before

@@ -54,26 +54,32 @@ def temporary_beside(path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}")
 
 
-def write_atomic(path, data: str | bytes, encoding: str = "utf-8") -> Path:
+def write_atomic(path, data: str | bytes, encoding: str = "utf-8", durable: bool = True) -> Path:
     """Replace `path` with `data` (text is encoded with `encoding`) whole or not at all; returns the path."""
     payload = data.encode(encoding) if isinstance(data, str) else bytes(data)
-    return write_atomic_with(path, lambda fh: fh.write(payload))
+    return write_atomic_with(path, lambda fh: fh.write(payload), durable)
 
 
-def write_atomic_with(path, write: Callable[[BinaryIO], object]) -> Path:
-    """Replace `path` with what `write(binary file)` writes (np.save, np.savez ...), whole or not at all."""
+def write_atomic_with(path, write: Callable[[BinaryIO], object], durable: bool = True) -> Path:
+    """Replace `path` with what `write(binary file)` writes (np.save, np.savez ...), whole or not at all.
+
+    `durable=False` skips both fsyncs: for a cache that is checked when read and made again when it is
+    damaged (display thumbnails), where a power cut may lose the file but never shows half of one.
+    """
     path = Path(path)
     tmp = temporary_beside(path)
     try:
         with open(tmp, "xb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_path(path.parent)
+    if durable:
+        fsync_path(path.parent)
     return path
 
 

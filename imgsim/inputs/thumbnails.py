@@ -1,16 +1,31 @@
-"""Small JPEG copies of collection images for display grids; callers cache them by (path, mtime)."""
+"""Small JPEG copies of collection images for display grids: kept on disk per version, and in memory per process.
+
+A version's thumbnails live in a folder of their own (`ThumbnailFolder`; the model folder names it:
+imgsim.storage.folder.ModelFolder.thumbnail_folder), one file per image and display size, made by the
+first view that shows the image and read by every later one, in any process. The newest ones also
+stay in this process's memory (`MEMORY`, a byte budget), so a page view reads no file for them.
+"""
 
 from __future__ import annotations
 
+import base64
 import io
+import logging
 import os
+import stat
+from pathlib import Path
 
 from PIL import Image
 
+from imgsim.core.cache import ByteBudgetCache
 from imgsim.core.errors import ImageError
+from imgsim.core.files import NO_FOLLOW, write_atomic
 from imgsim.inputs.images import thumbnail
 
+log = logging.getLogger(__name__)
+
 PLACEHOLDER_GREY = (205, 205, 205)
+MEMORY = ByteBudgetCache(64 << 20, ttl=24 * 3600, size=len)  # JPEG bytes, about 10,000 thumbnails of 128 px
 
 
 def encode_jpeg(img: Image.Image, quality: int = 85) -> bytes:
@@ -42,3 +57,88 @@ def thumbnail_or_placeholder(path, px: int = 192) -> bytes:
         return thumbnail_jpeg(path, px)
     except ImageError:
         return placeholder_jpeg(px)
+
+
+def thumbnail_cached(source, px: int = 192) -> bytes:
+    """`thumbnail_or_placeholder`, kept in this process's memory while the file keeps its modification time."""
+    return MEMORY.get((os.fsencode(source), int(px), mtime_ns(source)), lambda: thumbnail_or_placeholder(source, px))
+
+
+def data_url(jpeg: bytes) -> str:
+    """A JPEG as a `data:` URL: a page can carry it inline, with no file to serve and no request to answer."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def whole_jpeg(data: bytes, px: int) -> bool:
+    """Whether `data` decodes, every byte of it, as a JPEG of at most `px` a side (what this module writes)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG" or max(img.size) > px:
+                return False
+            img.load()  # a file cut short raises here
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+    return True
+
+
+class ThumbnailFolder:
+    """One version's display thumbnails on disk, `<folder>/<px>/<image id>.jpg`, made at first use.
+
+    Each file carries its source's modification time as its own, so an edited source (a new time) gets
+    a new thumbnail. A file read from disk is decoded whole before it is used: one cut short, overwritten
+    or replaced by a link is made again. A folder that cannot be written (a read-only model folder) only
+    means that each process makes its thumbnails once, in memory. A source that cannot be read gets the
+    grey placeholder, which is not kept (the file may be fixed without its time changing).
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"ThumbnailFolder({str(self.folder)!r})"
+
+    def path(self, image_id: int, px: int) -> Path:
+        return self.folder / str(int(px)) / f"{int(image_id)}.jpg"
+
+    def jpeg(self, image_id: int, source, px: int = 192) -> bytes:
+        """The thumbnail of `source`, the version's image `image_id`: from memory, from disk, or made now and kept."""
+        stamp = mtime_ns(source)
+        key = (str(self.folder), int(image_id), int(px), stamp)
+        return MEMORY.get(key, lambda: self._read_or_make(int(image_id), source, int(px), stamp))
+
+    def _read_or_make(self, image_id: int, source, px: int, stamp: int) -> bytes:
+        path = self.path(image_id, px)
+        kept = self._read(path, px, stamp) if stamp else None
+        if kept is not None:
+            return kept
+        try:
+            data = thumbnail_jpeg(source, px)
+        except ImageError:
+            return placeholder_jpeg(px)
+        if stamp:
+            self._keep(path, data, stamp)
+        return data
+
+    @staticmethod
+    def _read(path: Path, px: int, stamp: int) -> bytes | None:
+        """The kept file's bytes if it is a plain file made from the source as it is now, and a whole JPEG."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NO_FOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if not (stat.S_ISREG(info.st_mode) and info.st_mtime_ns == stamp
+                    and 0 < info.st_size <= px * px * 3 + 65_536):
+                return None
+            data = fh.read()
+        return data if whole_jpeg(data, px) else None
+
+    @staticmethod
+    def _keep(path: Path, data: bytes, stamp: int) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data, durable=False)  # a cache: checked when read, made again when damaged
+            os.utime(path, ns=(stamp, stamp), follow_symlinks=False)
+        except OSError as exc:  # a read-only or full model folder: the thumbnail is still shown
+            log.debug("thumbnail not kept in %s: %s", path, exc)

@@ -11,6 +11,7 @@
     annotations/graphs/<id>-k<k>.npz   a version's cached kNN graph (imgsim.labelling)
     duplicates/<id>/            a version's scan for copies: signatures.npz, scan.npz, .scan.lock, scan.log
                                 (imgsim.duplicates)
+    thumbnails/<id>/<px>/<image id>.jpg   a version's display thumbnails, made at first use (imgsim.inputs.thumbnails)
     training.json               the background run's status; training-settings.json its settings; training.log its output
 
 docs/architecture.md describes what each file holds.
@@ -112,6 +113,13 @@ class ModelFolder:
         if not is_version_id(version_id):
             raise ValueError(f"not a version id: {version_id!r}")
         return self.root / "duplicates" / version_id
+
+    # -- a version's display thumbnails (imgsim.inputs.thumbnails), outside the immutable versions ---
+    def thumbnail_folder(self, version_id: str) -> Path:
+        """thumbnails/<id>/: a version's display thumbnails, a cache made again when damaged; it goes with the version."""
+        if not is_version_id(version_id):
+            raise ValueError(f"not a version id: {version_id!r}")
+        return self.root / "thumbnails" / version_id
 
     # -- the background run ----------------------------------------------------------------------
     @property

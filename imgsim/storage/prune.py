@@ -110,6 +110,8 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
                 os.rename(layout.version(version_id), trash / f"pruned-{version_id}")
                 if layout.scan_folder(version_id).is_dir():  # its scan for copies goes with it
                     os.rename(layout.scan_folder(version_id), trash / f"pruned-scan-{version_id}")
+                if layout.thumbnail_folder(version_id).is_dir():  # and its display thumbnails
+                    os.rename(layout.thumbnail_folder(version_id), trash / f"pruned-thumbnails-{version_id}")
             if removed:
                 fsync_path(layout.versions)
             for path in [*graphs, *orphans]:
