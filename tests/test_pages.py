@@ -216,9 +216,9 @@ def test_searching_with_an_uploaded_image_shows_n_results(model_settings, tiny_c
 
     query = sorted(tiny_collection.rglob("*.jpg"))[0]
     decodes = []
-    real_open_image = images.open_image
-    monkeypatch.setattr(images, "open_image", lambda data, *args, **kwargs: (
-        decodes.append(data == query.read_bytes() and kwargs.get("stretch")), real_open_image(data, *args, **kwargs))[1])
+    real_opened = images.opened  # every decode goes through it: open_image, and decode_with_picture (a query's)
+    monkeypatch.setattr(images, "opened", lambda data, name, draft_size, stretch: (
+        decodes.append(data == query.read_bytes() and stretch), real_opened(data, name, draft_size, stretch))[1])
     st.cache_data.clear()  # an earlier test may have made this upload ready already: decoded queries are cached by bytes
     at = open_app(model_settings)
     at.file_uploader(key="upload").set_value((query.name, query.read_bytes(), "image/jpeg")).run()
