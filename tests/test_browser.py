@@ -122,7 +122,7 @@ def test_a_shared_dashboard_shows_names_as_text_and_locks_changes(shared_dashboa
             page.goto(f"{url}/explore")
             settle(page, "Explore")
             shown = hostile.replace("://", ":\u2060//")  # as typed, with the invisible word joiner that stops auto-links
-            assert page.get_by_text(f"group 0 · {shown}", exact=False).count() >= 1
+            page.get_by_text(f"group 0 · {shown}", exact=False).first.wait_for(timeout=60_000)  # the group picker
             page.get_by_role("link", name="Label").click()
             settle(page, "Label")
             page.get_by_role("link", name="Train").click()
