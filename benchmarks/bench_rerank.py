@@ -38,12 +38,13 @@ def load() -> str:
 def replicated(model_dir: Path, images: Path, count: int, work: Path) -> Path:
     """A version of `count` images: the trained collection's, replicated with noisy latents and their features."""
     from imgsim.runs.indexing import index
-    from imgsim.runs.training import save_collection
     from imgsim.search import rerank
     from imgsim.storage import store
     from imgsim.storage.engines import choose_engine
     from imgsim.storage.keypoints import KeypointStore, save_segment, segments_of
+    from imgsim.storage.manifest import Manifest
     from imgsim.storage.records import Records
+    from imgsim.storage.store import save_collection
 
     source = work / "source"
     shutil.copytree(model_dir, source, ignore=shutil.ignore_patterns(".lock", "staging"))
@@ -63,8 +64,8 @@ def replicated(model_dir: Path, images: Path, count: int, work: Path) -> Path:
         columns = found.gather(version.ids[take])
         columns["ids"] = records.ids
         keypoints = rerank.manifest_entry([save_segment(target, rerank.LAYOUT, columns)])
-        manifest = {**{k: version.manifest[k] for k in ("settings", "libraries")}, "kind": "train",
-                    "images_root": "/replica", "keypoints": keypoints}
+        manifest = Manifest(kind="train", settings=version.manifest["settings"], images_root="/replica",
+                            libraries=version.manifest.get("libraries") or {}, keypoints=keypoints)
         store.write_version(target, manifest=manifest, records=entries, engine=state, centres=version.centres,
                             history=version.history, save_model=lambda path: store.link_or_copy(version.model_path, path))
     return target

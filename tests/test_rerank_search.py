@@ -147,3 +147,14 @@ def test_index_keeps_features_for_new_images_and_adds_those_a_version_lacks(tmp_
 
     assert prune(settings.model_dir, keep=1).removed  # the older versions go; the features kept stay
     assert Searcher.load(settings.model_dir).keypoints is not None
+
+    (images / "gravel").rename(images / "gravel-moved")  # the files move; the version still lists them where they were
+    searcher = Searcher.load(settings.model_dir)
+    row = searcher.version.paths.index(next(p for p in searcher.version.paths if "/gravel/" in p))
+    result = searcher.search_vector(searcher.version.vectors[row], 3, "all", exclude=[row],
+                                    features=searcher.stored_features(row))
+    assert result.rechecked == len(searcher.version) - 1  # the stored features: nothing read from the moved files
+    index(settings)
+    moved = store.load_version(settings.model_dir)
+    assert not any("/gravel/" in p for p in moved.paths) and any("/gravel-moved/" in p for p in moved.paths)
+    assert lacking() == set()  # the moved files' features found again at their new paths
