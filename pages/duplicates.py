@@ -14,7 +14,7 @@ from imgsim.core.text import one_line, relative_paths
 from imgsim.runs import jobs
 from pages import common
 
-SHOWN_GROUPS = 30  # groups drawn on one page; the CSV holds them all
+SHOWN_GROUPS = 10  # groups drawn on one page (each up to 6 thumbnails sent inline); the CSV holds them all
 
 
 def stored(model_dir: str, version_id: str):
