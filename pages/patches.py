@@ -121,4 +121,5 @@ def serialise_ast_parse() -> None:
 
     parse.serialised = True
     parse.__doc__ = original.__doc__
+    parse.__wrapped__ = original
     ast.parse = parse

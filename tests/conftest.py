@@ -111,12 +111,35 @@ from tests.helpers import TINY  # noqa: E402  (the tiny model's settings)
 
 # --- a tiny real collection and model, trained once for the whole suite -------------------------
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once for the whole run, whatever the number of pytest-xdist workers; its folder.
+
+    The first worker to get here builds under a folder all workers share (the run's base temporary
+    folder), holding a lock; the others wait for it, then use what it built. Readers must not change it.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") \
+        else tmp_path_factory.getbasetemp()
+    folder, done = shared / f"shared-{name}", shared / f"shared-{name}.done"
+    with FileLock(shared / f"shared-{name}.lock"):
+        if not done.exists():
+            if folder.exists():  # a worker killed while building: start again
+                import shutil
+
+                shutil.rmtree(folder)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_collection(tmp_path_factory) -> Path:
     """24 augmented 64 px views of the shipped photographs, one sub-folder per source photo."""
     from imgsim.inputs.demo import build_demo
 
-    return build_demo(tmp_path_factory.mktemp("collection") / "photos", n=24, size=64, seed=3)
+    return built_once(tmp_path_factory, "collection", lambda folder: build_demo(folder / "photos", n=24, size=64, seed=3)) \
+        / "photos"
 
 
 @pytest.fixture(scope="session")
@@ -125,9 +148,10 @@ def trained_model_dir(tmp_path_factory, tiny_collection) -> Path:
     from imgsim import Settings
     from imgsim.runs.training import train
 
-    model_dir = tmp_path_factory.mktemp("models") / "models"
-    train(Settings(model_dir=model_dir, images=tiny_collection, **TINY))
-    return model_dir
+    def build(folder):
+        train(Settings(model_dir=folder / "models", images=tiny_collection, **TINY))
+
+    return built_once(tmp_path_factory, "models", build) / "models"
 
 
 @pytest.fixture
@@ -138,3 +162,25 @@ def model_copy(tmp_path, trained_model_dir) -> Path:
     return Path(shutil.copytree(trained_model_dir, tmp_path / "models"))
 
 
+# --- pytest-xdist: what must share one worker ---------------------------------------------------
+
+SERVER_FIXTURES = ("milvus_server", "ray_cluster")
+
+
+def uses_servers(item) -> bool:
+    """Whether a test needs the session's Milvus server or Ray cluster (directly, or by its parameter)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(f in item.fixturenames for f in SERVER_FIXTURES) or "milvus-server" in params.values()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (--dist loadgroup), the tests of the real servers run on one worker, which starts
+    them once, together (servers.Background); every other worker runs the rest meanwhile."""
+    needed = set()
+    for item in items:
+        if uses_servers(item):
+            item.add_marker(pytest.mark.xdist_group("servers"))
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            needed |= {f for f in SERVER_FIXTURES if f in item.fixturenames}
+            needed |= {"milvus_server"} if "milvus-server" in params.values() else set()
+    config.imgsim_server_fixtures = sorted(needed)

@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -100,23 +101,38 @@ def test_a_hand_edited_labels_file_is_read_as_data(tmp_path):
         labels.load()
 
 
-def label_many(folder, start, count, name):
+def label_many(folder, start, count, name, ready, locked):
+    """Label `count` images one at a time, from the moment both writers are ready; a read takes 5 ms longer,
+    so that a writer without the lock is sure to read what the other is about to replace."""
+    import contextlib
+
     labels = LabelStore(folder)
+    read = labels._read
+    labels._read = lambda: (read(), time.sleep(0.005))[0]
+    if not locked:
+        labels._locked = contextlib.nullcontext
+    ready.wait(60)
     for i in range(start, start + count):
         labels.set([i], name)
 
 
-def test_two_writers_at_once_lose_no_label(tmp_path):
+def two_writers(folder, locked: bool) -> list[int]:
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=label_many, args=(tmp_path, start, 40, name))
+    ready = context.Barrier(2)
+    workers = [context.Process(target=label_many, args=(folder, start, 40, name, ready, locked))
                for start, name in ((0, "left"), (1000, "right"))]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(60)
+        worker.join(120)
     assert [w.exitcode for w in workers] == [0, 0]
-    labels = LabelStore(tmp_path).load()
-    assert sorted(labels) == list(range(40)) + list(range(1000, 1040))
+    return sorted(LabelStore(folder).load())
+
+
+def test_two_writers_at_once_lose_no_label(tmp_path):
+    control = two_writers(tmp_path / "without the lock", locked=False)
+    assert len(control) < 80  # the race is real: one writer's labels replaced the other's
+    assert two_writers(tmp_path / "with it", locked=True) == list(range(40)) + list(range(1000, 1040))
 
 
 def test_unlabelled_only_never_overwrites_a_label_given_meanwhile(tmp_path):

@@ -125,11 +125,28 @@ def test_an_image_far_from_everything_is_an_outlier(tmp_path):
     assert outliers and outliers[0].path == "/collection/odd.jpg"
 
 
-def test_labels_follow_images_into_a_new_version(clustered, tmp_path):
-    version, truth = clustered
-    LabelStore(version.model_dir).set([int(version.ids[5])], "kept")
+def test_labels_follow_images_into_a_new_version(tmp_path):
+    from imgsim.storage.manifest import Manifest
+    from imgsim.storage.records import Records
+
+    version, _ = vector_version(tmp_path / "models", 60, 3)
+    image = int(version.ids[5])
+    LabelStore(version.model_dir).set([image], "kept")
     assert labelling.propagate(version).name(5) == "kept"  # read from the store by default
-    LabelStore(version.model_dir).clear([int(version.ids[5])])
+    order = np.roll(np.arange(len(version)), 7)  # the same images in another order: rows move, ids stay
+    old = version.records
+    records = Records.build([old.paths[i] for i in order], old.sizes[order], old.mtimes[order],
+                            [old.sha1[i].decode() for i in order], old.groups[order], old.map2d[order])
+    with store.writer_lock(version.model_dir):
+        entries, state = store.save_collection(version.model_dir, "exact", records, version.vectors[order])
+        store.write_version(version.model_dir, manifest=Manifest(kind="index", settings=version.manifest["settings"]),
+                            records=entries, engine=state, centres=version.centres, history={},
+                            save_model=lambda p: p.write_bytes(b""))
+    grown = store.load_version(version.model_dir)
+    [row] = np.flatnonzero(grown.ids == image).tolist()
+    assert grown.id != version.id and row != 5
+    propagation = labelling.propagate(grown)
+    assert propagation.name(row) == "kept" and propagation.source(row) == "person"
 
 
 def test_paths_as_a_person_types_them(clustered, tmp_path, monkeypatch):

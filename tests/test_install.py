@@ -21,6 +21,7 @@ import pytest
 from tests.helpers import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.xdist_group("install")  # one worker builds the wheel and the environment, once
 
 
 def run(command, **kwargs) -> subprocess.CompletedProcess:
@@ -75,20 +76,23 @@ def test_the_installed_command_and_dashboard_come_from_the_wheel(installed):
     assert (Path(dashboard) / "pages" / "search.py").is_file() and (Path(dashboard) / ".streamlit" / "config.toml").is_file()
 
 
-def test_training_from_another_folder_writes_to_the_user_data_folder_only(installed, tiny_collection):
-    trained = run([str(installed["bin"] / "imgsim"), "train", "--images", str(tiny_collection), "--image-size", "32",
-                   "--latent-dim", "16", "--epochs", "1", "--batch-size", "8", "--clusters", "3"],
-                  env=installed["env"], cwd=installed["cwd"])
+@pytest.fixture(scope="module")
+def trained(installed, tiny_collection) -> subprocess.CompletedProcess:
+    """`imgsim train` from the installed command, in an unrelated folder: a first model in the user data folder."""
+    return run([str(installed["bin"] / "imgsim"), "train", "--images", str(tiny_collection), "--image-size", "32",
+                "--latent-dim", "16", "--epochs", "1", "--batch-size", "8", "--clusters", "3"],
+               env=installed["env"], cwd=installed["cwd"])
+
+
+def test_training_from_another_folder_writes_to_the_user_data_folder_only(installed, trained):
     assert trained.returncode == 0, (trained.stdout[-1500:], trained.stderr[-1500:])
     models = installed["home"] / ".local" / "share" / "imgsim" / "models"
     assert (models / "CURRENT").is_file()  # the documented place (platformdirs' user data folder on Linux)
     assert not any(installed["cwd"].iterdir())  # nothing in the folder it was started from
 
 
-def test_serve_answers_on_loopback_only(installed):
-    models = installed["home"] / ".local" / "share" / "imgsim" / "models"
-    if not (models / "CURRENT").is_file():
-        pytest.skip("needs the model the training test leaves")
+def test_serve_answers_on_loopback_only(installed, trained):
+    assert trained.returncode == 0, trained.stderr[-1500:]
     port = free_port()
     server = subprocess.Popen([str(installed["bin"] / "imgsim"), "serve", "--port", str(port)], env=installed["env"],
                               cwd=installed["cwd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

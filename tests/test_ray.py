@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from servers import ROOT
 
@@ -91,6 +92,13 @@ def map_actors(cluster) -> list[int]:
             if parent in raylets and title.startswith("ray::") and "MapWorker" in title]
 
 
+def cpu_seconds(pid: int) -> float:
+    try:
+        return psutil.Process(pid).cpu_times().user
+    except psutil.Error:
+        return 0.0
+
+
 def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
     images, (plain, on_ray) = two_copies
     add_images(images, images / "new", 200, "more")  # enough batches of 16 that the kill lands while work remains
@@ -104,12 +112,12 @@ def test_a_worker_killed_midway_loses_nothing(ray_cluster, two_copies):
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline and process.poll() is None:
             pids = map_actors(ray_cluster)
-            if pids:
-                time.sleep(1.0)  # let it take a batch or two first
+            # once it has worked on a batch or two (2 s of CPU: the model loaded, images encoded)
+            if pids and cpu_seconds(pids[0]) > 2.0:
                 os.kill(pids[0], 9)  # one encoder actor's process, by its pid
                 killed.append(pids[0])
             else:
-                time.sleep(0.5)
+                time.sleep(0.2)
 
     killer = threading.Thread(target=kill_one_actor)
     killer.start()

@@ -88,13 +88,15 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
                 cache[vid] = Searcher.load(model_copy, vid)
             return cache[vid]
 
-    current_searcher()
-    answers, errors, done = [], [], threading.Event()
+    first = current_searcher().version.id
+    answers, errors, done, switched = [], [], threading.Event(), threading.Event()
 
     def client(k):
         while not done.is_set() or len(answers) < 40:
             try:
                 searcher = current_searcher()
+                if searcher.version.id != first:
+                    switched.set()
                 q = queries[k % len(queries)]
                 answers.append((searcher.version.id, str(q), searcher.query(q, n=3, scope="all").to_dict()))
             except Exception as exc:  # noqa: BLE001 - any error at all fails the test
@@ -106,7 +108,7 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
         t.start()
     new = train(Settings(model_dir=model_copy, images=tiny_collection, image_size=32, latent_dim=16, epochs=1,
                          batch_size=8, clusters=3, workers=1, seed=5)).version
-    time.sleep(1.0)
+    switched.wait(120)  # a client has answered from the new version
     done.set()
     for t in threads:
         t.join(timeout=120)
