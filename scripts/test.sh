@@ -11,7 +11,9 @@ fi
 source "$(dirname "$0")/setup.sh" requirements-dev.txt
 ruff check --quiet . || { echo "ruff found the problems above ('ruff check --fix .' mends import order)" >&2; exit 1; }
 lint-imports --no-cache --quiet || { echo "an import breaks the layers above (pyproject.toml, [tool.importlinter])" >&2; exit 1; }
-python -m pytest "$@"
+# pytest-xdist: a worker a core (IMGSIM_TEST_WORKERS=0 runs in one process); the real servers' tests share
+# one worker (tests/conftest.py groups them), which starts the servers while the others run the rest.
+python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
 # a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
