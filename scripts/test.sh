@@ -10,7 +10,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 source "$(dirname "$0")/setup.sh" requirements-dev.txt
 ruff check --quiet . || { echo "ruff found the problems above ('ruff check --fix .' mends import order)" >&2; exit 1; }
-lint-imports --no-cache --quiet || { echo "an import breaks the layers above (pyproject.toml, [tool.importlinter])" >&2; exit 1; }
+lint-imports --no-cache --no-logo || { echo "an import breaks the layers above (pyproject.toml, [tool.importlinter])" >&2; exit 1; }
 # pytest-xdist: a worker a core (IMGSIM_TEST_WORKERS=0 runs in one process); the real servers' tests share
 # one worker (tests/conftest.py groups them), which starts the servers while the others run the rest.
 python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
