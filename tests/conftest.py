@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
 import os
-import socketserver
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 from servers import milvus_server, ray_cluster  # noqa: F401  (session fixtures: a Milvus server, a Ray cluster)
 
 # Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
@@ -17,72 +15,36 @@ from servers import milvus_server, ray_cluster  # noqa: F401  (session fixtures:
 os.environ["IMGSIM_HOME"] = tempfile.mkdtemp(prefix="imgsim-test-home-")
 
 
-class LocalServer:
-    """A real HTTP server on a loopback address, in a thread; each test registers what its paths answer.
-
-    `requests` lists (path, Host header) of every request received, so a test can tell whether,
-    and how, the server was reached.
+class LocalServer(HTTPServer):
+    """pytest-httpserver's real HTTP server (werkzeug, in a thread) on a loopback address, with the fixed
+    answers most tests register (`serve`); `requests` lists (path as sent, Host header) of every request
+    received, so a test can tell whether, and how, the server was reached. Unknown paths answer 404.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.routes = {}
-        self.requests = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                owner.requests.append((self.path, self.headers.get("Host")))
-                route = owner.routes.get(self.path.split("?", 1)[0])
-                if route is None:
-                    self.send_error(404)
-                    return
-                try:
-                    route(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client hung up, as a size or time limit makes it do
-
-            def log_message(self, format, *args):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            def server_bind(self):
-                # HTTPServer.server_bind looks the host up with getfqdn, which can wait on DNS.
-                socketserver.TCPServer.server_bind(self)
-                self.server_name, self.server_port = self.server_address[:2]
-
-        self.httpd = Server((host, port), Handler)
-        self.host, self.port = self.httpd.server_address[:2]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(host, port, threaded=True)  # as a real server: a slow client does not hold up the next
+        self.no_handler_status_code = 404
+        self.start()
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 
-    def route(self, path: str, handler) -> str:
-        """Answer GET `path` with `handler(request_handler)`; returns the path's URL."""
-        self.routes[path] = handler
+    def serve(self, path: str, body: bytes, status: int = 200, content_type: str = "image/png", headers=()) -> str:
+        """Answer GET `path` (as the server decodes it) with a fixed response; returns the path's URL."""
+        self.expect_request(path).respond_with_data(body, status=status, content_type=content_type,
+                                                    headers=dict(headers))
         return self.url(path)
 
-    def serve(self, path: str, body: bytes, status: int = 200, content_type: str = "image/png", headers=()) -> str:
-        """Answer GET `path` with a fixed response; returns the path's URL."""
-
-        def respond(request):
-            request.send_response(status)
-            request.send_header("Content-Type", content_type)
-            request.send_header("Content-Length", str(len(body)))
-            for name, value in headers:
-                request.send_header(name, value)
-            request.end_headers()
-            request.wfile.write(body)
-
-        return self.route(path, respond)
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        return [(request.environ.get("RAW_URI", request.full_path), request.headers.get("Host"))
+                for request, _ in self.log]
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.requests]
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.stop()
 
 
 @pytest.fixture(scope="session")

@@ -239,27 +239,24 @@ def test_addresses_are_kept_per_ipv4_address_and_ipv6_64_and_their_number_is_bou
 def test_forty_sessions_guessing_at_once_get_at_most_one_guess_a_second():
     import threading
 
-    policy, guesses, heard, stop = Access(password="s3cret"), PasswordGuesses(), [], threading.Event()
+    policy, clock = Access(password="s3cret"), Clock()
+    guesses, heard = PasswordGuesses(clock=clock), []
+    start = clock.now
+    for tick in range(8):  # 40 sessions guess at the same instant, every half second for 3.5 s
+        clock.now = start + tick / 2
+        barrier = threading.Barrier(40)
 
-    def session():
-        while not stop.is_set():
-            guess = guesses.check(policy, "wrong")
-            if guess.heard:
-                heard.append(time.monotonic())
-            time.sleep(0.001)
+        def session():
+            barrier.wait()
+            if guesses.check(policy, "wrong").heard:
+                heard.append(clock.now - start)
 
-    threads = [threading.Thread(target=session) for _ in range(40)]
-    start = time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(3.5)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - start
-    assert len(heard) == 3, heard  # at 0, 1 and 3 s: 0.86 guesses/s over 3.5 s, and halving from there
-    assert all(later - earlier >= 0.99 for earlier, later in zip(heard, heard[1:]))
-    assert len(heard) / elapsed <= 1
+        threads = [threading.Thread(target=session) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert heard == [0.0, 1.0, 3.0]  # one guess heard at 0, 1 and 3 s (the wait doubles), never two at once
 
 
 def test_exposed_without_a_password_nothing_can_be_changed(model_settings, exposed):
