@@ -155,13 +155,16 @@ def thumbnail(path: str, px: int = 192, version: store.Version | None = None) ->
     server's middleware, the most of an image page's server CPU) and the session keeps none. With the
     image's `version`, the thumbnail is made once per version and size and kept on disk for every
     process (imgsim.inputs.thumbnails.ThumbnailFolder); without, once per process. Either way the
-    newest ones stay in memory, and an edited file (a new modification time) gets a new one.
+    newest ones stay in memory, and an edited file (a new modification time) gets a new one. Only a
+    regular file inside the active version's images folder is shown (a file swapped for a link to a
+    picture elsewhere gets the grey placeholder: `files_root`, set by `page_start`).
     """
+    root = st.session_state.get("files-root")
     row = version.records.row_of_path(path) if version is not None else -1
     if row < 0:
-        return data_url(thumbnail_cached(path, px))
+        return data_url(thumbnail_cached(path, px, root))
     folder = ThumbnailFolder(ModelFolder(version.model_dir).thumbnail_folder(version.id))
-    return data_url(folder.jpeg(int(version.ids[row]), path, px))
+    return data_url(folder.jpeg(int(version.ids[row]), path, px, root))
 
 
 def spread(rows: list[int], count: int) -> list[int]:
@@ -319,6 +322,7 @@ def page_start() -> tuple[Settings, store.Version]:
     if version is None:
         first_run(cfg)
         st.stop()
+    st.session_state["files-root"] = version.files_root  # where `thumbnail` reads
     preload(cfg, version)
     return cfg, version
 

@@ -174,7 +174,7 @@ else:
     path = st.selectbox("Image from the collection", version.paths, key="pick",
                         format_func=lambda p: one_line(common.short_name(p, version)))
     try:
-        data, name, source = read_bytes(path), Path(path).name, path
+        data, name, source = read_bytes(path, root=version.files_root), Path(path).name, path
     except ImgsimError as exc:
         st.error(error_text(exc, cfg, version))
 

@@ -136,3 +136,29 @@ def test_force_never_writes_through_a_link_planted_in_the_destination(labelled, 
     assert list(victim.iterdir()) == []  # nothing written there, not even through the dangling link
     assert (dest / "dogs" / Path(dog).name).is_symlink()  # the planted link is left as it was; the copy got a new name
     assert report.files == len(version) - len(cats)
+
+
+def test_a_collection_file_swapped_for_a_link_out_is_never_shown(labelled, tmp_path):
+    """The dashboard's thumbnails and the Search page's collection pick read inside the version's folder only."""
+    from PIL import Image
+
+    from imgsim.core.errors import ImageError
+    from imgsim.inputs.images import read_bytes
+    from imgsim.inputs.thumbnails import placeholder_jpeg, thumbnail_or_placeholder
+
+    version, _, photos = labelled
+    private = tmp_path / "home" / "private.png"
+    private.parent.mkdir()
+    Image.new("RGB", (64, 64), "red").save(private)
+    swapped = Path(version.paths[0])
+    swapped.unlink()
+    swapped.symlink_to(private)
+    assert version.files_root == str(photos)
+    shown = thumbnail_or_placeholder(str(swapped), 64)  # the old path: the private picture, to any visitor
+    assert shown != placeholder_jpeg(64)
+    assert thumbnail_or_placeholder(str(swapped), 64, version.files_root) == placeholder_jpeg(64)
+    with pytest.raises(ImageError, match="a link that leads outside"):
+        read_bytes(swapped, root=version.files_root)
+    inside = Path(version.paths[1])
+    Image.new("RGB", (8, 8), "blue").save(inside, "PNG")
+    assert read_bytes(inside, root=version.files_root) == inside.read_bytes()  # the collection's own files still read

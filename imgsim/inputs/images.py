@@ -23,6 +23,26 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from imgsim.core.errors import ImageError
+from imgsim.inputs.structure import (  # noqa: F401  (the caps, read by tests and benchmarks as images.MAX_...)
+    JPEG_EOI,
+    JPEG_SIGNATURE,
+    JPEG_SOS,
+    MAX_FILE_BYTES,
+    MAX_JPEG_MARKERS,
+    MAX_JPEG_SCANS,
+    MAX_JPEG_STRAY_BYTES,
+    MAX_PNG_CHUNKS,
+    MAX_PNG_COMPRESSED_CHUNKS,
+    MAX_PNG_OTHER_CHUNKS,
+    NEXT_JPEG_MARKER,
+    PNG_COMPRESSED_CHUNKS,
+    PNG_SIGNATURE,
+    check_header,
+    check_jpeg,
+    check_png,
+    jpeg_markers,
+    jpeg_scan_components,
+)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -37,7 +57,6 @@ MAX_PIXELS = 40_000_000
 # The longest side accepted, JPEG's own limit (WebP's is 16,383). A PNG is decoded row by row, and
 # each row costs its own pass whatever its width: a 1 x 40,000,000 one took 6-9 s of CPU.
 MAX_SIDE = 65_535
-MAX_FILE_BYTES = 64 * 1024 * 1024
 # Memory the decoder and the decoded pixels may take (a 77 KB 16-bit PNG of 6300x6300 pixels
 # decodes to 76 MB). The file's own bytes come on top, and about BAND_PIXELS x 16 bytes for
 # the band being converted.
@@ -55,35 +74,6 @@ ORIENTATIONS = {  # EXIF orientation -> the transpose that shows the image uprig
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# A progressive JPEG is decoded scan by scan, and every scan is a pass over every block of the
-# image however few bytes it holds: one empty 59-byte scan of 6000x6000 costs 22 ms of CPU, so
-# 0.39 MB of them would cost ~90 s (benchmarks/scan-bomb-results.txt). libjpeg's own progression
-# has 10 scans (6 for grey) and encoders that tune it stay within a few tens; libjpeg-turbo's
-# djpeg -maxscans and TurboJPEG's scan limit exist for this attack, and nvImageCodec refuses more
-# than 256 by default. 100 leaves every real encoder room and bounds the worst JPEG accepted at
-# ~2 s of CPU (100 scans of 36 megapixels: 2.2 s; a normal photo query: 2 ms).
-MAX_JPEG_SCANS = 100
-# Pillow reads a JPEG's header (everything before the first scan) in Python, a marker or a stray
-# byte at a time: 1 s of CPU per 4 MB of empty segments. A camera's JPEG has about 20 markers
-# and no stray bytes; these caps keep that walk, and the one here, to milliseconds.
-MAX_JPEG_MARKERS = 1000
-MAX_JPEG_STRAY_BYTES = 64 * 1024
-JPEG_SIGNATURE = b"\xff\xd8\xff"  # what Pillow recognises a JPEG (and an MPO) by
-# The next marker: 0xFF, any fill 0xFFs, then a code other than 0x00 (a stuffed 0xFF in scan
-# data) or RST0-7 (restart points inside a scan), as libjpeg finds it.
-NEXT_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
-# Pillow reads a PNG's chunks in Python, one at a time (about 4 us each, and it keeps a copy of each
-# private one): 10 MB of empty chunks cost 3.5 s of CPU and 90 MB. A photo has a dozen chunks
-# besides its image data, which comes in chunks of 8-64 KB (20,000 of 8 KB: 160 MB, beyond
-# MAX_FILE_BYTES). Beyond these caps a PNG is refused after a walk that costs milliseconds.
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_PNG_CHUNKS = 20_000
-MAX_PNG_OTHER_CHUNKS = 256  # chunks other than image data (IDAT): text, colour profile, private ones
-# Compressed ones (a colour profile, compressed text) each inflate to up to 1 MB (Pillow's
-# MAX_TEXT_CHUNK): 2 ms of CPU apiece. A photo has one profile and an XMP packet or two.
-PNG_COMPRESSED_CHUNKS = (b"iCCP", b"zTXt", b"iTXt")
-MAX_PNG_COMPRESSED_CHUNKS = 16
 # TIFF tags read to size libtiff's strip buffer
 BITS_PER_SAMPLE, PHOTOMETRIC, SAMPLES_PER_PIXEL, ROWS_PER_STRIP, TILE_WIDTH, TILE_LENGTH = 258, 262, 277, 278, 322, 323
 
@@ -108,8 +98,13 @@ def describe(source) -> str:
     return str(source)
 
 
-def read_bytes(source: Source, name: str | None = None) -> bytes:
-    """The raw bytes of a path, an http(s) URL or bytes already in memory."""
+def read_bytes(source: Source, name: str | None = None, root=None) -> bytes:
+    """The raw bytes of a path, an http(s) URL or bytes already in memory.
+
+    With `root` (a collection's folder), a path is read only if it is a regular file inside it, through
+    no link that leads out (imgsim.core.files.open_plain): a file swapped for a link to a picture
+    elsewhere after indexing is refused, not shown.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if is_url(source):
@@ -119,6 +114,8 @@ def read_bytes(source: Source, name: str | None = None) -> bytes:
     path = Path(source)
     limit = f"over the {MAX_FILE_BYTES // 2**20} MB limit"
     try:
+        if root is not None:
+            return read_inside(path, root)
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"{path}: is a folder, not an image")
@@ -138,6 +135,23 @@ def read_bytes(source: Source, name: str | None = None) -> bytes:
         raise ImageError(f"{describe(source)!r}: not a valid path ({exc})") from None
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{path}: file is {limit}")
+    return data
+
+
+def read_inside(path: Path, root) -> bytes:
+    """A regular file's bytes, read only inside `root` and through no link out of it."""
+    from imgsim.core.files import NotAPlainFile, open_plain
+
+    try:
+        fd, info = open_plain(path, root)
+    except NotAPlainFile as exc:
+        raise ImageError(str(exc)) from None
+    with os.fdopen(fd, "rb") as file:
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{path}: file is {info.st_size / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: file is over the {MAX_FILE_BYTES // 2**20} MB limit")
     return data
 
 
@@ -294,94 +308,6 @@ def format_buffers(img: Image.Image, data: bytes) -> int:
     return 0
 
 
-def jpeg_markers(data):
-    """(code, position, stray bytes skipped before it) of each marker of a JPEG's first image, as libjpeg finds them.
-
-    Segments are stepped over by their length and scan data searched in C, so no pixel is decoded
-    and the walk costs microseconds a marker. It ends at the first image's EOI (an MPO's later
-    images are never decoded).
-    """
-    pos = 2
-    while (found := NEXT_JPEG_MARKER.search(data, pos)) is not None:
-        start = found.start()
-        code = data[start + 1]
-        yield code, start, start - pos
-        if code == JPEG_EOI:
-            return
-        standalone = code in (0x01, 0xD8)  # TEM and a stray SOI carry no length
-        pos = start + 2 + (0 if standalone else int.from_bytes(data[start + 2:start + 4], "big"))
-
-
-def check_jpeg(data, name: str, header_only: bool = False) -> bool:
-    """Refuse a JPEG whose structure costs far more CPU than its pixels: too many scans, markers or stray bytes.
-
-    With `header_only`, stops at the first scan (what Pillow's open reads). Returns whether a scan was reached.
-    """
-    scans = stray = 0
-    for markers, (code, pos, skipped) in enumerate(jpeg_markers(data), 1):
-        stray += skipped if not scans else 0  # in scan data, libjpeg skips in C; before it, Pillow in Python
-        scans += code == JPEG_SOS
-        if scans > MAX_JPEG_SCANS:
-            total = scans + data.count(b"\xff\xda", pos + 2)  # 0xFFDA cannot occur inside scan data
-            raise ImageError(f"{name}: JPEG has {total} progressive scans, more than {MAX_JPEG_SCANS}: refused "
-                             "(each one is a pass over the whole image)")
-        if markers > MAX_JPEG_MARKERS:
-            raise ImageError(f"{name}: JPEG has more than {MAX_JPEG_MARKERS} markers: refused")
-        if stray > MAX_JPEG_STRAY_BYTES:
-            raise ImageError(f"{name}: JPEG has more than {MAX_JPEG_STRAY_BYTES // 1024} KB of stray bytes "
-                             "between its header's markers: refused")
-        if header_only and scans:
-            return True
-    return scans > 0
-
-
-def check_header(file, name: str, check) -> None:
-    """`check(..., header_only=True)` on an open file, reading no further than its first image data (in growing chunks)."""
-    size = 64 * 1024
-    while True:
-        file.seek(0)
-        data = file.read(size)
-        if check(data, name, header_only=True) or len(data) < size or size > MAX_FILE_BYTES:
-            return
-        size *= 4
-
-
-def check_png(data: bytes, name: str, header_only: bool = False) -> bool:
-    """Refuse a PNG with more chunks than Pillow should read (MAX_PNG_CHUNKS, MAX_PNG_OTHER_CHUNKS); no pixel is decoded.
-
-    Walks the chunks Pillow reads for the first image: up to IEND, or up to the next frame's fcTL
-    in an animated PNG; with `header_only`, up to the first image data (what Pillow's open reads).
-    Returns whether the image data was reached.
-    """
-    pos = len(PNG_SIGNATURE)
-    chunks = others = compressed = 0
-    pixels_seen = False
-    while pos + 8 <= len(data):
-        kind = data[pos + 4:pos + 8]
-        if kind == b"IEND" or (pixels_seen and kind == b"fcTL"):
-            break
-        chunks += 1
-        pixels_seen |= kind == b"IDAT"
-        others += kind != b"IDAT"
-        compressed += kind in PNG_COMPRESSED_CHUNKS
-        for count, cap, what in ((chunks, MAX_PNG_CHUNKS, "chunks"), (others, MAX_PNG_OTHER_CHUNKS, "chunks besides its pixels"),
-                                 (compressed, MAX_PNG_COMPRESSED_CHUNKS, "compressed text or colour profile chunks")):
-            if count > cap:
-                raise ImageError(f"{name}: PNG has more than {cap:,} {what}: refused (each one is read on its own)")
-        if header_only and pixels_seen:
-            break
-        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
-    return pixels_seen
-
-
-def jpeg_scan_components(data: bytes) -> int | None:
-    """How many components a JPEG's first scan holds (fewer than the image's: libjpeg buffers it whole)."""
-    for code, pos, _ in jpeg_markers(data):
-        if code == JPEG_SOS:
-            return data[pos + 4] if pos + 4 < len(data) else None
-    return None
-
-
 def reduced_rgb(img: Image.Image, factors: tuple[int, int]) -> Image.Image:
     """`to_rgb` then `reduce(factors)`, a tile of about BAND_PIXELS at a time, so no full-size copy is ever made.
 
@@ -471,8 +397,8 @@ def load_images(sources, size: int) -> np.ndarray:
     return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
 
 
-def thumbnail(source: Source, px: int = 192) -> Image.Image:
-    """A small RGB copy for display, decoded with draft mode so big JPEGs stay cheap."""
-    img = open_image(read_bytes(source), describe(source), draft_size=px)
+def thumbnail(source: Source, px: int = 192, root=None) -> Image.Image:
+    """A small RGB copy for display, decoded with draft mode so big JPEGs stay cheap (`root`: see `read_bytes`)."""
+    img = open_image(read_bytes(source, root=root), describe(source), draft_size=px)
     img.thumbnail((px, px), Image.Resampling.BILINEAR)
     return img

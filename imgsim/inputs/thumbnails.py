@@ -34,9 +34,10 @@ def encode_jpeg(img: Image.Image, quality: int = 85) -> bytes:
     return out.getvalue()
 
 
-def thumbnail_jpeg(source, px: int = 192) -> bytes:
-    """A JPEG at most px on its longer side; raises ImageError for an unreadable source."""
-    return encode_jpeg(thumbnail(source, px))
+def thumbnail_jpeg(source, px: int = 192, root=None) -> bytes:
+    """A JPEG at most px on its longer side; raises ImageError for an unreadable source (or, with `root`, one
+    that is not a regular file inside that folder: imgsim.inputs.images.read_bytes)."""
+    return encode_jpeg(thumbnail(source, px, root))
 
 
 def placeholder_jpeg(px: int = 192) -> bytes:
@@ -52,16 +53,17 @@ def mtime_ns(path) -> int:
         return 0
 
 
-def thumbnail_or_placeholder(path, px: int = 192) -> bytes:
+def thumbnail_or_placeholder(path, px: int = 192, root=None) -> bytes:
     try:
-        return thumbnail_jpeg(path, px)
+        return thumbnail_jpeg(path, px, root)
     except ImageError:
         return placeholder_jpeg(px)
 
 
-def thumbnail_cached(source, px: int = 192) -> bytes:
+def thumbnail_cached(source, px: int = 192, root=None) -> bytes:
     """`thumbnail_or_placeholder`, kept in this process's memory while the file keeps its modification time."""
-    return MEMORY.get((os.fsencode(source), int(px), mtime_ns(source)), lambda: thumbnail_or_placeholder(source, px))
+    key = (os.fsencode(source), int(px), mtime_ns(source), None if root is None else os.fsencode(root))
+    return MEMORY.get(key, lambda: thumbnail_or_placeholder(source, px, root))
 
 
 def data_url(jpeg: bytes) -> str:
@@ -100,19 +102,23 @@ class ThumbnailFolder:
     def path(self, image_id: int, px: int) -> Path:
         return self.folder / str(int(px)) / f"{int(image_id)}.jpg"
 
-    def jpeg(self, image_id: int, source, px: int = 192) -> bytes:
-        """The thumbnail of `source`, the version's image `image_id`: from memory, from disk, or made now and kept."""
-        stamp = mtime_ns(source)
-        key = (str(self.folder), int(image_id), int(px), stamp)
-        return MEMORY.get(key, lambda: self._read_or_make(int(image_id), source, int(px), stamp))
+    def jpeg(self, image_id: int, source, px: int = 192, root=None) -> bytes:
+        """The thumbnail of `source`, the version's image `image_id`: from memory, from disk, or made now and kept.
 
-    def _read_or_make(self, image_id: int, source, px: int, stamp: int) -> bytes:
+        With `root`, a source that is not a regular file inside that folder (a link to a picture elsewhere)
+        gets the placeholder (imgsim.inputs.images.read_bytes).
+        """
+        stamp = mtime_ns(source)
+        key = (str(self.folder), int(image_id), int(px), stamp, None if root is None else os.fsencode(root))
+        return MEMORY.get(key, lambda: self._read_or_make(int(image_id), source, int(px), stamp, root))
+
+    def _read_or_make(self, image_id: int, source, px: int, stamp: int, root=None) -> bytes:
         path = self.path(image_id, px)
         kept = self._read(path, px, stamp) if stamp else None
         if kept is not None:
             return kept
         try:
-            data = thumbnail_jpeg(source, px)
+            data = thumbnail_jpeg(source, px, root)
         except ImageError:
             return placeholder_jpeg(px)
         if stamp:

@@ -77,9 +77,7 @@ def export_folders(version: store.Version, propagation: Propagation, dest, *, li
     exported is reported with the reason, not fatal.
     """
     dest = checked_destination(version, dest, force)
-    settings = version.manifest.get("settings")
-    follows = isinstance(settings, dict) and settings.get("follow_links") is True  # indexed through links, on purpose
-    root = None if follows else version.manifest.get("images_root")
+    root = version.files_root
     files = unlabelled = 0
     failed = {}
     with LabelFolders(dest) as folders:

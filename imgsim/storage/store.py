@@ -74,6 +74,16 @@ class Version:
         return self.records.paths
 
     @property
+    def files_root(self) -> str | None:
+        """The folder this version's files are read inside (imgsim.core.files.open_plain): its images folder; None
+        (anywhere, regular files only) when it was made following links out of it (--follow-links) or names none."""
+        settings = self.manifest.get("settings")
+        if isinstance(settings, dict) and settings.get("follow_links") is True:
+            return None
+        root = self.manifest.get("images_root")
+        return root if isinstance(root, str) and root else None
+
+    @property
     def ids(self) -> np.ndarray:
         return self.records.ids
 
