@@ -270,7 +270,8 @@ class Collection:
 
         if not THUMBNAIL_SIZES[0] <= int(px) <= THUMBNAIL_SIZES[1]:
             raise ValueError(f"px must be between {THUMBNAIL_SIZES[0]} and {THUMBNAIL_SIZES[1]}, got {px}")
-        return thumbnail_or_placeholder(self.file(image), int(px))
+        # only a regular file inside the version's folder: one swapped for a link out is not shown (issue 28)
+        return thumbnail_or_placeholder(self.file(image), int(px), self.version().files_root)
 
     def groups(self) -> list[answers.Group]:
         from imgsim.storage.group_names import load_names
