@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
-from servers import milvus_server, ray_cluster  # noqa: F401  (session fixtures: a Milvus server, a Ray cluster)
+from servers import background_servers, milvus_server, ray_cluster  # noqa: F401  (session fixtures: the servers)
 
 # Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
 # folder of this session's, never in the person's own data folder or the checkout.

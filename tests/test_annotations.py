@@ -117,6 +117,7 @@ def label_many(folder, start, count, name, ready, locked):
 
 
 def two_writers(folder, locked: bool) -> list[int]:
+    LabelStore(folder).folder.mkdir(parents=True)  # the lock would make it; the control run has none
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(2)
     workers = [context.Process(target=label_many, args=(folder, start, 40, name, ready, locked))
