@@ -28,8 +28,8 @@ def made(monkeypatch) -> list:
     """Every source decoded into a thumbnail (the expensive part), as (path, px); and a fresh memory cache."""
     calls = []
     real = thumbnails.thumbnail_jpeg
-    monkeypatch.setattr(thumbnails, "thumbnail_jpeg", lambda source, px=192: calls.append((str(source), px))
-                        or real(source, px))
+    monkeypatch.setattr(thumbnails, "thumbnail_jpeg", lambda source, px=192, root=None: calls.append((str(source), px))
+                        or real(source, px, root))
     new_process(monkeypatch)
     return calls
 
@@ -158,3 +158,17 @@ def test_a_second_visitor_s_page_makes_no_thumbnail_and_gets_them_inline(collect
     new_process(monkeypatch)  # the server restarted: the thumbnails come from the version's folder
     third = explore(settings)
     assert [image.url for image in third.image[0].proto.imgs] == shown and len(made) == len(shown)
+
+
+def test_a_source_swapped_for_a_link_out_of_the_collection_shows_the_placeholder(tmp_path, made):
+    photos = tmp_path / "photos"
+    private = photo(tmp_path / "private" / "secret.jpg", colour=(0, 200, 0))
+    swapped = photos / "a.jpg"
+    photo(photos / "b.jpg")
+    swapped.symlink_to(private)  # planted after indexing, in place of a collection image
+    folder = ThumbnailFolder(tmp_path / "thumbs")
+    assert folder.jpeg(1, swapped, 64) != thumbnails.placeholder_jpeg(64)  # without the root: the private picture
+    guarded = ThumbnailFolder(tmp_path / "thumbs-guarded")
+    assert guarded.jpeg(1, swapped, 64, root=photos) == thumbnails.placeholder_jpeg(64)
+    assert not guarded.path(1, 64).exists()  # nothing kept for it
+    assert decoded(guarded.jpeg(2, photos / "b.jpg", 64, root=photos)).size == (64, 43)  # the collection's own
