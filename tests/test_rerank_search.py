@@ -92,6 +92,19 @@ def test_the_search_page_says_the_answers_were_re_checked(trained, collection):
     assert any("same scene" in c.value for c in at.main.caption)  # a view of the brick wall, badged
 
 
+def test_a_batch_search_re_checks_each_image_decoding_it_once(trained, collection, monkeypatch):
+    import imgsim
+    import imgsim.search
+
+    _, queries = collection
+    collection_ = imgsim.open(trained)
+    one = collection_.search(queries["gravel"][0], n=4, scope="all")
+    monkeypatch.setattr(imgsim.search, "decode", lambda *a, **k: pytest.fail("decoded a second time"))
+    [batch] = collection_.search_many([queries["gravel"][0].read_bytes()], n=4, scope="all")
+    assert batch.rechecked > 0 and [h.id for h in batch.hits] == [h.id for h in one.hits]
+    assert [h.inliers for h in batch.hits] == [h.inliers for h in one.hits]
+
+
 def test_the_cli_shows_the_evidence_and_turns_the_check_off(trained, collection, capsys):
     _, queries = collection
     source = queries["gravel"][0]

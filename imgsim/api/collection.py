@@ -225,7 +225,8 @@ class Collection:
             for (i, (data, _)), vector in zip(ready.items(), vectors):
                 name = "upload" if isinstance(images[i], (bytes, bytearray, memoryview)) else Path(str(images[i])).name
                 result = searcher.query(images[i] if not isinstance(images[i], bytes) else None, n, scope, name=name,
-                                        data=data, vector=vector, group=group)
+                                        data=data, vector=vector, group=group,
+                                        features=searcher.query_features(ready[i][1]))  # decoded once
                 out[i] = self.hits(searcher, result)
         return out
 

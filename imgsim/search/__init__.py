@@ -187,8 +187,11 @@ class Searcher:
     def prepare(self, data: bytes, name: str = "image", recheck: bool = True):
         """An image's latent and, with `recheck`, its local features (None without): decoded once."""
         image = decode(data, self.image_size, name)
-        found = rerank.query_features(image) if recheck and rerank.can_describe(self.image_size) else None
-        return self.encode(image[None])[0], found
+        return self.encode(image[None])[0], self.query_features(image) if recheck else None
+
+    def query_features(self, image: np.ndarray) -> QueryFeatures | None:
+        """A decoded model input's local features for the re-check; None where this version has none to compare."""
+        return rerank.query_features(image) if self.keypoints is not None else None
 
     def query(self, source, n: int = 8, scope: str = "cluster", name: str | None = None, data: bytes | None = None,
               vector: np.ndarray | None = None, sha1: str | None = None, group: int | None = None,
