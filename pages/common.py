@@ -272,14 +272,12 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: 
         box = st.status(label, state="running", expanded=detailed)  # not `with`: leaving it would mark it complete
         box.progress(status["fraction"], text=md(status["message"]))  # the file is data: its message is text
         if detailed and status.get("curve"):
-            import pandas as pd
+            import plotly.express as px
 
-            from pages import charts
-
-            curve = pd.DataFrame({"progress": [p[0] * 100 for p in status["curve"]],
-                                  "loss": [p[1] for p in status["curve"]]})
-            box.vega_lite_chart(curve, charts.line("progress", "loss", "progress (%)", "training loss", height=220),
-                                key="live-loss")
+            fig = px.line(x=[p[0] * 100 for p in status["curve"]], y=[p[1] for p in status["curve"]],
+                          labels={"x": "progress (%)", "y": "training loss"}, height=220)
+            fig.update_layout(margin=dict(l=0, r=0, t=10, b=0))
+            box.plotly_chart(fig, key="live-loss")
         if detailed and curves is not None:
             curves(status, box)
     elif detailed and state == "failed" and status.get("stopped"):

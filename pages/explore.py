@@ -4,16 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 from threadpoolctl import threadpool_limits
 
-from imgsim.core.text import one_line
+from imgsim.core.text import html_text
 from imgsim.learning.groups import silhouette_by_k
 from imgsim.storage.group_names import group_name
-from pages import charts, common
+from pages import common
 
 SHOWN = 60  # thumbnails per gallery before "show more"
 MAX_POINTS = 20_000  # drawn on the map; a larger collection is shown as an even sample (the page says so)
+WEBGL_ABOVE = 3_000  # points: WebGL (Scattergl) draws many points fast; SVG is sharper and needs no GPU for few
 SURE = 0.9  # a propagated label less likely right than this is drawn as "unsure" when the map is coloured by label
 UNSURE = "unsure"
 
@@ -32,45 +35,49 @@ def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[pd.DataFrame, list[str]]:
-    """The map's points (at most MAX_POINTS, an even sample beyond) and the legend's order, once per version and names.
-
-    Names as typed, on one line (a name's undecodable bytes as \\xNN: the chart's data is UTF-8): Vega-Lite draws
-    them as text (pages/charts.py).
-    """
+    """The map's points (at most MAX_POINTS, an even sample beyond) and the legend's order, once per version and names."""
     version = common.load_version(model_dir, version_id)
     rows = np.arange(len(version))
     if len(rows) > MAX_POINTS:
         rows = np.sort(np.random.default_rng(0).choice(len(rows), MAX_POINTS, replace=False))
     frame = pd.DataFrame({
         "x": version.map2d[rows, 0], "y": version.map2d[rows, 1], "row": rows,
-        "group": [one_line(group_name(g, names)) for g in version.groups[rows].tolist()],
-        "file": [one_line(common.short_name(version.paths[i], version)) for i in rows.tolist()],
+        "group": [html_text(group_name(g, names)) for g in version.groups[rows].tolist()],  # Plotly reads some HTML
+        "file": [html_text(common.short_name(version.paths[i], version)) for i in rows.tolist()],
     })
-    return frame, [one_line(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
+    return frame, [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
 
 
 def label_colours(frame: pd.DataFrame, propagation) -> tuple[pd.DataFrame, list[str]]:
     """The frame with each point's label (a person's, or propagated at SURE or more; else "unsure") and the legend's order."""
     rows = frame["row"].to_numpy()
-    names = np.array([*map(one_line, propagation.classes), UNSURE], dtype=object)
+    names = np.array([html_text(c) for c in propagation.classes] + [UNSURE], dtype=object)
     label, confidence = propagation.label[rows], propagation.confidence[rows]
     sure = (label >= 0) & (confidence >= SURE)
     return frame.assign(label=names[np.where(sure, label, -1)]), [*names[:-1].tolist(), UNSURE]
 
 
-def selected_rows(frame: pd.DataFrame, event) -> list[int]:
-    """The rows a map selection holds: the points clicked, and every point inside the box dragged.
+def map_figure(frame: pd.DataFrame, order: list[str], by: str = "group"):
+    """The map, one trace per group (or label); WebGL (Scattergl) for many points. Built each run: a cached figure loses selections.
 
-    `event` is read as a mapping: what st.vega_lite_chart returns, and what a test puts in the session state.
+    Traces straight from the frame's arrays: Plotly Express's grouping and its object-typed custom
+    data cost a 5,000-image map a tenth of a second a view. The custom data is each point's row, one
+    number (a one-column 2-D array, binary-encoded by Plotly, came back missing from selections).
     """
-    selection = (event or {}).get("selection") or {}
-    rows = {int(p["row"]) for p in selection.get(charts.PICKED) or [] if isinstance(p, dict) and p.get("row") is not None}
-    box = selection.get(charts.BOX) or {}
-    if len(box.get("x") or ()) == 2 and len(box.get("y") or ()) == 2:
-        (x0, x1), (y0, y1) = sorted(map(float, box["x"])), sorted(map(float, box["y"]))
-        inside = frame["x"].between(x0, x1) & frame["y"].between(y0, y1)
-        rows.update(frame.loc[inside, "row"].tolist())
-    return sorted(rows)
+    trace = go.Scattergl if len(frame) > WEBGL_ABOVE else go.Scatter
+    colours = px.colors.qualitative.T10 + px.colors.qualitative.Alphabet
+    fig = go.Figure()
+    for i, name in enumerate(order):
+        part = frame[frame[by] == name]
+        colour = "#c8c8c8" if by == "label" and name == UNSURE else colours[i % len(colours)]
+        fig.add_trace(trace(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
+                            customdata=part["row"].to_numpy(), hovertext=part["file"].to_numpy(),
+                            hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>",
+                            marker=dict(size=7 if len(frame) < 5000 else 4, opacity=0.85,
+                                        color=colour)))
+    fig.update_layout(height=560, dragmode="lasso", margin=dict(l=0, r=0, t=30, b=0), legend_title_text="",
+                      xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig
 
 
 def gallery(rows, version, key: str, px: int = 128) -> None:
@@ -91,7 +98,7 @@ st.title("Explore")
 
 frame, order = map_frame(str(cfg.model_dir), version.id, names)
 st.caption("Each point is an image, placed by UMAP so that similar images sit close together. "
-           "Click a point (shift-click for more), or drag a box, to see the images below"
+           "Click a point, or drag a lasso or box, to see the images below"
            + (" and label them together." if writable else ".")
            + (f" The collection holds {len(version):,} images; the map shows an even sample of {len(frame):,} of them."
               if len(frame) < len(version) else ""))
@@ -101,10 +108,12 @@ by = "label" if st.toggle("Colour by label", key="colour-by-label",
 labels = common.person_labels(cfg.model_dir, version) if by == "label" or writable else {}
 if by == "label":
     frame, order = label_colours(frame, common.propagation(cfg.model_dir, version, labels))
-spec = charts.scatter_map(by, order, len(frame), grey=UNSURE if by == "label" else None, title=by)
-event = st.vega_lite_chart(frame[["x", "y", "row", "file", by]], spec, on_select="rerun",
-                           selection_mode=(charts.PICKED, charts.BOX), key=f"map-{version.id}")
-chosen = selected_rows(frame, event)
+fig = map_figure(frame, order, by)
+event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"), key=f"map-{version.id}")
+
+# read as a mapping: what st.plotly_chart returns, and what a test puts in the session state
+points = ((event or {}).get("selection") or {}).get("points") or []
+chosen = sorted({int(p["customdata"]) for p in points if p.get("customdata") is not None})
 classes = sorted({label.label for label in labels.values()}, key=str.casefold)
 if chosen:
     st.subheader(f"{len(chosen)} selected")
@@ -128,7 +137,9 @@ scores = silhouettes(str(cfg.model_dir), version.id)
 if len(scores) < 2:
     st.caption("Too few images to compare numbers of groups.")
 else:
-    st.vega_lite_chart(pd.DataFrame({"k": list(scores), "silhouette": list(scores.values())}),
-                       charts.line("k", "silhouette", "number of groups (k)", "silhouette score", rule_at=len(version.centres),
-                                   rule_text=f"this model: k = {len(version.centres)}", integer_x=True), key="silhouette")
+    fig = px.line(x=list(scores), y=list(scores.values()), markers=True, height=280,
+                  labels={"x": "number of groups (k)", "y": "silhouette score"})
+    fig.add_vline(x=len(version.centres), line_dash="dot", annotation_text=f"this model: k = {len(version.centres)}")
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0))
+    st.plotly_chart(fig, key="silhouette")
     st.caption("Higher is better separated. Pick k on the Train page and retrain to regroup.")

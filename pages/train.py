@@ -4,13 +4,15 @@
 import math
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.runs import jobs
 from imgsim.storage import store
 from imgsim.storage.prune import prune
-from pages import charts, common
+from pages import common
 
 SIZES = [32, 48, 64, 96, 128, 160, 192, 256]
 LATENTS = [16, 32, 64, 128, 256, 512]
@@ -58,22 +60,41 @@ def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[
     return out
 
 
-def curves_frame(history: dict) -> pd.DataFrame:
-    """The history as long data for charts.panels: panel, series, epoch, value (epochs not measured left out)."""
-    rows = [(panel, data, epoch, float(value)) for key, (panel, data) in CURVES.items()
-            if isinstance(history.get(key), list) for epoch, value in enumerate(history[key], 1)
-            if isinstance(value, (int, float)) and math.isfinite(value)]
-    return pd.DataFrame(rows, columns=["panel", "series", "epoch", "value"])
+def curves_figure(history: dict, height: int = 460):
+    """One panel per measure, two a row, with integer epoch ticks; None when the history has no curve."""
+    series = {}  # panel -> data -> values by epoch
+    for key, (panel, data) in CURVES.items():
+        values = history.get(key)
+        if isinstance(values, list) and values:
+            series.setdefault(panel, {})[data] = values
+    if not series:
+        return None
+    rows = math.ceil(len(series) / 2)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=list(series), horizontal_spacing=0.1,
+                        vertical_spacing=0.22 if rows > 1 else 0.1)
+    shown = set()
+    for i, (panel, lines) in enumerate(series.items()):
+        row, col = i // 2 + 1, i % 2 + 1
+        for data, values in lines.items():
+            epochs = [e for e, v in enumerate(values, 1) if v is not None]
+            fig.add_trace(go.Scatter(x=epochs, y=[v for v in values if v is not None], mode="lines+markers", name=data,
+                                     legendgroup=data, showlegend=data not in shown, line_color=COLOURS[data],
+                                     hovertemplate=f"{panel}, {data}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>"),
+                          row=row, col=col)
+            shown.add(data)
+    epochs = max(len(values) for lines in series.values() for values in lines.values())
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, math.ceil(epochs / 10)), tickformat="d",
+                     range=[0.6, epochs + 0.4])
+    fig.update_annotations(font_size=14, font_color="#31333f")  # the panels' titles
+    fig.update_layout(height=height if rows > 1 else height // 2 + 60, margin=dict(l=0, r=0, t=60, b=0),
+                      legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=0, xanchor="left"))
+    return fig
 
 
-def curves(box, history: dict, key: str) -> bool:
-    """One panel per measure, two a row, whole epochs on x; whether there was any curve to draw."""
-    frame = curves_frame(history)
-    if frame.empty:
-        return False
-    panels = [panel for panel in dict.fromkeys(p for p, _ in CURVES.values()) if panel in set(frame["panel"])]
-    box.vega_lite_chart(frame, charts.panels(panels, list(COLOURS), list(COLOURS.values())), key=key)
-    return True
+@st.cache_data(max_entries=4, show_spinner=False)
+def version_curves(model_dir: str, version_id: str):
+    """The version's training curves; built once per version (Plotly figures cost CPU)."""
+    return curves_figure(common.load_version(model_dir, version_id).history)
 
 
 def history_of(measures: list[dict]) -> dict:
@@ -86,10 +107,10 @@ def history_of(measures: list[dict]) -> dict:
 
 def live_curves(status: dict, box) -> None:
     """The running job's finished epochs, drawn from its status as data (imgsim.runs.jobs keeps them as `measures`)."""
-    history = history_of(status.get("measures") or [])
-    if not curves_frame(history).empty:
+    figure = curves_figure(history_of(status.get("measures") or []), height=400)
+    if figure is not None:
         box.markdown("**Curves by epoch, so far**", help=PANELS_HELP)
-        curves(box, history, "live-curves")
+        box.plotly_chart(figure, key="live-curves")
 
 
 def prune_versions(model_dir) -> None:
@@ -166,8 +187,11 @@ cells[3].metric("Twin recall@1", f"{metrics['twin_recall@1']:.2f}" if metrics.ge
 cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
 
 st.markdown("**Curves by epoch**", help=PANELS_HELP)
-if not curves(st, version.history, "loss"):
+figure = version_curves(str(cfg.model_dir), version.id)
+if figure is None:
     st.caption("This version has no training history.")
+else:
+    st.plotly_chart(figure, key="loss")
 st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
 strips = typical_neighbours(str(cfg.model_dir), version.id)
 for cell, (row, neighbours) in zip(st.columns(2) * math.ceil(len(strips) / 2), strips):

@@ -76,16 +76,6 @@ TINY = dict(image_size=32, latent_dim=16, epochs=1, batch_size=8, clusters=3, se
 
 # --- a version of clustered random vectors, for what never encodes (labelling) ---------------------
 
-def charts(at) -> list[tuple[dict, object]]:
-    """An AppTest page's Vega-Lite charts as the browser gets them: (spec, data frame) each."""
-    import json
-
-    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
-
-    return [(json.loads(chart.proto.spec), convert_arrow_bytes_to_pandas_df(chart.proto.data.data))
-            for chart in at.get("vega_lite_chart")]
-
-
 def vector_version(model_dir, n: int, classes: int, dim: int = 32, spread: float = 0.6, seed: int = 0,
                    folder: str = "/collection", weights=None):
     """Write and load a version whose n vectors lie around `classes` random centres; returns (version, truth).

@@ -81,12 +81,12 @@ def test_search_and_every_page_in_a_real_browser(dashboard, tmp_path):
 
             page.get_by_role("link", name="Explore").click()
             settle(page, "Explore")
-            plot = page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.bounding_box()
-            # A box over the left 45% of the map (the legend is to its right): the scales fit the data, so the
-            # leftmost image is in it.
-            page.mouse.move(plot["x"] + 8, plot["y"] + 8)
+            plot = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+            # A lasso round the left 45% of the map: the axes fit the data, so the leftmost image is in it.
+            page.mouse.move(plot["x"] + 2, plot["y"] + 2)
             page.mouse.down()
-            page.mouse.move(plot["x"] + 0.45 * plot["width"], plot["y"] + plot["height"] - 8, steps=12)
+            for fx, fy in ((0.45, 0.0), (0.45, 0.99), (0.0, 0.99), (0.0, 0.01)):
+                page.mouse.move(plot["x"] + fx * plot["width"], plot["y"] + fy * plot["height"], steps=8)
             page.mouse.up()
             page.get_by_role("heading", name="selected").wait_for(timeout=60_000)
             page.wait_for_selector(IDLE, timeout=60_000)

@@ -19,7 +19,7 @@ from imgsim.duplicates import scan_and_save
 from imgsim.runs import jobs
 from imgsim.storage import store
 from imgsim.storage.group_names import load_names
-from tests.helpers import TINY, charts
+from tests.helpers import TINY
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("pages/search.py", "pages/explore.py", "pages/label.py", "pages/duplicates.py", "pages/train.py")
@@ -99,7 +99,7 @@ def test_every_page_renders_with_a_trained_model(model_settings):
         assert at.title[0].value == Path(page).stem.title()
 
         if page == "pages/explore.py":
-            assert len(charts(at)) == 2  # the map and the silhouette by k
+            assert len(at.get("plotly_chart")) == 2  # the map and the silhouette by k
             assert len(at.image[0].value) == int((version.groups == 0).sum())  # group 0's gallery
 
         if page == "pages/label.py":  # name a group, press Enter: saved, and the next group is shown
@@ -114,14 +114,19 @@ def test_every_page_renders_with_a_trained_model(model_settings):
         if page == "pages/train.py":
             assert len(at.dataframe[0].value) == 1  # the versions table
             assert at.image, "typical images and their neighbours"
-            [(curves, data)] = charts(at)
-            titles = curves["facet"]["sort"]
+            [curves] = charts(at)
+            layout = curves["layout"]
+            titles = [a["text"] for a in layout["annotations"]]
             assert titles == [t for t in ("loss", "reconstruction", "twin recall@1", "twin MRR") if t in titles]
             assert len(titles) >= 3 and all(len(t) <= 16 for t in titles)  # short titles: they cannot run together
-            assert set(data["panel"]) == set(titles) and curves["columns"] == 2  # two a row
-            assert curves["resolve"]["scale"]["y"] == "independent"  # each measure on its own scale
-            x = curves["spec"]["encoding"]["x"]
-            assert x["field"] == "epoch" and x["axis"]["format"] == "d" and x["axis"]["tickMinStep"] == 1  # whole epochs
+            axes = [layout[k] for k in layout if k.startswith("xaxis")]
+            assert len(axes) == len(titles) and all(a["domain"][1] - a["domain"][0] >= 0.4 for a in axes)  # two a row
+            assert all(a["tickformat"] == "d" and a["dtick"] >= 1 for a in axes)  # whole epochs
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The page's Plotly figures, as the browser gets them."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
 def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings):
@@ -139,13 +144,11 @@ def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings
             "measures": [{"epoch": 2, "loss": 1.5, "twin_mrr": 0.4}, {"epoch": 1, "loss": 2.0, "twin_mrr": 0.3},
                          {"epoch": 4, "loss": 1.0}]})  # out of order, and epoch 3 never reported
         at = visit(open_app(model_settings), "pages/train.py")
-        live = [(spec, data) for spec, data in charts(at) if "facet" in spec and data["value"].tolist()[:3] == [2.0, 1.5, 1.0]]
+        live = [c for c in charts(at) if [2.0, 1.5, 1.0] in [trace["y"] for trace in c["data"]]]
         assert len(live) == 1, "the running job's epochs"
-        spec, data = live[0]
-        lines = {(series, panel): (part["epoch"].tolist(), part["value"].tolist())
-                 for (series, panel), part in data.groupby(["series", "panel"])}
-        assert lines == {("training", "loss"): ([1, 2, 4], [2.0, 1.5, 1.0]), ("held out", "twin MRR"): ([1, 2], [0.3, 0.4])}
-        assert spec["facet"]["sort"] == ["loss", "twin MRR"]  # the panels, in order
+        lines = {(trace["name"], trace["xaxis"]): (trace["x"], trace["y"]) for trace in live[0]["data"]}
+        assert lines == {("training", "x"): ([1, 2, 4], [2.0, 1.5, 1.0]), ("held out", "x2"): ([1, 2], [0.3, 0.4])}
+        assert [a["text"] for a in live[0]["layout"]["annotations"]] == ["loss", "twin MRR"]
     finally:
         run.kill()
         run.wait()

@@ -122,3 +122,14 @@ def markdown_text(text) -> str:
     """
     escaped = "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in one_line(text))
     return AUTOLINKS.sub(WORD_JOINER, escaped)
+
+
+def html_text(text) -> str:
+    """`text` for Plotly's labels, legends and hover boxes, which read a subset of HTML (<a href>, <b>, <br>).
+
+    Quotes stay as typed: with `<` escaped no tag (so no attribute) can form, and Plotly does not
+    decode `&quot;`, which it would show literally (seen in a real browser on the Explore legend).
+    """
+    import html
+
+    return html.escape(one_line(text), quote=False)
