@@ -73,6 +73,17 @@ def test_sigkill_during_training_leaves_previous_version_answering(point, model_
     assert not (model_copy / "staging").exists() or not any((model_copy / "staging").iterdir())
 
 
+def same_answer(one: dict, other: dict) -> bool:
+    """The same images, in the same order, with the same groups, from the same query; scores equal to 1e-4
+    (a query encoded while 20 threads share the cores can differ from one encoded alone in the 6th decimal)."""
+    def without_scores(answer):
+        return {**answer, "results": [{k: v for k, v in r.items() if k not in ("score", "distance")}
+                                      for r in answer["results"]]}
+
+    scores = [[r["score"] for r in answer["results"]] for answer in (one, other)]
+    return without_scores(one) == without_scores(other) and np.allclose(*scores, atol=1e-4)
+
+
 def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy, tiny_collection):
     from imgsim import Settings
     from imgsim.runs.training import train
@@ -117,7 +128,7 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
     assert new in versions and len(versions) == 2
     for vid, q, answer in answers:
         again = Searcher.load(model_copy, vid) if vid not in cache else cache[vid]
-        assert again.query(q, n=3, scope="all").to_dict() == answer
+        assert same_answer(again.query(q, n=3, scope="all").to_dict(), answer)
         assert set(r["path"] for r in answer["results"]) <= set(again.paths)
         assert np.isfinite([r["score"] for r in answer["results"]]).all()
 
