@@ -149,7 +149,7 @@ def preload(cfg: Settings, version: store.Version) -> None:
 
 
 def thumbnail(path: str, px: int = 192, version: store.Version | None = None) -> str:
-    """A collection image's thumbnail for st.image, as a `data:` URL that the page carries inline.
+    """A collection image's thumbnail (WebP) for st.image, as a `data:` URL that the page carries inline.
 
     Inline, a view asks the server for no media file per image (each one a request through the
     server's middleware, the most of an image page's server CPU) and the session keeps none. With the
@@ -164,7 +164,7 @@ def thumbnail(path: str, px: int = 192, version: store.Version | None = None) ->
     if row < 0:
         return data_url(thumbnail_cached(path, px, root))
     folder = ThumbnailFolder(ModelFolder(version.model_dir).thumbnail_folder(version.id))
-    return data_url(folder.jpeg(int(version.ids[row]), path, px, root))
+    return data_url(folder.webp(int(version.ids[row]), path, px, root))
 
 
 def spread(rows: list[int], count: int) -> list[int]:

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def made(monkeypatch) -> list:
     """Every source decoded into a thumbnail (the expensive part), as (path, px); and a fresh memory cache."""
     calls = []
-    real = thumbnails.thumbnail_jpeg
-    monkeypatch.setattr(thumbnails, "thumbnail_jpeg", lambda source, px=192, root=None: calls.append((str(source), px))
+    real = thumbnails.thumbnail_webp
+    monkeypatch.setattr(thumbnails, "thumbnail_webp", lambda source, px=192, root=None: calls.append((str(source), px))
                         or real(source, px, root))
     new_process(monkeypatch)
     return calls
@@ -38,9 +38,9 @@ def new_process(monkeypatch) -> None:
     monkeypatch.setattr(thumbnails, "MEMORY", ByteBudgetCache(1 << 20, ttl=3600, size=len))
 
 
-def photo(path: Path, colour=(200, 40, 40), size=(300, 200)) -> Path:
+def photo(path: Path, colour=(200, 40, 40), size=(300, 200), kind: str = "JPEG") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, "JPEG")
+    Image.new("RGB", size, colour).save(path, kind)
     return path
 
 
@@ -53,43 +53,43 @@ def decoded(data: bytes) -> Image.Image:
 def test_a_thumbnail_is_made_once_and_read_back_by_a_new_process(tmp_path, made, monkeypatch):
     source = photo(tmp_path / "photos" / "a.jpg")
     folder = ThumbnailFolder(tmp_path / "thumbs")
-    first = folder.jpeg(7, source, 128)
+    first = folder.webp(7, source, 128)
     assert decoded(first).size == (128, 85) and made == [(str(source), 128)]
-    assert folder.jpeg(7, source, 128) == first and len(made) == 1  # memory
+    assert folder.webp(7, source, 128) == first and len(made) == 1  # memory
     kept = folder.path(7, 128)
     assert kept.read_bytes() == first and kept.stat().st_mtime_ns == source.stat().st_mtime_ns
     new_process(monkeypatch)
-    assert folder.jpeg(7, source, 128) == first and len(made) == 1  # disk: the source is not decoded again
-    assert decoded(folder.jpeg(7, source, 64)).size == (64, 43) and len(made) == 2  # each size its own
+    assert folder.webp(7, source, 128) == first and len(made) == 1  # disk: the source is not decoded again
+    assert decoded(folder.webp(7, source, 64)).size == (64, 43) and len(made) == 2  # each size its own
 
 
-@pytest.mark.parametrize("damage", ["cut short", "overwritten", "a link", "a PNG", "too large"])
+@pytest.mark.parametrize("damage", ["cut short", "overwritten", "a link", "a PNG", "a JPEG", "too large"])
 def test_a_damaged_thumbnail_is_made_again(tmp_path, made, monkeypatch, damage):
     source = photo(tmp_path / "photos" / "a.jpg")
-    other = photo(tmp_path / "elsewhere" / "b.jpg", colour=(0, 0, 255), size=(64, 64))
+    other = photo(tmp_path / "elsewhere" / "b.webp", colour=(0, 0, 255), size=(64, 64), kind="WEBP")
     folder = ThumbnailFolder(tmp_path / "thumbs")
-    good = folder.jpeg(1, source, 64)
+    good = folder.webp(1, source, 64)
     kept, stamp = folder.path(1, 64), source.stat().st_mtime_ns
     if damage == "cut short":
         kept.write_bytes(good[: len(good) // 2])
     elif damage == "overwritten":
-        kept.write_bytes(b"\xff\xd8\xff" + os.urandom(len(good)))
-    elif damage == "a link":  # to a JPEG that would pass every other check
+        kept.write_bytes(good[:12] + os.urandom(len(good)))  # a WebP's header, then noise
+    elif damage == "a link":  # to a WebP that would pass every other check
         kept.unlink()
         kept.symlink_to(other)
         os.utime(other, ns=(stamp, stamp))
-    elif damage == "a PNG":
+    elif damage in ("a PNG", "a JPEG"):  # the size allowed, the wrong format
         buffer = io.BytesIO()
-        Image.new("RGB", (64, 43)).save(buffer, "PNG")
+        Image.new("RGB", (64, 43)).save(buffer, damage.split()[1])
         kept.write_bytes(buffer.getvalue())
     else:
         buffer = io.BytesIO()
-        Image.new("RGB", (300, 200)).save(buffer, "JPEG")
+        Image.new("RGB", (300, 200)).save(buffer, "WEBP")
         kept.write_bytes(buffer.getvalue())
     if damage != "a link":
         os.utime(kept, ns=(stamp, stamp))  # the time says "made from this source": only the content is wrong
     new_process(monkeypatch)
-    assert folder.jpeg(1, source, 64) == good and len(made) == 2  # made again, not read
+    assert folder.webp(1, source, 64) == good and len(made) == 2  # made again, not read
     assert not kept.is_symlink() and kept.read_bytes() == good  # and kept whole
     assert other.read_bytes() != good  # the link's target was replaced, not written through
 
@@ -97,10 +97,10 @@ def test_a_damaged_thumbnail_is_made_again(tmp_path, made, monkeypatch, damage):
 def test_an_edited_source_gets_a_new_thumbnail(tmp_path, made, monkeypatch):
     source = photo(tmp_path / "photos" / "a.jpg")
     folder = ThumbnailFolder(tmp_path / "thumbs")
-    red = decoded(folder.jpeg(3, source, 32)).getpixel((5, 5))
+    red = decoded(folder.webp(3, source, 32)).getpixel((5, 5))
     photo(source, colour=(30, 200, 30))
     os.utime(source, ns=(source.stat().st_mtime_ns + 10**9,) * 2)  # a new time, however coarse the clock
-    green = decoded(folder.jpeg(3, source, 32)).getpixel((5, 5))
+    green = decoded(folder.webp(3, source, 32)).getpixel((5, 5))
     assert red[0] > 150 and green[1] > 150 and len(made) == 2
 
 
@@ -110,14 +110,14 @@ def test_an_unreadable_source_shows_the_placeholder_and_keeps_nothing(tmp_path, 
     broken.write_bytes(b"not an image")
     folder = ThumbnailFolder(tmp_path / "thumbs")
     for source in (broken, tmp_path / "photos" / "gone.jpg"):
-        assert folder.jpeg(5, source, 48) == thumbnails.placeholder_jpeg(48)
+        assert folder.webp(5, source, 48) == thumbnails.placeholder_webp(48)
     assert not (tmp_path / "thumbs").exists()
 
 
 def test_a_model_folder_that_cannot_be_written_still_shows_thumbnails(tmp_path, made):
     source = photo(tmp_path / "photos" / "a.jpg")
     (tmp_path / "thumbs").write_bytes(b"a file where the folder would be")
-    assert decoded(ThumbnailFolder(tmp_path / "thumbs").jpeg(1, source, 32)).size == (32, 21)
+    assert decoded(ThumbnailFolder(tmp_path / "thumbs").webp(1, source, 32)).size == (32, 21)
 
 
 # --- the pages -------------------------------------------------------------------------------------
@@ -149,9 +149,9 @@ def test_a_second_visitor_s_page_makes_no_thumbnail_and_gets_them_inline(collect
     first = explore(settings)
     shown = [image.url for image in first.image[0].proto.imgs]  # group 0's gallery
     assert len(shown) == int((version.groups == 0).sum()) and len(made) == len(shown)
-    assert all(url.startswith("data:image/jpeg;base64,") for url in shown)  # no media file to request
+    assert all(url.startswith("data:image/webp;base64,") for url in shown)  # no media file to request
     folder = ModelFolder(settings.model_dir).thumbnail_folder(version.id)
-    assert len(list((folder / "128").glob("*.jpg"))) == len(shown)
+    assert len(list((folder / "128").glob("*.webp"))) == len(shown)
 
     second = explore(settings)  # another browser session, same server
     assert [image.url for image in second.image[0].proto.imgs] == shown and len(made) == len(shown)
@@ -167,8 +167,8 @@ def test_a_source_swapped_for_a_link_out_of_the_collection_shows_the_placeholder
     photo(photos / "b.jpg")
     swapped.symlink_to(private)  # planted after indexing, in place of a collection image
     folder = ThumbnailFolder(tmp_path / "thumbs")
-    assert folder.jpeg(1, swapped, 64) != thumbnails.placeholder_jpeg(64)  # without the root: the private picture
+    assert folder.webp(1, swapped, 64) != thumbnails.placeholder_webp(64)  # without the root: the private picture
     guarded = ThumbnailFolder(tmp_path / "thumbs-guarded")
-    assert guarded.jpeg(1, swapped, 64, root=photos) == thumbnails.placeholder_jpeg(64)
+    assert guarded.webp(1, swapped, 64, root=photos) == thumbnails.placeholder_webp(64)
     assert not guarded.path(1, 64).exists()  # nothing kept for it
-    assert decoded(guarded.jpeg(2, photos / "b.jpg", 64, root=photos)).size == (64, 43)  # the collection's own
+    assert decoded(guarded.webp(2, photos / "b.jpg", 64, root=photos)).size == (64, 43)  # the collection's own
