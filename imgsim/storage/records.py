@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -88,37 +89,51 @@ class Records:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if not len(self.ids):
             return np.full(len(ids), -1, np.int64)
-        if not hasattr(self, "_order"):
-            self._order = np.argsort(self.ids, kind="stable")
-            self._sorted = self.ids[self._order]
-        at = np.searchsorted(self._sorted, ids).clip(0, len(self.ids) - 1)
-        return np.where(self._sorted[at] == ids, self._order[at], -1)
+        order, ordered = self._by_id
+        at = np.searchsorted(ordered, ids).clip(0, len(self.ids) - 1)
+        return np.where(ordered[at] == ids, order[at], -1)
 
     def has_duplicate_ids(self) -> bool:
-        self.rows_of([])  # builds the sorted index
-        return bool(len(self.ids) and (self._sorted[1:] == self._sorted[:-1]).any())
+        ordered = self._by_id[1]
+        return bool(len(self.ids) and (ordered[1:] == ordered[:-1]).any())
 
     def row_of_path(self, path: str) -> int:
         """The row of a collection path, or -1 (a sorted index over the paths, built once: no dict of a million)."""
         if not len(self.paths):
             return -1
-        if not hasattr(self, "_path_order"):
-            paths = np.array(self.paths, dtype=object)
-            self._path_order = np.argsort(paths, kind="stable")
-            self._paths_sorted = paths[self._path_order]
-        at = int(np.searchsorted(self._paths_sorted, path))
-        if at < len(self.paths) and self._paths_sorted[at] == path:
-            return int(self._path_order[at])
+        order, ordered = self._by_path
+        at = int(np.searchsorted(ordered, path))
+        if at < len(self.paths) and ordered[at] == path:
+            return int(order[at])
         return -1
 
     def rows_with_sha1(self, sha1: str) -> np.ndarray:
         """Rows whose bytes have this sha1 (byte-identical copies)."""
-        if not hasattr(self, "_sha_order"):
-            self._sha_order = np.argsort(self.sha1, kind="stable")
-            self._sha_sorted = self.sha1[self._sha_order]
+        order, ordered = self._by_sha1
         key = np.bytes_(sha1.encode("ascii"))
-        lo, hi = np.searchsorted(self._sha_sorted, key, "left"), np.searchsorted(self._sha_sorted, key, "right")
-        return np.sort(self._sha_order[lo:hi])
+        lo, hi = np.searchsorted(ordered, key, "left"), np.searchsorted(ordered, key, "right")
+        return np.sort(order[lo:hi])
+
+    # Sorted indexes, each built once on first use and stored as ONE attribute (order, sorted values):
+    # threads answering searches share a version's Records, and a reader must never see half an index
+    # (two attributes set one after the other did: AttributeError under load in `imgsim api`).
+    @cached_property
+    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        return sorted_index(self.ids)
+
+    @cached_property
+    def _by_path(self) -> tuple[np.ndarray, np.ndarray]:
+        return sorted_index(np.array(self.paths, dtype=object))
+
+    @cached_property
+    def _by_sha1(self) -> tuple[np.ndarray, np.ndarray]:
+        return sorted_index(self.sha1)
+
+
+def sorted_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, values[order]): a stable sort, searched with np.searchsorted."""
+    order = np.argsort(values, kind="stable")
+    return order, values[order]
 
 
 # --- persistence ------------------------------------------------------------------------------
