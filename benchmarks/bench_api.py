@@ -70,8 +70,8 @@ def prepare_synthetic(args) -> None:
     """A version of `--images` clustered 128-d vectors over the default architecture's model with fresh weights:
     what a search costs does not depend on the weights or the vectors' values (bench_scale.py does the same)."""
     from imgsim.learning.model import build_autoencoder
-    from imgsim.runs.training import save_collection
     from imgsim.storage import store
+    from imgsim.storage.manifest import Manifest
     from imgsim.storage.records import Records
 
     models, n = args.dir / "models", args.images
@@ -83,12 +83,22 @@ def prepare_synthetic(args) -> None:
     records = Records.build(paths, [50_000] * n, [0] * n, [f"{i:040x}" for i in range(n)], groups,
                             np.zeros((n, 2), np.float32))
     with store.writer_lock(models):
-        entries, state = save_collection(models, "exact", records, vectors)
-        store.write_version(models, manifest={"kind": "train", "settings": {"image_size": 128, "latent_dim": 128},
-                                              "images_root": str(args.dir / "images")},
+        entries, state = store.save_collection(models, "exact", records, vectors)
+        store.write_version(models, manifest=Manifest(kind="train", settings={"image_size": 128, "latent_dim": 128},
+                                                      images_root=str(args.dir / "images")),
                             records=entries, engine=state, centres=centres, history={},
                             save_model=lambda path: build_autoencoder(128, 128).save(path))
     print(f"a synthetic version of {n} vectors, default architecture, exact engine, in {models} ({load()})")
+
+
+def republished(version):
+    """The manifest of an `index` version that follows `version` with its data: every field a run writes, kept."""
+    from dataclasses import fields
+
+    from imgsim.storage.manifest import Manifest
+
+    kept = {f.name: version.manifest[f.name] for f in fields(Manifest) if f.name in version.manifest}
+    return Manifest(**{**kept, "kind": "index", "parent": version.id})
 
 
 def republish(model_dir: Path, note: list) -> None:
@@ -98,9 +108,9 @@ def republish(model_dir: Path, note: list) -> None:
 
     t = time.perf_counter()
     version = store.load_version(model_dir)
-    manifest = {k: v for k, v in version.manifest.items() if k not in ("id", "format", "records", "engine", "checksums")}
+    manifest = republished(version)
     with store.writer_lock(model_dir):
-        new = store.write_version(model_dir, manifest={**manifest, "kind": "index", "parent": version.id},
+        new = store.write_version(model_dir, manifest=manifest,
                                   records=version.manifest["records"], engine=version.manifest["engine"],
                                   centres=version.centres, history=version.history,
                                   save_model=lambda path: store.link_or_copy(version.model_path, path))
@@ -386,11 +396,11 @@ def into_milvus(model_dir: Path) -> None:
     from imgsim.storage import store
 
     version = store.load_version(model_dir)
-    manifest = {k: v for k, v in version.manifest.items() if k not in ("id", "format", "records", "engine", "checksums")}
+    manifest = republished(version)
     with store.writer_lock(model_dir):
         engine = store.copy_engine(version.engine(), "milvus", collection="api_bench")
         state = engine.save(model_dir)
-        store.write_version(model_dir, manifest={**manifest, "kind": "index", "parent": version.id},
+        store.write_version(model_dir, manifest=manifest,
                             records=version.manifest["records"], engine=state, centres=version.centres,
                             history=version.history, save_model=lambda path: store.link_or_copy(version.model_path, path))
 
