@@ -3,6 +3,7 @@
     python benchmarks/bench_api.py prepare --dir /work/data/api-bench        # 10,000 images and a model (once)
     python benchmarks/bench_api.py load --dir /work/data/api-bench --workers 2 --clients 20 --seconds 300
     python benchmarks/bench_api.py scale --dir /work/data/api-bench --workers 1 2 4 --seconds 60
+    python benchmarks/bench_api.py scale --dir /work/data/api-bench --workers 2 --clients 1 [--similar]  # one caller
     python benchmarks/bench_api.py milvus --dir /work/data/api-bench        # /similar over a Milvus server
 
 `prepare` builds 10,000 demo images (imgsim.inputs.demo, 128 px JPEGs of the shipped photographs)
@@ -307,14 +308,21 @@ def load_test(args) -> None:
 
 
 def scale(args) -> None:
+    """`POST /search` (or, with --similar, `GET /images/{id}/similar`) with each number of workers in turn."""
+    from imgsim.storage import store
+
     model_dir = args.dir / "models"
-    jpeg = query_jpeg()
+    if args.similar:
+        version = store.load_version(model_dir)
+        request, what = similar_request([str(int(i)) for i in version.ids[:: max(1, len(version) // 500)]]), "GET /images/{id}/similar"
+    else:
+        request, what = search_request(query_jpeg()), "POST /search"
     for workers in args.workers:
         server = Server(model_dir, workers)
         try:
             cpu = server.cpu_seconds()
-            figures = run_clients(server.port, args.clients, args.seconds, search_request(jpeg))
-            print(describe(f"{workers} worker(s), POST /search", figures, server.cpu_seconds() - cpu)
+            figures = run_clients(server.port, args.clients, args.seconds, request)
+            print(describe(f"{workers} worker(s), {args.clients} client(s), {what}", figures, server.cpu_seconds() - cpu)
                   + f" ({load()})", flush=True)
         finally:
             server.stop()
@@ -441,6 +449,7 @@ def main() -> None:
         else:
             p.add_argument("--workers", type=int, default=2 if name == "load" else 1)
     sub.choices["load"].add_argument("--similar-seconds", type=float, default=60)
+    sub.choices["scale"].add_argument("--similar", action="store_true", help="GET /images/{id}/similar instead of a search")
     sub.choices["load"].add_argument("--publish", action="store_true", help="publish a new version half-way")
     sub.choices["load"].add_argument("--synthetic", action="store_true",
                                      help="the prepared version is synthetic (prepare --synthetic): publish a copy")
