@@ -15,6 +15,7 @@ from imgsim.runs import jobs
 from pages import common
 
 SHOWN_GROUPS = 10  # groups drawn on one page (each up to 6 thumbnails sent inline); the CSV holds them all
+THUMB_PX = 160  # thumbnails drawn at the size they are made: six a row fit the wide layout
 
 
 def stored(model_dir: str, version_id: str):
@@ -66,6 +67,20 @@ def start_scan(model_dir, version_id: str) -> None:
 def size_text(member) -> str:
     pixels = f"{member.width}×{member.height}" if member.width else "unreadable"
     return f"{pixels} · {member.bytes / 1e6:.1f} MB" if member.bytes >= 100_000 else f"{pixels} · {member.bytes / 1e3:.0f} kB"
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def shown_names(model_dir: str, version_id: str, paths: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """Each path's name in the collection, as plain text (the drop-down) and as Markdown (a caption); once per group."""
+    version = common.load_version(model_dir, version_id)
+    names = {p: common.short_name(p, version) for p in paths}
+    return {p: (one_line(name), common.md(name)) for p, name in names.items()}
+
+
+def caption(member, choice: str, name: str) -> str:
+    mark = ":green-badge[keep] " if member.path == choice else ""
+    why = EVIDENCE.get(member.match, member.match)  # one of our own names, never a user's text
+    return f"{mark}**{member.score:.3f}** · {why} · {size_text(member)}  \n{name}"
 
 
 def move(groups, target: str, keep: dict[int, str], root) -> None:
@@ -149,19 +164,17 @@ st.download_button("Export (CSV: group, path, keep or duplicate, score, exact, m
 keep: dict[int, str] = {}
 shown = common.page_of(groups, SHOWN_GROUPS, key=f"dup-page-{version.id}", what="groups")
 for g in shown:
-    suggested = next(m.path for m in g.images if m.keep)
+    paths = [m.path for m in g.images]
+    names = shown_names(str(cfg.model_dir), version.id, tuple(paths))
     with st.container(border=True):
         st.markdown(f"**Group {g.group}** · {'exact copies' if g.exact else 'near copies'} · {len(g.images)} images")
-        choice = st.radio("Keep", [m.path for m in g.images], index=[m.path for m in g.images].index(suggested),
-                          key=f"keep-{version.id}-{g.group}", horizontal=True, label_visibility="collapsed",
-                          format_func=lambda p: common.md(common.short_name(p, version)))  # options are Markdown
+        # a drop-down, not radio buttons: a group of 20 draws one box, not 20 Markdown labels
+        choice = st.selectbox("Keep", paths, index=paths.index(next(m.path for m in g.images if m.keep)),
+                              key=f"keep-{version.id}-{g.group}", format_func=lambda p, names=names: names[p][0])
         keep[g.group] = choice
-        for column, member in zip(st.columns(min(len(g.images), 6)), g.images[:6]):
-            column.image(common.thumbnail(member.path, 192, version), width="stretch")
-            mark = ":green-badge[keep] " if member.path == choice else ""
-            why = EVIDENCE.get(member.match, member.match)  # one of our own names, never a user's text
-            column.caption(f"{mark}**{member.score:.3f}** · {why} · {size_text(member)}  \n"
-                           f"{common.md(common.short_name(member.path, version))}")
+        # one element for the group's pictures and their captions, not six columns of two elements each
+        st.image([common.thumbnail(m.path, THUMB_PX, version) for m in g.images[:6]], width=THUMB_PX,
+                 caption=[caption(m, choice, names[m.path][1]) for m in g.images[:6]])
 
 if groups and common.can_write():
     st.subheader("Move the others")

@@ -377,9 +377,10 @@ def test_urls_in_file_and_group_names_never_become_links(model_settings, tiny_co
     assert any("x\\.example\\.jpg" in text for text in shown) and any("x\\.example or" in text for text in shown)
     assert not [text for text in shown if linkable(text)]
     visit(at, "pages/duplicates.py")
-    options = [option for radio in at.radio for option in radio.options]
-    shown = [e.value for e in (*at.main.caption, *at.main.markdown)] + options
-    assert any("x\\.example\\.jpg" in text for text in options)
+    options = [option for box in at.main.selectbox for option in box.options]  # a drop-down shows text, not Markdown
+    captions = [picture.caption for image in at.main.image for picture in image.proto.imgs]
+    shown = [e.value for e in (*at.main.caption, *at.main.markdown)] + captions
+    assert "www.x.example.jpg" in options and any("x\\.example\\.jpg" in text for text in captions)
     assert not [text for text in shown if linkable(text)]
 
 
