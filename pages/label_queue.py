@@ -1,7 +1,8 @@
 """The Label page's two ways to decide: one image at a time from the keyboard, or a page of look-alikes at once.
 
 Keys are Streamlit's own button shortcuts (`st.button(shortcut=...)`): they are ignored while a
-text box has the focus, and only the open tab is drawn, so no hidden button answers a key. On
+text box has the focus, and only the open tab is drawn, so no hidden button answers a key. On the
+grid, Enter pressed on a tick box is sent to the form's button by a small script (GRID_ENTER). On
 the focused suggestion: 1-9 and the letters below pick one of its likeliest labels, Enter takes
 the assistant's best guess, the arrows move between suggestions, G opens a page of look-alikes;
 Z undoes (pages/label.py). The queue is a batch: it is chosen once and worked through, so a
@@ -24,6 +25,24 @@ LETTERS = "abdefhijklmnopqtuvwxy"  # C and R are Streamlit's; G opens the grid, 
 GUESS = 0.5  # a best guess less likely right than this is offered but not highlighted
 GRID = 24  # look-alikes on a page
 TAB = "A page at once"  # the grid's tab on the Label page (pages/label.TABS)
+# Streamlit's key shortcuts ignore a key pressed while an <input> has the focus, and a tick box clicked
+# by mouse keeps it: Enter then reached nothing. This sends Enter pressed on one of the grid's tick
+# boxes to the form's button (Enter on a tick box does nothing of its own; Space still ticks).
+# A fixed script, installed once per browser tab; nothing in it comes from a user.
+GRID_ENTER = """<script>
+if (!window.imgsimGridEnter) {
+  window.imgsimGridEnter = true;
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key !== "Enter" || event.isComposing || event.ctrlKey || event.metaKey || event.altKey
+        || event.shiftKey || !(box instanceof HTMLInputElement) || box.type !== "checkbox") return;
+    const send = box.closest(".st-key-grid-page")?.querySelector('[data-testid="stFormSubmitButton"] button');
+    if (!send || send.disabled) return;
+    event.preventDefault();
+    send.click();
+  }, true);
+}
+</script>"""
 
 
 @st.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
@@ -180,7 +199,8 @@ def grid_tab(cfg, version, propagation, writable: bool) -> None:
         return
     st.caption("Likeliest first, each with the probability that it is right. Untick the ones that are not, then "
                "press Enter: the ticked ones get the label, the unticked are not shown again.")
-    with st.form(f"grid-{version.id}", border=False, enter_to_submit=False):
+    st.html(GRID_ENTER, width="content", unsafe_allow_javascript=True)
+    with st.container(key="grid-page"), st.form(f"grid-{version.id}", border=False, enter_to_submit=False):
         for start in range(0, len(rows), 6):
             for column, row in zip(st.columns(6), rows[start:start + 6]):
                 column.image(common.thumbnail(version.paths[row], 128, version), width="stretch",
