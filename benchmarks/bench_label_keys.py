@@ -1,7 +1,8 @@
 """Decisions a minute on the Label page for a scripted person in Chromium: today's clicks against keys and a grid.
 
     .venv/bin/python benchmarks/bench_label_keys.py --model /work/data/models-29/photos-hard-8 \
-        --images /work/data/eval/photos-hard-8 [--baseline /path/to/a/checkout/of/0.3.0] [--seconds 90]
+        --images /work/data/eval/photos-hard-8 [--baseline /path/to/a/checkout/of/0.3.0] [--seconds 90] \
+        [--modes clicks keys grid]
 
 The person knows every image's true label (its sub-folder) and labels the suggestion queue:
 
@@ -122,6 +123,9 @@ def grid_page(page) -> None:
     page.keyboard.press("Enter")
 
 
+STEPS = {"clicks": click_one, "keys": key_one, "grid": grid_page}  # one decision (or a page of them) per mode
+
+
 def serve(checkout: Path, model_dir: Path, images: Path, log, startup: float = 600):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(checkout), "IMGSIM_MODEL_DIR": str(model_dir), "IMGSIM_IMAGES": str(images)}
@@ -149,7 +153,7 @@ def run_mode(mode: str, checkout: Path, model: Path, images: Path, seconds: floa
             page.goto(f"{url}/label")
             page.get_by_role("heading", name="Label", exact=True).wait_for(timeout=120_000)
             settle(page)
-            step = {"clicks": click_one, "keys": key_one, "grid": grid_page}[mode]
+            step = STEPS[mode]
             began = time.monotonic()
             while time.monotonic() - began < seconds:
                 step(page)
@@ -183,8 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before issue 29, for today's clicks")
     parser.add_argument("--seconds", type=float, default=90)
+    parser.add_argument("--modes", nargs="+", choices=list(STEPS), default=list(STEPS), help="this checkout's modes to run")
     args = parser.parse_args(argv)
-    runs = ([("clicks", args.baseline)] if args.baseline else []) + [("clicks", ROOT), ("keys", ROOT), ("grid", ROOT)]
+    runs = ([("clicks", args.baseline)] if args.baseline else []) + [(mode, ROOT) for mode in args.modes]
     print(f"# bench_label_keys.py, model {args.model}, {args.seconds:.0f} s a mode, load {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         for mode, checkout in runs:

@@ -79,12 +79,28 @@ def play(version: store.Version, truth: np.ndarray, budget: int, graph) -> tuple
             assert not propagation.person[row], "suggested an image the person labelled"
             labels[int(version.ids[row])] = ImageLabel(str(truth[row]))
         propagation = labelling.propagate(version, labels, graph)
+    return outcome(version, truth, propagation, labels)
+
+
+def play_random(version: store.Version, truth: np.ndarray, budget: int, graph, seed: int = 0) -> tuple[float, dict]:
+    """A control for `play`: the same budget as random images of each class (no suggestion chose them)."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(truth.tolist()))
+    rows = [int(r) for c in classes for r in rng.choice(np.flatnonzero(truth == c), budget // len(classes), replace=False)]
+    labels = {int(version.ids[r]): ImageLabel(str(truth[r])) for r in rows}
+    return outcome(version, truth, labelling.propagate(version, labels, graph), labels)
+
+
+def outcome(version: store.Version, truth: np.ndarray, propagation, labels: dict) -> tuple[float, dict]:
+    """Accuracy over every image, and the calibration's figures over the images the person did not label."""
     named = np.array([propagation.name(r) for r in range(len(version))], dtype=object)
     person = propagation.person
     assert all(named[r] == truth[r] for r in np.flatnonzero(person)), "a person's label was changed"
     right, p = (named == truth)[~person], propagation.confidence[~person]
+    held = propagation.held
     info = {"classes found": len(set(truth[person].tolist())), "classes": len(set(truth.tolist())),
-            "labels": labels, "ece": expected_calibration_error(p, right),
+            "labels": labels, "ece": expected_calibration_error(p, right), "right": float(right.mean()),
+            "held right": float(held.right()[held.judged].mean()) if held is not None and held.judged.any() else None,
             "calibrated on": propagation.calibration.points, "ece estimate": propagation.calibration.error}
     for c in (0.5, 0.9):
         sure = (~person) & (propagation.confidence >= c)
@@ -179,7 +195,7 @@ def classical_routes(version, truth, per_class: int, features: dict, graph) -> d
     return {"classical": routes[best], "classical_features": best, "target": target, "oracle+imgsim": oracle}
 
 
-def run_collection(folder: Path, models: Path, with_classical: bool = True) -> list[dict]:
+def run_collection(folder: Path, models: Path, with_classical: bool = True, random_labels: bool = False) -> list[dict]:
     version = trained_version(folder, models)
     truth = truth_of(version, folder)
     n_classes = len(set(truth.tolist()))
@@ -191,10 +207,11 @@ def run_collection(folder: Path, models: Path, with_classical: bool = True) -> l
     for per_class in BUDGETS:
         budget = per_class * n_classes
         start = time.perf_counter()
-        ours, info = play(version, truth, budget, graph)
+        ours, info = (play_random if random_labels else play)(version, truth, budget, graph)
         play_s = time.perf_counter() - start
         labels = info.pop("labels")
-        review = {share: review_check(version, labels, graph, share) for share in SLIPS} if per_class == 2 else {}
+        review = {share: review_check(version, labels, graph, share) for share in SLIPS} \
+            if per_class == 2 and not random_labels else {}
         row = {"collection": folder.name, "images": len(version), "classes": n_classes, "per_class": per_class,
                "budget": budget, "imgsim": ours, "groups": naming_groups(version.groups, truth), "graph_s": graph_s,
                "play_s": play_s, "review": review, **info}
@@ -210,7 +227,9 @@ def print_row(row: dict) -> None:
     line = (f"{row['collection']:15s} {row['images']:5d} img {row['classes']:3d} cls  b={row['per_class']} "
             f"({row['budget']:3d} labels)  imgsim {row['imgsim']:.3f}  classes found {row['classes found']}/"
             f"{row['classes']}  ECE {row['ece']:.3f} (calibrated on {row['calibrated on']}, estimated "
-            f"{'-' if row['ece estimate'] is None else round(row['ece estimate'], 3)})  p>=0.9: {sure[0]:.0%} of images, "
+            f"{'-' if row['ece estimate'] is None else round(row['ece estimate'], 3)}; held-out labels given back right "
+            f"{'-' if row['held right'] is None else round(row['held right'], 3)}, unlabelled images right "
+            f"{row['right']:.3f})  p>=0.9: {sure[0]:.0%} of images, "
             f"{'-' if sure[1] is None else round(sure[1], 3)} right  ({row['play_s']:.1f} s for {ROUNDS} rounds)")
     if "classical" in row:
         target = row["target"]
@@ -256,6 +275,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "data" / "eval-models")
     parser.add_argument("--only", action="append")
     parser.add_argument("--no-classical", action="store_true", help="skip the classical route (decodes every image)")
+    parser.add_argument("--random-labels", action="store_true",
+                        help="a control: random images of each class labelled, instead of the suggested ones")
     parser.add_argument("--speed", action="store_true", help="time propagation and suggest at 10,000 and 100,000 images")
     args = parser.parse_args(argv)
     if args.speed:
@@ -268,7 +289,8 @@ def main(argv=None) -> int:
         if not folder.is_dir():
             print(f"{folder}: missing; run benchmarks/make_eval_sets.py first", file=sys.stderr)
             continue
-        rows += run_collection(folder, args.models, with_classical=not args.no_classical)
+        rows += run_collection(folder, args.models, with_classical=not args.no_classical,
+                               random_labels=args.random_labels)
     print_tables(rows)
     print(f"# load average after: {os.getloadavg()}")
     return 0
