@@ -153,6 +153,18 @@ def stop_training(model_dir) -> None:
         jobs.stop_training(model_dir)
 
 
+def version_frame(rows: list[dict]) -> pd.DataFrame:
+    """The versions table as text (st.table's cells are Markdown): scores to three decimals, a manifest's words escaped."""
+    def cell(key: str, value) -> str:
+        if value is None:
+            return "–"
+        if key in ("twin recall@1", "silhouette") and isinstance(value, (int, float)):
+            return f"{value:.3f}"
+        return "✓" if value is True else "" if value is False else common.md(value)
+
+    return pd.DataFrame([{k: cell(k, v) for k, v in row.items() if k != "damaged"} for row in rows])
+
+
 def option_list(options: list[int], value: int) -> list[int]:
     return sorted(set(options) | {int(value)})
 
@@ -205,9 +217,7 @@ if twin["twin_recall@1"] is not None:
 st.subheader("Versions")
 current = store.current_id(cfg.model_dir)
 rows = store.version_table(cfg.model_dir)
-st.dataframe(pd.DataFrame(rows).drop(columns="damaged"), hide_index=True,
-             column_config={"twin recall@1": st.column_config.NumberColumn(format="%.3f"),
-                            "silhouette": st.column_config.NumberColumn(format="%.3f")})
+st.table(version_frame(rows), hide_index=True)  # static: no data grid to load for a few rows
 usable = [row["id"] for row in rows if not row["damaged"]]
 if not writable:
     st.stop()

@@ -112,7 +112,7 @@ def test_every_page_renders_with_a_trained_model(model_settings):
             assert at.get("download_button"), "the labels CSV"
 
         if page == "pages/train.py":
-            assert len(at.dataframe[0].value) == 1  # the versions table
+            assert len(at.table[0].value) == 1  # the versions table
             assert at.image, "typical images and their neighbours"
             [curves] = charts(at)
             layout = curves["layout"]
@@ -274,7 +274,7 @@ def test_another_version_can_be_made_active_on_the_train_page(model_settings):
 
     at = open_app(model_settings)
     visit(at, "pages/train.py")
-    assert len(at.dataframe[0].value) == 2
+    assert len(at.table[0].value) == 2
     at.selectbox(key="use-version").select(second).run()
     [button] = [b for b in at.button if b.label == "Make active"]
     button.click().run()
@@ -298,7 +298,7 @@ def test_old_versions_can_be_pruned_on_the_train_page(model_settings):
     button.click().run()
     assert not at.exception and any("Removed 1 version(s)" in e.value for e in at.success), texts(at)
     assert sorted(p.name for p in (model_dir / "versions").iterdir()) == [first, copies[1]]  # the active one stays
-    assert len(at.dataframe[0].value) == 2 and store.load_version(model_dir).id == first
+    assert len(at.table[0].value) == 2 and store.load_version(model_dir).id == first
 
 
 def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):
