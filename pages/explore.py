@@ -41,11 +41,26 @@ def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[p
     if len(rows) > MAX_POINTS:
         rows = np.sort(np.random.default_rng(0).choice(len(rows), MAX_POINTS, replace=False))
     frame = pd.DataFrame({
-        "x": version.map2d[rows, 0], "y": version.map2d[rows, 1], "row": rows,
+        # float32: Plotly sends arrays as binary, 4 bytes a coordinate is finer than the map's pixels
+        "x": version.map2d[rows, 0].astype(np.float32), "y": version.map2d[rows, 1].astype(np.float32), "row": rows,
         "group": [html_text(group_name(g, names)) for g in version.groups[rows].tolist()],  # Plotly reads some HTML
         "file": [html_text(common.short_name(version.paths[i], version)) for i in rows.tolist()],
     })
     return frame, [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def silhouette_figure(model_dir: str, version_id: str):
+    """The silhouette by k, this model's k marked; built once per version (Plotly Express costs CPU); None below two k."""
+    scores = silhouettes(model_dir, version_id)
+    if len(scores) < 2:
+        return None
+    k = len(common.load_version(model_dir, version_id).centres)
+    fig = px.line(x=list(scores), y=list(scores.values()), markers=True, height=280,
+                  labels={"x": "number of groups (k)", "y": "silhouette score"})
+    fig.add_vline(x=k, line_dash="dot", annotation_text=f"this model: k = {k}")
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0))
+    return fig
 
 
 def label_colours(frame: pd.DataFrame, propagation) -> tuple[pd.DataFrame, list[str]]:
@@ -133,13 +148,9 @@ if writable:
 gallery(rows, version, f"group-{group}")
 
 st.subheader("Choosing k")
-scores = silhouettes(str(cfg.model_dir), version.id)
-if len(scores) < 2:
+figure = silhouette_figure(str(cfg.model_dir), version.id)
+if figure is None:
     st.caption("Too few images to compare numbers of groups.")
 else:
-    fig = px.line(x=list(scores), y=list(scores.values()), markers=True, height=280,
-                  labels={"x": "number of groups (k)", "y": "silhouette score"})
-    fig.add_vline(x=len(version.centres), line_dash="dot", annotation_text=f"this model: k = {len(version.centres)}")
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0))
-    st.plotly_chart(fig, key="silhouette")
+    st.plotly_chart(figure, key="silhouette")
     st.caption("Higher is better separated. Pick k on the Train page and retrain to regroup.")
