@@ -11,6 +11,8 @@ empty page with an uploader that shows the upload nine times) on free loopback p
 with Playwright. Every page view is a new browser context (no cache shared), and the reference is measured before
 each imgsim page, so both see the same machine load. Measured:
 
+  ref+plotly the reference page with a three-point Plotly chart: what any page drawing a Plotly chart pays in a new
+            browser context (the chart's 4.7 MB of front-end code fetched and compiled), the floor for Explore and Train
   page      navigation -> the page's title heading (reference: its uploader) drawn and the script run ended
             ("main"); "all drawn": then no element waiting for its code, every <img> loaded, every chart drawn
   CPU       the server's utime+stime (every thread of its process tree: `imgsim serve` starts the server as a
@@ -56,6 +58,7 @@ EXCEPTION = '[data-testid="stException"]'
 UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
 PAGES = {"search": ("/", "Search"), "explore": ("/explore", "Explore"), "label": ("/label", "Label"),
          "duplicates": ("/duplicates", "Duplicates"), "train": ("/train", "Train")}
+BEFORE = "@compared"  # the suffix of a page served from --compare-tree
 PROFILED = Path("imgsim serve under cProfile")  # benchmarks/profile_server.py (a marker, not a file)
 TICK = os.sysconf("SC_CLK_TCK")
 WAIT_MS = 180_000
@@ -121,8 +124,9 @@ def free_port() -> int:
 class Server:
     """`streamlit run SCRIPT` on a free loopback port, headless, no file watcher; its log in benchmarks/out/pages/."""
 
-    def __init__(self, name: str, script: Path, env: dict):
-        """`script` is a Streamlit script, or SERVE (imgsim as run.sh starts it: `imgsim serve`, app.py plus the warm-up)."""
+    def __init__(self, name: str, script: Path, env: dict, tree: Path = ROOT):
+        """`script` is a Streamlit script, or SERVE (imgsim as run.sh starts it: `imgsim serve`, app.py plus the warm-up);
+        `tree` the checkout it runs from (another one: --compare-tree)."""
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = OUT / f"{name}-{self.port}.log"
@@ -142,7 +146,7 @@ class Server:
                        f"--server.port={self.port}", "--server.address=127.0.0.1", "--server.fileWatcherType=none",
                        "--browser.gatherUsageStats=false"]
         with open(self.log_path, "wb") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         self.pid = self.process.pid
 
@@ -207,13 +211,18 @@ class Target:
         return page.locator(self.ready).first
 
 
-def imgsim_target(server: Server, name: str) -> Target:
+def imgsim_target(server: Server, name: str, suffix: str = "") -> Target:
     path, title = PAGES[name]
-    return Target(name, server, path, f"heading:{title}", 8)
+    return Target(name + suffix, server, path, f"heading:{title}", 8)
 
 
 def reference_target(server: Server) -> Target:
     return Target("reference", server, "/", '[data-testid="stFileUploader"]', 9)
+
+
+def plotly_reference_target(server: Server) -> Target:
+    """The reference page with a three-point Plotly chart: the floor for a page that draws any Plotly chart."""
+    return Target("ref+plotly", server, "/?chart=plotly", '[data-testid="stFileUploader"]', 9)
 
 
 # --- measurements -------------------------------------------------------------------------------------------------
@@ -224,14 +233,17 @@ async def check(page, label: str) -> None:
 
 
 def count_sent(page, sent: dict) -> None:
-    """Add what the server sends this tab to `sent`: WebSocket frames' bytes, media files' count and bytes."""
+    """Add what the server sends this tab to `sent`: WebSocket frames' bytes, media files' count and bytes, static files' bytes."""
     def frame(payload) -> None:
         sent["ws"] += len(payload)
 
     def response(reply) -> None:
-        if urllib.parse.urlsplit(reply.url).path.startswith("/media/"):  # not /static/media/: the fonts
+        path = urllib.parse.urlsplit(reply.url).path
+        if path.startswith("/media/"):  # not /static/media/: the fonts
             sent["media"] += 1
             sent["media_bytes"] += int(reply.headers.get("content-length") or 0)
+        elif path.startswith("/static/"):  # the front end's code (each kind of element its own chunk) and fonts
+            sent["static_bytes"] += int(reply.headers.get("content-length") or 0)
 
     page.on("websocket", lambda ws: ws.on("framereceived", frame))
     page.on("response", response)
@@ -265,7 +277,7 @@ async def upload(page, target: Target, query: Path) -> float:
 async def page_view(browser, target: Target, timeout_ms: int = WAIT_MS) -> dict:
     """One page view in a new context: time to the main element, time until everything is drawn, server CPU."""
     before = await target.server.quiet()
-    sent = {"ws": 0, "media": 0, "media_bytes": 0}
+    sent = {"ws": 0, "media": 0, "media_bytes": 0, "static_bytes": 0}
     context, page, main = await open_page(browser, target, sent, timeout_ms)
     try:
         start = time.perf_counter()
@@ -360,18 +372,20 @@ def report(views: dict, searches: dict, firsts: dict, bursts: dict, users: int) 
     ref = views["reference"]
     ref_main, ref_full, ref_cpu = ([v[key] for v in ref] for key in ("main", "full", "cpu"))
     print("\nPage view, new browser context (seconds; CPU = server CPU seconds per view; sent per view: WebSocket kB,"
-          " media files and their kB)")
-    print(f"{'page':<10} {'n':>3} {'main p50':>9} {'x ref':>6} {'all drawn p50':>13} {'p95':>7} {'x ref p50':>9}"
+          " media files and their kB, static files' kB: the front end's code, which a new context fetches again)")
+    print(f"{'page':<19} {'n':>3} {'main p50':>9} {'x ref':>6} {'all drawn p50':>13} {'p95':>7} {'x ref p50':>9}"
           f" {'x ref p95':>9} {'CPU p50':>8} {'CPU p95':>8} {'CPU x ref':>9} {'WS kB':>7} {'media':>5} {'kB':>6}"
+          f" {'static kB':>9}"
           "  targets: all drawn <= 1.5x, CPU <= 2x")
     for label, rows in views.items():
         main, full, cpu = ([v[key] for v in rows] for key in ("main", "full", "cpu"))
         f_ratio, c_ratio = ratio(p50(full), p50(ref_full)), ratio(p50(cpu), p50(ref_cpu))
-        verdicts = "" if label == "reference" else f"  drawn {verdict(f_ratio, 1.5)}, CPU {verdict(c_ratio, 2)}"
-        print(f"{label:<10} {len(rows):>3} {p50(main):>9.3f} {ratio(p50(main), p50(ref_main)):>6.2f}"
+        verdicts = "" if label in ("reference", "ref+plotly") else f"  drawn {verdict(f_ratio, 1.5)}, CPU {verdict(c_ratio, 2)}"
+        print(f"{label:<19} {len(rows):>3} {p50(main):>9.3f} {ratio(p50(main), p50(ref_main)):>6.2f}"
               f" {p50(full):>13.3f} {p95(full):>7.3f} {f_ratio:>9.2f} {ratio(p95(full), p95(ref_full)):>9.2f}"
               f" {p50(cpu):>8.3f} {p95(cpu):>8.3f} {c_ratio:>9.2f} {p50([v['ws'] for v in rows]) / 1e3:>7.1f}"
               f" {p50([v['media'] for v in rows]):>5.0f} {p50([v['media_bytes'] for v in rows]) / 1e3:>6.1f}"
+              f" {p50([v['static_bytes'] for v in rows]) / 1e3:>9.0f}"
               f"{verdicts}")
 
     print("\nUpload -> results drawn (imgsim Search: 8 results; reference: the nine images), settled page, new context")
@@ -518,11 +532,14 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
 
     env = server_env(model_dir, images)
     servers = [Server("imgsim", PROFILED if args.profile else SERVE, env), Server("reference", REFERENCE, dict(os.environ))]
+    if args.compare_tree:  # the same pages served from another checkout, measured in the same rounds
+        tree = args.compare_tree.resolve()
+        servers.append(Server("compared", SERVE, {**env, "PYTHONPATH": str(tree)}, tree))
     pages = args.pages or list(PAGES)
     try:
         for server in servers:
             await asyncio.to_thread(server.wait_ready)
-        app, ref_server = servers
+        app, ref_server, *compared = servers
         reference = reference_target(ref_server)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -530,20 +547,31 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
                 log("warming up: every page once, one search on each app (not counted)")
                 for name in pages:
                     await page_view(browser, imgsim_target(app, name), timeout_ms=WARM_MS)
+                    for other in compared:
+                        await page_view(browser, imgsim_target(other, name, BEFORE), timeout_ms=WARM_MS)
                 await search_view(browser, imgsim_target(app, "search"), query)
                 await page_view(browser, reference)
                 await search_view(browser, reference, query)
+                if args.plotly_floor:
+                    await page_view(browser, plotly_reference_target(ref_server))  # the reference imports Plotly
                 if args.profile:
                     await profile(browser, app, ref_server, query, args.profile_views, args.top, pages)
                     return
 
-                views = {"reference": [], **{name: [] for name in pages}}
+                views = {"reference": [], **({"ref+plotly": []} if args.plotly_floor else {}),
+                         **{name + suffix: [] for name in pages for suffix in ["", *(BEFORE for _ in compared)]}}
                 searches = {"reference": [], "search": []}
                 for round_ in range(args.rounds):
                     log(f"page views, round {round_ + 1}/{args.rounds}")
                     for name in pages:  # the reference just before each page, so both see the same load
                         views["reference"].append(await page_view(browser, reference))
                         views[name].append(await page_view(browser, imgsim_target(app, name)))
+                        for other in compared:  # the reference again just before it
+                            views["reference"].append(await page_view(browser, reference))
+                            views[name + BEFORE].append(await page_view(browser, imgsim_target(other, name, BEFORE)))
+                    if args.plotly_floor:
+                        views["reference"].append(await page_view(browser, reference))
+                        views["ref+plotly"].append(await page_view(browser, plotly_reference_target(ref_server)))
                     order = [reference, imgsim_target(app, "search")]
                     for target in order if round_ % 2 == 0 else order[::-1]:
                         searches[target.label].append(await search_view(browser, target, query))
@@ -605,6 +633,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10, help="contexts opened at once in a burst (default 10)")
     parser.add_argument("--burst-rounds", type=int, default=2, help="bursts on each app (default 2)")
     parser.add_argument("--first-rounds", type=int, default=1, help="fresh-server first searches (default 1)")
+    parser.add_argument("--compare-tree", type=Path,
+                        help="another checkout (e.g. main before a change): its pages measured too, in the same rounds")
+    parser.add_argument("--no-plotly-floor", dest="plotly_floor", action="store_false",
+                        help="skip the reference page with a Plotly chart (measured by default, as a row of its own)")
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), help="the pages to open (default: all)")
     parser.add_argument("--profile", action="store_true", help="only profile imgsim's server per page (cProfile)")
     parser.add_argument("--profile-views", type=int, default=5, help="views of each page profiled (default 5)")
@@ -628,6 +660,10 @@ def main() -> None:
     files = scan_folder(images)  # sorted by path
     query = args.query or Path(files[len(files) // 3].path)
     describe(model_dir, images, query)
+    if args.compare_tree:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.compare_tree, capture_output=True,
+                                text=True, check=False).stdout.strip()
+        print(f"compared with {args.compare_tree} (commit {commit}): its pages are the rows marked {BEFORE}")
     started = time.monotonic()
     asyncio.run(run(args, model_dir, images, query))
     print(f"\n({time.monotonic() - started:.0f} s)")
