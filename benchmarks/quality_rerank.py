@@ -91,13 +91,19 @@ def score(collection: Path, models: Path, work: Path) -> dict:
         unexpanded, _, _, _ = answers(searcher, paths, labels, True, n)
     finally:
         rerank.EXPANSION = expansion
+    hops, rerank.HOPS = rerank.HOPS, 0
+    try:
+        direct, _, _, _ = answers(searcher, paths, labels, True, n)
+    finally:
+        rerank.HOPS = hops
     checked, inliers, same, cpu_checked = answers(searcher, paths, labels, True, n)
     base = evaluation.evaluate(evaluation.baselines(paths), labels, k=k)
     print(f"\n== {collection.name}: {len(paths)} images, {len(set(labels))} classes, k={k}, model {searcher.version.id} "
           f"(features for {len(searcher.keypoints or [])} images)")
     before, classes_before = report("latents alone", labels, plain, k)
     alone, _ = report("re-check, the rest in the latents' order (EXPANSION 0)", labels, unexpanded, k)
-    after, classes_after = report(f"re-check, the rest by the expanded query (EXPANSION {rerank.EXPANSION})", labels,
+    report("re-check and expansion, no answer's features asked (HOPS 0)", labels, direct, k)
+    after, classes_after = report(f"re-check, the rest by the expanded query (EXPANSION {rerank.EXPANSION}, HOPS {rerank.HOPS})", labels,
                                   checked, k)
     truth = checked == labels[:, None]
     moved = sorted(((classes_after[c] - classes_before[c], c) for c in classes_before), reverse=True)

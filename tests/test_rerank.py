@@ -64,6 +64,25 @@ def crop(photo, box) -> np.ndarray:
     return np.asarray(picture, np.float32) / 255
 
 
+@pytest.mark.parametrize("name", ["coffee", "astronaut", "camera"])
+def test_a_view_sharing_little_with_the_query_is_found_through_a_view_that_shares_much(photos, tmp_path, name,
+                                                                                       monkeypatch):
+    """Left part of a photograph as the query, its middle (A) and its right part (B) as candidates: B shares too
+    little with the query to be called the same scene directly, but much with A, which is."""
+    query = rerank.query_features(crop(photos[name], (0.0, 0.0, 0.55, 0.75)))
+    middle, right = crop(photos[name], (0.22, 0.1, 0.78, 0.85)), crop(photos[name], (0.45, 0.25, 1.0, 1.0))
+    look_alike = crop(photos["gravel" if name != "gravel" else "grass"], (0.1, 0.1, 0.9, 0.9))
+    store, _ = stored(tmp_path, [middle, right, look_alike], ids=[0, 1, 10])
+    counts, same = rerank.agreement(store, query, [0, 1])
+    assert same.tolist() == [True, False]  # the premise: B alone is not verified by the query
+    hits = [(10, 0.9), (1, 0.8), (0, 0.7)]  # as the latents ranked them: the look-alike first
+    ordered, checked = rerank.recheck(store, query, hits)
+    assert [i for i, _ in ordered] == [0, 1, 10]
+    assert checked[1] == (int(counts[1]), True) and checked[2][1] is False
+    monkeypatch.setattr(rerank, "HOPS", 0)  # without asking the verified answer, B stays behind the look-alike
+    assert [i for i, _ in rerank.recheck(store, query, hits)[0]] == [0, 10, 1]
+
+
 def test_a_mirrored_view_is_recognised_through_the_query_s_mirror_image(photos, tmp_path):
     query = crop(photos["astronaut"], (0.0, 0.0, 0.8, 0.8))
     mirrored = crop(photos["astronaut"], (0.15, 0.1, 0.95, 0.9))[:, ::-1].copy()

@@ -41,6 +41,12 @@ MATCHED_SHARE = 0.1
 # over the verified answers only). photos-hard-8: precision@7 0.851 without (EXPANSION 0), 0.872 with;
 # photos-hard-12 p@10 0.690 and 0.713 (docs/results.md, issue 32).
 EXPANSION = 1.0
+# A view that shares too little with the query may share much with a view that does (the other half of a
+# photograph, after a crop of its middle): the candidates not called the same scene are also compared with
+# the stored features of the best HOPS answers that are, and those showing that answer's scene follow the
+# answers verified directly (transitive verification: Chum et al., "Total Recall", ICCV 2007). Bounded: HOPS
+# more comparisons of at most CANDIDATES candidates each, only when an answer was verified.
+HOPS = 1
 LAYOUT = Layout(local.FORMAT, local.SIDE, local.KEYPOINTS, local.DESCRIPTOR_BYTES)
 
 
@@ -96,16 +102,35 @@ def same_scene(counts: np.ndarray, matches: np.ndarray) -> np.ndarray:
     return np.asarray(counts) >= np.maximum(MIN_AGREEING, MIN_AGREEING + MATCHED_SHARE * np.asarray(matches))
 
 
-def reorder(counts: np.ndarray, same: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+def reorder(counts: np.ndarray, same: np.ndarray, scores: np.ndarray | None = None,
+            then: np.ndarray | None = None) -> np.ndarray:
     """Positions in their new order: the same scene first (`same`), most agreeing keypoints first (ties in the
-    given order), then the others in the given order, or by `scores` (highest first) if given."""
-    counts = np.asarray(counts, np.int64)
+    given order), then those `then` marks (the same scene through an answer, `through_answers`) in the given
+    order, then the others in the given order, or by `scores` (highest first) if given."""
+    counts, same = np.asarray(counts, np.int64), np.asarray(same, bool)
+    then = np.zeros(len(same), bool) if then is None else np.asarray(then, bool) & ~same
     first = np.flatnonzero(same)
     first = first[np.argsort(-counts[first], kind="stable")]
-    rest = np.flatnonzero(~np.asarray(same, bool))
+    rest = np.flatnonzero(~same & ~then)
     if scores is not None:
         rest = rest[np.argsort(-np.asarray(scores)[rest], kind="stable")]
-    return np.concatenate([first, rest])
+    return np.concatenate([first, np.flatnonzero(then), rest])
+
+
+def through_answers(store: KeypointStore, ids, counts: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """Whether each candidate compared and not called the same scene shows the scene of one of the best HOPS
+    answers that are (their stored features as the query; `agreement`'s rule)."""
+    ids, found = np.asarray(ids, np.int64).reshape(-1), np.zeros(len(counts), bool)
+    left = np.flatnonzero((np.asarray(counts) >= 0) & ~same)
+    verified = np.flatnonzero(same)
+    for best in verified[np.argsort(-np.asarray(counts)[verified], kind="stable")][:HOPS]:
+        query = stored_query(store, int(ids[best]))
+        if query is None or not len(left):
+            continue
+        _, hop = agreement(store, query, ids[left])
+        found[left[hop]] = True
+        left = left[~hop]
+    return found
 
 
 def expanded_scores(vector: np.ndarray, vectors: np.ndarray, same: np.ndarray) -> np.ndarray | None:
@@ -152,14 +177,17 @@ def recheck(store: KeypointStore, query: local.QueryFeatures, hits: list, vector
             vectors_of=None) -> tuple[list, list]:
     """Search hits ((id, score), best first) re-ordered by `agreement` and `reorder`, and each one's (agreeing
     keypoints, same scene), (None, None) where it was not compared. With the query's latent `vector` and `vectors_of` (ids -> their
-    latents, a vector engine's), the answers that do not show the same scene follow by `expanded_scores`."""
+    latents, a vector engine's), the answers that do not show the same scene follow by `expanded_scores`.
+    Those showing the scene of a verified answer (`through_answers`) come right after the verified ones and are
+    reported as the same scene, with their own agreeing keypoints with the query."""
     ids = [i for i, _ in hits]
     counts, same = agreement(store, query, ids)
+    through = through_answers(store, ids, counts, same) if same.any() else np.zeros(len(ids), bool)
     scores = None
     if vector is not None and vectors_of is not None and same.any():
-        scores = expanded_scores(vector, np.asarray(vectors_of(ids), np.float32), same)
-    order = reorder(counts, same, scores)
-    return [hits[i] for i in order], [(int(counts[i]), bool(same[i])) if counts[i] >= 0 else (None, None)
+        scores = expanded_scores(vector, np.asarray(vectors_of(ids), np.float32), same | through)
+    order = reorder(counts, same, scores, through)
+    return [hits[i] for i in order], [(int(counts[i]), bool(same[i] or through[i])) if counts[i] >= 0 else (None, None)
                                       for i in order]
 
 
