@@ -135,9 +135,20 @@ def uses_servers(item) -> bool:
     return any(f in item.fixturenames for f in SERVER_FIXTURES) or "milvus-server" in params.values()
 
 
+def uses_a_module_fixture(item) -> bool:
+    """Whether a test uses (directly or through another fixture) a fixture built once a module: a model trained,
+    a server started... for the module's tests on each worker that runs one of them."""
+    definitions = getattr(item, "_fixtureinfo", None)
+    definitions = definitions.name2fixturedefs if definitions else {}
+    return any(defs and defs[-1].scope == "module" for name in item.fixturenames for defs in [definitions.get(name)])
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook: see the end
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (--dist loadgroup), the tests of the real servers run on one worker, which starts
-    them once, together (servers.Background); every other worker runs the rest meanwhile."""
+    them once, together (servers.Background); every other worker runs the rest meanwhile. So do a module's
+    tests that share a module-scoped fixture (otherwise each worker builds it: test_duplicates' model was
+    trained twice in a fresh clone's run, 29.8 s and 20.2 s), each module on one worker."""
     needed = set()
     for item in items:
         if uses_servers(item):
@@ -145,4 +156,22 @@ def pytest_collection_modifyitems(config, items):
             params = getattr(getattr(item, "callspec", None), "params", {})
             needed |= {f for f in SERVER_FIXTURES if f in item.fixturenames}
             needed |= {"milvus_server"} if "milvus-server" in params.values() else set()
+        elif item.get_closest_marker("xdist_group") is None and uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))  # xdist would join two groups
     config.imgsim_server_fixtures = sorted(needed)
+    if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker under --dist loadgroup
+        group_by_node_id(items)
+
+
+def group_by_node_id(items) -> None:
+    """What pytest-xdist 3.8 means to do for --dist loadgroup: a test's groups as a suffix of its node id, which
+    the scheduler splits on. Its own hook sets `item._nodeid`, which pytest 9 no longer reads (node ids live in
+    `_id`): every xdist_group was ignored, and the servers' tests could run on both workers, each starting the
+    servers (the fresh clone's CI run at 17:45 set test_engines' Milvus collection up twice, 28.2 s and 25.2 s)."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
