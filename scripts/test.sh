@@ -17,9 +17,10 @@ python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
 # a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
-# Only for the whole suite: arguments select tests of the first pass alone.
+# Only for the whole suite: arguments select tests of the first pass alone. On every core too (its fits are
+# independent; the tiny JAX model is trained once for both workers).
 if [ $# -eq 0 ]; then
-  KERAS_BACKEND=jax python -m pytest tests/test_model.py tests/test_fit.py tests/test_search.py \
+  KERAS_BACKEND=jax python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup tests/test_model.py tests/test_fit.py tests/test_search.py \
     tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob \
     --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget \
     --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch
