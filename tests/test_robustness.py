@@ -75,7 +75,7 @@ def test_sigkill_during_training_leaves_previous_version_answering(point, model_
 
 def same_answer(one: dict, other: dict) -> bool:
     """The same images, in the same order, with the same groups, from the same query; scores equal to 1e-4
-    (a query encoded while 20 threads share the cores can differ from one encoded alone in the 6th decimal)."""
+    (a query encoded while other threads share the cores can differ from one encoded alone in the 6th decimal)."""
     def without_scores(answer):
         return {**answer, "results": [{k: v for k, v in r.items() if k not in ("score", "distance")}
                                       for r in answer["results"]]}
@@ -114,7 +114,9 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
                 errors.append(repr(exc))
                 return
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    # 4 clients keep the searcher busy (the cores and the GIL bound the queries a second, not the threads) and
+    # leave the retraining's Python (tracing its fit) about a fifth of the GIL, where 20 left it a 21st
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     new = train(Settings(model_dir=model_copy, images=tiny_collection, image_size=32, latent_dim=16, epochs=1,
@@ -126,10 +128,14 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
     assert not errors
     versions = {vid for vid, _, _ in answers}
     assert new in versions and len(versions) == 2
+    asked_again = {}  # each (version, query) asked once more, alone: every answer given under load must equal it
     for vid, q, answer in answers:
-        again = Searcher.load(model_copy, vid) if vid not in cache else cache[vid]
-        assert same_answer(again.query(q, n=3, scope="all").to_dict(), answer)
-        assert set(r["path"] for r in answer["results"]) <= set(again.paths)
+        if (vid, q) not in asked_again:
+            again = Searcher.load(model_copy, vid) if vid not in cache else cache[vid]
+            asked_again[vid, q] = again.query(q, n=3, scope="all").to_dict(), set(again.paths)
+        expected, paths = asked_again[vid, q]
+        assert same_answer(expected, answer)
+        assert set(r["path"] for r in answer["results"]) <= paths
         assert np.isfinite([r["score"] for r in answer["results"]]).all()
 
 
