@@ -72,9 +72,11 @@ def run(host: str = "127.0.0.1", port: int = DEFAULT_PORT, model_dir=None, worke
     try:
         import uvicorn
 
+        from imgsim.api.protocol import NoDelayHTTP
+
         logging.basicConfig(level=logging.INFO, format="imgsim api: %(message)s")
         uvicorn.run("imgsim.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    access_log=False, log_level="warning", server_header=False)
+                    access_log=False, log_level="warning", server_header=False, http=NoDelayHTTP)
         return 0
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
