@@ -5,7 +5,6 @@ import gc
 import inspect
 import logging
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from streamlit.runtime import pages_manager
 from streamlit.runtime.scriptrunner import script_runner
 
 from pages import patches
+from tests.helpers import in_threads
 
 
 def parse_in_two_threads(source: str, rounds: int) -> list[str]:
@@ -34,11 +34,7 @@ def parse_in_two_threads(source: str, rounds: int) -> list[str]:
     gc.callbacks.append(hand_over)
     gc.set_threshold(20)
     try:
-        workers = [threading.Thread(target=work) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        in_threads(work, 2)
     finally:
         gc.callbacks.remove(hand_over)
         gc.set_threshold(*threshold)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from imgsim.storage.records import Records
+from tests.helpers import in_threads
 
 
 def records(n: int) -> Records:
@@ -45,11 +46,7 @@ def test_the_first_lookups_from_many_threads_at_once_all_answer_right(ask):
                 except Exception as exc:  # the test's point: no thread may fail
                     answers.append(repr(exc))
 
-            threads = [threading.Thread(target=one) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            in_threads(one, 8)
     finally:
         sys.setswitchinterval(old)
     assert answers == [True] * 120
