@@ -175,7 +175,7 @@ def test_a_grid_labels_a_page_of_look_alikes_but_the_unticked(model_copy, tiny_c
         page.goto(f"{url}/label")
         settle(page, "Label")
         after_key(page, "g")
-        page.get_by_role("tab", name="A page at once", selected=True).wait_for(timeout=30_000)
+        page.get_by_role("tab", name="A page at once", selected=True).wait_for(timeout=90_000)  # a key press reruns the page: slow under load
         tile = page.locator('[class*="st-key-look-"]')
         tile.first.wait_for(timeout=60_000)
         tiles = [int(tile.nth(i).get_attribute("class").split("st-key-look-")[1].split()[0].rsplit("-", 1)[1])
