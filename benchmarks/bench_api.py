@@ -165,13 +165,28 @@ class Server:
                    and line.endswith(" 1.0")) >= workers
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds so far of the server's process and each of its children (the workers), by pid."""
         import psutil
 
         try:
             root = psutil.Process(self.process.pid)
-            return sum(p.cpu_times().user + p.cpu_times().system for p in [root, *root.children(recursive=True)])
+            seconds = {}
+            for p in [root, *root.children(recursive=True)]:
+                times = p.cpu_times()
+                seconds[p.pid] = times.user + times.system
+            return seconds
         except psutil.NoSuchProcess:
-            return 0.0
+            return {}
+
+
+def split(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each process's share of the server CPU between two readings, largest first: an uneven split shows
+    connections held by one worker."""
+    used = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+    return "per process " + " / ".join(f"{u:.0f}" for u in used if u >= 0.5)
 
     def stop(self) -> None:
         import signal
@@ -332,10 +347,11 @@ def scale(args) -> None:
     for workers in args.workers:
         server = Server(model_dir, workers)
         try:
-            cpu = server.cpu_seconds()
+            cpu = server.cpu_by_process()
             figures = run_clients(server.port, args.clients, args.seconds, request)
-            print(describe(f"{workers} worker(s), {args.clients} client(s), {what}", figures, server.cpu_seconds() - cpu)
-                  + f" ({load()})", flush=True)
+            after = server.cpu_by_process()
+            print(describe(f"{workers} worker(s), {args.clients} client(s), {what}", figures,
+                           sum(after.values()) - sum(cpu.values())) + f"; {split(cpu, after)} ({load()})", flush=True)
         finally:
             server.stop()
 
