@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 FILE = "scan.npz"
 LOCK = ".scan.lock"
-KINDS = ("hash", "geometry")  # the verdicts a stored pair can hold (only copies are kept)
+KINDS = ("hash", "geometry", "hash+geometry")  # the verdicts a stored pair can hold (only copies are kept); append only
 SCAN_FLOOR = 0.90  # the stored scan's lowest threshold: the Duplicates page's slider starts here
 MAX_ROW_BYTES = 64 * 1024  # a kept scan's bytes per image at most (its pairs, a latent vector, a size), generously
 

@@ -42,15 +42,17 @@ def colours_agree(ta: np.ndarray, tb: np.ndarray, flat_only: bool = False) -> bo
 
 
 def verdict(sa, sb, latent: bool, proposed_otherwise: bool) -> tuple[str | None, bool]:
-    """(kind, free) for two signatures: kind "hash" or "geometry" when they are copies, else None; `free` whether the
-    verdict holds without the latent evidence (so at any threshold, for a pair `proposed_otherwise` too)."""
+    """(kind, free) for two signatures: kind "hash", "geometry" or "hash+geometry" (both) when they are copies, else
+    None; `free` whether the verdict holds without the latent evidence (so at any threshold, for a pair
+    `proposed_otherwise` too)."""
     if sa is None or sb is None:
         return None, False  # a file gone or unreadable since indexing cannot be confirmed
     whole = bits_apart(sa.phash, sb.phash)
     ka, kb = sa.keypoints, sb.keypoints
     if latent and whole <= PHASH_SURE_DISTANCE and colours_agree(sa.thumb, sb.thumb, flat_only=True):
-        free = proposed_otherwise and ka is not None and kb is not None and geometry(ka, kb)
-        return "hash", bool(free)
+        if proposed_otherwise and ka is not None and kb is not None and geometry(ka, kb):
+            return "hash+geometry", True  # the hash with the latents; without them, the geometry
+        return "hash", False
     if ka is not None and kb is not None:
         return ("geometry", True) if geometry(ka, kb) else (None, False)
     # nothing to compare by geometry (tiny, flat): the hashes decide, with the colours
@@ -67,7 +69,8 @@ def geometry(ka, kb) -> bool:
 
 @dataclass
 class Verified:
-    """Per candidate pair: its verdict ("hash", "geometry", None, or UNCHECKED) and whether it holds at any threshold."""
+    """Per candidate pair: its verdict ("hash", "geometry", "hash+geometry", None, or UNCHECKED) and whether it holds at
+    any threshold."""
 
     kinds: np.ndarray  # (M,) object
     free: np.ndarray  # (M,) bool
@@ -97,7 +100,12 @@ def verify(candidates, table, floor: float, deadline: float | None, progress=Non
 
 
 def evidence(kind: str, latent_at_threshold: bool, hashed: bool) -> str:
-    """The MATCHES name of a verdict: what proposed the pair (the latents, if above the threshold) and what confirmed it."""
+    """The MATCHES name of a verdict: what proposed the pair (the latents, if above the threshold) and what confirmed it.
+
+    A "hash+geometry" pair is named by the evidence that holds at the threshold: the hash where the latents propose
+    it, else the geometry, so a scan from a lower floor names it as a scan from this threshold would."""
+    if kind == "hash+geometry":
+        kind = "hash" if latent_at_threshold else "geometry"
     if latent_at_threshold:
         return f"latent+{kind}"
     if kind == "hash" or hashed:
