@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imgsim.cli import main
+from tests.helpers import TINY_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def trained(tmp_path_factory, tiny_collection):
     base = tmp_path_factory.mktemp("cli")
     images = Path(shutil.copytree(tiny_collection, base / "images"))
     code = main(["train", "--images", str(images), "--model-dir", str(base / "models"), "--epochs", "1",
-                 "--image-size", "32", "--latent-dim", "16", "--clusters", "3", "--batch-size", "8"])
+                 "--image-size", "32", "--latent-dim", "16", "--clusters", "3", "--batch-size", "8", *TINY_FLAGS])
     assert code == 0
     return images, base / "models"
 
@@ -283,7 +284,8 @@ def test_train_in_the_background_and_follow_its_status(capsys, tiny_collection, 
     code, out, _ = run(capsys, "status", "--model-dir", models)
     assert code == 0 and out.strip() == "no training run has been started here"
     code, out, _ = run(capsys, "train", "--background", "--images", tiny_collection, "--model-dir", models,
-                       "--epochs", "1", "--image-size", "32", "--latent-dim", "16", "--clusters", "3", "--batch-size", "8")
+                       "--epochs", "1", "--image-size", "32", "--latent-dim", "16", "--clusters", "3", "--batch-size", "8",
+                       *TINY_FLAGS)
     assert code == 0 and out.startswith("training in the background (pid ")
     code, out, _ = run(capsys, "status", "--model-dir", models, "--follow", "--every", "0.5")
     lines = out.strip().splitlines()

@@ -32,6 +32,7 @@ from imgsim.duplicates import (
     verifying,
 )
 from imgsim.duplicates import groups as grouping
+from tests.helpers import TINY
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 NEAR = ("reencoded.jpg", "half.png", "double.png", "cropped.png", "brighter.png")
@@ -83,8 +84,7 @@ def version(tmp_path_factory, copies):
     from imgsim.storage import store
 
     model_dir = tmp_path_factory.mktemp("dup-models") / "models"
-    train(Settings(model_dir=model_dir, images=copies, image_size=32, latent_dim=32, epochs=2, batch_size=8,
-                   clusters=2, seed=0, workers=1))
+    train(Settings(model_dir=model_dir, images=copies, **{**TINY, "latent_dim": 32, "epochs": 2, "clusters": 2}))
     return store.load_version(model_dir)
 
 

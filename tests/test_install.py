@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, wait_until_healthy
+from tests.helpers import TINY_FLAGS, free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.xdist_group("install")  # one worker builds the wheel and the environment, once
@@ -80,7 +80,7 @@ def test_the_installed_command_and_dashboard_come_from_the_wheel(installed):
 def trained(installed, tiny_collection) -> subprocess.CompletedProcess:
     """`imgsim train` from the installed command, in an unrelated folder: a first model in the user data folder."""
     return run([str(installed["bin"] / "imgsim"), "train", "--images", str(tiny_collection), "--image-size", "32",
-                "--latent-dim", "16", "--epochs", "1", "--batch-size", "8", "--clusters", "3"],
+                "--latent-dim", "16", "--epochs", "1", "--batch-size", "8", "--clusters", "3", *TINY_FLAGS],
                env=installed["env"], cwd=installed["cwd"])
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from imgsim.search import Searcher
 from imgsim.storage import store
+from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +43,8 @@ CHILD = textwrap.dedent("""
         store.np.save = save
     if point == "pointer":  # version complete in versions/, CURRENT not yet switched
         store.set_current = lambda *a: pause()
-    settings = Settings(model_dir=model_dir, images=images, image_size=32, latent_dim=16, epochs=2,
-                        batch_size=8, clusters=3, workers=1)
+    from tests.helpers import TINY
+    settings = Settings(model_dir=model_dir, images=images, **{**TINY, "epochs": 2})
     training.train(settings, progress)
 """)
 
@@ -119,8 +120,7 @@ def test_queries_during_a_retraining_each_come_from_one_whole_version(model_copy
     threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
-    new = train(Settings(model_dir=model_copy, images=tiny_collection, image_size=32, latent_dim=16, epochs=1,
-                         batch_size=8, clusters=3, workers=1, seed=5)).version
+    new = train(Settings(model_dir=model_copy, images=tiny_collection, **{**TINY, "seed": 5})).version
     switched.wait(120)  # a client has answered from the new version
     done.set()
     for t in threads:
