@@ -36,3 +36,21 @@ def test_a_new_process_loads_umaps_compiled_code_instead_of_compiling_it():
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["smooth_knn_dist"] == [1, 0] and child["fast_knn_indices"] == [1, 0]  # loaded, not compiled
     assert np.allclose(child["coords"], here, atol=1e-4)  # the loaded code draws the same map
+
+
+def test_without_a_writable_place_for_the_cache_umap_still_maps(monkeypatch):
+    """numba refuses a cache it cannot write anywhere ("no locator available"): the map is compiled in-process."""
+    import umap.umap_
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    from imgsim.learning.projection import umap_with_cache
+
+    def refuse(self):
+        raise RuntimeError(f"cannot cache function {self.py_func.__name__!r}: no locator available")
+
+    monkeypatch.setattr(umap.umap_.smooth_knn_dist, "_cache", NullCache())  # as before any cache was turned on
+    monkeypatch.setattr(Dispatcher, "enable_caching", refuse)
+    assert umap_with_cache() is umap
+    assert isinstance(umap.umap_.smooth_knn_dist._cache, NullCache)
+    assert map_2d(np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32)).shape == (24, 2)

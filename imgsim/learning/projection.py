@@ -62,7 +62,10 @@ def umap_with_cache():
             for function in list(vars(module).values()):
                 if isinstance(function, Dispatcher) and isinstance(function._cache, NullCache) \
                         and function.__module__ == name:
-                    function.enable_caching()
+                    try:
+                        function.enable_caching()
+                    except RuntimeError:  # no writable place for a cache (numba: "no locator available"): compiled
+                        return umap       # in this process, as before
     return umap
 
 
