@@ -8,6 +8,7 @@ mapped neighbours, which keeps every earlier point where the user last saw it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 
@@ -43,6 +44,7 @@ def map_2d(vectors: np.ndarray, seed: int = 0, fit_sample: int = FIT_SAMPLE) -> 
         return coords
 
 
+@functools.cache  # once a process: the modules' functions are looked over at the first map, not at each
 def umap_with_cache():
     """The umap module, its numba functions (and pynndescent's) compiled once for every later process.
 
