@@ -84,6 +84,13 @@ class Settings:
     view_channel_gain: float = field(default=0.1, metadata={"help": "each channel x (1 +- g): colour casts"})
     view_grey: float = field(default=0.2, metadata={"help": "probability of a greyscale view"})
     view_flip: float = field(default=0.0, metadata={"help": "probability of a mirrored view"})
+    # What is searched (imgsim.learning.model.compile_encoder): the latents of the image and of its mirror image,
+    # summed (the same for both) beside their difference weighted 1 - this: 0 is the latent alone; 1 makes an image
+    # and its mirror image one. A mirrored photograph shows the same scene; a mirrored digit may be another digit.
+    # Measured at 0.6 on models trained at 408 steps (precision@k, the latents alone): photos-hard-8 0.778 -> 0.936,
+    # photos-hard-12 0.514 -> 0.629, icons-8 0.700 -> 0.732, digits 0.950 -> 0.943 (at 1: 0.945, 0.653, 0.729, 0.900).
+    mirror_invariance: float = field(default=0.6, metadata={
+        "help": "search an image and its mirror image alike: 0 no, 1 as one image, between partly"})
     # Multi-crop (imgsim.learning.model.Trainer): small crops beside the two views, each pulled to both views' latents.
     local_crops: int = field(default=0, metadata={"help": "small crops per image beside the two views (0: none)"})
     local_size: int = field(default=64, metadata={"help": "the small crops' side in pixels, a multiple of 8"})
@@ -139,6 +146,8 @@ class Settings:
                              f"{2 ** len(self.stage_filters)}, got {self.early_size}")
         if not 0 <= self.early_share < 1:
             raise ValueError(f"early share must be in [0, 1), got {self.early_share}")
+        if not 0 <= self.mirror_invariance <= 1:
+            raise ValueError(f"mirror invariance must be in [0, 1], got {self.mirror_invariance}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 

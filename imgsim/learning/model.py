@@ -91,6 +91,50 @@ class GeMPooling(layers.Layer):
         return {**super().get_config(), "p": self.initial_p}
 
 
+@keras.saving.register_keras_serializable(package="imgsim")
+class MirrorInvariance(layers.Layer):
+    """The identity in the network; it carries how the searched vector treats mirror images (`compile_encoder`).
+
+    Training sees the latent alone. What is searched is `descriptor`: with invariance v > 0, the latents of the
+    image and of its mirror image, summed, beside their difference weighted 1 - v. Kept in the model file so
+    that whatever encodes with a version (a query, `index`, a Ray worker) forms the same vector; a model saved
+    before it has no such layer and is searched by its latent alone.
+    """
+
+    def __init__(self, invariance: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.invariance = float(invariance)
+
+    def call(self, x):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "invariance": self.invariance}
+
+
+def mirror_invariance(encoder: keras.Model) -> float:
+    """The encoder's MirrorInvariance (0 for a model saved without one)."""
+    found = [layer.invariance for layer in encoder.layers if isinstance(layer, MirrorInvariance)]
+    return found[0] if found else 0.0
+
+
+def descriptor(encode, images, invariance: float):
+    """What is searched: `encode(images)` (a backend function of a batch) for invariance 0; otherwise the latents
+    a of the images and b of their mirror images (one batch through the network) as [a + b, (1 - invariance)(a - b)],
+    or a + b alone at 1. Cosine similarity then weighs (a + b)(a' + b') + (1 - v)^2 (a - b)(a' - b')."""
+    if not invariance:
+        return encode(images)
+    n = ops.shape(images)[0]
+    both = encode(ops.concatenate([images, ops.flip(images, axis=2)], axis=0))
+    plain, mirrored = both[:n], both[n:]
+    if invariance >= 1:
+        return plain + mirrored
+    return ops.concatenate([plain + mirrored, (1.0 - invariance) * (plain - mirrored)], axis=1)
+
+
 def conv_block(x, filters: int, name: str, depth: int = 0):
     x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -128,6 +172,7 @@ def build_encoder(image_size: int, latent_dim: int, architecture: Settings = DEF
     pooled.append(layers.Flatten(name="layout")(grid))
     x = layers.Concatenate(name="multiscale")(pooled)
     latent = layers.Dense(latent_dim, name="latent", dtype="float32")(x)
+    latent = MirrorInvariance(architecture.mirror_invariance, name="mirror", dtype="float32")(latent)
     return keras.Model(inp, latent, name="encoder")
 
 
@@ -386,6 +431,7 @@ def compile_encoder(encoder: keras.Model):
     (chunks of 64 beyond). PyTorch: eager, without gradients.
     """
     name = keras.backend.backend()
+    invariance = mirror_invariance(encoder)
     if name == "tensorflow":
         import tensorflow as tf
 
@@ -395,12 +441,14 @@ def compile_encoder(encoder: keras.Model):
         # preload) raced Streamlit's own in the script thread ("AST constructor recursion depth
         # mismatch", a CPython 3.11 bug with ast.parse in two threads at once; pages/patches.py now also
         # serialises every parse in the dashboard)
-        fn = tf.function(lambda images: encoder(images, training=False), input_signature=[spec], autograph=False)
+        fn = tf.function(lambda images: descriptor(lambda x: encoder(x, training=False), images, invariance),
+                         input_signature=[spec], autograph=False)
         return lambda images: fn(tf.convert_to_tensor(images, tf.float32)).numpy()
     if name == "jax":
         import jax
 
-        fn = jax.jit(lambda t, f, x: encoder.stateless_call(t, f, x, training=False)[0])
+        fn = jax.jit(lambda t, f, x: descriptor(lambda y: encoder.stateless_call(t, f, y, training=False)[0], x,
+                                                invariance))
 
         def encode(images):
             # the weights as they are now (a held-out measure encodes between epochs), not when compiled
@@ -420,7 +468,8 @@ def compile_encoder(encoder: keras.Model):
 
     def encode(images):
         with torch.no_grad():
-            return ops.convert_to_numpy(encoder(ops.convert_to_tensor(np.asarray(images, np.float32)), training=False))
+            images = ops.convert_to_tensor(np.asarray(images, np.float32))
+            return ops.convert_to_numpy(descriptor(lambda x: encoder(x, training=False), images, invariance))
 
     return encode
 
