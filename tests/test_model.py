@@ -9,6 +9,7 @@ from imgsim.learning.model import (
     decoder_of,
     encoder_of,
     load_autoencoder,
+    mirror_invariance,
     variance_term,
 )
 
@@ -27,6 +28,39 @@ def test_encoder_and_decoder_are_named_submodels_and_the_latent_is_the_bottlenec
     images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
     out = autoencoder.predict(images, verbose=0)
     assert out.min() >= 0 and out.max() <= 1  # sigmoid pixels
+
+
+def test_the_searched_vector_weighs_an_image_and_its_mirror_image_by_the_models_own_invariance(tmp_path):
+    """compile_encoder forms what is searched from the MirrorInvariance the model file carries: at 1 an image and
+    its mirror image are one vector; at 0.6 their summed half is one and the other half is the difference, negated
+    and shrunk by 0.4; at 0 the latent alone. A model saved before the layer existed is searched by its latent."""
+    import keras
+
+    from imgsim.core.config import Settings
+
+    images = np.random.default_rng(7).random((3, 32, 32, 3), np.float32)
+    mirrored = images[:, :, ::-1].copy()
+    model = {v: build_autoencoder(32, 16, Settings(model_dir=".", images=".", mirror_invariance=v)) for v in (0, 0.6, 1)}
+    for v, built in model.items():
+        built.save(tmp_path / f"{v}.keras")
+        assert mirror_invariance(encoder_of(load_autoencoder(tmp_path / f"{v}.keras"))) == v
+    whole = compile_encoder(encoder_of(model[1]))
+    np.testing.assert_allclose(whole(images), whole(mirrored), atol=1e-5)
+    assert whole(images).shape == (3, 16)
+    part = compile_encoder(encoder_of(model[0.6]))
+    both, flipped = part(images), part(mirrored)
+    assert both.shape == (3, 32)
+    np.testing.assert_allclose(both[:, :16], flipped[:, :16], atol=1e-5)
+    np.testing.assert_allclose(both[:, 16:], -flipped[:, 16:], atol=1e-5)
+    latent = encoder_of(model[0.6])(images, training=False)
+    mirror_latent = encoder_of(model[0.6])(mirrored, training=False)
+    np.testing.assert_allclose(both[:, 16:], 0.4 * (np.asarray(latent) - np.asarray(mirror_latent)), atol=1e-5)
+    plain = compile_encoder(encoder_of(model[0]))
+    np.testing.assert_allclose(plain(images), np.asarray(encoder_of(model[0])(images, training=False)), atol=1e-5)
+    assert not np.allclose(plain(images), plain(mirrored), atol=1e-3)  # the network itself tells them apart
+    inp = keras.Input((32, 32, 3))
+    before = keras.Model(inp, keras.layers.Dense(5)(keras.layers.Flatten()(inp)), name="encoder")  # no such layer
+    assert mirror_invariance(before) == 0 and compile_encoder(before)(images).shape == (3, 5)
 
 
 def test_saved_model_round_trips_in_keras_format(tmp_path, autoencoder):
