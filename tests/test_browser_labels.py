@@ -182,6 +182,10 @@ def test_keys_label_the_highlighted_suggestion_move_undo_and_open_a_grid(model_c
 def test_a_grid_labels_a_page_of_look_alikes_but_the_unticked(model_copy, tiny_collection, tmp_path):
     """Enter labels the ticked ones even while the tick box just unticked by mouse keeps the focus (Streamlit's own
     shortcuts ignore keys pressed in an <input>: before pages/label_queue.GRID_ENTER nothing was stored)."""
+    from playwright.sync_api import expect
+
+    from pages.label_queue import GRID
+
     stored = two_labels(model_copy)
     with browser_on_dashboard(model_copy, tiny_collection, tmp_path) as (page, url, shots):
         page.goto(f"{url}/label")
@@ -192,9 +196,12 @@ def test_a_grid_labels_a_page_of_look_alikes_but_the_unticked(model_copy, tiny_c
         page.get_by_role("tab", name="A page at once", selected=True).wait_for(timeout=60_000)
         tile = page.locator('[class*="st-key-look-"]')
         tile.first.wait_for(timeout=60_000)
+        name, waiting = page.locator(".st-key-grid-label input").input_value().rsplit(" (", 1)
+        # every tile drawn before they are read: a run under load counted the first alone as the rest streamed in
+        expect(tile).to_have_count(min(int(waiting.rstrip(")").replace(",", "")), GRID), timeout=60_000)
         tiles = [int(tile.nth(i).get_attribute("class").split("st-key-look-")[1].split()[0].rsplit("-", 1)[1])
                  for i in range(tile.count())]
-        name = page.locator(".st-key-grid-label input").input_value().rsplit(" (", 1)[0]
+        assert len(tiles) > 1  # an exception to untick and the rest to label
         tile.first.locator("label").click()  # untick the first: an exception
         assert page.evaluate("document.activeElement.type") == "checkbox"  # the focus stays on the tick box
         page.screenshot(path=str(shots / "label-grid.png"), full_page=True)
