@@ -1,10 +1,11 @@
 """The convolutional autoencoder: a named encoder and decoder, and the trainer that fits them.
 
 The encoder pools every stage's feature map (multi-scale global average pooling) into one
-bottleneck vector, the latent used for similarity. Training reconstructs each image from its
-latent and also pulls together the latents of two augmented views of one image while keeping
-the batch spread out (VICReg's invariance, variance and covariance terms), so that crops, flips
-and colour shifts of one scene land close together: pixels alone do not say what an image shows.
+bottleneck vector, the latent. Training reconstructs each image from its latent and also pulls
+together the latents of two augmented views of one image while keeping the batch spread out
+(VICReg's invariance, variance and covariance terms), so that crops, turns and colour shifts of
+one scene land close together: pixels alone do not say what an image shows. What is searched is
+formed from the latents of the image and of its mirror image (`descriptor`, `MirrorInvariance`).
 """
 
 from __future__ import annotations
@@ -424,7 +425,7 @@ def decoder_of(autoencoder: keras.Model) -> keras.Model:
 
 
 def compile_encoder(encoder: keras.Model):
-    """images (n, size, size, 3) float32 -> latents as numpy, compiled for the backend in use.
+    """images (n, size, size, 3) float32 -> what is searched (`descriptor`) as numpy, compiled for the backend in use.
 
     Far less per-call overhead than `predict`. TensorFlow: one traced function for any batch size.
     JAX: one jitted function, compiled per batch size, so batches are padded to 1, 8 or 64 rows
