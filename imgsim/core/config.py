@@ -87,8 +87,9 @@ class Settings:
     # What is searched (imgsim.learning.model.compile_encoder): the latents of the image and of its mirror image,
     # summed (the same for both) beside their difference weighted 1 - this: 0 is the latent alone; 1 makes an image
     # and its mirror image one. A mirrored photograph shows the same scene; a mirrored digit may be another digit.
-    # Measured at 0.6 on models trained at 408 steps (precision@k, the latents alone): photos-hard-8 0.778 -> 0.936,
-    # photos-hard-12 0.514 -> 0.629, icons-8 0.700 -> 0.732, digits 0.950 -> 0.943 (at 1: 0.945, 0.653, 0.729, 0.900).
+    # Default trainings with 0 and 0.6 (precision@k, the latents alone): photos-hard-8 0.783 -> 0.911, digits 0.982 ->
+    # 0.976. On the same weights 0.6 kept most of 1's gain on photographs (photos-hard-8 0.936 against 0.945) where 1
+    # cost a preview model of digits 0.05 (docs/results.md, "An image and its mirror image").
     mirror_invariance: float = field(default=0.6, metadata={
         "help": "search an image and its mirror image alike: 0 no, 1 as one image, between partly"})
     # Multi-crop (imgsim.learning.model.Trainer): small crops beside the two views, each pulled to both views' latents.

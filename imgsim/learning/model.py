@@ -130,7 +130,11 @@ def descriptor(encode, images, invariance: float):
         return encode(images)
     n = ops.shape(images)[0]
     both = encode(ops.concatenate([images, ops.flip(images, axis=2)], axis=0))
-    plain, mirrored = both[:n], both[n:]
+    return mirror_pair(both[:n], both[n:], invariance)
+
+
+def mirror_pair(plain, mirrored, invariance: float):
+    """The searched vector from the latents of images and of their mirror images (see `descriptor`)."""
     if invariance >= 1:
         return plain + mirrored
     return ops.concatenate([plain + mirrored, (1.0 - invariance) * (plain - mirrored)], axis=1)
