@@ -181,13 +181,6 @@ class Server:
         except psutil.NoSuchProcess:
             return {}
 
-
-def split(before: dict[int, float], after: dict[int, float]) -> str:
-    """Each process's share of the server CPU between two readings, largest first: an uneven split shows
-    connections held by one worker."""
-    used = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
-    return "per process " + " / ".join(f"{u:.0f}" for u in used if u >= 0.5)
-
     def stop(self) -> None:
         import signal
 
@@ -197,6 +190,13 @@ def split(before: dict[int, float], after: dict[int, float]) -> str:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(self.process.pid, signal.SIGKILL)
         os.unlink(self.log.name)
+
+
+def split(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each process's share of the server CPU between two readings, largest first: an uneven split shows
+    connections held by one worker."""
+    used = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+    return "per process " + " / ".join(f"{u:.0f}" for u in used if u >= 0.5)
 
 
 # --- the clients ---------------------------------------------------------------------------------
