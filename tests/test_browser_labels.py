@@ -108,10 +108,11 @@ def test_search_results_ticked_in_the_browser_get_a_typed_label(model_copy, tiny
     assert {i: label.label for i, label in LabelStore(model_copy).load().items()} == dict.fromkeys(ticked, "sunsets")
 
 
-def focused_card(page):
+def focused_card(page, labels: int):
     """The highlighted suggestion: (its image id, the labels on its buttons in key order, its best guess or None).
 
-    Read until two reads half a second apart agree: a card's buttons can paint after the script run ends.
+    Read until the card shows a button for each of the collection's `labels` and two reads half a second apart
+    agree: a card's buttons can paint after the script run ends (a fresh clone's run once read one of two).
     """
     def read():
         card = page.locator(".st-key-card-focus")
@@ -126,12 +127,13 @@ def focused_card(page):
         return image_id, names, guess.first.inner_text().split("“", 1)[-1].split("”")[0].strip() if guess.count() else None
 
     before = read()
-    while True:
+    for _ in range(120):
         page.wait_for_timeout(500)
         after = read()
-        if after == before:
+        if after == before and len(after[1]) == labels:
             return after
         before = after
+    raise AssertionError(f"the highlighted card never showed {labels} label buttons: {before}")
 
 
 def after_key(page, key: str) -> None:
@@ -154,7 +156,7 @@ def test_keys_label_the_highlighted_suggestion_move_undo_and_open_a_grid(model_c
     with browser_on_dashboard(model_copy, tiny_collection, tmp_path) as (page, url, shots):
         page.goto(f"{url}/label")
         settle(page, "Label")
-        first, names, _ = focused_card(page)
+        first, names, _ = focused_card(page, labels=2)
         picker = page.locator(f".st-key-q-{first}-new")  # keys typed into a box are text, not shortcuts
         picker.click()
         page.keyboard.type("1")
@@ -164,10 +166,10 @@ def test_keys_label_the_highlighted_suggestion_move_undo_and_open_a_grid(model_c
 
         after_key(page, "2")  # the second label on the highlighted card
         assert stored()[first] == names[1]
-        second, _, _ = focused_card(page)  # the queue moved on: the next one is highlighted
+        second, _, _ = focused_card(page, labels=2)  # the queue moved on: the next one is highlighted
         assert second != first
         after_key(page, "ArrowRight")
-        third, _, guess = focused_card(page)
+        third, _, guess = focused_card(page, labels=2)
         assert third != second and guess
         after_key(page, "Enter")  # the best guess
         assert stored()[third] == guess and second not in stored()
