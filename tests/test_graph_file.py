@@ -93,6 +93,10 @@ def extra_member(path, version, graph):
     np.savez(path, rows=graph.rows.astype(np.int32), sims=graph.sims, more=np.zeros(10))
 
 
+def flags_not_0_or_1(path, version, graph):
+    np.savez(path, rows=graph.rows.astype(np.int32), sims=graph.sims, same=np.full(graph.rows.shape, 7, np.uint8))
+
+
 def a_link(path, version, graph):
     elsewhere = path.parent.parent / "elsewhere.npz"
     os.replace(path, elsewhere)
@@ -100,7 +104,7 @@ def a_link(path, version, graph):
 
 
 @pytest.mark.parametrize("damage", [wrong_shape, out_of_range, itself, not_finite, truncated, not_a_zip, pickled,
-                                    extra_member, a_link])
+                                    extra_member, flags_not_0_or_1, a_link])
 def test_a_graph_file_that_does_not_fit_the_version_is_rebuilt_not_trusted(version, kept, damage, monkeypatch):
     graph, path = kept
     assert knn.read_graph(path, len(version), labelling.K) is not None  # control: the file as written is read
@@ -110,3 +114,28 @@ def test_a_graph_file_that_does_not_fit_the_version_is_rebuilt_not_trusted(versi
     monkeypatch.setattr(knn, "compute_graph", lambda *a: computed.append(1) or graph)
     assert labelling.neighbour_graph(version) is graph and computed == [1]
     assert not path.is_symlink() and knn.read_graph(path, len(version), labelling.K) is not None
+
+
+def test_a_kept_graph_keeps_which_pairs_were_checked_and_an_older_file_reads_as_none(version, kept):
+    graph, path = kept
+    same = np.zeros(graph.rows.shape, bool)
+    same[::7, 0] = True
+    knn.keep_graph(version, knn.Graph(graph.rows, graph.sims, same))
+    again = knn.read_graph(path, len(version), labelling.K)
+    assert np.array_equal(again.same, same) and np.array_equal(again.rows, graph.rows)
+    np.savez(path, rows=graph.rows.astype(np.int32), sims=graph.sims)  # as 0.3 kept it
+    older = knn.read_graph(path, len(version), labelling.K)
+    assert older is not None and not older.same.any() and np.array_equal(older.sims, graph.sims)
+
+
+def test_a_checked_pair_outweighs_a_closer_look_alike_and_a_graph_of_latents_alone_keeps_its_weights(monkeypatch):
+    rows = np.array([[1, 2], [0, 2], [0, 1]])
+    sims = np.array([[0.5, 0.9], [0.5, 0.8], [0.9, 0.8]], np.float32)
+    plain = knn.affinity(knn.Graph(rows, sims)).toarray()
+    assert plain[0, 2] > plain[0, 1]  # the latents alone: the closer one weighs more
+    checked = knn.affinity(knn.Graph(rows, sims, np.array([[True, False], [True, False], [False, False]]))).toarray()
+    assert checked[0, 1] > checked[0, 2]  # the pair checked weighs more than the closer look-alike
+    assert checked[0, 1] == pytest.approx(plain[0, 1] / knn.LOOK_ALIKE) and checked[0, 2] == pytest.approx(plain[0, 2])
+    down = knn.Graph(rows, sims).transition().toarray()
+    monkeypatch.setattr(knn, "LOOK_ALIKE", 1.0)
+    assert np.allclose(down, knn.Graph(rows, sims).transition().toarray())  # a common factor: the same spreading

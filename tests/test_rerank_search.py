@@ -150,6 +150,10 @@ def test_index_keeps_features_for_new_images_and_adds_those_a_version_lacks(tmp_
     second = write_views(images / "brick", "brick", [41])
     report = index(settings)  # the new image's features, and all those the version lacked
     assert report.added == 1 and lacking() == set()
+    from imgsim import labelling
+    from imgsim.storage.annotations import graph_path
+
+    assert graph_path(settings.model_dir, report.version, labelling.K).is_file()  # the new version's graph, checked
     assert index(settings).version is None  # nothing lacking now: no new version
 
     for path in first + second:
@@ -171,3 +175,33 @@ def test_index_keeps_features_for_new_images_and_adds_those_a_version_lacks(tmp_
     moved = store.load_version(settings.model_dir)
     assert not any("/gravel/" in p for p in moved.paths) and any("/gravel-moved/" in p for p in moved.paths)
     assert lacking() == set()  # the moved files' features found again at their new paths
+
+
+def test_training_keeps_a_labelling_graph_whose_checked_pairs_show_one_photograph(trained):
+    """The run keeps each image's neighbours re-checked (imgsim.runs.neighbours) before the version is current:
+    the graph labelling reads says which pairs a geometric check called the same scene, and those are views of
+    one photograph (the folder), whatever the one-epoch model's latents put next to them."""
+    from imgsim import labelling
+    from imgsim.storage.annotations import graph_path
+
+    version = store.load_version(trained)
+    assert graph_path(trained, version.id, labelling.K).is_file()  # kept by the run, not made on first use
+    graph = labelling.neighbour_graph(version)
+    folders = np.array([Path(p).parent.name for p in version.paths])
+    same = np.argwhere(graph.same)
+    assert len(same) >= len(version)  # views of one photograph: most images have one checked
+    assert (folders[same[:, 0]] == folders[graph.rows[same[:, 0], same[:, 1]]]).all()
+
+
+def test_a_run_without_features_leaves_the_latents_graph_to_first_use(tmp_path, collection):
+    from imgsim import labelling
+    from imgsim.runs.training import train
+    from imgsim.storage.annotations import graph_path
+
+    images, _ = collection
+    settings = Settings(model_dir=tmp_path / "model", images=images, recheck=False, **SMALL)
+    train(settings)
+    version = store.load_version(settings.model_dir)
+    assert not graph_path(settings.model_dir, version.id, labelling.K).exists()
+    graph = labelling.neighbour_graph(version)  # made now, from the latents alone
+    assert not graph.same.any() and (graph.rows >= 0).all()

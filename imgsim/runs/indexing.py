@@ -22,6 +22,7 @@ from imgsim.inputs.collection import Skipped, fingerprint, scan_folder
 from imgsim.learning.groups import predict_groups
 from imgsim.learning.projection import place_new
 from imgsim.runs.encoding import encode_collection
+from imgsim.runs.neighbours import keep_checked_graph
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records
 from imgsim.search import rerank
 from imgsim.storage import store
@@ -177,6 +178,7 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
                                      centres=version.centres, history=version.history, make_current=False,
                                      save_model=lambda path: store.link_or_copy(version.model_path, path))
         inherit(model_dir, version.id, new_id)  # the same groups: names stay as they are
+        keep_checked_graph(model_dir, new_id, progress, 0.95)
         store.set_current(model_dir, new_id)
         progress(1.0, f"saved version {new_id}")
         return RunReport(new_id, images, changes.skipped, added=len(new_records), removed=len(changes.removed_ids),

@@ -24,6 +24,7 @@ from imgsim.learning.groups import fit_groups, silhouette_by_k
 from imgsim.learning.model import keras
 from imgsim.learning.projection import map_2d, warm_up
 from imgsim.runs.encoding import encode_collection
+from imgsim.runs.neighbours import keep_checked_graph
 from imgsim.runs.report import Progress, RunReport, no_progress, skipped_records  # noqa: F401 (imported from here too)
 from imgsim.search import rerank
 from imgsim.storage import store
@@ -182,6 +183,8 @@ class Publisher:
                                       centres=centres, history=history, make_current=False,
                                       save_model=lambda path: autoencoder.save(path))
         carry_names(settings.model_dir, parent, version, records)
+        if not preview:  # a preview is soon replaced: its labelling graph is the latents', made on first use
+            keep_checked_graph(settings.model_dir, version, progress, at + share)
         store.set_current(settings.model_dir, version)
         if preview:
             self.preview_id = version

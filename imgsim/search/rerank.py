@@ -200,3 +200,39 @@ def stored_query(store: KeypointStore, image_id: int) -> local.QueryFeatures | N
     plain = local.LocalFeatures(stacked["points"][0, :count], stacked["angles"][0, :count],
                                 local.scales_of(stacked["levels"][0, :count]), stacked["descriptors"][0, :count])
     return local.QueryFeatures(plain, local.LocalFeatures.empty())
+
+
+# --- a collection's own images as queries: the labelling graph ----------------------------------
+
+# The most images whose neighbours a training or indexing run re-checks (imgsim.runs.neighbours): about 10 ms of
+# CPU an image (a query's check), so 600 images take 5-6 s and this many about 100 s on 2 cores; a larger
+# collection keeps the latents' graph.
+GRAPH_LIMIT = 10_000
+
+
+def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each image's candidates (rows (n, c) of `version`, -1 where none, best first; their cosine) re-checked as
+    a search re-checks a query's answers (`recheck`, the image's stored features as the query): (rows, sims,
+    same) in the new order, `same` whether the check called the pair the same scene. None when the version has
+    no features this imgsim can use. An image without features keeps its order, nothing called the same scene."""
+    kept = open_features(version)
+    if kept is None:
+        return None
+    records, vectors = version.records, version.vectors
+    rows, sims = rows.copy(), sims.copy()
+    same = np.zeros(rows.shape, bool)
+
+    def vectors_of(ids):
+        return vectors[records.rows_of(ids)]
+
+    for row in range(len(rows)):
+        query = stored_query(kept, int(records.ids[row]))
+        valid = np.flatnonzero(rows[row] >= 0)
+        if query is None or not len(valid):
+            continue
+        hits = list(zip(records.ids[rows[row, valid]].tolist(), sims[row, valid].tolist()))
+        hits, checked = recheck(kept, query, hits, vectors[row], vectors_of)
+        rows[row, valid] = records.rows_of([i for i, _ in hits])
+        sims[row, valid] = [score for _, score in hits]
+        same[row, valid] = [bool(s) for _, s in checked]
+    return rows, sims, same
