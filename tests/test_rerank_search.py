@@ -191,6 +191,11 @@ def test_training_keeps_a_labelling_graph_whose_checked_pairs_show_one_photograp
     same = np.argwhere(graph.same)
     assert len(same) >= len(version)  # views of one photograph: most images have one checked
     assert (folders[same[:, 0]] == folders[graph.rows[same[:, 0], same[:, 1]]]).all()
+    from imgsim.labelling.graph import compute_graph
+    from imgsim.runs.neighbours import LEAD
+
+    nearest = compute_graph(version).rows[:, :LEAD]  # the latents' nearest stay, whatever the check says
+    assert all(set(near) <= set(kept) for near, kept in zip(nearest.tolist(), graph.rows.tolist()))
 
 
 def test_a_run_without_features_leaves_the_latents_graph_to_first_use(tmp_path, collection):

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 # times its latents' weight: such pairs were 0.57 right on photos-hard-12 (whose classes are halves of one
 # photograph) and the checked ones 1.00 (0.93 and 0.985 on digits). benchmarks/bench_labelling.py at 2 labels a
 # class, photos-hard-12 / digits / icons-8: 0.760 / 0.976 / 0.853 over the latents alone; 0.855 / 0.967 at 0.3,
-# 0.889 / 0.977 at 0.1, 0.940 / 0.976 / 0.891 at 0.03, 0.940 / 0.971 / 0.870 at 0.01 (docs/results.md, issue 32;
-# chosen on the collections reported).
+# 0.889 / 0.977 at 0.1, 0.940 / 0.976 / 0.891 at 0.03, 0.940 / 0.971 / 0.870 at 0.01, each with the checked pairs
+# first (before imgsim.runs.neighbours.LEAD; docs/results.md, issue 32; chosen on the collections reported).
 LOOK_ALIKE = 0.03
 K = 10  # neighbours per image in the graph (benchmarks/bench_labelling.py: 10 beat 15 and 30)
 BATCH = 4_096
@@ -52,6 +52,10 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def unchecked(self) -> Graph:
+        """The same neighbours weighed by their latents alone, as if nothing had been checked."""
+        return self if not self.same.any() else Graph(self.rows, self.sims)
 
     def transition(self) -> sparse.csr_matrix:
         """S = D^-1/2 W D^-1/2 over the symmetric affinities: what label spreading multiplies by (made once)."""

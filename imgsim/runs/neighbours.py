@@ -3,8 +3,8 @@
 Labelling spreads a person's labels over each image's nearest others (imgsim.labelling.graph). Near in
 the latents is not always the same scene (two halves of one photograph look alike to the network), so a
 training or indexing run re-checks each image's imgsim.search.rerank.CANDIDATES nearest by geometry, as
-a search re-checks a query's answers, and keeps the graph of those found first before the version becomes
-current. Versions past rerank.GRAPH_LIMIT images, without features or made before keep the latents' graph,
+a search re-checks a query's answers, and keeps a graph of its LEAD nearest and then those the check
+called the same scene (imgsim.labelling.graph.verified) before the version becomes current. Versions past rerank.GRAPH_LIMIT images, without features or made before keep the latents' graph,
 computed on first use.
 """
 
@@ -20,6 +20,13 @@ from imgsim.storage import store
 
 log = logging.getLogger(__name__)
 
+# The latents' nearest that stay in an image's K neighbours whatever the check says; pairs it called the same
+# scene fill the rest. benchmarks/bench_labelling.py, 2026-12-07 (photos / photos-hard-12 at 1 and 2 labels a
+# class): with none kept, the checked pairs (often near-identical views) crowded out close views the check
+# cannot match (grey, turned): photos at 1 a class 0.715 (0.903 over the latents alone); all K kept (flags
+# only): photos-hard-12 at 2 a class 0.873; half: 0.903 and 0.940 (docs/results.md, issue 32).
+LEAD = K // 2
+
 
 def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progress, at: float = 0.0) -> bool:
     """Re-check each image's neighbours in a saved version and keep its labelling graph; whether it did.
@@ -30,7 +37,7 @@ def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progr
         if len(version) > rerank.GRAPH_LIMIT or len(version) < 2:
             return False
         progress(at, f"re-checking each image's neighbours for labelling ({len(version)} images)")
-        checked = rerank.recheck_neighbours(version, *nearest(version, max(rerank.CANDIDATES, K)))
+        checked = rerank.recheck_neighbours(version, *nearest(version, max(rerank.CANDIDATES, K)), keep=LEAD)
         if checked is None:
             return False
         keep_graph(version, verified(*checked, K))

@@ -210,11 +210,14 @@ def stored_query(store: KeypointStore, image_id: int) -> local.QueryFeatures | N
 GRAPH_LIMIT = 10_000
 
 
-def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray, keep: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Each image's candidates (rows (n, c) of `version`, -1 where none, best first; their cosine) re-checked as
     a search re-checks a query's answers (`recheck`, the image's stored features as the query): (rows, sims,
-    same) in the new order, `same` whether the check called the pair the same scene. None when the version has
-    no features this imgsim can use. An image without features keeps its order, nothing called the same scene."""
+    same) in a new order, `same` whether the check called the pair the same scene. The `keep` nearest stay
+    first whatever the check says, then those it called the same scene by their cosine, then the others in
+    `recheck`'s order. None when the version has no features this imgsim can use. An image without features
+    keeps its order, nothing called the same scene."""
     kept = open_features(version)
     if kept is None:
         return None
@@ -232,7 +235,13 @@ def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray) -> tuple[np.
             continue
         hits = list(zip(records.ids[rows[row, valid]].tolist(), sims[row, valid].tolist()))
         hits, checked = recheck(kept, query, hits, vectors[row], vectors_of)
-        rows[row, valid] = records.rows_of([i for i, _ in hits])
-        sims[row, valid] = [score for _, score in hits]
-        same[row, valid] = [bool(s) for _, s in checked]
+        found = np.array([bool(s) for _, s in checked])
+        scores = np.array([score for _, score in hits], np.float32)
+        lead = np.argsort(-scores, kind="stable")[:keep]
+        verified = np.setdiff1d(np.flatnonzero(found), lead)
+        verified = verified[np.argsort(-scores[verified], kind="stable")]
+        order = np.concatenate([lead, verified, [i for i in range(len(hits)) if not found[i] and i not in set(lead.tolist())]])
+        order = order.astype(np.int64)
+        rows[row, valid] = records.rows_of([hits[i][0] for i in order])
+        sims[row, valid], same[row, valid] = scores[order], found[order]
     return rows, sims, same
