@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_engines.py           # 1M x 128 (Milvus Lite at 100K), ~10 min on 2 cores
     .venv/bin/python benchmarks/bench_engines.py --quick   # 100K, a smoke run of the same code
+    .venv/bin/python benchmarks/bench_engines.py --dim 256 # the width a default model's vectors have since the
+                                                           # mirror descriptor (2 x latent_dim; issue 32)
 
 Every engine is built in a child process (its build time and peak memory), then loaded from its
 saved state in a fresh child that answers single queries one at a time (latency, memory after
@@ -28,7 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DIM, CLUSTERS, GROUPS, INTRINSIC = 128, 200, 16, 32
+DIM = int(os.environ.get("BENCH_ENGINES_DIM", 128))  # --dim sets it, for the child processes too
+CLUSTERS, GROUPS, INTRINSIC = 200, 16, 32
 HNSW_UP_TO = 100_000  # HNSW builds grow fastest; at 300K one would take minutes of the run
 
 
@@ -196,8 +199,13 @@ def crossover(vectors, ids, groups, queries, sizes, say) -> int | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100K vectors, no results file")
+    parser.add_argument("--dim", type=int, help=f"vector width (default {DIM})")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.dim:
+        global DIM
+        DIM = args.dim
+        os.environ["BENCH_ENGINES_DIM"] = str(args.dim)
     if args.child:
         kind, job = args.child
         print(json.dumps((child_build if kind == "build" else child_query)(json.loads(job))))
@@ -299,7 +307,8 @@ def main(argv=None) -> int:
     )
     say(f"total benchmark time {time.perf_counter() - began:.0f}s; load average at the end {os.getloadavg()[0]:.1f}")
     if not args.quick:
-        (ROOT / "benchmarks" / "engines-results.txt").write_text("\n".join(lines) + "\n")
+        name = "engines-results.txt" if DIM == 128 else f"engines-{DIM}-results.txt"
+        (ROOT / "benchmarks" / name).write_text("\n".join(lines) + "\n")
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
