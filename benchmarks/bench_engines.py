@@ -197,13 +197,13 @@ def crossover(vectors, ids, groups, queries, sizes, say) -> int | None:
 
 
 def main(argv=None) -> int:
+    global DIM
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100K vectors, no results file")
     parser.add_argument("--dim", type=int, help=f"vector width (default {DIM})")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dim:
-        global DIM
         DIM = args.dim
         os.environ["BENCH_ENGINES_DIM"] = str(args.dim)
     if args.child:

@@ -210,3 +210,32 @@ def test_a_run_without_features_leaves_the_latents_graph_to_first_use(tmp_path, 
     assert not graph_path(settings.model_dir, version.id, labelling.K).exists()
     graph = labelling.neighbour_graph(version)  # made now, from the latents alone
     assert not graph.same.any() and (graph.rows >= 0).all()
+
+
+def test_the_labelling_graph_checks_an_image_against_its_mirror_image_from_its_pixels(tmp_path):
+    """Stored features are an image's alone; the run decodes each image again so that its mirror image's
+    features are checked too, as a query's are: a mirrored copy is then called the same scene directly."""
+    from PIL import Image, ImageOps
+
+    from imgsim.labelling.graph import nearest
+    from imgsim.runs.neighbours import pixel_queries
+    from imgsim.runs.training import train
+
+    images = tmp_path / "images"
+    for number, name in enumerate(PHOTOS):
+        for path in write_views(images / name, name, range(10 * number, 10 * number + 3)):
+            with Image.open(path) as image:
+                ImageOps.mirror(image).save(path.with_name("mirror-" + path.name), quality=90)
+    settings = Settings(model_dir=tmp_path / "model", images=images, **SMALL)
+    train(settings)
+    version = store.load_version(settings.model_dir)
+    candidates = nearest(version, len(version) - 1)  # every other image: the pairs do not hang on the model
+
+    def mirror_pairs_called_same(queries) -> int:
+        rows, _, same = rerank.recheck_neighbours(version, *candidates, queries=queries)
+        names = [Path(p).name for p in version.paths]
+        return sum(names[rows[i, c]] == "mirror-" + names[i] for i, c in zip(*np.nonzero(same)))
+
+    stored_only = mirror_pairs_called_same(())
+    from_pixels = mirror_pairs_called_same(pixel_queries(version))
+    assert from_pixels >= 6 and from_pixels > stored_only  # most of the 9 copies, and more than without

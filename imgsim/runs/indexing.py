@@ -178,7 +178,7 @@ def index(settings: Settings, progress: Progress = no_progress, engine: str | No
                                      centres=version.centres, history=version.history, make_current=False,
                                      save_model=lambda path: store.link_or_copy(version.model_path, path))
         inherit(model_dir, version.id, new_id)  # the same groups: names stay as they are
-        keep_checked_graph(model_dir, new_id, progress, 0.95)
+        keep_checked_graph(model_dir, new_id, progress, 0.95, workers=settings.workers)
         store.set_current(model_dir, new_id)
         progress(1.0, f"saved version {new_id}")
         return RunReport(new_id, images, changes.skipped, added=len(new_records), removed=len(changes.removed_ids),

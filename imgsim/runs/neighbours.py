@@ -3,7 +3,7 @@
 Labelling spreads a person's labels over each image's nearest others (imgsim.labelling.graph). Near in
 the latents is not always the same scene (two halves of one photograph look alike to the network), so a
 training or indexing run re-checks each image's imgsim.search.rerank.CANDIDATES nearest by geometry, as
-a search re-checks a query's answers, and keeps a graph of its LEAD nearest and then those the check
+a search re-checks a query's answers (the image decoded again: its features and its mirror image's), and keeps a graph of its LEAD nearest and then those the check
 called the same scene (imgsim.labelling.graph.verified) before the version becomes current. Versions past rerank.GRAPH_LIMIT images, without features or made before keep the latents' graph,
 computed on first use.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from imgsim.core.errors import ImgsimError
+from imgsim.inputs.collection import iter_decoded
 from imgsim.labelling.graph import K, keep_graph, nearest, verified
 from imgsim.runs.report import Progress, no_progress
 from imgsim.search import rerank
@@ -28,7 +29,21 @@ log = logging.getLogger(__name__)
 LEAD = K // 2
 
 
-def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progress, at: float = 0.0) -> bool:
+def pixel_queries(version: store.Version, workers: int = 2):
+    """(row, its features and its mirror image's) for each image of the version that decodes, as a query's.
+
+    The stored features are the image's alone; views of a scene are often mirrored, which a query's check
+    sees (imgsim.features.local.describe_query) and the stored features cannot. Measured
+    (benchmarks/bench_labelling.py, 2 labels a class): photos-hard-12 0.982 with these, 0.940 with the
+    stored ones; photos at 1 a class 0.952 and 0.903 (docs/results.md, issue 32). An image that no longer
+    decodes is left out: its stored features stand in."""
+    for indices, images, _, _ in iter_decoded(list(version.paths), version.image_size, 64, workers):
+        for row, image in zip(indices, images):
+            yield row, rerank.query_features(image)
+
+
+def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progress, at: float = 0.0,
+                       workers: int = 2) -> bool:
     """Re-check each image's neighbours in a saved version and keep its labelling graph; whether it did.
 
     Nothing is lost when it cannot: the graph is then the latents', made when labelling first asks."""
@@ -37,7 +52,8 @@ def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progr
         if len(version) > rerank.GRAPH_LIMIT or len(version) < 2:
             return False
         progress(at, f"re-checking each image's neighbours for labelling ({len(version)} images)")
-        checked = rerank.recheck_neighbours(version, *nearest(version, max(rerank.CANDIDATES, K)), keep=LEAD)
+        checked = rerank.recheck_neighbours(version, *nearest(version, max(rerank.CANDIDATES, K)), keep=LEAD,
+                                            queries=pixel_queries(version, workers))
         if checked is None:
             return False
         keep_graph(version, verified(*checked, K))

@@ -184,7 +184,7 @@ class Publisher:
                                       save_model=lambda path: autoencoder.save(path))
         carry_names(settings.model_dir, parent, version, records)
         if not preview:  # a preview is soon replaced: its labelling graph is the latents', made on first use
-            keep_checked_graph(settings.model_dir, version, progress, at + share)
+            keep_checked_graph(settings.model_dir, version, progress, at + share, workers=settings.workers)
         store.set_current(settings.model_dir, version)
         if preview:
             self.preview_id = version

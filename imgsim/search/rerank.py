@@ -204,35 +204,39 @@ def stored_query(store: KeypointStore, image_id: int) -> local.QueryFeatures | N
 
 # --- a collection's own images as queries: the labelling graph ----------------------------------
 
-# The most images whose neighbours a training or indexing run re-checks (imgsim.runs.neighbours): about 10 ms of
-# CPU an image (a query's check), so 600 images take 5-6 s and this many about 100 s on 2 cores; a larger
-# collection keeps the latents' graph.
-GRAPH_LIMIT = 10_000
+# The most images whose neighbours a training or indexing run re-checks (imgsim.runs.neighbours): each image is
+# decoded again and checked as a query is, 23-27 s for 600 images and 67 s for 1,797 digits at load 3-4 on 2
+# cores (2026-12-07), so this many take about 3-4 minutes; a larger collection keeps the latents' graph.
+GRAPH_LIMIT = 5_000
 
 
-def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray, keep: int = 0
+def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray, keep: int = 0, queries=()
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Each image's candidates (rows (n, c) of `version`, -1 where none, best first; their cosine) re-checked as
-    a search re-checks a query's answers (`recheck`, the image's stored features as the query): (rows, sims,
-    same) in a new order, `same` whether the check called the pair the same scene. The `keep` nearest stay
-    first whatever the check says, then those it called the same scene by their cosine, then the others in
-    `recheck`'s order. None when the version has no features this imgsim can use. An image without features
-    keeps its order, nothing called the same scene."""
+    a search re-checks a query's answers (`recheck`): (rows, sims, same) in a new order, `same` whether the
+    check called the pair the same scene. The `keep` nearest stay first whatever the check says, then those it
+    called the same scene by their cosine, then the others in `recheck`'s order.
+
+    `queries` yields (row, its query's features: plain and mirrored, from its pixels); a row it does not
+    give is queried by its stored features (no mirror image's: a mirrored view is then found only through
+    an answer, `through_answers`). None when the version has no features this imgsim can use. An image
+    without features keeps its order, nothing called the same scene."""
     kept = open_features(version)
     if kept is None:
         return None
     records, vectors = version.records, version.vectors
     rows, sims = rows.copy(), sims.copy()
     same = np.zeros(rows.shape, bool)
+    done = np.zeros(len(rows), bool)
 
     def vectors_of(ids):
         return vectors[records.rows_of(ids)]
 
-    for row in range(len(rows)):
-        query = stored_query(kept, int(records.ids[row]))
+    def check(row: int, query: local.QueryFeatures | None) -> None:
+        done[row] = True
         valid = np.flatnonzero(rows[row] >= 0)
-        if query is None or not len(valid):
-            continue
+        if query is None or not len(query.plain) or not len(valid):
+            return
         hits = list(zip(records.ids[rows[row, valid]].tolist(), sims[row, valid].tolist()))
         hits, checked = recheck(kept, query, hits, vectors[row], vectors_of)
         found = np.array([bool(s) for _, s in checked])
@@ -240,8 +244,13 @@ def recheck_neighbours(version, rows: np.ndarray, sims: np.ndarray, keep: int = 
         lead = np.argsort(-scores, kind="stable")[:keep]
         verified = np.setdiff1d(np.flatnonzero(found), lead)
         verified = verified[np.argsort(-scores[verified], kind="stable")]
-        order = np.concatenate([lead, verified, [i for i in range(len(hits)) if not found[i] and i not in set(lead.tolist())]])
-        order = order.astype(np.int64)
+        rest = np.setdiff1d(np.flatnonzero(~found), lead)  # recheck's order is the positions' order
+        order = np.concatenate([lead, verified, rest]).astype(np.int64)
         rows[row, valid] = records.rows_of([hits[i][0] for i in order])
         sims[row, valid], same[row, valid] = scores[order], found[order]
+
+    for row, query in queries:
+        check(int(row), query if query is not None and len(query.plain) else stored_query(kept, int(records.ids[row])))
+    for row in np.flatnonzero(~done).tolist():
+        check(row, stored_query(kept, int(records.ids[row])))
     return rows, sims, same
