@@ -239,3 +239,20 @@ def test_the_labelling_graph_checks_an_image_against_its_mirror_image_from_its_p
     stored_only = mirror_pairs_called_same(())
     from_pixels = mirror_pairs_called_same(pixel_queries(version))
     assert from_pixels >= 6 and from_pixels > stored_only  # most of the 9 copies, and more than without
+
+
+def test_a_failing_graph_step_costs_the_graph_not_the_version(tmp_path, collection, monkeypatch, caplog):
+    from imgsim import labelling
+    from imgsim.runs.training import train
+    from imgsim.storage.annotations import graph_path
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the check")
+
+    monkeypatch.setattr(rerank, "recheck_neighbours", broken)
+    images, _ = collection
+    settings = Settings(model_dir=tmp_path / "model", images=images, **SMALL)
+    report = train(settings)
+    assert store.current_id(settings.model_dir) == report.version  # trained, and current
+    assert not graph_path(settings.model_dir, report.version, labelling.K).exists()
+    assert "labelling keeps the latents' graph (a bug in the check)" in caplog.text

@@ -53,10 +53,6 @@ class Graph:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def unchecked(self) -> Graph:
-        """The same neighbours weighed by their latents alone, as if nothing had been checked."""
-        return self if not self.same.any() else Graph(self.rows, self.sims)
-
     def transition(self) -> sparse.csr_matrix:
         """S = D^-1/2 W D^-1/2 over the symmetric affinities: what label spreading multiplies by (made once)."""
         if not hasattr(self, "_transition"):
@@ -162,7 +158,7 @@ def compute_graph(version: store.Version, k: int = K) -> Graph:
 
 def verified(rows: np.ndarray, sims: np.ndarray, same: np.ndarray, k: int = K) -> Graph:
     """The graph of each row's first k candidates (rows, their cosine, whether a geometric check called them
-    the same scene), each row's candidates in the order its check left them: the same scene first.
+    the same scene; in the order the check left them, imgsim.search.rerank.recheck_neighbours).
     `affinity` weighs the pairs not called the same scene LOOK_ALIKE times their latents' weight."""
     rows, sims, same = rows[:, :k], sims[:, :k], same[:, :k]
     return Graph(rows.astype(np.int64), sims.astype(np.float32), same & (rows >= 0))

@@ -2,10 +2,11 @@
 
 Labelling spreads a person's labels over each image's nearest others (imgsim.labelling.graph). Near in
 the latents is not always the same scene (two halves of one photograph look alike to the network), so a
-training or indexing run re-checks each image's imgsim.search.rerank.CANDIDATES nearest by geometry, as
-a search re-checks a query's answers (the image decoded again: its features and its mirror image's), and keeps a graph of its LEAD nearest and then those the check
-called the same scene (imgsim.labelling.graph.verified) before the version becomes current. Versions past rerank.GRAPH_LIMIT images, without features or made before keep the latents' graph,
-computed on first use.
+training or indexing run decodes each image again, re-checks its imgsim.search.rerank.CANDIDATES nearest
+by geometry as a search re-checks a query's answers (its keypoints and its mirror image's), and keeps a
+graph of its LEAD nearest and then those the check called the same scene (imgsim.labelling.graph.verified)
+before the version becomes current. Versions past rerank.GRAPH_LIMIT images, previews, versions without
+keypoints or made before keep the latents' graph, computed on first use.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def keep_checked_graph(model_dir, version_id: str, progress: Progress = no_progr
             return False
         keep_graph(version, verified(*checked, K))
         return True
-    except (ImgsimError, OSError, ValueError) as exc:
-        log.warning("version %s: labelling keeps the latents' graph (%s)", version_id, exc)
+    except Exception as exc:  # noqa: BLE001 - a derived file is never worth the finished version it belongs to
+        log.warning("version %s: labelling keeps the latents' graph (%s)", version_id, exc,
+                    exc_info=not isinstance(exc, (ImgsimError, OSError)))
         return False
