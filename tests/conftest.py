@@ -10,6 +10,14 @@ import pytest
 from pytest_httpserver import HTTPServer
 from servers import background_servers, milvus_server, ray_cluster  # noqa: F401  (session fixtures: the servers)
 
+# pytest-xdist runs a worker a core; TensorFlow, OpenMP (faiss) and numba (UMAP) would each start a thread a core
+# in every worker and in every process a test starts, so the workers' threads outnumber the cores and spin against
+# each other. Each worker (and what it starts) gets its share of the cores instead.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+
 # Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
 # folder of this session's, never in the person's own data folder or the checkout.
 os.environ["IMGSIM_HOME"] = tempfile.mkdtemp(prefix="imgsim-test-home-")

@@ -12,8 +12,10 @@ from imgsim.inputs.collection import Skipped, load_for_model
 from imgsim.learning import fit
 from imgsim.learning.fit import CachedBatches, budget, decode_cache, fit_autoencoder, split_holdout, twin_retrieval
 from imgsim.learning.model import VIEWS, augment, loss_weights_of, views_of
+from tests.helpers import TINY_ARCHITECTURE
 
 numpy = keras.ops.convert_to_numpy
+# The fits here train the tiny architecture (two stages; four by default): what they check is the fit around any model.
 PLAIN = dict(VIEWS, area=(1.0, 1.0), aspect=(1.0, 1.0), degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
              channel_gain=0.0, grey=0.0)  # views that change nothing
 
@@ -117,7 +119,7 @@ def test_early_stopping_watches_only_the_second_half_of_the_budget(tmp_path):
         def on_epoch_end(self, epoch, logs=None):
             logs["twin_mrr"] = (0.9, 0.5, 0.4, 0.3)[epoch]
 
-    settings = Settings(image_size=32, latent_dim=8, epochs=4, batch_size=8, seed=0, workers=1, patience=1)
+    settings = Settings(image_size=32, latent_dim=8, **TINY_ARCHITECTURE, epochs=4, batch_size=8, seed=0, workers=1, patience=1)
     _, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85,
                                  min_steps=0, callbacks=[Falling()])
     assert len(history["loss"]) == 4  # watching from epoch 1, patience 1 had stopped after epoch 2
@@ -126,9 +128,8 @@ def test_early_stopping_watches_only_the_second_half_of_the_budget(tmp_path):
 
 def test_fit_trains_the_budget_reports_the_measure_and_holds_images_out(tmp_path):
     paths = write_images(tmp_path, 30)
-    # the architecture is Settings' too: two stages here (four by default)
-    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5,
-                        stage_filters=(8, 16), stage_depth=(0, 1), decoder_filters=(8, 8))
+    settings = Settings(image_size=32, latent_dim=8, **TINY_ARCHITECTURE, epochs=2, batch_size=8, seed=0, workers=1,
+                        patience=5)
     reports = []
     autoencoder, history = fit_autoencoder(paths, settings, Skipped(), lambda f, m: reports.append((f, m)), 0.85,
                                            min_steps=0)
@@ -186,7 +187,7 @@ def test_a_deadline_ends_the_epoch_once_its_time_has_come_and_its_least_steps_ar
 @pytest.mark.parametrize("seconds, expected", [(1e-3, 2 * 2), (1e4, 2 * 5)])
 def test_a_time_budget_trains_its_floor_when_time_is_short_and_its_cap_when_long(tmp_path, seconds, expected):
     """train_seconds: each epoch is a share of the time; min_steps is the floor and max_steps the cap (per run)."""
-    settings = Settings(image_size=32, latent_dim=8, epochs=2, batch_size=8, seed=0, workers=1, patience=5,
+    settings = Settings(image_size=32, latent_dim=8, **TINY_ARCHITECTURE, epochs=2, batch_size=8, seed=0, workers=1, patience=5,
                         train_seconds=seconds, min_steps=4, max_steps=10)
     _, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85)
     assert history["steps"] == expected and len(history["loss"]) == 2
@@ -202,7 +203,7 @@ def test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_
             sizes.append(self.model.view_size)
             logs["twin_mrr"] = (0.9, 0.8, 0.1, 0.1)[epoch]  # the early epochs' measure must not be chosen
 
-    settings = Settings(image_size=64, latent_dim=8, epochs=4, batch_size=8, seed=0, workers=1, patience=1,
+    settings = Settings(image_size=64, latent_dim=8, **TINY_ARCHITECTURE, epochs=4, batch_size=8, seed=0, workers=1, patience=1,
                         early_size=32, early_share=0.5, local_crops=2, local_size=16, lr_schedule="cosine")
     autoencoder, history = fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85,
                                            min_steps=8, max_steps=8, callbacks=[Sizes()])
@@ -234,7 +235,7 @@ def test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epo
         def on_train_end(self, logs=None):
             seen.append("end")
 
-    settings = Settings(image_size=32, latent_dim=8, epochs=3, batch_size=8, seed=0, workers=1, patience=5)
+    settings = Settings(image_size=32, latent_dim=8, **TINY_ARCHITECTURE, epochs=3, batch_size=8, seed=0, workers=1, patience=5)
     fit_autoencoder(write_images(tmp_path, 30), settings, Skipped(), lambda f, m: None, 0.85, min_steps=3, max_steps=3,
                     callbacks=[Watch()])
     assert seen == ["begin", (0, 3, True), (1, 3, True), (2, 3, True), "end"]
@@ -253,7 +254,7 @@ def test_the_training_step_makes_no_variable_so_tensorflow_traces_it_once(tmp_pa
         made.append((kwargs.get("name"), tf.inside_function()))
         return next_creator(**kwargs)
 
-    settings = Settings(image_size=32, latent_dim=8, epochs=1, batch_size=8, seed=0, workers=1)
+    settings = Settings(image_size=32, latent_dim=8, **TINY_ARCHITECTURE, epochs=1, batch_size=8, seed=0, workers=1)
     with tf.variable_creator_scope(creator):
         fit_autoencoder(write_images(tmp_path, 20), settings, Skipped(), lambda f, m: None, 0.85, min_steps=2,
                         max_steps=2)

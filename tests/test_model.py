@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from imgsim.core.config import Settings
 from imgsim.learning.model import (
     Trainer,
     build_autoencoder,
@@ -12,11 +13,16 @@ from imgsim.learning.model import (
     mirror_invariance,
     variance_term,
 )
+from tests.helpers import TINY_ARCHITECTURE
+
+# The models here are the tiny architecture unless a test is about the default one: what they check holds for any
+# stage count, and a tiny model builds, traces and steps in a fraction of the time.
+SMALL = Settings(**TINY_ARCHITECTURE)
 
 
 @pytest.fixture(scope="module")
 def autoencoder():
-    return build_autoencoder(32, 16)
+    return build_autoencoder(32, 16, SMALL)
 
 
 def test_encoder_and_decoder_are_named_submodels_and_the_latent_is_the_bottleneck(autoencoder):
@@ -36,11 +42,10 @@ def test_the_searched_vector_weighs_an_image_and_its_mirror_image_by_the_models_
     and shrunk by 0.4; at 0 the latent alone. A model saved before the layer existed is searched by its latent."""
     import keras
 
-    from imgsim.core.config import Settings
 
     images = np.random.default_rng(7).random((3, 32, 32, 3), np.float32)
     mirrored = images[:, :, ::-1].copy()
-    model = {v: build_autoencoder(32, 16, Settings(model_dir=".", images=".", mirror_invariance=v)) for v in (0, 0.6, 1)}
+    model = {v: build_autoencoder(32, 16, SMALL.replace(mirror_invariance=v)) for v in (0, 0.6, 1)}
     for v, built in model.items():
         built.save(tmp_path / f"{v}.keras")
         assert mirror_invariance(encoder_of(load_autoencoder(tmp_path / f"{v}.keras"))) == v
@@ -104,7 +109,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
     import keras
 
     keras.utils.set_random_seed(0)
-    trainer = Trainer(build_autoencoder(32, 8), seed=0)
+    trainer = Trainer(build_autoencoder(32, 8, SMALL), seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
     images = (np.random.default_rng(2).random((16, 32, 32, 3)) * 255).astype(np.uint8)  # as the cache holds them
     history = trainer.fit(images, batch_size=16, epochs=15, verbose=0).history
@@ -179,7 +184,7 @@ def test_mixed_precision_trains_with_float32_loss_and_statistics_on_the_cpu():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(0)
-        model = build_autoencoder(32, 8)
+        model = build_autoencoder(32, 8, SMALL)
         encoder = encoder_of(model)
         assert encoder.get_layer("stage1_conv").compute_dtype == "float16"
         assert {encoder.get_layer(n).compute_dtype for n in ("standardise", "mean_colour", "latent")} == {"float32"}
@@ -252,7 +257,6 @@ def test_grid_pooling_is_average_pooling_on_a_multiple_and_keeps_its_grid_on_any
 def test_gem_pooling_lies_between_the_average_and_the_maximum_and_saves_its_power(tmp_path):
     import keras
 
-    from imgsim import Settings
     from imgsim.learning.model import GeMPooling
 
     x = np.random.default_rng(1).random((2, 6, 6, 4)).astype(np.float32)
@@ -260,7 +264,7 @@ def test_gem_pooling_lies_between_the_average_and_the_maximum_and_saves_its_powe
     np.testing.assert_allclose(keras.ops.convert_to_numpy(GeMPooling(1.0)(x)), mean, atol=1e-5)
     gem = keras.ops.convert_to_numpy(GeMPooling(3.0)(x))
     assert np.all(gem > mean) and np.all(gem < top)
-    model = build_autoencoder(32, 8, Settings(pooling="gem"))
+    model = build_autoencoder(32, 8, SMALL.replace(pooling="gem"))
     assert isinstance(encoder_of(model).get_layer("pool2"), GeMPooling)
     model.save(tmp_path / "gem.keras")
     images = np.random.default_rng(2).random((2, 32, 32, 3), np.float32)
@@ -274,7 +278,7 @@ def test_multi_crop_and_a_teacher_train_the_encoder_and_the_teacher_follows_it_b
     import keras
 
     keras.utils.set_random_seed(0)
-    model = build_autoencoder(32, 8)
+    model = build_autoencoder(32, 8, SMALL)
     trainer = Trainer(model, seed=0, local_crops=4, local_size=16, teacher_momentum=0.5)
     assert set(trainer.sized) == {"16", "32"} and trainer.teacher is not None
     student = encoder_of(model)
@@ -297,11 +301,9 @@ def test_multi_crop_and_a_teacher_train_the_encoder_and_the_teacher_follows_it_b
 def test_smaller_views_train_the_same_weights_as_the_models_own_size():
     import keras
 
-    from imgsim import Settings
 
     keras.utils.set_random_seed(0)
-    small = Settings(stage_filters=(8, 16), stage_depth=(0, 1), decoder_filters=(8, 8))  # tiny: a step costs little
-    model = build_autoencoder(32, 8, small)
+    model = build_autoencoder(32, 8, SMALL)
     trainer = Trainer(model, seed=0, sizes=(16,))
     trainer.view_size = 16
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -21,6 +21,7 @@ from imgsim.cli.commands import (
     cmd_status,
     cmd_train,
     cmd_versions,
+    join_ray,
 )
 from imgsim.cli.labels import cmd_labels
 from imgsim.cli.parser import build_parser
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
         check_name(settings.engine)  # a bad IMGSIM_ENGINE: one line before anything runs
         if args.command in MODEL_COMMANDS and not getattr(args, "background", False):
             from imgsim.learning.backend import import_keras
+
+            join_ray(getattr(args, "ray", None))  # a wrong --ray: its line in a second, not after Keras' start-up
 
             import_keras(quiet=True)  # TensorFlow's native start-up lines off the terminal; a bad KERAS_BACKEND: one line
         code = COMMANDS[args.command](args, settings) or 0
