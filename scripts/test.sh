@@ -18,7 +18,9 @@ python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
 # The time budget's and the per-epoch callbacks' fits are left to the first pass as well: what they check is
-# Keras callbacks around the step, the same on every backend (about 55 CPU s under JAX).
+# Keras callbacks around the step, the same on every backend (about 55 CPU s under JAX); so is the schedule of
+# smaller early views (which epochs train which size: the fit's own bookkeeping, 38-40 s under JAX), whose steps
+# at a smaller size and with local crops the JAX pass still runs (test_model's smaller-views and multi-crop tests).
 # Only for the whole suite: arguments select tests of the first pass alone. On every core too (its fits are
 # independent; the tiny JAX model is trained once for both workers).
 if [ $# -eq 0 ]; then
@@ -27,5 +29,6 @@ if [ $# -eq 0 ]; then
     --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget \
     --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch \
     --deselect tests/test_fit.py::test_a_time_budget_trains_its_floor_when_time_is_short_and_its_cap_when_long \
-    --deselect tests/test_fit.py::test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epoch
+    --deselect tests/test_fit.py::test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epoch \
+    --deselect tests/test_fit.py::test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_size
 fi
