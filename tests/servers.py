@@ -249,6 +249,7 @@ class Background:
     def __init__(self):
         self.pool = ThreadPoolExecutor(max_workers=len(STARTERS), thread_name_prefix="test-server")
         self.futures = {}
+        self.stopped = False
 
     def start(self, names) -> None:
         for name in names:
@@ -261,6 +262,9 @@ class Background:
         return server
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         for future in self.futures.values():
             try:
                 _, processes = future.result()
@@ -279,6 +283,7 @@ def background_servers(request):
     """Starts, at the first test that needs one, every server some test of this worker's session needs."""
     servers = Background()
     request.addfinalizer(servers.stop)
+    request.config.imgsim_background = servers  # conftest stops them after this process's last test that uses them
     servers.start(getattr(request.config, "imgsim_server_fixtures", ()))
     return servers
 
