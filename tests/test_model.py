@@ -129,7 +129,7 @@ def test_tracing_the_encoder_parses_no_python_source(monkeypatch):
     calls = []
     real_parse = ast.parse
     monkeypatch.setattr(ast, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
-    compile_encoder(build_encoder(32, 16))(np.zeros((1, 32, 32, 3), np.float32))
+    compile_encoder(build_encoder(32, 16, SMALL))(np.zeros((1, 32, 32, 3), np.float32))
     assert calls == []
 
 
@@ -212,10 +212,10 @@ def test_a_bad_or_missing_keras_backend_is_one_line_without_a_traceback(tmp_path
 
     from tests.helpers import ROOT
 
-    def imgsim(backend):
+    def imgsim(backend):  # train: a command that needs no version (query would first say there is none)
         env = {**os.environ, "KERAS_BACKEND": backend}
-        return subprocess.run([sys.executable, "-m", "imgsim", "query", "--model-dir", str(tmp_path), "x.png"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "imgsim", "train", "--model-dir", str(tmp_path / "models"),
+                               "--images", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     done = imgsim("nonsense")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [

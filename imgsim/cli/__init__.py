@@ -28,6 +28,7 @@ from imgsim.cli.parser import build_parser
 from imgsim.core.config import Settings
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import one_line
+from imgsim.storage import store
 from imgsim.storage.engines import check_name
 
 COMMANDS = {"serve": cmd_serve, "api": cmd_api, "demo": cmd_demo, "train": cmd_train, "index": cmd_index, "query": cmd_query,
@@ -35,8 +36,10 @@ COMMANDS = {"serve": cmd_serve, "api": cmd_api, "demo": cmd_demo, "train": cmd_t
             "prune": cmd_prune}
 
 
-# The commands that run the model (their Keras backend is imported up front, quietly).
+# The commands that run the model (their Keras backend is imported up front, quietly), and those of them that need
+# a version already (with none, they say so before Keras starts: in a second, not ten).
 MODEL_COMMANDS = ("train", "index", "query", "duplicates", "eval")
+NEED_A_VERSION = ("index", "query", "duplicates")
 
 
 def main(argv=None) -> int:
@@ -48,6 +51,8 @@ def main(argv=None) -> int:
             from imgsim.learning.backend import import_keras
 
             join_ray(getattr(args, "ray", None))  # a wrong --ray: its line in a second, not after Keras' start-up
+            if args.command in NEED_A_VERSION and not store.list_versions(settings.model_dir):
+                raise store.no_model(settings.model_dir)
 
             import_keras(quiet=True)  # TensorFlow's native start-up lines off the terminal; a bad KERAS_BACKEND: one line
         code = COMMANDS[args.command](args, settings) or 0
