@@ -132,38 +132,6 @@ def model_copy(tmp_path, trained_model_dir) -> Path:
     return Path(shutil.copytree(trained_model_dir, tmp_path / "models"))
 
 
-# --- UMAP's compiled code, once for the run -------------------------------------------------------
-
-def pytest_configure(config):
-    """In a new environment numba's cache of UMAP's code is empty, and each process that maps before it is filled
-    compiles it: about 30 CPU s each on 2 cores, both workers' first trainings and the subprocesses started meanwhile
-    at once (a fresh clone's test_duplicates set-up 46 s against 14 s). The controller (or the one process without
-    pytest-xdist) fills it in the background while the workers start; later maps load it."""
-    if os.environ.get("PYTEST_XDIST_WORKER") or numba_cache_filled():
-        return
-    import subprocess
-    import sys
-
-    config.imgsim_umap_compile = subprocess.Popen(
-        [sys.executable, "-c", "from imgsim.learning.projection import warm_up; warm_up(64)"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
-
-
-def pytest_unconfigure(config):
-    process = getattr(config, "imgsim_umap_compile", None)
-    if process is not None:
-        process.kill()
-        process.wait()
-
-
-def numba_cache_filled() -> bool:
-    import importlib.util
-
-    spec = importlib.util.find_spec("umap")
-    folders = spec.submodule_search_locations if spec else None
-    return not folders or any(Path(folders[0], "__pycache__").glob("*.nbi"))
-
-
 # --- pytest-xdist: what must share one worker ---------------------------------------------------
 
 SERVER_FIXTURES = ("milvus_server", "ray_cluster")
