@@ -171,14 +171,16 @@ def pytest_collection_modifyitems(config, items):
         group_by_node_id(items)
 
 
+@pytest.hookimpl(wrapper=True)  # after the test's own fixtures are torn down (one may still talk to a server)
 def pytest_runtest_teardown(item, nextitem):
     """Stop the servers once this process has run its last test that uses them: idle, Milvus and Ray take about a
     tenth of a core (6.6 CPU s a minute here) from the tests still running. Under --dist loadgroup their tests reach
     one worker together and run one after the other (the next item is the next one run); in one process, the
     collection order tells. Under another pytest-xdist mode they stay up to the end."""
+    result = yield
     servers = getattr(item.config, "imgsim_background", None)
     if servers is None or not uses_servers(item):
-        return
+        return result
     if os.environ.get("PYTEST_XDIST_WORKER"):
         last = getattr(item.config.option, "loadgroup", False) and (nextitem is None or not uses_servers(nextitem))
     else:
@@ -186,6 +188,7 @@ def pytest_runtest_teardown(item, nextitem):
         last = not any(uses_servers(later) for later in items[items.index(item) + 1:])
     if last:
         servers.stop()
+    return result
 
 
 def group_by_node_id(items) -> None:
