@@ -108,8 +108,7 @@ def filled(engine, data):
     engine.add(ids, vectors, groups)
     if engine.name == "milvus":  # seal segments and build their HNSW indexes now (Lite builds them in the background)
         engine.client.flush(engine.collection)
-        engine.client.release_collection(engine.collection)
-        engine.client.load_collection(engine.collection)
+        engine.reload()
     return engine
 
 
@@ -413,6 +412,47 @@ def test_a_milvus_lite_file_open_in_another_process_is_reported_busy(tmp_path):
         holder.kill()
         holder.wait()
     assert len(load_engine(tmp_path, json.loads((tmp_path / "state.json").read_text()))) == 2  # free again
+
+
+class LoadingClient:
+    """Stands in for a MilvusClient whose load_collection fails `failures` times with `message`."""
+
+    def __init__(self, failures, message):
+        self.failures, self.message, self.loads, self.releases = failures, message, 0, 0
+
+    def release_collection(self, name):
+        self.releases += 1
+
+    def load_collection(self, name):
+        from pymilvus.exceptions import MilvusException
+
+        self.loads += 1
+        if self.loads <= self.failures:
+            raise MilvusException(code=1, message=self.message)
+
+
+# as CI saw it once: Lite still writing a segment's index file when the collection was loaded again
+MID_WRITE = "Error in void faiss::read_HNSW(HNSW&, IOReader*): 'ret == (size)' failed: read error in x.hnsw.idx: 244 != 493"
+
+
+def test_a_lite_index_file_read_mid_write_is_loaded_on_a_later_try(tmp_path, monkeypatch):
+    from imgsim.storage.engines import milvus
+
+    monkeypatch.setattr(milvus, "LOAD_PAUSE", 0.0)
+    engine = make_engine("milvus", uri=str(tmp_path / "m.db"))
+    engine.client_ = client = LoadingClient(2, MID_WRITE)
+    assert engine.reload() is engine
+    assert (client.releases, client.loads) == (1, 3)
+
+    engine.client_ = client = LoadingClient(99, MID_WRITE)  # a file that stays unreadable is a damaged index
+    with pytest.raises(DamagedIndexError, match="cannot load collection 'imgsim'.*read error"):
+        engine.reload()
+    assert client.loads == milvus.LOAD_TRIES
+
+    engine.client_ = client = LoadingClient(1, "collection not found")  # any other error is not tried again
+    with pytest.raises(DamagedIndexError, match="collection not found"):
+        engine.reload()
+    assert client.loads == 1
 
 
 def test_milvus_versions_on_two_branches_do_not_see_each_other(milvus, data, tmp_path):

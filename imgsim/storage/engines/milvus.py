@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,6 +51,7 @@ PK = re.compile(r"^[0-9a-f]+\.[0-9]+$")
 # (~200 ms on Milvus 2.3.5); Bounded reads what the server holds, at most a few seconds old, which is every
 # row of a version recorded before it was loaded. docs/scale.md has the measured figures.
 READ_CONSISTENCY = "Bounded"
+LOAD_TRIES, LOAD_PAUSE = 4, 0.5  # a Lite index file still being written: 0.5 + 1 + 2 s of pauses at most
 
 
 def is_local(uri: str) -> bool:
@@ -408,6 +410,30 @@ class MilvusEngine(VectorEngine):
             "params": self.params,
         }
 
+    def reload(self, release: bool = True, tries: int = LOAD_TRIES) -> MilvusEngine:
+        """Load the collection (after releasing it: searches then use the indexes built since).
+
+        Milvus Lite writes a segment's HNSW index file in the background after a flush; a load that
+        reads the file mid-write fails with a faiss read error (seen once in CI, 2026-12-07). Such a
+        load is tried again after a pause; a file that stays unreadable is a damaged index.
+        """
+        from pymilvus.exceptions import MilvusException
+
+        if release:
+            self.client.release_collection(self.collection)
+        for attempt in range(tries):
+            try:
+                self.client.load_collection(self.collection)
+                return self
+            except MilvusException as exc:
+                message = str(exc)
+                if "read error" not in message or attempt == tries - 1:
+                    raise DamagedIndexError(
+                        f"{self.uri}: cannot load collection {self.collection!r} ({message.splitlines()[0][:300]})"
+                    ) from None
+                time.sleep(LOAD_PAUSE * 2**attempt)
+        return self
+
     @classmethod
     def load(cls, store_dir, state: dict, verify: bool = True, **options) -> MilvusEngine:
         """Open a saved state; with verify, count its visible rows against the state's count."""
@@ -434,7 +460,7 @@ class MilvusEngine(VectorEngine):
         if dim != state["dim"]:
             raise DamagedIndexError(f"{uri}: collection {engine.collection!r} is missing or holds other vectors")
         engine.dim_ = dim
-        engine.client.load_collection(engine.collection)
+        engine.reload(release=False)
         if verify and engine.sessions_:
             count = engine.client.query(
                 engine.collection, filter=engine._visible(), output_fields=["count(*)"], consistency_level="Strong"
