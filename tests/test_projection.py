@@ -15,20 +15,22 @@ from imgsim.learning.projection import map_2d
 ROOT = Path(__file__).resolve().parent.parent
 
 # A new process maps 24 vectors, then says how often it loaded the small path's numba functions from
-# numba's on-disk cache (hits) and how often it compiled them (misses).
+# numba's on-disk cache (hits) and how often it compiled them (misses), and whether TensorFlow was loaded
+# (umap's ParametricUMAP imports it; imgsim blocks that while umap loads) or that import left blocked.
 CHILD = textwrap.dedent("""
-    import json, numpy as np
+    import json, sys, numpy as np
     from imgsim.learning.projection import map_2d
-    import umap.umap_, umap.utils
     coords = map_2d(np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32))
+    tensorflow, blocked = "tensorflow" in sys.modules, "umap.parametric_umap" in sys.modules
+    import umap.umap_, umap.utils
     functions = {"smooth_knn_dist": umap.umap_.smooth_knn_dist, "fast_knn_indices": umap.utils.fast_knn_indices}
-    print(json.dumps({"coords": coords.tolist(), **{name: [sum(f.stats.cache_hits.values()),
-                                                          sum(f.stats.cache_misses.values())]
-                                                   for name, f in functions.items()}}))
+    print(json.dumps({"coords": coords.tolist(), "tensorflow": tensorflow, "blocked": blocked,
+                      **{name: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+                         for name, f in functions.items()}}))
 """)
 
 
-def test_a_new_process_loads_umaps_compiled_code_instead_of_compiling_it():
+def test_a_new_process_loads_umaps_compiled_code_instead_of_compiling_it_and_no_tensorflow():
     # This process maps first: it compiles and writes the cache, or loads what an earlier one wrote.
     here = map_2d(np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32))
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -36,6 +38,7 @@ def test_a_new_process_loads_umaps_compiled_code_instead_of_compiling_it():
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["smooth_knn_dist"] == [1, 0] and child["fast_knn_indices"] == [1, 0]  # loaded, not compiled
     assert np.allclose(child["coords"], here, atol=1e-4)  # the loaded code draws the same map
+    assert child["tensorflow"] is False and child["blocked"] is False  # nor left umap.parametric_umap unimportable
 
 
 def test_without_a_writable_place_for_the_cache_umap_still_maps(monkeypatch):

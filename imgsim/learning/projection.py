@@ -16,6 +16,7 @@ import numpy as np
 
 FIT_SAMPLE = 20_000
 NEIGHBOURS = 8
+PARAMETRIC = "umap.parametric_umap"  # imports TensorFlow: see umap_with_cache
 
 
 def map_2d(vectors: np.ndarray, seed: int = 0, fit_sample: int = FIT_SAMPLE) -> np.ndarray:
@@ -54,8 +55,20 @@ def umap_with_cache():
     itself calls; the cache sits in the package's __pycache__, or numba's user cache folder where that
     is read-only. Functions that take a function (pynndescent's `nn_descent`, from 4,096 points up) are
     compiled each time still: `warm_up` below.
+
+    umap's package imports ParametricUMAP, which imports TensorFlow (5.4 s, several hundred MB) even
+    under JAX or PyTorch; imgsim never uses it, so that one import is blocked while umap loads (its
+    `ParametricUMAP` is then umap's own stand-in that says TensorFlow is needed) and unblocked after,
+    for whoever imports `umap.parametric_umap` later in the same process.
     """
-    import umap
+    blocked = "umap" not in sys.modules and sys.modules.setdefault(PARAMETRIC, None) is None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImportWarning)  # umap's "Tensorflow not installed": not so
+            import umap
+    finally:
+        if blocked and sys.modules.get(PARAMETRIC, ...) is None:
+            del sys.modules[PARAMETRIC]
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
 
