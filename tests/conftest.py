@@ -18,9 +18,24 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(name, share)
 
+# The session's Keras backend, fixed in the environment from the start (as backend.choose() would at the first
+# import): every process a test starts inherits it, and `same_backend` below sees a test that changes it.
+from imgsim.learning.backend import choose  # noqa: E402  (light: no Keras)
+
+choose()
+
 # Whatever a test leaves to the defaults (Settings(), `imgsim` without --model-dir) lands in a
 # folder of this session's, never in the person's own data folder or the checkout.
 os.environ["IMGSIM_HOME"] = tempfile.mkdtemp(prefix="imgsim-test-home-")
+
+
+@pytest.fixture(autouse=True)
+def same_backend():
+    """A test that leaves KERAS_BACKEND changed fails: every process its worker starts later (trainings, CLI runs,
+    dashboards) would run under that backend unseen (one did: "jax" left by a monkeypatch that recorded nothing)."""
+    before = os.environ.get("KERAS_BACKEND")
+    yield
+    assert os.environ.get("KERAS_BACKEND") == before, f"KERAS_BACKEND left at {os.environ.get('KERAS_BACKEND')!r}"
 
 
 class LocalServer(HTTPServer):

@@ -231,7 +231,9 @@ def test_without_keras_backend_the_first_installed_is_chosen(monkeypatch):
     from imgsim.learning import backend
 
     monkeypatch.delitem(__import__("sys").modules, "keras")  # as in a fresh process: nothing imported yet
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    # unset as choose() reads it; setenv, not delenv(raising=False), so that what choose() writes is undone after
+    # (a delenv of a variable not set records nothing: "jax" stayed, and this worker's later children trained under JAX)
+    monkeypatch.setenv("KERAS_BACKEND", "")
     monkeypatch.setattr(backend, "installed", lambda name: name in {"jax", "torch"})
     assert backend.choose() == "jax" and __import__("os").environ["KERAS_BACKEND"] == "jax"
     monkeypatch.setattr(backend, "installed", lambda name: False)
