@@ -41,7 +41,7 @@ def test_a_background_run_reports_progress_and_makes_its_version_current(model_c
     assert store.current_id(model_copy) == before  # searches keep the current version meanwhile
 
     status = wait_until_done(model_copy)
-    assert status["state"] == "finished", (status, jobs.log_path(model_copy).read_text()[-2000:])
+    assert status["state"] == "finished", (status.get("error"), status, jobs.log_path(model_copy).read_text()[-2000:])
     assert status["pid"] == pid and status["fraction"] == 1.0
     assert status["version"] == store.current_id(model_copy) != before
     assert status["settings"]["image_size"] == TINY["image_size"]
@@ -156,6 +156,22 @@ def test_the_run_s_own_process_is_recognised_and_stopped(tmp_path, decoy):
     assert jobs.is_running(tmp_path)
     assert jobs.stop_training(tmp_path)
     assert decoy.wait(timeout=10) == -15  # SIGTERM
+
+
+def test_a_start_read_after_the_clock_moved_a_second_is_still_the_run_s_own_process(tmp_path, decoy, monkeypatch):
+    """Linux recomputes the boot time at each read (the clock now minus the time since boot), and psutil adds it to
+    a process's start: a clock stepped by the host moved it a second between two readings, and CI saw a live run
+    reported as killed. Five seconds apart is another process."""
+    import psutil._pslinux
+
+    jobs.write_status(tmp_path, {"state": "running", "pid": decoy.pid, "pid_start": jobs.process_start(decoy.pid),
+                                 "started": time.time()})
+    boot_time = psutil._pslinux.boot_time
+    for shift, own in ((1.0, True), (-1.0, True), (5.0, False)):
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda shift=shift: boot_time() + shift)
+        assert jobs.is_running(tmp_path) is own, shift
+    monkeypatch.undo()
+    assert jobs.is_running(tmp_path)
 
 
 @pytest.mark.parametrize("hostile", [

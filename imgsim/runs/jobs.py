@@ -36,6 +36,7 @@ from imgsim.storage.folder import ModelFolder
 
 START_GRACE_S = 60  # a run that has not reported its pid by then never started
 STOP_GRACE_S = 5  # after SIGTERM, seconds to unwind before the process exits regardless
+START_SLACK_S = 1.5  # two readings of one process's start time may differ by a second: same_start
 KINDS = ("train", "index")  # what a background run does: train a new version, or index the folder's changes
 DEMO_SHARE = 0.15  # of the progress bar, when the demo collection is built first
 CURVE_POINTS = 400  # of the training loss kept in the status
@@ -127,11 +128,25 @@ def process_start(pid) -> str | None:
         return None
 
 
+def same_start(recorded, now) -> bool:
+    """Whether two `process_start` readings are one process's, to START_SLACK_S.
+
+    psutil gives a start as the ticks since boot plus the boot time, and Linux recomputes the boot time at
+    each read as the clock now minus the time since boot (whole seconds): a clock stepped by the host moves
+    it a second, and a live run read as killed (CI saw one, 2026-12-07). A later process given the same
+    pid, an imgsim.runs.jobs leading its own group, within a second and a half is not a real risk.
+    """
+    try:
+        return abs(float(recorded.removeprefix("start:")) - float(now.removeprefix("start:"))) <= START_SLACK_S
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 def own_process(status) -> bool:
     """Whether the status's pid is its run's own process: alive, an imgsim.runs.jobs process, leading its own
     process group (what `stop_training` signals), and started when the status says it was."""
     pid = (status or {}).get("pid")
-    if not pid_alive(pid) or not status.get("pid_start") or process_start(pid) != status["pid_start"]:
+    if not pid_alive(pid) or not same_start(status.get("pid_start"), process_start(pid)):
         return False
     try:
         return os.getpgid(pid) == pid
