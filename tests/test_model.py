@@ -144,14 +144,14 @@ print(keras.backend.backend())
 """
 
 
-def run_under(backend: str, *args, code: str = LOAD_AND_ENCODE):
+def run_under(backend: str, *args, code: str = LOAD_AND_ENCODE, env: dict | None = None):
     import os
     import subprocess
     import sys
 
     from tests.helpers import ROOT
 
-    env = {**os.environ, "KERAS_BACKEND": backend}
+    env = {**os.environ, **(env or {}), "KERAS_BACKEND": backend}
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -169,11 +169,38 @@ def test_a_model_saved_under_one_backend_answers_the_same_under_another(tmp_path
     path = tmp_path / "model.keras"
     autoencoder.save(path)
     np.save(tmp_path / "images.npy", images)
-    done = run_under(other, path, tmp_path / "images.npy", tmp_path / "latents.npy")
+    home = tmp_path / "home"  # a data folder of this process's own: what JAX keeps there is its alone
+    done = run_under(other, path, tmp_path / "images.npy", tmp_path / "latents.npy", env={"IMGSIM_HOME": str(home)})
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == other, done.stderr[-2000:]
     here = compile_encoder(encoder_of(autoencoder))(images)
     np.testing.assert_allclose(np.load(tmp_path / "latents.npy"), here, atol=1e-4)
     assert not np.allclose(here[0], here[1], atol=1e-3)  # latents that tell images apart, not a constant
+    if other == "jax":  # its compiled programs kept for the next process (backend.use_compilation_cache)
+        kept = [f.name for f in (home / "cache" / "jax").iterdir()]
+        assert any(name.startswith("jit__uniform") for name in kept), kept[:20]  # the initialisers' too
+
+
+def test_jax_keeps_its_programs_in_imgsim_s_cache_unless_its_own_variables_say_otherwise(monkeypatch, tmp_path):
+    jax = pytest.importorskip("jax")
+    from imgsim.learning import backend
+
+    saved = {option: getattr(jax.config, option) for option in backend.JAX_CACHE}
+    try:
+        monkeypatch.setenv("IMGSIM_HOME", str(tmp_path))
+        for variable in backend.JAX_CACHE.values():
+            monkeypatch.setenv(variable, "")  # recorded, so undone after (delenv of an unset variable is not)
+            monkeypatch.delenv(variable)
+        backend.use_compilation_cache()
+        assert (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
+                jax.config.jax_compilation_cache_max_size) == (str(tmp_path / "cache" / "jax"), 0.0, 2**30)
+        # a person's own setting, which JAX read from its variable at import
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+        backend.use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+    finally:
+        for option, value in saved.items():
+            jax.config.update(option, value)
 
 
 def test_mixed_precision_trains_with_float32_loss_and_statistics_on_the_cpu():

@@ -23,6 +23,15 @@ def data_home(environ=None) -> Path:
     return Path(home).expanduser().absolute() if home else Path(platformdirs.user_data_dir("imgsim", appauthor=False))
 
 
+def cache_home(environ=None) -> Path:
+    """Where imgsim keeps what it can rebuild (JAX's compiled programs): $IMGSIM_HOME/cache when IMGSIM_HOME
+    is set, else the per-user cache folder (platformdirs': ~/.cache/imgsim on Linux)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("IMGSIM_HOME", "").strip():
+        return data_home(environ) / "cache"
+    return Path(platformdirs.user_cache_dir("imgsim", appauthor=False))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and how a model is trained.
