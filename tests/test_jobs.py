@@ -160,8 +160,8 @@ def test_the_run_s_own_process_is_recognised_and_stopped(tmp_path, decoy):
 
 def test_a_start_read_after_the_clock_moved_a_second_is_still_the_run_s_own_process(tmp_path, decoy, monkeypatch):
     """Linux recomputes the boot time at each read (the clock now minus the time since boot), and psutil adds it to
-    a process's start: a clock stepped by the host moved it a second between two readings, and CI saw a live run
-    reported as killed. Five seconds apart is another process."""
+    a process's start: a clock stepped by the host moves it a second between two readings, and a live run was read
+    as killed (the likeliest cause of one a fresh clone's suite saw). Five seconds apart is another process."""
     import psutil._pslinux
 
     jobs.write_status(tmp_path, {"state": "running", "pid": decoy.pid, "pid_start": jobs.process_start(decoy.pid),

@@ -133,8 +133,9 @@ def same_start(recorded, now) -> bool:
 
     psutil gives a start as the ticks since boot plus the boot time, and Linux recomputes the boot time at
     each read as the clock now minus the time since boot (whole seconds): a clock stepped by the host moves
-    it a second, and a live run read as killed (CI saw one, 2026-12-07). A later process given the same
-    pid, an imgsim.runs.jobs leading its own group, within a second and a half is not a real risk.
+    it a second, and a live run is read as killed (the likeliest cause of one a fresh clone's suite saw,
+    2026-12-07). A later process given the same pid, an imgsim.runs.jobs leading its own group, within a
+    second and a half is not a real risk.
     """
     try:
         return abs(float(recorded.removeprefix("start:")) - float(now.removeprefix("start:"))) <= START_SLACK_S
