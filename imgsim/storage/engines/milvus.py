@@ -410,7 +410,7 @@ class MilvusEngine(VectorEngine):
             "params": self.params,
         }
 
-    def reload(self, release: bool = True, tries: int = LOAD_TRIES) -> MilvusEngine:
+    def reload(self, release: bool = True) -> MilvusEngine:
         """Load the collection (after releasing it: searches then use the indexes built since).
 
         Milvus Lite writes a segment's HNSW index file in the background after a flush; a load that
@@ -421,18 +421,17 @@ class MilvusEngine(VectorEngine):
 
         if release:
             self.client.release_collection(self.collection)
-        for attempt in range(tries):
+        for attempt in range(LOAD_TRIES):
             try:
                 self.client.load_collection(self.collection)
                 return self
             except MilvusException as exc:
                 message = str(exc)
-                if "read error" not in message or attempt == tries - 1:
+                if "read error" not in message or attempt == LOAD_TRIES - 1:
                     raise DamagedIndexError(
                         f"{self.uri}: cannot load collection {self.collection!r} ({message.splitlines()[0][:300]})"
                     ) from None
-                time.sleep(LOAD_PAUSE * 2**attempt)
-        return self
+                time.sleep(LOAD_PAUSE * 2**attempt)  # the last try returns or raises
 
     @classmethod
     def load(cls, store_dir, state: dict, verify: bool = True, **options) -> MilvusEngine:
