@@ -198,6 +198,13 @@ def test_jax_keeps_its_programs_in_imgsim_s_cache_unless_its_own_variables_say_o
         jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
         backend.use_compilation_cache()
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+        # a data folder whose name is not UTF-8 (as Python reads it: a surrogate): no cache rather than a model
+        # that fails to load
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("IMGSIM_HOME", str(tmp_path / "caf\udce9"))
+        backend.use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir is None
     finally:
         for option, value in saved.items():
             jax.config.update(option, value)

@@ -67,7 +67,12 @@ def use_compilation_cache() -> None:
 
     from imgsim.core.config import cache_home
 
-    wanted = {"jax_compilation_cache_dir": str(cache_home() / "jax"),
+    folder = str(cache_home() / "jax")
+    try:
+        folder.encode("utf-8")
+    except UnicodeEncodeError:  # a data folder named in another encoding: XLA's C++ cannot open it, so no cache
+        return
+    wanted = {"jax_compilation_cache_dir": folder,
               "jax_persistent_cache_min_compile_time_secs": 0.0,
               "jax_compilation_cache_max_size": JAX_CACHE_MAX_BYTES}
     for option, value in wanted.items():
