@@ -8,6 +8,7 @@ still trains without TensorFlow. Nothing here imports Keras or a backend unless 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -93,13 +94,15 @@ def import_keras(quiet: bool = False):
     if name == "jax" and "keras" not in sys.modules:
         use_compilation_cache()
     if not quiet or name != "tensorflow" or "tensorflow" in sys.modules:
-        import keras
+        with tensorflow_without_jax(name):
+            import keras
 
         return keras
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import keras
+        with tensorflow_without_jax(name):
+            import keras
 
         keras.ops.convert_to_numpy(keras.ops.zeros(1))  # the first op logs too
         return keras
@@ -107,6 +110,26 @@ def import_keras(quiet: bool = False):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def tensorflow_without_jax(backend: str):
+    """TensorFlow's own start imports JAX where it is installed (tf.lite's util, for converting JAX functions,
+    which imgsim never does): 1.1-1.5 of the 8.4-9.0 CPU s `import keras` took under TensorFlow here. Blocked
+    while TensorFlow loads, as the backend; any later `import jax` in the process works as usual."""
+    return import_blocked("jax") if backend == "tensorflow" and "tensorflow" not in sys.modules else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def import_blocked(name: str):
+    """Inside the block, `import name` raises ImportError (a module not imported yet: what a package does
+    when an optional dependency is missing); after it the module imports as usual, unless it was imported
+    before (then nothing is blocked)."""
+    blocked = name not in sys.modules and sys.modules.setdefault(name, None) is None
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get(name, ...) is None:
+            del sys.modules[name]
 
 
 def versions() -> dict:

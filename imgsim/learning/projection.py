@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from imgsim.learning.backend import import_blocked
+
 FIT_SAMPLE = 20_000
 NEIGHBOURS = 8
 PARAMETRIC = "umap.parametric_umap"  # imports TensorFlow: see umap_with_cache
@@ -61,14 +63,9 @@ def umap_with_cache():
     `ParametricUMAP` is then umap's own stand-in that says TensorFlow is needed) and unblocked after,
     for whoever imports `umap.parametric_umap` later in the same process.
     """
-    blocked = "umap" not in sys.modules and sys.modules.setdefault(PARAMETRIC, None) is None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ImportWarning)  # umap's "Tensorflow not installed": not so
-            import umap
-    finally:
-        if blocked and sys.modules.get(PARAMETRIC, ...) is None:
-            del sys.modules[PARAMETRIC]
+    with import_blocked(PARAMETRIC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportWarning)  # umap's "Tensorflow not installed": not so
+        import umap
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
 
