@@ -57,3 +57,39 @@ def test_without_a_writable_place_for_the_cache_umap_still_maps(monkeypatch):
     assert umap_with_cache.__wrapped__() is umap  # the look-over itself (the cached call has run already)
     assert isinstance(umap.umap_.smooth_knn_dist._cache, NullCache)
     assert map_2d(np.random.default_rng(0).normal(size=(24, 16)).astype(np.float32)).shape == (24, 2)
+
+
+def test_the_look_over_survives_modules_imported_while_it_reads_them():
+    """The warm-up thread looks umap's functions over while the training imports: a garbage collection midway
+    (here forced at every allocation) runs finalizers, and through them other threads, which add modules. Read
+    item by item, sys.modules then changed size during the reading and the thread died ("dictionary changed size
+    during iteration", seen in the JAX pass)."""
+    import gc
+    import types
+
+    import umap
+
+    from imgsim.learning.projection import umap_with_cache
+
+    added = []
+
+    class Garbage:  # a reference cycle whose finalizer imports (adds a module) and leaves more garbage
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            if len(added) < 300:
+                added.append(f"imgsim_test_module_{len(added)}")
+                sys.modules[added[-1]] = types.ModuleType(added[-1])
+                Garbage()
+
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(1)
+        Garbage()
+        assert umap_with_cache.__wrapped__() is umap
+    finally:
+        gc.set_threshold(*threshold)
+        for name in added:
+            sys.modules.pop(name, None)
+    assert added  # finalizers did run during the look-over

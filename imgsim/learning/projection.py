@@ -69,9 +69,12 @@ def umap_with_cache():
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
 
-    for name, module in list(sys.modules.items()):
+    # a copy taken in one step: building a list item by item can run a finalizer (a garbage collection), and so
+    # another thread's import, midway ("dictionary changed size during iteration": the warm-up thread of a
+    # training died so under JAX); inspect.getmodule copies it too
+    for name, module in sys.modules.copy().items():
         if name.partition(".")[0] in ("umap", "pynndescent") and module is not None:
-            for function in list(vars(module).values()):
+            for function in vars(module).copy().values():
                 if isinstance(function, Dispatcher) and isinstance(function._cache, NullCache) \
                         and function.__module__ == name:
                     try:
