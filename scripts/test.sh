@@ -15,6 +15,9 @@ lint-imports --no-cache --no-logo || { echo "an import breaks the layers above (
 # (PYTHONDONTWRITEBYTECODE): otherwise every pytest worker rewrote the asserts of 187 modules again, and every
 # process a test starts compiled imgsim again (a fresh clone's collection: 17-20 s a worker, 12 s with them).
 unset PYTHONDONTWRITEBYTECODE
+# pytest-xdist: a worker a core (IMGSIM_TEST_WORKERS=0 runs in one process); the real servers' tests share
+# one worker (tests/conftest.py groups them), which starts the servers while the others run the rest.
+python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # The model under JAX as well (issue 20), in a second pass (one backend a process): the model, the views,
 # a fit, and a tiny model trained by imgsim.runs.training then searched; the longer fits (early stopping, 15
 # epochs on one batch) are left to the first pass (JAX on a CPU trains ~5x slower than TensorFlow).
@@ -22,35 +25,16 @@ unset PYTHONDONTWRITEBYTECODE
 # Keras callbacks around the step, the same on every backend (about 55 CPU s under JAX); so is the schedule of
 # smaller early views (which epochs train which size: the fit's own bookkeeping, 38-40 s under JAX), whose steps
 # at a smaller size and with local crops the JAX pass still runs (test_model's smaller-views and multi-crop tests).
-# Only for the whole suite: arguments select tests of the first pass alone. It runs beside the first pass at a
-# lower priority (nice 10), so it takes the cores when the first pass leaves them idle (a process starting, a
-# server or a browser answering) and all of them once the first pass is done; its report follows the first's.
-JAX_PASS=(tests/test_model.py tests/test_fit.py tests/test_search.py
-  tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob
-  --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget
-  --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch
-  --deselect tests/test_fit.py::test_a_time_budget_trains_its_floor_when_time_is_short_and_its_cap_when_long
-  --deselect tests/test_fit.py::test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epoch
-  --deselect tests/test_fit.py::test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_size)
+# Only for the whole suite: arguments select tests of the first pass alone. On every core too (its fits are
+# independent; the tiny JAX model is trained once for both workers). Run beside the first pass at a lower
+# priority it was no faster (both passes 11 min 36 s and 12 min 58 s, against 10 min 18 s to 11 min 54 s one
+# after the other): the first pass leaves the cores little idle time to take.
 if [ $# -eq 0 ]; then
-  jax_log=$(mktemp -t imgsim-jax-pass-XXXXXX.log)
-  echo "the JAX pass runs beside the first pass (its report at the end; meanwhile in $jax_log)"
-  # -p no:cacheprovider: the first pass alone keeps pytest's cache (--lf), not two sessions writing it at once
-  KERAS_BACKEND=jax nice -n 10 python -m pytest -p no:cacheprovider -n "${IMGSIM_TEST_WORKERS:-auto}" \
-    --dist loadgroup "${JAX_PASS[@]}" >"$jax_log" 2>&1 &
-  jax_pid=$!
-  trap 'kill -- "$jax_pid" 2>/dev/null || true' EXIT  # stopped with the script (Ctrl-C, a failed step)
+  KERAS_BACKEND=jax python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup tests/test_model.py tests/test_fit.py tests/test_search.py \
+    tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob \
+    --deselect tests/test_fit.py::test_early_stopping_watches_only_the_second_half_of_the_budget \
+    --deselect tests/test_model.py::test_a_training_step_lowers_the_loss_on_a_fixed_batch \
+    --deselect tests/test_fit.py::test_a_time_budget_trains_its_floor_when_time_is_short_and_its_cap_when_long \
+    --deselect tests/test_fit.py::test_a_callback_given_to_the_fit_sees_one_run_whatever_the_fit_calls_per_epoch \
+    --deselect tests/test_fit.py::test_early_epochs_train_smaller_views_and_early_stopping_waits_for_the_full_size
 fi
-# pytest-xdist: a worker a core (IMGSIM_TEST_WORKERS=0 runs in one process); the real servers' tests share
-# one worker (tests/conftest.py groups them), which starts the servers while the others run the rest.
-first=0
-python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@" || first=$?
-if [ $# -eq 0 ]; then
-  second=0
-  wait "$jax_pid" || second=$?
-  trap - EXIT
-  echo "---------- the JAX pass (KERAS_BACKEND=jax) ----------"
-  cat "$jax_log" && rm -f "$jax_log"
-  [ "$second" -eq 0 ] || { echo "the JAX pass failed (above)" >&2; [ "$first" -ne 0 ] || first=$second; }
-fi
-exit "$first"
