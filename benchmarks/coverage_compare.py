@@ -4,7 +4,8 @@
 
 Each JSON is coverage.py's report (`pytest --cov=imgsim --cov-report=json:FILE`) of a test run of that
 checkout. Files moved between the two (imgsim 0.3.0's flat modules into layer folders), so a line is known
-by the function it sits in (its name, not its module) and its text, stripped: a covered statement of the old
+by the function it sits in (its name, not its module), its text and the line before it, stripped (a bare
+`continue` or `return None` is known by what precedes it): a covered statement of the old
 run is *kept* when the same function holds the same statement in the new run, covered; *lost* when it is there
 but not covered; *changed* when no such statement exists any more (rewritten, moved into another function, or
 removed). Prints the totals and every lost line.
@@ -32,7 +33,7 @@ def owners(source: str) -> dict[int, str]:
 
 
 def statements(root: Path, report: Path) -> tuple[Counter, Counter, dict]:
-    """(covered keys, all statement keys, key -> where) for one run; a key is (function, stripped text)."""
+    """(covered keys, all statement keys, key -> where) for one run; a key is (function, line before, line)."""
     files = json.loads(report.read_text())["files"]
     covered, every, where = Counter(), Counter(), {}
     for name, data in files.items():
@@ -40,7 +41,8 @@ def statements(root: Path, report: Path) -> tuple[Counter, Counter, dict]:
         source = path.read_text()
         lines, owner = source.splitlines(), owners(source)
         for number in data["executed_lines"] + data["missing_lines"]:
-            key = (owner.get(number, "<module>"), lines[number - 1].strip())
+            before = next((line.strip() for line in reversed(lines[:number - 1]) if line.strip()), "")
+            key = (owner.get(number, "<module>"), before, lines[number - 1].strip())
             every[key] += 1
             where.setdefault(key, f"{Path(name).as_posix()}:{number}")
             if number in data["executed_lines"]:
@@ -61,11 +63,11 @@ def main(old_root: str, old_json: str, new_root: str, new_json: str) -> int:
         lost += missing
         changed += count - k - missing
         if missing:
-            lost_lines.append((old_where[key], key[0], key[1]))
+            lost_lines.append((old_where[key], *key))
     total = sum(old_covered.values())
     print(f"old covered statements: {total}; kept covered: {kept}; lost (there, not covered): {lost}; "
           f"changed (not found as they were): {changed}")
-    for where, function, text in sorted(lost_lines):
+    for where, function, _, text in sorted(lost_lines):
         print(f"  lost  {where}  in {function}: {text[:100]}")
     return 0
 

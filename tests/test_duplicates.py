@@ -257,6 +257,14 @@ def test_a_framed_or_captioned_copy_is_found_by_its_content_and_geometry(edited)
     assert far > verifying.PHASH_MAX_DISTANCE
 
 
+def test_member_vectors_reads_the_rows_asked_for_and_none_for_none(edited):
+    vectors = np.eye(3, 4, dtype=np.float32)  # unit rows: stored as they are
+    version = fake_version([edited[n] for n in ("original", "border", "caption")], vectors)
+    got = grouping.member_vectors(version, {0, 2})
+    assert sorted(got) == [0, 2] and np.allclose(got[0], vectors[0]) and np.allclose(got[2], vectors[2])
+    assert grouping.member_vectors(version, set()) == {}
+
+
 def test_a_cropped_copy_is_confirmed_by_geometry_and_overlapping_views_are_not(edited):
     # Latents that call everything the same picture: only the verification keeps the views apart.
     paths = [edited[n] for n in ("original", "crop", "burst", "other")]
@@ -279,7 +287,10 @@ def test_odd_images_get_a_plain_outcome(tmp_path, edited):
     for name, img in odd.items():
         img.save(tmp_path / name)
         assert features.keypoints(str(tmp_path / name)) is None  # too small, one colour or a sliver: no geometry
-    assert features.content_box(np.zeros((50, 40, 3), np.float32)) == (0, 0, 40, 50)  # all frame: left whole
+    assert features.content_box(np.zeros((50, 40, 3), np.float32)) == (0, 0, 40, 50)  # one colour: nothing to trim
+    dot = np.zeros((10, 10, 3), np.float32)
+    dot[3:7, 3:7] = 255.0  # a frame around a picture under 8 pixels: the frame is taken as the picture, left whole
+    assert features.content_box(dot) == (0, 0, 10, 10)
     gone = tmp_path / "gone.png"
     shutil.copyfile(edited["border"], gone)
     paths = [edited["original"], gone, *(tmp_path / n for n in odd)]
@@ -288,7 +299,7 @@ def test_odd_images_get_a_plain_outcome(tmp_path, edited):
     groups = duplicates.scan_duplicates(version, 0.95).groups(0.95)
     found = {frozenset(Path(m.path).name for m in g.images) for g in groups}
     assert found == {frozenset({"flat.png", "flat2.png"})}  # one colour at two sizes; a red square is not a blue one
-    assert features.content_hash(str(gone)) is None and features.keypoints(str(gone)) is None
+    assert features.picture_hash(str(gone)) is None and features.keypoints(str(gone)) is None
 
 
 # --- the scan's bounds: budget, caches, stored results -----------------------------------------
@@ -511,18 +522,23 @@ def test_bad_targets_and_missing_files_move_nothing(tmp_path, movable):
     keeper_folder = Path(groups[0].keeper.path).parent
     (tmp_path / "a-file").write_bytes(b"x")
     cases = {
-        "inside the copies' folder": keeper_folder / "dups",
-        "the collection itself": work,
-        "an ancestor of it": tmp_path,
-        "a file": tmp_path / "a-file",
-        "under a file": tmp_path / "a-file" / "dups",
+        "inside the copies' folder": (keeper_folder / "dups", "inside the collection"),
+        "the collection itself": (work, "inside the collection"),
+        "an ancestor of it": (tmp_path, "would put them back into the collection"),
+        "a file": (tmp_path / "a-file", "a-file: not a folder"),
+        # not "the log already exists" (what it said while the folder and the log shared one error branch)
+        "under a file": (tmp_path / "a-file" / "dups", "a-file: cannot write there (File exists); nothing was moved"),
     }
-    for why, target in cases.items():
+    for why, (target, said) in cases.items():
         with pytest.raises(ImgsimError) as info:
             move_duplicates(groups, target, root=work)
-        assert "\n" not in str(info.value), why
+        assert "\n" not in str(info.value) and said in str(info.value), (why, str(info.value))
         assert snapshot(work) == before, why
         assert not list(tmp_path.rglob("imgsim-moves-*.json")), why
+    long_log = tmp_path / "dups" / ("x" * 300 + ".json")  # the folder is made, then its log cannot be written
+    with pytest.raises(ImgsimError, match="cannot write there .*; nothing was moved"):
+        move_duplicates(groups, tmp_path / "dups", root=work, log=long_log)
+    assert snapshot(work) == before and not (tmp_path / "dups").exists()  # what this call made is gone again
     gone = next(m for m in groups[1].images if not m.keep)
     Path(gone.path).unlink()
     with pytest.raises(ImgsimError, match="no longer there"):

@@ -9,6 +9,13 @@ def searcher(trained_model_dir):
     return Searcher.load(trained_model_dir)
 
 
+def test_a_folder_without_a_version_is_no_model_in_one_line(tmp_path):
+    from imgsim.core.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="no trained model in .* yet: run `imgsim train"):
+        Searcher.load(tmp_path / "models")
+
+
 def test_query_by_path_returns_n_results_best_first_without_itself(searcher):
     own = searcher.paths[0]
     result = searcher.query(own, n=5, scope="all")

@@ -238,17 +238,24 @@ def move_duplicates(groups: list[DuplicateGroup], target_folder, keep: dict[int,
     if log_path.parent.resolve() != target:
         raise ImgsimError(f"{one_line(log_path)}: a move log goes in the move folder {one_line(target)}")
     created = not os.path.lexists(target)
-    try:
+
+    def cannot_write(exc: OSError) -> ImgsimError:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)  # only what this call made: an empty folder and its mark
+        where = exc.filename or target
+        return ImgsimError(f"{one_line(where)}: cannot write there ({exc.strerror or exc}); nothing was moved")
+
+    try:  # apart from the log's: a folder asked for under a file is not "a log that already exists"
         move_folder(target, create=True)
+    except OSError as exc:
+        raise cannot_write(exc) from None
+    try:
         write_log(log_path, {"format": 2, "created": stamp, "root": str(root), "target": str(target),
                              "moves": [{"from": a, "to": b} for a, b in moves]})
     except FileExistsError:
         raise ImgsimError(f"{one_line(log_path)}: already exists; choose another log file") from None
     except OSError as exc:
-        if created:
-            shutil.rmtree(target, ignore_errors=True)  # only what this call made: an empty folder and its mark
-        where = exc.filename or target
-        raise ImgsimError(f"{one_line(where)}: cannot write there ({exc.strerror or exc}); nothing was moved") from None
+        raise cannot_write(exc) from None
     for done, (source, dest) in enumerate(moves):
         try:
             if not inside(source, root):  # checked again: a folder may have been swapped for a link since

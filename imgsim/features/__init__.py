@@ -8,11 +8,11 @@ and `matching` (one query's keypoints against many candidates' at once).
 """
 
 from imgsim.features.geometry import MIN_COVER, Agreement, agreement, cover, same_scene
-from imgsim.features.hashes import content_hash, picture_hash
+from imgsim.features.hashes import picture_hash
 from imgsim.features.keypoints import MIN_INLIERS, VERIFY_SIDE, Keypoints, keypoints, keypoints_of
 from imgsim.features.pixels import content_box, edge_run, frame_run, read_pixels
 from imgsim.features.signature import Signature, bits_apart, phash_bits, signature, signature_of
 
 __all__ = ["MIN_COVER", "MIN_INLIERS", "VERIFY_SIDE", "Agreement", "Keypoints", "Signature", "agreement", "bits_apart",
-           "content_box", "content_hash", "cover", "edge_run", "frame_run", "keypoints", "keypoints_of", "phash_bits",
+           "content_box", "cover", "edge_run", "frame_run", "keypoints", "keypoints_of", "phash_bits",
            "picture_hash", "read_pixels", "same_scene", "signature", "signature_of"]

@@ -1,11 +1,10 @@
-"""Perceptual hashes (imagehash.phash) of a whole picture and of the picture inside its frame, as 64 booleans."""
+"""The perceptual hash (imagehash.phash) of a whole picture, as 64 booleans (the picture inside its frame: signature)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from imgsim.core.errors import ImgsimError
-from imgsim.features.pixels import content_box, read_pixels
 from imgsim.inputs.images import open_image, read_bytes
 
 
@@ -18,14 +17,3 @@ def picture_hash(path: str) -> np.ndarray | None:
     except ImgsimError:
         return None
     return imagehash.phash(img).hash.reshape(-1)
-
-
-def content_hash(path: str) -> np.ndarray | None:
-    """imagehash.phash of the picture inside its frame, as 64 booleans; None if unreadable."""
-    from imgsim.features.signature import phash_bits
-
-    rgb = read_pixels(path, 128)
-    if rgb is None or min(rgb.shape[:2]) < 2:
-        return None
-    left, top, right, bottom = content_box(rgb)
-    return np.unpackbits(phash_bits(rgb[top:bottom, left:right])).astype(bool)

@@ -180,10 +180,6 @@ class Searcher:
         kept = self.keypoints
         return None if kept is None else rerank.stored_query(kept, self.records.ids[row])
 
-    def vector_of(self, data: bytes, name: str = "image") -> np.ndarray:
-        """An image's latent (its bytes decoded as every model input is, then encoded)."""
-        return self.encode(decode(data, self.image_size, name)[None])[0]
-
     def prepare(self, data: bytes, name: str = "image", recheck: bool = True):
         """An image's latent and, with `recheck`, its local features (None without): decoded once."""
         image = decode(data, self.image_size, name)
@@ -202,7 +198,7 @@ class Searcher:
         the collection when the group holds fewer than n other images; "all" searches everything.
         The query itself (the same file) is never returned; other files with the same bytes come
         first, with score 1.0 and `exact` set. `data`, when given, is the source's bytes already
-        read (so a URL is fetched once); `vector`, their latent already encoded (`vector_of`), so a
+        read (so a URL is fetched once); `vector`, their latent already encoded (`prepare`), so a
         page that reruns decodes a query once; with `sha1` (a `Query`'s) too, the bytes are not needed,
         and with `features` (a `Query`'s) neither for the re-check. `group` searches that group only,
         whatever the query's predicted one. `recheck` re-checks the top answers by geometry where the
