@@ -27,8 +27,8 @@ python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # at a smaller size and with local crops the JAX pass still runs (test_model's smaller-views and multi-crop tests).
 # Only for the whole suite: arguments select tests of the first pass alone. On every core too (its fits are
 # independent; the tiny JAX model is trained once for both workers). Run beside the first pass at a lower
-# priority it was no faster (both passes 11 min 36 s and 12 min 58 s, against 10 min 18 s to 11 min 54 s one
-# after the other): the first pass leaves the cores little idle time to take.
+# priority it was no faster (both passes 11 min 36 s and 12 min 58 s, against 12 min 21 s to 12 min 50 s one
+# after the other on the same host): the first pass leaves the cores little idle time to take.
 if [ $# -eq 0 ]; then
   KERAS_BACKEND=jax python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup tests/test_model.py tests/test_fit.py tests/test_search.py \
     tests/test_training.py::test_a_version_records_its_backend_and_every_training_knob \

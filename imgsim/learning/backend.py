@@ -114,7 +114,7 @@ def import_keras(quiet: bool = False):
 
 def tensorflow_without_jax(backend: str):
     """TensorFlow's own start imports JAX where it is installed (tf.lite's util, for converting JAX functions,
-    which imgsim never does): 1.1-1.5 of the 8.4-9.0 CPU s `import keras` took under TensorFlow here. Blocked
+    which imgsim never does): 1.1-1.5 of the 8.4-10.3 CPU s `import keras` took under TensorFlow here. Blocked
     while TensorFlow loads, as the backend; any later `import jax` in the process works as usual."""
     return import_blocked("jax") if backend == "tensorflow" and "tensorflow" not in sys.modules else contextlib.nullcontext()
 
