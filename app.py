@@ -2,8 +2,10 @@
 
 import streamlit as st
 
+from imgsim.core import threads
 from imgsim.core.access import Access
 
+threads.serving()  # once a process (`streamlit run app.py` starts no pages/__main__.py): imgsim.core.threads
 st.set_page_config(page_title="imgsim", page_icon=":material/image_search:", layout="wide")
 
 pages = [

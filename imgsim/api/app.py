@@ -20,6 +20,7 @@ from imgsim import __version__
 from imgsim.api import errors, metrics
 from imgsim.api.collection import Collection
 from imgsim.api.security import MAX_BODY_BYTES, Policy, Refused
+from imgsim.core import threads
 
 BIND_ENV = "IMGSIM_API_BIND"  # the address the server listens on (set by `imgsim api` for its workers)
 CORS_ENV = "IMGSIM_API_CORS_ORIGINS"  # origins a browser page may call from (commas); none by default
@@ -90,6 +91,7 @@ def create_app(collection: Collection | None = None, bind_address: str | None = 
     async def lifespan(app):
         from starlette.concurrency import run_in_threadpool
 
+        threads.serving()  # each worker process: BLAS in the request's own thread (imgsim.core.threads)
         if warm:
             await run_in_threadpool(warm_up, collection)  # a worker answers once its model is loaded
         yield
