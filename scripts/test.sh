@@ -30,8 +30,8 @@ python -m pytest -n "${IMGSIM_TEST_WORKERS:-auto}" --dist loadgroup "$@"
 # priority it was no faster (both passes 11 min 36 s and 12 min 58 s, against 12 min 21 s to 12 min 50 s one
 # after the other on the same host): the first pass leaves the cores little idle time to take.
 # Its workers share one folder of JAX's compiled programs (each process's own otherwise: a test's data folder),
-# so a program one worker compiled, the other reads (the pass took 144 s against 153 s without, one run each; most of the rest is XLA
-# compiling what no process compiled before: a fresh clone has no programs kept).
+# so a program one worker compiled, the other reads (the pass took 144 s against 153 s without, one run each;
+# most of the rest is XLA compiling what no process compiled before: a fresh clone has no programs kept).
 if [ $# -eq 0 ]; then
   programs=$(mktemp -d)
   trap 'rm -rf "$programs"' EXIT
