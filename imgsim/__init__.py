@@ -10,7 +10,7 @@ from imgsim.core.config import Settings
 from imgsim.core.errors import BusyError, ImageError, ImgsimError, ModelNotFoundError, UrlError
 from imgsim.inputs.images import load_image, load_images
 
-__version__ = "0.3.0"
+__version__ = "0.4.0.dev0"  # 0.4.0 unreleased (CHANGELOG)
 
 # name -> (module, attribute), imported at first use
 _LAZY = {
