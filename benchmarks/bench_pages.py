@@ -5,11 +5,13 @@
     .venv/bin/python benchmarks/bench_pages.py --model-dir M --images I   # an existing model, e.g. 5,000 images
     .venv/bin/python benchmarks/bench_pages.py --pages duplicates explore --first-rounds 0 --burst-rounds 0
     .venv/bin/python benchmarks/bench_pages.py --profile             # where imgsim's server CPU goes, per page (cProfile)
+    .venv/bin/python benchmarks/bench_pages.py --warm-browser        # new tabs of one browser (its cache kept)
 
 Serves imgsim as run.sh does (`imgsim serve`: `streamlit run app.py` plus the model warm-up; IMGSIM_MODEL_DIR/IMGSIM_IMAGES set) and benchmarks/reference_app.py (an
 empty page with an uploader that shows the upload nine times) on free loopback ports, and drives Debian's Chromium
-with Playwright. Every page view is a new browser context (no cache shared), and the reference is measured before
-each imgsim page, so both see the same machine load. Measured:
+with Playwright. Every page view is a new browser context (no cache shared; with --warm-browser a new tab of one
+context, whose cache every view shares, as a person's browser), and the reference is measured before each imgsim
+page, so both see the same machine load. Measured:
 
   ref+plotly the reference page with a three-point Plotly chart: what any page drawing a Plotly chart pays in a new
             browser context (the chart's 4.7 MB of front-end code fetched and compiled), the floor for Explore and Train
@@ -249,11 +251,39 @@ def count_sent(page, sent: dict) -> None:
     page.on("response", response)
 
 
-async def open_page(browser, target: Target, sent: dict | None = None, timeout_ms: int = WAIT_MS):
-    """A new context and tab on the target; returns (context, page, seconds until drawn and the run ended)."""
+# --warm-browser: every view a new tab of one browser context, as a person opens pages in new tabs of the browser
+# they use (its cache and compiled front-end code kept between tabs); by default each view gets a new context,
+# as a first visit does (nothing cached).
+SHARED: dict = {}
+
+
+class Tab:
+    """A new tab, in a new context unless --warm-browser shares one; close() closes what was opened for it."""
+
+    def __init__(self, context, page, own: bool):
+        self.context, self.page, self.own = context, page, own
+
+    async def close(self) -> None:
+        await (self.context.close() if self.own else self.page.close())
+
+
+async def new_tab(browser) -> Tab:
+    shared = SHARED.get("context")
+    if shared is not None:
+        return Tab(shared, await shared.new_page(), False)
     context = await browser.new_context(viewport=VIEWPORT)
     try:
-        page = await context.new_page()
+        return Tab(context, await context.new_page(), True)
+    except BaseException:
+        await context.close()
+        raise
+
+
+async def open_page(browser, target: Target, sent: dict | None = None, timeout_ms: int = WAIT_MS):
+    """A new tab on the target (`new_tab`); returns (tab, page, seconds until drawn and the run ended)."""
+    context = await new_tab(browser)
+    try:
+        page = context.page
         if sent is not None:
             count_sent(page, sent)
         start = time.perf_counter()
@@ -543,6 +573,9 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
         reference = reference_target(ref_server)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            if args.warm_browser:
+                SHARED["context"] = await browser.new_context(viewport=VIEWPORT)
+                log("warm browser: every view a new tab of one context (its cache kept)")
             try:
                 log("warming up: every page once, one search on each app (not counted)")
                 for name in pages:
@@ -638,6 +671,8 @@ def main() -> None:
     parser.add_argument("--no-plotly-floor", dest="plotly_floor", action="store_false",
                         help="skip the reference page with a Plotly chart (measured by default, as a row of its own)")
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), help="the pages to open (default: all)")
+    parser.add_argument("--warm-browser", action="store_true",
+                        help="each view a new tab of one browser context (cache kept), not a new context")
     parser.add_argument("--profile", action="store_true", help="only profile imgsim's server per page (cProfile)")
     parser.add_argument("--profile-views", type=int, default=5, help="views of each page profiled (default 5)")
     parser.add_argument("--top", type=int, default=10, help="rows of each profile list (default 10)")
