@@ -5,7 +5,7 @@ import streamlit as st
 from imgsim.core import threads
 from imgsim.core.access import Access
 
-threads.serving()  # once a process (`streamlit run app.py` starts no pages/__main__.py): imgsim.core.threads
+threads.serving()  # once a process, however it was started (imgsim serve, streamlit run app.py): imgsim.core.threads
 st.set_page_config(page_title="imgsim", page_icon=":material/image_search:", layout="wide")
 
 pages = [

@@ -281,18 +281,18 @@ async def new_tab(browser) -> Tab:
 
 async def open_page(browser, target: Target, sent: dict | None = None, timeout_ms: int = WAIT_MS):
     """A new tab on the target (`new_tab`); returns (tab, page, seconds until drawn and the run ended)."""
-    context = await new_tab(browser)
+    tab = await new_tab(browser)
     try:
-        page = context.page
+        page = tab.page
         if sent is not None:
             count_sent(page, sent)
         start = time.perf_counter()
         await page.goto(target.server.url + target.path, wait_until="commit")
         await target.ready_locator(page).wait_for(timeout=timeout_ms)
         await page.wait_for_selector(IDLE, timeout=timeout_ms)
-        return context, page, time.perf_counter() - start
+        return tab, page, time.perf_counter() - start
     except BaseException:
-        await context.close()
+        await tab.close()
         raise
 
 
@@ -305,10 +305,10 @@ async def upload(page, target: Target, query: Path) -> float:
 
 
 async def page_view(browser, target: Target, timeout_ms: int = WAIT_MS) -> dict:
-    """One page view in a new context: time to the main element, time until everything is drawn, server CPU."""
+    """One page view in a new tab (`new_tab`): time to the main element, time until everything is drawn, server CPU."""
     before = await target.server.quiet()
     sent = {"ws": 0, "media": 0, "media_bytes": 0, "static_bytes": 0}
-    context, page, main = await open_page(browser, target, sent, timeout_ms)
+    tab, page, main = await open_page(browser, target, sent, timeout_ms)
     try:
         start = time.perf_counter()
         await page.wait_for_function(DRAWN_JS, timeout=timeout_ms, polling=20)
@@ -316,20 +316,20 @@ async def page_view(browser, target: Target, timeout_ms: int = WAIT_MS) -> dict:
         await check(page, target.label)
         cpu = await target.server.quiet() - before
     finally:
-        await context.close()
+        await tab.close()
     return {"main": main, "full": full, "cpu": cpu, **sent}
 
 
 async def search_view(browser, target: Target, query: Path) -> dict:
-    """A settled page in a new context, then one upload: seconds and server CPU from the upload to the results."""
-    context, page, _ = await open_page(browser, target)
+    """A settled page in a new tab, then one upload: seconds and server CPU from the upload to the results."""
+    tab, page, _ = await open_page(browser, target)
     try:
         before = await target.server.quiet()
         seconds = await upload(page, target, query)
         await check(page, target.label)
         cpu = await target.server.quiet() - before
     finally:
-        await context.close()
+        await tab.close()
     return {"upload": seconds, "upload_cpu": cpu}
 
 
@@ -359,19 +359,19 @@ async def first_search(browser, make_server, path: str, ready: str, results: int
 
 
 async def burst(browser, target: Target, query: Path, users: int) -> list[dict]:
-    """`users` new contexts at once, each opening the page and searching."""
+    """`users` new tabs at once (`new_tab`: new contexts unless --warm-browser), each opening the page and searching."""
     async def one() -> dict:
-        context = None
+        tab = None
         try:
-            context, page, opened = await open_page(browser, target)
+            tab, page, opened = await open_page(browser, target)
             searched = await upload(page, target, query)
             await check(page, target.label)
             return {"page": opened, "search": searched, "error": None}
         except Exception as exc:  # noqa: BLE001 - counted, not raised: errors under load are a result
             return {"page": None, "search": None, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
         finally:
-            if context is not None:
-                await context.close()
+            if tab is not None:
+                await tab.close()
 
     return list(await asyncio.gather(*(one() for _ in range(users))))
 

@@ -19,14 +19,12 @@ if str(DASHBOARD) not in sys.path[:1]:
 
 
 def main(args: list[str]) -> int:
-    from imgsim.core import threads
     from imgsim.core.config import Settings
     from imgsim.search import warm_up
     from pages.patches import metrics_off, serialise_ast_parse
 
     serialise_ast_parse()  # before the warm-up thread reads .npy headers beside Streamlit's page parsing
     metrics_off()  # before the server answers anyone
-    threads.serving()  # every visitor's search: BLAS in the script run's own thread (imgsim.core.threads)
 
     try:
         model_dir = Settings.from_env().model_dir
