@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def same_backend():
     before = os.environ.get("KERAS_BACKEND")
     yield
     assert os.environ.get("KERAS_BACKEND") == before, f"KERAS_BACKEND left at {os.environ.get('KERAS_BACKEND')!r}"
+
+
+@pytest.fixture(autouse=True)
+def same_main_module():
+    """Streamlit's AppTest installs the script it runs as `__main__` and leaves it there; a later test on the same
+    worker that starts a process by multiprocessing's spawn then ran that script again in the child (a fresh
+    clone's run: test_access's script raised "... cannot be read" in test_annotations' two writers, both exited 1).
+    The worker's own `__main__` is put back after every test."""
+    before = sys.modules.get("__main__")
+    yield
+    if before is not None and sys.modules.get("__main__") is not before:
+        sys.modules["__main__"] = before
 
 
 class LocalServer(HTTPServer):
