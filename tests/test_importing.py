@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import csv_cell, csv_text, csv_uncell
+from imgsim.core.text import csv_cell, csv_text, csv_uncell, from_one_line, one_line
 from imgsim.labelling.importing import import_labels
 from imgsim.storage.annotations import LabelStore
 from tests.helpers import vector_version
@@ -73,3 +73,29 @@ def test_an_export_s_propagated_rows_are_skipped_and_empty_labels_clear(tmp_path
     done = import_labels(sheet, version, store)
     assert (done.rows, done.changed, done.skipped) == (2, 2, 1)
     assert labels_by_path(tmp_path, version) == {version.paths[1]: "cats"}
+
+
+@pytest.mark.parametrize("text", ["a\\b", "x\udce9y", "n\nl\tt\rr\x1b\x7f", "flag\U000e0067", "lone\ud800", "C:\\new",
+                                  "\\x41", "\x80", "bidi\u202e"])
+def test_one_line_is_undone_exactly_whatever_the_name(text):
+    assert from_one_line(one_line(text)) == text and "\n" not in one_line(text)
+
+
+def test_an_export_of_odd_names_imports_back_to_the_same_images_and_labels(tmp_path):
+    """One folder with a backslash and a byte that is not UTF-8 (kept by os.fsdecode as a surrogate): the
+    export escapes both (`\\\\`, `\\xe9`); the import looked the escaped text up and found no image."""
+    version = vector_version(tmp_path / "models", 12, 3, folder=str(tmp_path / "ph\\o\udce9tos"))[0]
+    wanted = {version.paths[0]: "back\\slash", version.paths[1]: "plain", version.paths[2]: "C:\\new"}
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(csv_text(["path", "label", "source"], [(p, name, "person") for p, name in wanted.items()]))
+    assert "\\\\o\\xe9tos" in sheet.read_text()  # the escapes the import has to undo
+    done = import_labels(sheet, version, LabelStore(tmp_path / "models"))
+    assert done.rows == 3 and labels_by_path(tmp_path, version) == wanted
+
+
+def test_a_sheet_a_person_typed_keeps_its_backslashes(tmp_path, version):
+    """Without an export's `source` column a label is taken as typed: `C:\\\\new` stays two backslashes."""
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"path,label\n{version.paths[0]},C:\\\\new\n")
+    import_labels(sheet, version, LabelStore(tmp_path / "models"))
+    assert labels_by_path(tmp_path, version) == {version.paths[0]: "C:\\\\new"}

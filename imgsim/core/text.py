@@ -31,10 +31,27 @@ def one_line(text) -> str:
         elif ch == "\\":
             out.append("\\\\")
         elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(repr(ch)[1:-1] if code < 0x80 else f"\\u{code:04x}")
+            out.append(repr(ch)[1:-1] if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(ch)
     return "".join(out)
+
+
+ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[ntr])")
+NAMED = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+
+
+def from_one_line(text: str) -> str:
+    """The text `one_line` was given back from what it printed: `\\xNN` of 0x80 and over is the undecodable
+    byte again (a surrogate, as os.fsdecode keeps it), below it the control character; other backslashes stay."""
+    def back(match) -> str:
+        code = match.group(1)
+        if code in NAMED:
+            return NAMED[code]
+        number = int(code[1:], 16)
+        return chr(0xDC00 + number) if code[0] == "x" and number >= 0x80 else chr(number)
+
+    return ESCAPED.sub(back, text)
 
 
 def relative_paths(text, folders) -> str:

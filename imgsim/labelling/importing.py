@@ -1,4 +1,4 @@
-"""A person's labels from a CSV: rows of path,label, as a person writes them or an export gives them back.
+r"""A person's labels from a CSV: rows of path,label, as a person writes them or an export gives them back.
 
 The file is read as a stream, a row at a time (a 200,000-row sheet is never held whole), and the
 import is all or nothing: the first bad row (too few cells, a cell over the csv module's limit, a
@@ -6,7 +6,10 @@ path not in the version, a label no person could type) stops it with one line na
 before any label changes. An export's CSV imports its own labels only: rows whose source is the
 assistant's ("propagated") are skipped. The formula guard imgsim's CSVs add to a cell (an
 apostrophe before `=`, `+`, `-`, `@` ...) is undone exactly (`imgsim.core.text.csv_uncell`), so
-`'90s` stays `'90s`.
+`'90s` stays `'90s`. So are the escapes `one_line` gives an export's odd names (`\\` for a backslash,
+`\xe9` for a byte that is not UTF-8): a path is looked up as typed, then as the name an export escaped; a
+label of an export (a sheet with a `source` column) has its doubled backslashes made single again (a label
+holds no control characters, so they are the only escape an export gives one).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import csv_uncell, one_line
+from imgsim.core.text import csv_uncell, from_one_line, one_line
 from imgsim.labelling.paths import rows_for_paths
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore, clean_label
@@ -47,8 +50,10 @@ def import_labels(file, version: store.Version, labels: LabelStore) -> LabelImpo
                 if cells.get("source", "").strip() not in ("person", ""):
                     skipped += 1  # an export's propagated rows are the assistant's guesses, not labels to import
                     continue
+                if "source" in cells:  # an export's label: one_line doubled its backslashes
+                    cells["label"] = cells["label"].replace("\\\\", "\\")
                 try:
-                    [r] = rows_for_paths(version, [cells["path"]], base=file.parent)
+                    r = row_of(version, cells["path"], file.parent)
                     if cells["label"] not in cleaned:
                         cleaned[cells["label"]] = clean_label(cells["label"]) if cells["label"].strip() else None
                     label = cleaned[cells["label"]]
@@ -60,6 +65,20 @@ def import_labels(file, version: store.Version, labels: LabelStore) -> LabelImpo
         raise ImgsimError(f"{one_line(file)}: cannot be read ({type(exc).__name__})") from None
     changed = labels.change(changes, "import", paths)
     return LabelImport(len(changes), changed, skipped)
+
+
+def row_of(version: store.Version, typed: str, base: Path) -> int:
+    """The row of a path as typed, or else as the name an export escaped (`imgsim.core.text.one_line`)."""
+    try:
+        [row] = rows_for_paths(version, [typed], base=base)
+    except ImgsimError as as_typed:
+        if (name := from_one_line(typed)) == typed:
+            raise
+        try:
+            [row] = rows_for_paths(version, [name], base=base)
+        except ImgsimError:
+            raise as_typed from None
+    return row
 
 
 def data_rows(reader, file):
