@@ -56,6 +56,12 @@ def test_imgsim_api_hands_uvicorn_that_protocol(monkeypatch):
 
     from imgsim.api import serving
 
+    # run() sets these for its workers: each goes back to what it was after the test (PROMETHEUS_MULTIPROC_DIR
+    # left behind, naming the folder run() removed, sent the metrics of a later in-process app there, and the
+    # worker's next API tests failed on "Duplicated timeseries" and a missing file).
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "IMGSIM_API_BIND", "TF_CPP_MIN_LOG_LEVEL", "TF_NUM_INTRAOP_THREADS"):
+        monkeypatch.setenv(name, "")  # recorded, so undone: a delenv of a name not set records nothing
+        monkeypatch.delenv(name)
     given = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: given.update(kwargs))
     assert serving.run("127.0.0.1", 0, None, 2) == 0

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,15 @@ def test_byte_identical_copies_come_back_first_but_never_the_file_itself(model_c
     assert str(original) not in [h.path for h in result.results] and len(result.results) == 6
     assert not any(h.exact for h in result.results[3:])
     assert Searcher.load(model_copy).query(original, n=2).to_dict()["results"][0]["exact"] is True
+
+
+def test_a_file_named_like_a_url_is_read_as_the_file(searcher, tmp_path, monkeypatch):
+    """`http:copy.jpg` is a file name (no `//`): the query read it as a URL and said "the URL has no host"."""
+    own = searcher.paths[1]
+    monkeypatch.chdir(tmp_path)
+    Path("http:copy.jpg").write_bytes(Path(own).read_bytes())
+    first = searcher.query("http:copy.jpg", n=3, scope="all").results[0]
+    assert (first.path, first.exact) == (own, True)
 
 
 def test_cluster_scope_searches_the_predicted_group_first(searcher):

@@ -88,7 +88,9 @@ Source = Union[str, os.PathLike, bytes]
 
 
 def is_url(source) -> bool:
-    return isinstance(source, str) and source.split(":", 1)[0].lower() in ("http", "https")
+    """Whether a source is an http(s) URL: its scheme and `//` (a file may be named `http:a.jpg`, and `http:`
+    may be a folder; `http://` cannot start a file's path, which has no empty folder names)."""
+    return isinstance(source, str) and source[:8].lower().startswith(("http://", "https://"))
 
 
 def describe(source) -> str:
