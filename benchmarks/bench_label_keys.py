@@ -113,7 +113,7 @@ def grid_page(page) -> None:
     captions = page.locator('[data-testid="stForm"] [data-testid="stImageCaption"]')
 
     def read():
-        label = page.locator(".st-key-grid-label input").input_value().rsplit(" (", 1)[0]
+        label = page.locator('[class*="st-key-grid-label-"] input').input_value().rsplit(" (", 1)[0]
         return label, tiles.count(), [captions.nth(i).inner_text() for i in range(captions.count())]
 
     label, count, names = stable(page, read)

@@ -2,12 +2,14 @@
 
 Keys are Streamlit's own button shortcuts (`st.button(shortcut=...)`): they are ignored while a
 text box has the focus, and only the open tab is drawn, so no hidden button answers a key. On the
-grid, Enter pressed on a tick box is sent to the form's button by a small script (GRID_ENTER). On
-the focused suggestion: 1-9 and the letters below pick one of its likeliest labels, Enter takes
-the assistant's best guess, the arrows move between suggestions, G opens a page of look-alikes;
-Z undoes (pages/label.py). The queue is a batch: it is chosen once and worked through, so a
+grid, Enter pressed on a tick box or on the grid's open tab is sent to the form's button by a small
+script (GRID_ENTER). On the focused suggestion: 1-9 and the letters below pick one of its likeliest
+labels, Enter takes the assistant's best guess, the arrows move between suggestions, G opens a page
+of look-alikes; Z undoes (pages/label.py). The queue is a batch: it is chosen once and worked through, so a
 decision costs a propagation, not a new choice of what to ask.
 """
+
+import zlib
 
 import numpy as np
 import streamlit as st
@@ -26,17 +28,23 @@ GUESS = 0.5  # a best guess less likely right than this is offered but not highl
 GRID = 24  # look-alikes on a page
 TAB = "A page at once"  # the grid's tab on the Label page (pages/label.TABS)
 # Streamlit's key shortcuts ignore a key pressed while an <input> has the focus, and a tick box clicked
-# by mouse keeps it: Enter then reached nothing. This sends Enter pressed on one of the grid's tick
-# boxes to the form's button (Enter on a tick box does nothing of its own; Space still ticks).
+# by mouse keeps it: Enter then reached nothing. So did Enter right after the grid's tab was clicked: the
+# focused tab took the key (a tab already open does nothing with it). This sends Enter pressed on one of the
+# grid's tick boxes, or on the open tab while the grid is drawn, to the form's button (Enter does nothing of
+# its own there; Space still ticks). Only the open tab is drawn, so on another tab there is no grid to send to.
 # A fixed script, installed once per browser tab; nothing in it comes from a user.
 GRID_ENTER = """<script>
 if (!window.imgsimGridEnter) {
   window.imgsimGridEnter = true;
   document.addEventListener("keydown", (event) => {
-    const box = event.target;
+    const target = event.target;
     if (event.key !== "Enter" || event.isComposing || event.ctrlKey || event.metaKey || event.altKey
-        || event.shiftKey || !(box instanceof HTMLInputElement) || box.type !== "checkbox") return;
-    const send = box.closest(".st-key-grid-page")?.querySelector('[data-testid="stFormSubmitButton"] button');
+        || event.shiftKey || !(target instanceof HTMLElement)) return;
+    const tick = target instanceof HTMLInputElement && target.type === "checkbox";
+    const openTab = target.getAttribute("role") === "tab" && target.getAttribute("aria-selected") === "true";
+    if (!tick && !openTab) return;
+    const grid = tick ? target.closest(".st-key-grid-page") : document.querySelector(".st-key-grid-page");
+    const send = grid?.querySelector('[data-testid="stFormSubmitButton"] button');
     if (!send || send.disabled) return;
     event.preventDefault();
     send.click();
@@ -186,9 +194,13 @@ def grid_tab(cfg, version, propagation, writable: bool) -> None:
     counts = waiting(propagation, skipped, version.ids)
     current = st.session_state.get("grid-label")
     if current not in propagation.classes or not counts[propagation.classes.index(current)]:
-        st.session_state["grid-label"] = propagation.classes[int(np.argmax(counts))]  # the label with most waiting
-    name = st.selectbox("Images the assistant labels", propagation.classes, key="grid-label",
+        current = propagation.classes[int(np.argmax(counts))]  # the label with most waiting
+    # A new widget whenever the counts change: one kept by its key showed the counts it was first drawn with
+    # ("dogs (13)" over the 9 left once a page was labelled).
+    name = st.selectbox("Images the assistant labels", propagation.classes, index=propagation.classes.index(current),
+                        key=f"grid-label-{zlib.crc32(counts.tobytes()):08x}",
                         format_func=lambda n: f"{one_line(n)} ({counts[propagation.classes.index(n)]:,})")
+    st.session_state["grid-label"] = name
     rows = grid_rows(propagation, name, skipped, version.ids)[:GRID]
     if not rows:
         st.success("No unlabelled image is left for a page.")
