@@ -14,7 +14,8 @@ context, whose cache every view shares, as a person's browser), and the referenc
 page, so both see the same machine load. Measured:
 
   ref+plotly the reference page with a three-point Plotly chart: what any page drawing a Plotly chart pays in a new
-            browser context (the chart's 4.7 MB of front-end code fetched and compiled), the floor for Explore and Train
+            browser context (the chart's 4.7 MB of front-end code fetched and compiled), the floor for Explore's map
+  ref+vega  the same with a three-point st.line_chart (Vega-Lite, 1.1 MB): the floor for Train's curves
   page      navigation -> the page's title heading (reference: its uploader) drawn and the script run ended
             ("main"); "all drawn": then no element waiting for its code, every <img> loaded, every chart drawn
   CPU       the server's utime+stime (every thread of its process tree: `imgsim serve` starts the server as a
@@ -222,9 +223,13 @@ def reference_target(server: Server) -> Target:
     return Target("reference", server, "/", '[data-testid="stFileUploader"]', 9)
 
 
-def plotly_reference_target(server: Server) -> Target:
-    """The reference page with a three-point Plotly chart: the floor for a page that draws any Plotly chart."""
-    return Target("ref+plotly", server, "/?chart=plotly", '[data-testid="stFileUploader"]', 9)
+FLOOR_CHARTS = ("plotly", "vega")  # the reference page with a chart of each library Streamlit draws with
+
+
+def chart_reference_target(server: Server, chart: str) -> Target:
+    """The reference page with a three-point chart (Plotly, or Vega-Lite as st.line_chart draws): the floor for a
+    page that draws any chart of that library."""
+    return Target(f"ref+{chart}", server, f"/?chart={chart}", '[data-testid="stFileUploader"]', 9)
 
 
 # --- measurements -------------------------------------------------------------------------------------------------
@@ -410,7 +415,7 @@ def report(views: dict, searches: dict, firsts: dict, bursts: dict, users: int) 
     for label, rows in views.items():
         main, full, cpu = ([v[key] for v in rows] for key in ("main", "full", "cpu"))
         f_ratio, c_ratio = ratio(p50(full), p50(ref_full)), ratio(p50(cpu), p50(ref_cpu))
-        verdicts = "" if label in ("reference", "ref+plotly") else f"  drawn {verdict(f_ratio, 1.5)}, CPU {verdict(c_ratio, 2)}"
+        verdicts = "" if label == "reference" or label.startswith("ref+") else f"  drawn {verdict(f_ratio, 1.5)}, CPU {verdict(c_ratio, 2)}"
         print(f"{label:<19} {len(rows):>3} {p50(main):>9.3f} {ratio(p50(main), p50(ref_main)):>6.2f}"
               f" {p50(full):>13.3f} {p95(full):>7.3f} {f_ratio:>9.2f} {ratio(p95(full), p95(ref_full)):>9.2f}"
               f" {p50(cpu):>8.3f} {p95(cpu):>8.3f} {c_ratio:>9.2f} {p50([v['ws'] for v in rows]) / 1e3:>7.1f}"
@@ -585,13 +590,13 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
                 await search_view(browser, imgsim_target(app, "search"), query)
                 await page_view(browser, reference)
                 await search_view(browser, reference, query)
-                if args.plotly_floor:
-                    await page_view(browser, plotly_reference_target(ref_server))  # the reference imports Plotly
+                for chart in FLOOR_CHARTS if args.plotly_floor else ():
+                    await page_view(browser, chart_reference_target(ref_server, chart))  # the reference imports it
                 if args.profile:
                     await profile(browser, app, ref_server, query, args.profile_views, args.top, pages)
                     return
 
-                views = {"reference": [], **({"ref+plotly": []} if args.plotly_floor else {}),
+                views = {"reference": [], **{f"ref+{c}": [] for c in (FLOOR_CHARTS if args.plotly_floor else ())},
                          **{name + suffix: [] for name in pages for suffix in ["", *(BEFORE for _ in compared)]}}
                 searches = {"reference": [], "search": []}
                 for round_ in range(args.rounds):
@@ -602,9 +607,9 @@ async def run(args, model_dir: Path, images: Path, query: Path) -> None:
                         for other in compared:  # the reference again just before it
                             views["reference"].append(await page_view(browser, reference))
                             views[name + BEFORE].append(await page_view(browser, imgsim_target(other, name, BEFORE)))
-                    if args.plotly_floor:
+                    for chart in FLOOR_CHARTS if args.plotly_floor else ():
                         views["reference"].append(await page_view(browser, reference))
-                        views["ref+plotly"].append(await page_view(browser, plotly_reference_target(ref_server)))
+                        views[f"ref+{chart}"].append(await page_view(browser, chart_reference_target(ref_server, chart)))
                     order = [reference, imgsim_target(app, "search")]
                     for target in order if round_ % 2 == 0 else order[::-1]:
                         searches[target.label].append(await search_view(browser, target, query))
@@ -669,7 +674,8 @@ def main() -> None:
     parser.add_argument("--compare-tree", type=Path,
                         help="another checkout (e.g. main before a change): its pages measured too, in the same rounds")
     parser.add_argument("--no-plotly-floor", dest="plotly_floor", action="store_false",
-                        help="skip the reference page with a Plotly chart (measured by default, as a row of its own)")
+                        help="skip the reference page with a Plotly chart and with a Vega-Lite one (measured by "
+                             "default, each as a row of its own)")
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), help="the pages to open (default: all)")
     parser.add_argument("--warm-browser", action="store_true",
                         help="each view a new tab of one browser context (cache kept), not a new context")

@@ -2,7 +2,8 @@
 uploaded image nine times. Whatever imgsim's pages cost beyond this is imgsim's own.
 
 With `?chart=plotly` it also draws a three-point Plotly chart: what any page with a Plotly chart pays
-(the chart's front-end code, fetched and compiled by a new browser context), for comparison.
+(the chart's front-end code, fetched and compiled by a new browser context), for comparison; with
+`?chart=vega` a three-point st.line_chart (Vega-Lite, Streamlit's own charts).
 
     .venv/bin/streamlit run benchmarks/reference_app.py
 """
@@ -15,6 +16,8 @@ if st.query_params.get("chart") == "plotly":
     import plotly.graph_objects as go
 
     st.plotly_chart(go.Figure(go.Scatter(x=[1, 2, 3], y=[1, 3, 2], mode="markers")), key="chart")
+elif st.query_params.get("chart") == "vega":
+    st.line_chart({"y": [1, 3, 2]})
 uploaded = st.file_uploader("Image", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"])
 if uploaded is not None:
     data = uploaded.getvalue()

@@ -4,9 +4,7 @@
 import math
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.runs import jobs
@@ -60,41 +58,52 @@ def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[
     return out
 
 
-def curves_figure(history: dict, height: int = 460):
-    """One panel per measure, two a row, with integer epoch ticks; None when the history has no curve."""
-    series = {}  # panel -> data -> values by epoch
+def curves_chart(history: dict, height: int = 150) -> tuple[pd.DataFrame, dict] | None:
+    """One panel per measure, two a row, with whole-epoch ticks, as (data, Vega-Lite spec) for st.vega_lite_chart;
+    None when the history has no curve.
+
+    Vega-Lite rather than Plotly: Streamlit draws it with a third of the front-end code (a new browser tab
+    with one chart: 1.26x an empty page's time to all drawn, against 1.82x with Plotly; benchmarks/bench_pages.py).
+    """
+    rows = []  # panel, data, epoch, value
     for key, (panel, data) in CURVES.items():
         values = history.get(key)
-        if isinstance(values, list) and values:
-            series.setdefault(panel, {})[data] = values
-    if not series:
+        if isinstance(values, list):
+            rows += [(panel, data, epoch, float(v)) for epoch, v in enumerate(values, 1) if v is not None]
+    if not rows:
         return None
-    rows = math.ceil(len(series) / 2)
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=list(series), horizontal_spacing=0.1,
-                        vertical_spacing=0.22 if rows > 1 else 0.1)
-    shown = set()
-    for i, (panel, lines) in enumerate(series.items()):
-        row, col = i // 2 + 1, i % 2 + 1
-        for data, values in lines.items():
-            epochs = [e for e, v in enumerate(values, 1) if v is not None]
-            fig.add_trace(go.Scatter(x=epochs, y=[v for v in values if v is not None], mode="lines+markers", name=data,
-                                     legendgroup=data, showlegend=data not in shown, line_color=COLOURS[data],
-                                     hovertemplate=f"{panel}, {data}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>"),
-                          row=row, col=col)
-            shown.add(data)
-    epochs = max(len(values) for lines in series.values() for values in lines.values())
-    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, math.ceil(epochs / 10)), tickformat="d",
-                     range=[0.6, epochs + 0.4])
-    fig.update_annotations(font_size=14, font_color="#31333f")  # the panels' titles
-    fig.update_layout(height=height if rows > 1 else height // 2 + 60, margin=dict(l=0, r=0, t=60, b=0),
-                      legend=dict(orientation="h", yref="container", y=1, yanchor="top", x=0, xanchor="left"))
-    return fig
+    frame = pd.DataFrame(rows, columns=["panel", "data", "epoch", "value"])
+    panels, shown = list(dict.fromkeys(frame["panel"])), [d for d in COLOURS if d in set(frame["data"])]
+    epochs = int(frame["epoch"].max())
+    spec = {
+        "facet": {"field": "panel", "type": "nominal", "sort": panels, "title": None,
+                  "header": {"labelFontSize": 14, "labelColor": "#31333f", "labelFontWeight": "bold"}},
+        "columns": 2,
+        "spec": {
+            "width": 320, "height": height,
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": "epoch", "type": "quantitative", "title": "epoch",
+                      "scale": {"domain": [0.6, epochs + 0.4], "nice": False},
+                      "axis": {"format": "d", "tickMinStep": max(1, math.ceil(epochs / 10))}},
+                "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False},
+                      "axis": {"format": ".3~g"}},
+                "color": {"field": "data", "type": "nominal", "title": None, "legend": {"orient": "top"},
+                          "scale": {"domain": shown, "range": [COLOURS[d] for d in shown]}},
+                "tooltip": [{"field": "panel", "type": "nominal"}, {"field": "data", "type": "nominal"},
+                            {"field": "epoch", "type": "quantitative"},
+                            {"field": "value", "type": "quantitative", "format": ".4g"}],
+            },
+        },
+        "resolve": {"scale": {"y": "independent"}},
+    }
+    return frame, spec
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def version_curves(model_dir: str, version_id: str):
-    """The version's training curves; built once per version (Plotly figures cost CPU)."""
-    return curves_figure(common.load_version(model_dir, version_id).history)
+    """The version's training curves (`curves_chart`); built once per version."""
+    return curves_chart(common.load_version(model_dir, version_id).history)
 
 
 def history_of(measures: list[dict]) -> dict:
@@ -107,10 +116,10 @@ def history_of(measures: list[dict]) -> dict:
 
 def live_curves(status: dict, box) -> None:
     """The running job's finished epochs, drawn from its status as data (imgsim.runs.jobs keeps them as `measures`)."""
-    figure = curves_figure(history_of(status.get("measures") or []), height=400)
-    if figure is not None:
+    chart = curves_chart(history_of(status.get("measures") or []))
+    if chart is not None:
         box.markdown("**Curves by epoch, so far**", help=PANELS_HELP)
-        box.plotly_chart(figure, key="live-curves")
+        box.vega_lite_chart(*chart, width="content", key="live-curves")
 
 
 def prune_versions(model_dir) -> None:
@@ -199,11 +208,11 @@ cells[3].metric("Twin recall@1", f"{metrics['twin_recall@1']:.2f}" if metrics.ge
 cells[4].metric("Training time", f"{metrics['train_seconds']:.0f} s" if metrics.get("train_seconds") else "–")
 
 st.markdown("**Curves by epoch**", help=PANELS_HELP)
-figure = version_curves(str(cfg.model_dir), version.id)
-if figure is None:
+chart = version_curves(str(cfg.model_dir), version.id)
+if chart is None:
     st.caption("This version has no training history.")
 else:
-    st.plotly_chart(figure, key="loss")
+    st.vega_lite_chart(*chart, width="content", key="loss")
 st.markdown("**What the model finds** · each group's most typical image, then its nearest neighbours")
 strips = typical_neighbours(str(cfg.model_dir), version.id)
 for cell, (row, neighbours) in zip(st.columns(2) * math.ceil(len(strips) / 2), strips):

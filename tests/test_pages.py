@@ -114,19 +114,30 @@ def test_every_page_renders_with_a_trained_model(model_settings):
         if page == "pages/train.py":
             assert len(at.table[0].value) == 1  # the versions table
             assert at.image, "typical images and their neighbours"
-            [curves] = charts(at)
-            layout = curves["layout"]
-            titles = [a["text"] for a in layout["annotations"]]
+            assert not charts(at)  # the curves are Vega-Lite: no Plotly code for the browser to load
+            [curves] = vega_charts(at)
+            titles = curves["facet"]["sort"]
             assert titles == [t for t in ("loss", "reconstruction", "twin recall@1", "twin MRR") if t in titles]
             assert len(titles) >= 3 and all(len(t) <= 16 for t in titles)  # short titles: they cannot run together
-            axes = [layout[k] for k in layout if k.startswith("xaxis")]
-            assert len(axes) == len(titles) and all(a["domain"][1] - a["domain"][0] >= 0.4 for a in axes)  # two a row
-            assert all(a["tickformat"] == "d" and a["dtick"] >= 1 for a in axes)  # whole epochs
+            assert curves["columns"] == 2  # two a row
+            axis = curves["spec"]["encoding"]["x"]["axis"]
+            assert axis["format"] == "d" and axis["tickMinStep"] >= 1  # whole epochs
 
 
 def charts(at: AppTest) -> list[dict]:
     """The page's Plotly figures, as the browser gets them."""
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def vega_charts(at: AppTest) -> list[dict]:
+    """The page's Vega-Lite specs, as the browser gets them, each with its data's rows as `rows`."""
+    import pyarrow as pa
+
+    def rows(chart) -> list[dict]:
+        data = chart.proto.data.data or (chart.proto.datasets[0].data.data if chart.proto.datasets else b"")
+        return pa.ipc.open_stream(data).read_pandas().to_dict("records") if data else []
+
+    return [{**json.loads(chart.proto.spec), "rows": rows(chart)} for chart in at.get("vega_lite_chart")]
 
 
 def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings):
@@ -144,11 +155,13 @@ def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings
             "measures": [{"epoch": 2, "loss": 1.5, "twin_mrr": 0.4}, {"epoch": 1, "loss": 2.0, "twin_mrr": 0.3},
                          {"epoch": 4, "loss": 1.0}]})  # out of order, and epoch 3 never reported
         at = visit(open_app(model_settings), "pages/train.py")
-        live = [c for c in charts(at) if [2.0, 1.5, 1.0] in [trace["y"] for trace in c["data"]]]
+        live = [c for c in vega_charts(at) if "facet" in c and any(r["value"] == 1.5 for r in c["rows"])]
         assert len(live) == 1, "the running job's epochs"
-        lines = {(trace["name"], trace["xaxis"]): (trace["x"], trace["y"]) for trace in live[0]["data"]}
-        assert lines == {("training", "x"): ([1, 2, 4], [2.0, 1.5, 1.0]), ("held out", "x2"): ([1, 2], [0.3, 0.4])}
-        assert [a["text"] for a in live[0]["layout"]["annotations"]] == ["loss", "twin MRR"]
+        lines = {}
+        for row in live[0]["rows"]:
+            lines.setdefault((row["panel"], row["data"]), []).append((row["epoch"], row["value"]))
+        assert lines == {("loss", "training"): [(1, 2.0), (2, 1.5), (4, 1.0)], ("twin MRR", "held out"): [(1, 0.3), (2, 0.4)]}
+        assert live[0]["facet"]["sort"] == ["loss", "twin MRR"]
     finally:
         run.kill()
         run.wait()
