@@ -318,9 +318,9 @@ def checked(n, scope, group) -> tuple[int, int | None]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_RESULTS:
         raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {one_line(n)}")
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {one_line(scope)!r}")
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{one_line(scope)}'")
     if group is not None and (isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 0):
-        raise ValueError(f"group must be a group number, got {one_line(group)!r}")
+        raise ValueError(f"group must be a group number, got '{one_line(group)}'")
     return int(n), None if group is None else int(group)
 
 

@@ -23,7 +23,7 @@ def cmd_labels(args, settings: Settings) -> int:
         ids = version.ids[rows].tolist()
         paths = {int(i): version.paths[r] for i, r in zip(ids, rows)}
         changed = labels.set(ids, args.name, paths) if action == "set" else labels.clear(ids)
-        what = f"labelled {one_line(args.name)!r}" if action == "set" else "cleared"
+        what = f"labelled '{one_line(args.name)}'" if action == "set" else "cleared"
         print(f"{what}: {len(set(rows))} image(s), {changed} changed")
         return 0
     if action == "import":

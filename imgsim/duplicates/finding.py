@@ -46,7 +46,7 @@ def checked_threshold(threshold) -> float:
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
-        raise ImgsimError(f"the duplicate threshold must be a number, got {one_line(threshold)!r}") from None
+        raise ImgsimError(f"the duplicate threshold must be a number, got '{one_line(threshold)}'") from None
     if not -1.0 <= threshold <= 1.0:
         raise ImgsimError(f"the duplicate threshold is a cosine similarity between -1 and 1, got {threshold}")
     return threshold

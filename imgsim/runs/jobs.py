@@ -243,7 +243,7 @@ def start_scan(model_dir, version_id: str) -> int:
 
     model_dir = Path(model_dir).absolute()
     if not is_version_id(version_id):
-        raise ImgsimError(f"{one_line(version_id)!r} is not a version id")
+        raise ImgsimError(f"'{one_line(version_id)}' is not a version id")
     if results.scanning(model_dir, version_id):
         raise BusyError(f"a scan for copies of version {version_id} is already running")
     log = results.log_path(model_dir, version_id)

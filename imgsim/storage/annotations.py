@@ -71,7 +71,7 @@ def clean_label(name) -> str:
     if len(text) > MAX_LABEL_CHARS:
         raise ImgsimError(f"label {one_line(text[:40])}…: longer than {MAX_LABEL_CHARS} characters")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in text):
-        raise ImgsimError(f"label {one_line(text)!r}: holds control or unprintable characters")
+        raise ImgsimError(f"label '{one_line(text)}': holds control or unprintable characters")
     return text
 
 

@@ -239,7 +239,7 @@ def version_folder(model_dir, version_id) -> Path:
     """The folder of a listed version; anything else (a path, `..`, a link out of versions/) is refused."""
     root = ModelFolder(model_dir).versions
     if not is_version_id(version_id):
-        raise ModelNotFoundError(f"{root}: {one_line(version_id)!r} is not a version id (see `imgsim versions`)")
+        raise ModelNotFoundError(f"{root}: '{one_line(version_id)}' is not a version id (see `imgsim versions`)")
     folder = root / version_id
     if folder.is_symlink() or not folder.is_dir():
         raise ModelNotFoundError(f"{root}: no version {version_id}")
