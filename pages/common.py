@@ -272,9 +272,12 @@ def _training_progress(cfg: Settings, detailed: bool, was_running: bool, drawn: 
         box = st.status(label, state="running", expanded=detailed)  # not `with`: leaving it would mark it complete
         box.progress(status["fraction"], text=md(status["message"]))  # the file is data: its message is text
         if detailed and status.get("curve"):  # Vega-Lite, not Plotly: a third of the front-end code (pages/train.py)
-            box.line_chart({"progress (%)": [p[0] * 100 for p in status["curve"]],
-                            "training loss": [p[1] for p in status["curve"]]},
-                           x="progress (%)", y="training loss", height=220)
+            box.vega_lite_chart({"progress": [p[0] * 100 for p in status["curve"]], "loss": [p[1] for p in status["curve"]]},
+                                {"mark": "line", "height": 200, "encoding": {
+                                    "x": {"field": "progress", "type": "quantitative", "title": "progress (%)",
+                                          "scale": {"zero": False}},
+                                    "y": {"field": "loss", "type": "quantitative", "title": "training loss",
+                                          "scale": {"zero": False}}}}, key="live-loss")
         if detailed and curves is not None:
             curves(status, box)
     elif detailed and state == "failed" and status.get("stopped"):

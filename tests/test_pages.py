@@ -162,6 +162,8 @@ def test_a_running_job_s_epochs_are_drawn_from_its_status_as_data(model_settings
             lines.setdefault((row["panel"], row["data"]), []).append((row["epoch"], row["value"]))
         assert lines == {("loss", "training"): [(1, 2.0), (2, 1.5), (4, 1.0)], ("twin MRR", "held out"): [(1, 0.3), (2, 0.4)]}
         assert live[0]["facet"]["sort"] == ["loss", "twin MRR"]
+        [loss] = [c for c in vega_charts(at) if "facet" not in c]  # the run's loss by progress, from its status too
+        assert [(r["progress"], r["loss"]) for r in loss["rows"]] == [pytest.approx((10, 2.5)), pytest.approx((30, 1.6))]
     finally:
         run.kill()
         run.wait()
