@@ -237,7 +237,7 @@ def test_a_grid_labels_a_page_of_look_alikes_but_the_unticked(on_dashboard):
     # the counts it was first drawn with ("dogs (13)" over the 9 tiles left).
     name, waiting = page.locator('[class*="st-key-grid-label-"] input').input_value().rsplit(" (", 1)
     count = int(waiting.rstrip(")").replace(",", ""))
-    expect(tile).to_have_count(min(count, GRID), timeout=10_000)
+    expect(tile).to_have_count(min(count, GRID), timeout=60_000)
     assert 0 < count < len(tiles) and tiles[0] not in [int(tile.nth(i).get_attribute("class").split("st-key-look-")[1]
                                                             .split()[0].rsplit("-", 1)[1]) for i in range(count)]
     before = sum(label == name for label in stored().values())
