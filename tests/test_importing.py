@@ -7,6 +7,7 @@ import pytest
 from imgsim.core.errors import ImgsimError
 from imgsim.core.text import csv_cell, csv_text, csv_uncell, from_one_line, one_line
 from imgsim.labelling.importing import import_labels
+from imgsim.labelling.paths import rows_for_paths
 from imgsim.storage.annotations import LabelStore
 from tests.helpers import vector_version
 
@@ -99,3 +100,14 @@ def test_a_sheet_a_person_typed_keeps_its_backslashes(tmp_path, version):
     sheet.write_text(f"path,label\n{version.paths[0]},C:\\\\new\n")
     import_labels(sheet, version, LabelStore(tmp_path / "models"))
     assert labels_by_path(tmp_path, version) == {version.paths[0]: "C:\\\\new"}
+
+
+def test_a_path_as_imgsim_printed_it_finds_its_image_for_labels_set_too(tmp_path):
+    """`imgsim query` prints `ph\\\\o\\xe9tos/...`; `labels set` given that text found no image (the CSV import's
+    fallback now lives in rows_for_paths, which both use). A path that is in neither form is still refused."""
+    version = vector_version(tmp_path / "models", 6, 2, folder=str(tmp_path / "ph\\o\udce9tos"))[0]
+    printed = [one_line(path) for path in version.paths[:3]]
+    assert printed[0] != version.paths[0]  # escaped: looked up as typed it is not there
+    assert rows_for_paths(version, printed) == [0, 1, 2]
+    with pytest.raises(ImgsimError, match="not an image of the active version"):
+        rows_for_paths(version, [printed[0] + "x"])

@@ -7,9 +7,10 @@ before any label changes. An export's CSV imports its own labels only: rows whos
 assistant's ("propagated") are skipped. The formula guard imgsim's CSVs add to a cell (an
 apostrophe before `=`, `+`, `-`, `@` ...) is undone exactly (`imgsim.core.text.csv_uncell`), so
 `'90s` stays `'90s`. So are the escapes `one_line` gives an export's odd names (`\\` for a backslash,
-`\xe9` for a byte that is not UTF-8): a path is looked up as typed, then as the name an export escaped; a
-label of an export (a sheet with a `source` column) has its doubled backslashes made single again (a label
-holds no control characters, so they are the only escape an export gives one).
+`\xe9` for a byte that is not UTF-8): a path is looked up as typed, then as the name an export escaped
+(`imgsim.labelling.paths.rows_for_paths`); a label of an export (a sheet with a `source` column) has its
+doubled backslashes made single again (a label holds no control characters, so they are the only escape an
+export gives one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import csv_uncell, from_one_line, one_line
+from imgsim.core.text import csv_uncell, one_line
 from imgsim.labelling.paths import rows_for_paths
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore, clean_label
@@ -53,7 +54,7 @@ def import_labels(file, version: store.Version, labels: LabelStore) -> LabelImpo
                 if "source" in cells:  # an export's label: one_line doubled its backslashes
                     cells["label"] = cells["label"].replace("\\\\", "\\")
                 try:
-                    r = row_of(version, cells["path"], file.parent)
+                    [r] = rows_for_paths(version, [cells["path"]], base=file.parent)
                     if cells["label"] not in cleaned:
                         cleaned[cells["label"]] = clean_label(cells["label"]) if cells["label"].strip() else None
                     label = cleaned[cells["label"]]
@@ -65,20 +66,6 @@ def import_labels(file, version: store.Version, labels: LabelStore) -> LabelImpo
         raise ImgsimError(f"{one_line(file)}: cannot be read ({type(exc).__name__})") from None
     changed = labels.change(changes, "import", paths)
     return LabelImport(len(changes), changed, skipped)
-
-
-def row_of(version: store.Version, typed: str, base: Path) -> int:
-    """The row of a path as typed, or else as the name an export escaped (`imgsim.core.text.one_line`)."""
-    try:
-        [row] = rows_for_paths(version, [typed], base=base)
-    except ImgsimError as as_typed:
-        if (name := from_one_line(typed)) == typed:
-            raise
-        try:
-            [row] = rows_for_paths(version, [name], base=base)
-        except ImgsimError:
-            raise as_typed from None
-    return row
 
 
 def data_rows(reader, file):

@@ -6,35 +6,38 @@ import os
 from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
+from imgsim.core.text import from_one_line, one_line
 from imgsim.storage import store
 
 
 def rows_for_paths(version: store.Version, paths, base: Path | None = None) -> list[int]:
     """The rows of paths as a person types them (relative to `base` or the working folder, or to the
-    collection's folder); ImgsimError naming the first path that is not in the version."""
-    root = version.manifest.get("images_root")
+    collection's folder), or as imgsim printed them (`imgsim.core.text.one_line`'s escapes: `\\\\` for a
+    backslash, `\\xe9` for a byte that is not UTF-8); ImgsimError naming the first path not in the version."""
     rows = []
     for typed in paths:
         text = os.fsdecode(typed)
-        if os.path.isabs(text) and (found := version.records.row_of_path(text)) >= 0:  # as stored: no Path needed
-            rows.append(found)
-            continue
-        path = Path(text).expanduser()
-        tries = [path] if path.is_absolute() else [Path(base or Path.cwd()) / path] + ([Path(root) / path] if root else [])
-        found = -1
-        for candidate in tries:
-            for form in spellings(candidate):
-                found = version.records.row_of_path(form)
-                if found >= 0:
-                    break
-            if found >= 0:
-                break
+        found = row_of(version, text, base)
+        if found < 0 and (printed := from_one_line(text)) != text:  # a name copied from imgsim's own output
+            found = row_of(version, printed, base)
         if found < 0:
-            from imgsim.core.text import one_line
-
             raise ImgsimError(f"{one_line(typed)}: not an image of the active version (see `imgsim query` for its paths)")
         rows.append(found)
     return rows
+
+
+def row_of(version: store.Version, text: str, base: Path | None) -> int:
+    """The row of one path as typed, or -1."""
+    if os.path.isabs(text) and (found := version.records.row_of_path(text)) >= 0:  # as stored: no Path needed
+        return found
+    root = version.manifest.get("images_root")
+    path = Path(text).expanduser()
+    tries = [path] if path.is_absolute() else [Path(base or Path.cwd()) / path] + ([Path(root) / path] if root else [])
+    for candidate in tries:
+        for form in spellings(candidate):
+            if (found := version.records.row_of_path(form)) >= 0:
+                return found
+    return -1
 
 
 def spellings(path: Path):
