@@ -19,6 +19,12 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(name, share)
 
+# The tests compile hundreds of small JAX programs (tiny models, a few steps each), each once: XLA's optimisation
+# passes cost more than they save there (the JAX pass took 118 s with them, 86 s without, same tests passing).
+# What the tests check, the programs' results under JAX, does not depend on them; benchmarks/gpu_check.sh and
+# people's own runs keep them. Set before JAX is imported (it reads the variable then), inherited by subprocesses.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 # The session's Keras backend, fixed in the environment from the start (as backend.choose() would at the first
 # import): every process a test starts inherits it, and `same_backend` below sees a test that changes it.
 from imgsim.learning.backend import choose  # noqa: E402  (light: no Keras)

@@ -265,12 +265,15 @@ class Background:
         if self.stopped:
             return
         self.stopped = True
+        processes = []
         for future in self.futures.values():
             try:
-                _, processes = future.result()
+                processes += future.result()[1]
             except BaseException:  # a start that failed cleaned up after itself
                 continue
-            stop_groups(processes, grace=3)  # their data is thrown away: no need to wait for a clean shutdown
+        # Their data is thrown away: no clean shutdown to wait for. All at once (one server after the other, with
+        # 3 s of grace each, was 10.7 s of a fresh clone's run in which its worker ran nothing).
+        stop_groups(processes, grace=1)
         for future in self.futures.values():
             if future.exception() is None:
                 server = future.result()[0]
