@@ -58,6 +58,15 @@ class Skipped:
         return text + (f"; {self.not_images} file(s) are not images" if self.not_images else "")
 
 
+def collection_folder(root) -> Path:
+    """`root` as a collection's folder (a leading ~ expanded); ImgsimError where no folder is there. Cheap: a
+    background run asks before it loads Keras, so a mistyped folder fails in a second, not after the import."""
+    top = Path(root).expanduser()
+    if not top.is_dir():
+        raise ImgsimError(f"{one_line(top)}: no such folder")
+    return top
+
+
 def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None,
                 known: dict[str, tuple[int, int]] | None = None) -> list[FileInfo]:
     """Every image below `root`, recognised by its content, sorted by path; hidden files and folders left out.
@@ -71,10 +80,7 @@ def scan_folder(root, follow_links: bool = False, skipped: Skipped | None = None
     unchanged, so scanning a large collection that grew a little reads only the new headers.
     """
     skipped = Skipped() if skipped is None else skipped
-    top = Path(root).expanduser()
-    if not top.is_dir():
-        raise ImgsimError(f"{top}: no such folder")
-    top = os.path.realpath(top)
+    top = os.path.realpath(collection_folder(root))
     found = []
     visited = {folder_key(os.stat(top))}
     pending = [top]

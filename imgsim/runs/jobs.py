@@ -397,6 +397,9 @@ def main(argv=None) -> int:
 
             share = DEMO_SHARE
             build_demo(settings.images, progress=lambda f, m: writer.progress(share * f, f"building the demo collection: {m}"))
+        from imgsim.inputs.collection import collection_folder
+
+        collection_folder(settings.images)  # a folder that is not there: said before Keras loads (9-10 CPU s)
         from imgsim.runs.indexing import index
         from imgsim.runs.training import train
 
