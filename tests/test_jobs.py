@@ -115,12 +115,13 @@ def test_a_run_for_a_folder_that_is_not_there_fails_before_loading_keras(tmp_pat
     """The trainer and the indexer are not imported (9-10 CPU s of Keras in a fresh process) for a folder that a
     person mistyped: here they cannot be, so reaching them would fail otherwise than in plain words."""
     (tmp_path / "models").mkdir()
-    jobs.write_atomic(jobs.settings_path(tmp_path / "models"), Settings(images=tmp_path / "missing", **TINY).to_json())
+    missing = tmp_path / "mis\tsing"  # the error keeps the name as it is; whoever prints it escapes it, once
+    jobs.write_atomic(jobs.settings_path(tmp_path / "models"), Settings(images=missing, **TINY).to_json())
     for module in ("imgsim.runs.training", "imgsim.runs.indexing"):
         monkeypatch.setitem(sys.modules, module, None)  # an import of either raises ImportError
     assert jobs.main([f"--model-dir={tmp_path / 'models'}", *kind]) == 2
     status = jobs.read_status(tmp_path / "models")
-    assert status["state"] == "failed" and status["error"] == f"{tmp_path / 'missing'}: no such folder"
+    assert status["state"] == "failed" and status["error"] == f"{missing}: no such folder"
 
 
 def test_a_run_can_be_stopped_and_a_bad_collection_fails_in_plain_words(tmp_path, tiny_collection, monkeypatch):

@@ -63,7 +63,7 @@ def collection_folder(root) -> Path:
     background run asks before it loads Keras, so a mistyped folder fails in a second, not after the import."""
     top = Path(root).expanduser()
     if not top.is_dir():
-        raise ImgsimError(f"{one_line(top)}: no such folder")
+        raise ImgsimError(f"{top}: no such folder")
     return top
 
 
