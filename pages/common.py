@@ -102,12 +102,28 @@ def access_panel() -> None:
         st.caption(policy.why_not())
 
 
+# The hasher of every cached function here and in the pages: a path or name may hold bytes its file system's
+# encoding cannot decode (a folder named on another system; os.fsdecode keeps them as lone surrogates), and
+# Streamlit's own hashing of a str cannot encode those: every page failed for `imgsim serve --images` such a folder.
+ANY_TEXT = {str: lambda text: text.encode("utf-8", "surrogatepass")}
+
+
+def cache_data(**options):
+    """`st.cache_data` keyed by any path or name (`ANY_TEXT`)."""
+    return st.cache_data(hash_funcs=ANY_TEXT, **options)
+
+
+def cache_resource(**options):
+    """`st.cache_resource` keyed by any path or name (`ANY_TEXT`)."""
+    return st.cache_resource(hash_funcs=ANY_TEXT, **options)
+
+
 def md(text) -> str:
     """A user's text (file or group name, label, URL) for a Markdown place: shown as typed, never markup or a link."""
     return markdown_text(text)  # imgsim.core.text: escaped, and no bare URL or address left to auto-link
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@cache_resource(max_entries=4, show_spinner=False)
 def load_version(model_dir: str, version_id: str) -> store.Version:
     return store.load_version(model_dir, version_id)
 
@@ -220,7 +236,7 @@ def collection_size(folder) -> int:
     return _collection_size(str(folder))
 
 
-@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+@cache_data(ttl=30, max_entries=8, show_spinner=False)
 def _collection_size(folder: str) -> int:
     from imgsim.inputs.collection import scan_folder  # reads every file's header: 0.5 s for 5,000 files
 
@@ -334,7 +350,7 @@ def sidebar(cfg: Settings) -> None:
     with st.sidebar:
         version = active_version(cfg, quiet=True)  # the page itself says what is wrong
         st.caption("COLLECTION")
-        st.text(str(cfg.images) if can_write() else cfg.images.name)  # no server paths for visitors
+        st.text(one_line(cfg.images if can_write() else cfg.images.name))  # no server paths for visitors
         st.caption("ACTIVE MODEL")
         if version is None:
             st.markdown("No model yet")
@@ -406,7 +422,7 @@ def _stamp(path) -> tuple | None:
     return stat.st_mtime_ns, stat.st_ino, stat.st_size
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@cache_resource(max_entries=4, show_spinner=False)
 def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> LabellingState:
     from imgsim.labelling import state_key
     from imgsim.storage.annotations import LabelStore
@@ -416,7 +432,7 @@ def _labelling_state(model_dir: str, version_id: str, stamp: tuple | None) -> La
     return LabellingState(labels, state_key(load_version(model_dir, version_id), labels), label_store.undoable())
 
 
-@st.cache_resource(max_entries=4, show_spinner="Spreading your labels over the collection…")
+@cache_resource(max_entries=4, show_spinner="Spreading your labels over the collection…")
 def _propagation(model_dir: str, version_id: str, key: str, _labels: dict):
     from imgsim.labelling import propagate
 

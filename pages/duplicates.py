@@ -28,12 +28,12 @@ def stored(model_dir: str, version_id: str):
     return stored_at(model_dir, version_id, stamp)
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
+@common.cache_resource(max_entries=4, show_spinner=False)
 def stored_at(model_dir: str, version_id: str, stamp: int):
     return dup.load_scan(common.load_version(model_dir, version_id))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@common.cache_data(max_entries=16, show_spinner=False)
 def find(model_dir: str, version_id: str, stamp: float, threshold: float) -> list:
     return stored(model_dir, version_id).groups(threshold)
 
@@ -69,7 +69,7 @@ def size_text(member) -> str:
     return f"{pixels} · {member.bytes / 1e6:.1f} MB" if member.bytes >= 100_000 else f"{pixels} · {member.bytes / 1e3:.0f} kB"
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@common.cache_data(max_entries=64, show_spinner=False)
 def shown_names(model_dir: str, version_id: str, paths: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     """Each path's name in the collection, as plain text (the drop-down) and as Markdown (a caption); once per group."""
     version = common.load_version(model_dir, version_id)

@@ -21,7 +21,7 @@ SURE = 0.9  # a propagated label less likely right than this is drawn as "unsure
 UNSURE = "unsure"
 
 
-@st.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
+@common.cache_data(max_entries=4, show_spinner="Scoring k = 2 … 12…")
 def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
     """Silhouette by k: computed at training time since imgsim 0.2; older versions compute it once here."""
     version = common.load_version(model_dir, version_id)
@@ -33,7 +33,7 @@ def silhouettes(model_dir: str, version_id: str) -> dict[int, float]:
         return silhouette_by_k(version.vectors, range(2, 13), int(version.manifest["settings"].get("seed", 0)))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@common.cache_data(max_entries=4, show_spinner=False)
 def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[pd.DataFrame, list[str]]:
     """The map's points (at most MAX_POINTS, an even sample beyond) and the legend's order, once per version and names."""
     version = common.load_version(model_dir, version_id)
@@ -49,7 +49,7 @@ def map_frame(model_dir: str, version_id: str, names: dict[int, str]) -> tuple[p
     return frame, [html_text(group_name(g, names)) for g in sorted(set(version.groups.tolist()))]
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@common.cache_data(max_entries=4, show_spinner=False)
 def silhouette_figure(model_dir: str, version_id: str):
     """The silhouette by k, this model's k marked; built once per version (Plotly Express costs CPU); None below two k."""
     scores = silhouettes(model_dir, version_id)

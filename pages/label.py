@@ -21,7 +21,7 @@ ACTIONS = {"set": "labelling", "import": "the import of", "accept": "accepting",
            "clear": "clearing the labels of"}
 
 
-@st.cache_resource(max_entries=4, show_spinner="Looking for likely mistakes…")
+@common.cache_resource(max_entries=4, show_spinner="Looking for likely mistakes…")
 def findings(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
     """Likely mistakes and outliers (imgsim.labelling.review), once per version and labels."""
     version = common.load_version(model_dir, version_id)

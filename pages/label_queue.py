@@ -53,7 +53,7 @@ if (!window.imgsimGridEnter) {
 </script>"""
 
 
-@st.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
+@common.cache_resource(max_entries=4, show_spinner="Choosing what to ask next…")
 def suggestions(model_dir: str, version_id: str, key: str, _labels: dict) -> list:
     """What to label next (imgsim.labelling.suggest), once per version and labels: `key` is their state key."""
     version = common.load_version(model_dir, version_id)

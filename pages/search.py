@@ -26,7 +26,7 @@ def prepared_query(data: bytes, image_size: int, name: str) -> Query:
     return _prepared_query(data, image_size, name.encode("utf-8", "surrogatepass"))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@common.cache_data(max_entries=16, show_spinner=False)
 def _prepared_query(data: bytes, image_size: int, name: bytes) -> Query:
     """`prepared_query`'s cached part.
 
@@ -37,7 +37,7 @@ def _prepared_query(data: bytes, image_size: int, name: bytes) -> Query:
     return Query.from_bytes(data, image_size, name.decode("utf-8", "surrogatepass"))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@common.cache_data(max_entries=16, show_spinner=False)
 def query_vector(_searcher, model_dir: str, version_id: str, sha1: str, _prepared: Query):
     """The query's latent, encoded once for all the reruns that change N or the scope."""
     return _searcher.encode(_prepared.image[None])[0]

@@ -42,7 +42,7 @@ def make_active(model_dir) -> None:
         st.session_state["notice-main"] = ("error", common.md(exc))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@common.cache_data(max_entries=4, show_spinner=False)
 def typical_neighbours(model_dir: str, version_id: str, count: int = 5) -> list[tuple[int, list[int]]]:
     """For each group, its most typical image (nearest its centre, found at training) and that image's neighbours."""
     version = common.load_version(model_dir, version_id)
@@ -100,7 +100,7 @@ def curves_chart(history: dict, height: int = 150) -> tuple[pd.DataFrame, dict] 
     return frame, spec
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@common.cache_data(max_entries=4, show_spinner=False)
 def version_curves(model_dir: str, version_id: str):
     """The version's training curves (`curves_chart`); built once per version."""
     return curves_chart(common.load_version(model_dir, version_id).history)

@@ -420,3 +420,33 @@ def test_a_file_name_that_is_not_utf8_is_shown_escaped_on_every_page(model_setti
     assert shown == "caf\\xe9\\n-x.jpg"
     at.selectbox(key="pick").select(os.fsdecode(bad)).run()
     assert not at.exception and not at.error and len(at.image) == 1 + 8
+
+
+def test_folders_named_with_bytes_that_are_not_utf8_serve_every_page(trained_model_dir, tiny_collection, tmp_path):
+    """`imgsim serve` over folders named on another system: every page draws, before and after a model, and the
+    sidebar shows the folder's name escaped. Streamlit's caches hash a str as UTF-8, which such a name cannot be,
+    and its text element cannot send one: every page failed on them."""
+    from imgsim.inputs.collection import scan_folder
+
+    odd = tmp_path / "<b>caf\udce9</b>"  # os.fsdecode(b"caf\xe9"): the byte kept as a lone surrogate
+    settings = Settings(model_dir=odd / "models\udcff", images=Path(shutil.copytree(tiny_collection, odd / "photos")))
+    shown = f"{tmp_path}/<b>caf\\xe9</b>/photos"
+    at = open_app(settings)
+    for page in PAGES:
+        visit(at, page)
+        assert not at.error, page
+        assert [e.value for e in at.sidebar.text] == [shown]
+        if page != "pages/train.py":  # the other pages count the folder and offer to train on it
+            assert f"Train one on the {len(scan_folder(settings.images))} images in" in texts(at), page
+
+    shutil.copytree(trained_model_dir, settings.model_dir)
+    version = store.load_version(settings.model_dir)
+    at.switch_page(PAGES[0]).run()
+    for page in PAGES:
+        visit(at, page)
+        assert not at.error, page
+        assert [e.value for e in at.sidebar.text] == [shown, version.id]
+    at.switch_page("pages/search.py").run()
+    at.segmented_control(key="how").set_value("Collection").run()
+    at.selectbox(key="pick").select(version.paths[0]).run()
+    assert not at.exception and not at.error and len(at.image) == 1 + 8
