@@ -27,9 +27,22 @@ from tests.helpers import ROOT, free_port
 HTTP = urllib3.PoolManager(retries=False)
 
 
+ODD_NAME = os.fsdecode(b"caf\xe9.jpg")  # a name made on another system: a byte no UTF-8 decodes
+
+
 @pytest.fixture(scope="module")
-def api_model_dir(tmp_path_factory, trained_model_dir) -> Path:
-    return Path(shutil.copytree(trained_model_dir, tmp_path_factory.mktemp("api") / "models"))
+def api_model_dir(tmp_path_factory, trained_model_dir, tiny_collection) -> Path:
+    """The tiny model, indexed again over a copy of its collection with one more image named `ODD_NAME`."""
+    from imgsim import Settings
+    from imgsim.runs.indexing import index
+    from tests.helpers import TINY
+
+    root = tmp_path_factory.mktemp("api")
+    photos = Path(shutil.copytree(tiny_collection, root / "photos"))
+    Image.open(sorted(photos.rglob("*.jpg"))[0]).transpose(Image.Transpose.ROTATE_90).save(photos / ODD_NAME)
+    models = Path(shutil.copytree(trained_model_dir, root / "models"))
+    index(Settings(model_dir=models, images=photos, **TINY))
+    return models
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +136,13 @@ def test_the_client_and_the_in_process_object_give_the_same_answers(api_server, 
         lambda side: side.status(),
         lambda side: side.labels.suggestions(4),
         lambda side: side.labels.export(),
+        lambda side: side.images(limit=100),
     ]
     for number, question in enumerate(questions):
         assert plain(question(local)) == plain(question(client)), f"question {number}"
+    odd = [i for i in client.images(limit=100).images if i.path == ODD_NAME]  # its answers could not be encoded
+    assert odd and client.image(odd[0].id).path == ODD_NAME
+    assert client.search((api_model_dir.parent / "photos" / ODD_NAME).read_bytes(), n=1).hits[0].path == ODD_NAME
     # errors: the same class on both sides
     for question in (lambda side: side.search(b"not an image"), lambda side: side.similar("123"),
                      lambda side: side.similar("not-an-id"), lambda side: side.search(first, n=0),

@@ -15,13 +15,13 @@ router = APIRouter(tags=["operations"])
 @router.post("/train", response_model=answers.Status, status_code=202)
 def train(request: Request, knobs: dict = Body(default_factory=dict, examples=[{"epochs": 12, "clusters": 6}])):
     """Start training a new version in the background on the server's image folder; training settings optional."""
-    return JSONResponse(collection(request).train(**knobs).to_dict(), status_code=202)
+    return json(collection(request).train(**knobs), status_code=202)
 
 
 @router.post("/index", response_model=answers.Status, status_code=202)
 def index(request: Request):
     """Start indexing in the background: added files are encoded, removed ones dropped, without retraining."""
-    return JSONResponse(collection(request).index().to_dict(), status_code=202)
+    return json(collection(request).index(), status_code=202)
 
 
 @router.get("/status", response_model=answers.Status)
