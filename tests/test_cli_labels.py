@@ -58,6 +58,16 @@ def test_set_replaces_clear_removes_and_a_path_not_in_the_version_changes_nothin
     assert [label.label for label in LabelStore(models).load().values()] == ["dogs"]
 
 
+def test_an_error_shows_a_typed_name_escaped_once(capsys, collection, tmp_path):
+    """A name with a tab or a byte that is not UTF-8 is escaped where the message is printed, and only there (the
+    messages held it escaped already, and the printer escaped their backslashes again: `caf\\\\xe9`)."""
+    models, version, _ = collection
+    code, _, err = run(capsys, "labels", "set", "birds", tmp_path / "caf\udce9\tx.jpg", "--model-dir", models)
+    assert code == 2 and f"error: {tmp_path}/caf\\xe9\\tx.jpg: not an image of the active version" in err
+    code, _, err = run(capsys, "labels", "set", "a\x1b[31mb", version.paths[0], "--model-dir", models)
+    assert (code, err) == (2, "error: label 'a\\x1b[31mb': holds control or unprintable characters\n")
+
+
 def test_set_takes_the_paths_a_person_types(capsys, collection, monkeypatch):
     models, version, _ = collection
     path = Path(version.paths[2])

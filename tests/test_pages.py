@@ -318,6 +318,9 @@ def test_old_versions_can_be_pruned_on_the_train_page(model_settings):
 
 def test_retraining_from_the_sidebar_starts_a_run_and_the_pages_report_it(model_settings):
     at = open_app(model_settings)
+    at.session_state["train_settings"] = {"epochs": 30}  # the tiny model's 1 epoch: its first report was its last,
+    at.run()  # and a stop sent then could come after the run had ended (failed once, on a loaded machine)
+    assert "30 epochs" in at.button(key="sidebar-retrain").help
     try:
         at.button(key="sidebar-retrain").click().run()
         assert jobs.is_running(model_settings.model_dir)

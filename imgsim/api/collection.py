@@ -25,7 +25,7 @@ import numpy as np
 from imgsim.api import answers
 from imgsim.core.config import Settings
 from imgsim.core.errors import ImgsimError, ModelNotFoundError, NotFoundError
-from imgsim.core.text import one_line, path_in_collection
+from imgsim.core.text import path_in_collection
 from imgsim.storage import store
 
 MAX_RESULTS = 1000  # n of one search: a page of results, not a dump of the collection
@@ -40,7 +40,7 @@ def image_id(value) -> int:
     value = getattr(value, "id", value)  # an answer holding an id (a Hit, an ImageInfo ...)
     text = str(value).strip() if not isinstance(value, bool) else ""
     if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) >= 2**63:
-        raise NotFoundError(f"'{one_line(str(value)[:40])}' is not an image id (a number of up to 19 digits)")
+        raise NotFoundError(f"'{str(value)[:40]}' is not an image id (a number of up to 19 digits)")
     return int(text)
 
 
@@ -316,11 +316,11 @@ def checked(n, scope, group) -> tuple[int, int | None]:
     from imgsim.search import SCOPES
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_RESULTS:
-        raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {one_line(n)}")
+        raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {n}")
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{one_line(scope)}'")
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     if group is not None and (isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 0):
-        raise ValueError(f"group must be a group number, got '{one_line(group)}'")
+        raise ValueError(f"group must be a group number, got '{group}'")
     return int(n), None if group is None else int(group)
 
 
@@ -374,7 +374,7 @@ class Labels:
         from imgsim.labelling import suggest
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_RESULTS:
-            raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {one_line(n)}")
+            raise ValueError(f"n must be a whole number between 1 and {MAX_RESULTS}, got {n}")
         version = self.collection.version()
         found = suggest(version, int(n), self.propagation(version))
         return [answers.Suggestion(id=str(int(version.ids[s.row])), path=self.collection.path(version, s.row),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imgsim.core.config import TRAINING_FIELDS
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import one_line, relative_paths
+from imgsim.core.text import relative_paths
 from imgsim.runs import jobs
 from imgsim.storage import store
 
@@ -39,12 +39,12 @@ def start(collection, kind: str, knobs: dict) -> int:
     """Start a background `kind` run ("train" or "index"); training knobs only (Settings' training fields)."""
     unknown = sorted(set(knobs) - set(TRAINING_FIELDS))
     if unknown:
-        raise ValueError(f"unknown training setting(s): {', '.join(one_line(k) for k in unknown)}; "
+        raise ValueError(f"unknown training setting(s): {', '.join(unknown)}; "
                          f"choose among {', '.join(TRAINING_FIELDS)}")
     if kind == "index" and store.current_id(collection.model_dir) is None:
         raise ImgsimError("there is no version to index yet: train one first")
     try:
         settings = collection.settings.replace(images=images_folder(collection), **knobs)
     except TypeError as exc:  # a knob of the wrong type (a text for a number)
-        raise ValueError(f"a training setting has the wrong type ({one_line(exc)})") from None
+        raise ValueError(f"a training setting has the wrong type ({exc})") from None
     return jobs.start_training(settings, kind=kind)

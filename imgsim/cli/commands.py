@@ -120,7 +120,7 @@ def cmd_clusters(args, settings: Settings) -> None:
     for spec in args.name:
         group, sep, name = spec.partition("=")
         if not sep or not group.strip().isdigit() or not 0 <= int(group) < len(version.centres):
-            raise ImgsimError(f"--name {one_line(spec)}: expected G=NAME with G a group from 0 to {len(version.centres) - 1}")
+            raise ImgsimError(f"--name {spec}: expected G=NAME with G a group from 0 to {len(version.centres) - 1}")
         set_name(settings.model_dir, version.id, int(group), name)
     labels = load_labels(settings.model_dir, version.id)
     counts = Counter(version.groups.tolist())

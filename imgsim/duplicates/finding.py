@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import one_line
 from imgsim.duplicates import candidates as sources
 from imgsim.duplicates.groups import DuplicateGroup, components, exact_pairs, make_group, member_vectors
 from imgsim.duplicates.signatures import signatures
@@ -46,7 +45,7 @@ def checked_threshold(threshold) -> float:
     try:
         threshold = float(threshold)
     except (TypeError, ValueError):
-        raise ImgsimError(f"the duplicate threshold must be a number, got '{one_line(threshold)}'") from None
+        raise ImgsimError(f"the duplicate threshold must be a number, got '{threshold}'") from None
     if not -1.0 <= threshold <= 1.0:
         raise ImgsimError(f"the duplicate threshold is a cosine similarity between -1 and 1, got {threshold}")
     return threshold

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
 from imgsim.core.files import NO_FOLLOW, NotAPlainFile, fsync_path, open_plain
-from imgsim.core.text import one_line
 from imgsim.duplicates.groups import DuplicateGroup
 
 MARKER = ".imgsim-move-folder"  # in every move folder imgsim made
@@ -43,7 +42,7 @@ def check_target(target_folder, root) -> None:
     """Refuse a target folder inside the collection `root`: the next index would find the moved copies again."""
     target, root = Path(target_folder).expanduser().resolve(), Path(root).expanduser().resolve()
     if target == root or root in target.parents:
-        raise ImgsimError(f"{one_line(target)}: inside the collection {one_line(root)}; the moved copies would be "
+        raise ImgsimError(f"{target}: inside the collection {root}; the moved copies would be "
                           "indexed again. Choose a folder outside it")
 
 
@@ -84,9 +83,9 @@ def plan_moves(groups, target: Path, keep: dict | None, root: Path) -> list[tupl
     for number, path in keep.items():
         group = by_number.get(number)
         if group is None:
-            raise ImgsimError(f"no duplicate group {one_line(number)} to keep {one_line(path)} in")
+            raise ImgsimError(f"no duplicate group {number} to keep {path} in")
         if path not in {m.path for m in group.images}:
-            raise ImgsimError(f"{one_line(path)}: not a member of duplicate group {number}")
+            raise ImgsimError(f"{path}: not a member of duplicate group {number}")
     sources, exact = [], []
     for group in groups:
         kept = keep.get(group.group) or group.keeper.path
@@ -101,18 +100,18 @@ def plan_moves(groups, target: Path, keep: dict | None, root: Path) -> list[tupl
     for source in sources:
         path = Path(source)
         if path.is_symlink() or not path.is_file():
-            raise ImgsimError(f"{one_line(source)}: no longer there (or not a plain file); find the duplicates "
+            raise ImgsimError(f"{source}: no longer there (or not a plain file); find the duplicates "
                               "again before moving")
         if not inside(path, root):
-            raise ImgsimError(f"{one_line(source)}: not inside the collection {one_line(root)} once links are "
+            raise ImgsimError(f"{source}: not inside the collection {root} once links are "
                               "followed; nothing was moved")
         folder = path.parent.resolve()
         if target == folder or folder in target.parents or target in path.resolve().parents:
-            raise ImgsimError(f"{one_line(target)}: inside or next to the copies' own folder {one_line(folder)}; "
+            raise ImgsimError(f"{target}: inside or next to the copies' own folder {folder}; "
                               "moving there would put them back into the collection. Choose a folder outside it")
     for source, kept in exact:
         if file_sha1(source, root) != file_sha1(kept, root) or file_sha1(source, root) is None:
-            raise ImgsimError(f"{one_line(source)}: no longer the same bytes as {one_line(kept)}; find the "
+            raise ImgsimError(f"{source}: no longer the same bytes as {kept}; find the "
                               "duplicates again before moving")
     if not sources:
         return []
@@ -228,7 +227,7 @@ def move_duplicates(groups: list[DuplicateGroup], target_folder, keep: dict[int,
     check_target(Path(target_folder).expanduser(), root)
     target = Path(target_folder).expanduser()
     if target.exists() and not target.is_dir():
-        raise ImgsimError(f"{one_line(target)}: not a folder")
+        raise ImgsimError(f"{target}: not a folder")
     target = target.parent.resolve() / target.name  # the folder itself is checked, never followed (move_folder)
     moves = plan_moves(groups, target, keep, root)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -236,14 +235,14 @@ def move_duplicates(groups: list[DuplicateGroup], target_folder, keep: dict[int,
     if os.path.lexists(target):
         move_folder(target)  # before anything is written: a folder that is not imgsim's own is refused
     if log_path.parent.resolve() != target:
-        raise ImgsimError(f"{one_line(log_path)}: a move log goes in the move folder {one_line(target)}")
+        raise ImgsimError(f"{log_path}: a move log goes in the move folder {target}")
     created = not os.path.lexists(target)
 
     def cannot_write(exc: OSError) -> ImgsimError:
         if created:
             shutil.rmtree(target, ignore_errors=True)  # only what this call made: an empty folder and its mark
         where = exc.filename or target
-        return ImgsimError(f"{one_line(where)}: cannot write there ({exc.strerror or exc}); nothing was moved")
+        return ImgsimError(f"{where}: cannot write there ({exc.strerror or exc}); nothing was moved")
 
     try:  # apart from the log's: a folder asked for under a file is not "a log that already exists"
         move_folder(target, create=True)
@@ -253,18 +252,18 @@ def move_duplicates(groups: list[DuplicateGroup], target_folder, keep: dict[int,
         write_log(log_path, {"format": 2, "created": stamp, "root": str(root), "target": str(target),
                              "moves": [{"from": a, "to": b} for a, b in moves]})
     except FileExistsError:
-        raise ImgsimError(f"{one_line(log_path)}: already exists; choose another log file") from None
+        raise ImgsimError(f"{log_path}: already exists; choose another log file") from None
     except OSError as exc:
         raise cannot_write(exc) from None
     for done, (source, dest) in enumerate(moves):
         try:
             if not inside(source, root):  # checked again: a folder may have been swapped for a link since
-                raise OSError(f"no longer a plain file inside the collection {one_line(root)}")
+                raise OSError(f"no longer a plain file inside the collection {root}")
             move_file(source, dest, root)
         except (OSError, NotAPlainFile) as exc:
             why = exc.why if isinstance(exc, NotAPlainFile) else exc.strerror or exc
-            raise ImgsimError(f"{one_line(source)}: could not move it ({why}); {done} of {len(moves)} "
-                              f"files were moved, undo with the log {one_line(log_path)}") from None
+            raise ImgsimError(f"{source}: could not move it ({why}); {done} of {len(moves)} "
+                              f"files were moved, undo with the log {log_path}") from None
     return log_path
 
 
@@ -294,7 +293,7 @@ def move_folder(target: Path, create: bool = False) -> Path:
            else "belongs to someone else" if folder.st_uid != os.geteuid() or mark.st_uid != os.geteuid()
            else "is open to other users" if folder.st_mode & 0o077 else None)
     if why:
-        raise ImgsimError(f"{one_line(target)}: {why}, so it is not a move folder imgsim can trust; choose a new "
+        raise ImgsimError(f"{target}: {why}, so it is not a move folder imgsim can trust; choose a new "
                           "folder (imgsim makes it)")
     return target
 
@@ -330,7 +329,7 @@ def undo_moves(log, root=None) -> int:
                 os.unlink(leftover)
         here, there = os.path.lexists(source), os.path.lexists(dest)
         if there and not stat.S_ISREG(os.lstat(dest).st_mode):
-            conflicts.append((source, f"{one_line(dest)} is no longer a plain file"))
+            conflicts.append((source, f"{dest} is no longer a plain file"))
         elif here and there:
             if same_bytes(source, dest):  # killed between copy (or link) and unlink
                 os.unlink(dest)
@@ -341,7 +340,7 @@ def undo_moves(log, root=None) -> int:
         elif there:
             try:
                 if not inside(Path(source).parent / ".", root, folder=True):
-                    raise OSError(f"its folder is no longer inside the collection {one_line(root)}")
+                    raise OSError(f"its folder is no longer inside the collection {root}")
                 move_file(dest, source, target)
                 restored += 1
                 remove_empty_folders(Path(dest).parent, target)
@@ -349,9 +348,9 @@ def undo_moves(log, root=None) -> int:
                 why = exc.why if isinstance(exc, NotAPlainFile) else exc.strerror or exc
                 conflicts.append((source, f"could not move it back ({why})"))
         elif not here:
-            conflicts.append((source, f"missing from {one_line(dest)}"))
+            conflicts.append((source, f"missing from {dest}"))
     if conflicts:
-        listed = "; ".join(f"{one_line(p)}: {why}" for p, why in conflicts[:5])
+        listed = "; ".join(f"{p}: {why}" for p, why in conflicts[:5])
         more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
         raise UndoIncomplete(f"put {restored} file(s) back; left {len(conflicts)}: {listed}{more}", restored, conflicts)
     return restored
@@ -360,7 +359,7 @@ def undo_moves(log, root=None) -> int:
 def read_log(log: Path, root) -> tuple[Path, Path, list[tuple[str, str]]]:
     """(collection, move folder, moves) of a log `undo_moves` may act on; raises ImgsimError, naming why, otherwise."""
     if log.is_symlink():
-        raise ImgsimError(f"{one_line(log)}: a link, not a move log: refused, nothing was moved")
+        raise ImgsimError(f"{log}: a link, not a move log: refused, nothing was moved")
     try:
         fd, info = open_plain(log)
         with os.fdopen(fd, "rb") as fh:
@@ -372,21 +371,21 @@ def read_log(log: Path, root) -> tuple[Path, Path, list[tuple[str, str]]]:
         if not all(isinstance(path, str) for move in moves for path in move):
             raise TypeError("a path that is not text")
     except NotAPlainFile as exc:
-        raise ImgsimError(f"{one_line(log)}: {exc.why}") from None
+        raise ImgsimError(f"{log}: {exc.why}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise ImgsimError(f"{one_line(log)}: not a readable imgsim move log ({type(exc).__name__})") from None
+        raise ImgsimError(f"{log}: not a readable imgsim move log ({type(exc).__name__})") from None
     if root is not None and Path(root).expanduser().resolve() != logged_root.resolve():
-        raise ImgsimError(f"{one_line(log)}: written for the collection {one_line(logged_root)}, not this one; "
+        raise ImgsimError(f"{log}: written for the collection {logged_root}, not this one; "
                           "nothing was moved")
     root = logged_root.resolve()
     move_folder(target)
     if log.is_symlink() or Path(os.path.realpath(log)).parent != target.resolve():
-        raise ImgsimError(f"{one_line(log)}: not in the move folder {one_line(target)} it was written for; nothing was moved")
+        raise ImgsimError(f"{log}: not in the move folder {target} it was written for; nothing was moved")
     for source, dest in moves:
         if not inside(Path(source).parent / ".", root, folder=True):
-            raise ImgsimError(f"{one_line(log)}: lists {one_line(source)}, which is not inside the collection "
-                              f"{one_line(root)}: refused, nothing was moved")
+            raise ImgsimError(f"{log}: lists {source}, which is not inside the collection "
+                              f"{root}: refused, nothing was moved")
         if not Path(dest).is_relative_to(target) or not inside(Path(dest).parent / ".", target, folder=True):
-            raise ImgsimError(f"{one_line(log)}: lists {one_line(dest)}, which is not inside the move folder "
-                              f"{one_line(target)}: refused, nothing was moved")
+            raise ImgsimError(f"{log}: lists {dest}, which is not inside the move folder "
+                              f"{target}: refused, nothing was moved")
     return root, target, moves

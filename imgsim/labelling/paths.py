@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
-from imgsim.core.text import from_one_line, one_line
+from imgsim.core.text import from_one_line
 from imgsim.storage import store
 
 
@@ -21,7 +21,7 @@ def rows_for_paths(version: store.Version, paths, base: Path | None = None) -> l
         if found < 0 and (printed := from_one_line(text)) != text:  # a name copied from imgsim's own output
             found = row_of(version, printed, base)
         if found < 0:
-            raise ImgsimError(f"{one_line(typed)}: not an image of the active version (see `imgsim query` for its paths)")
+            raise ImgsimError(f"{typed}: not an image of the active version (see `imgsim query` for its paths)")
         rows.append(found)
     return rows
 

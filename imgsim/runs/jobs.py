@@ -243,7 +243,7 @@ def start_scan(model_dir, version_id: str) -> int:
 
     model_dir = Path(model_dir).absolute()
     if not is_version_id(version_id):
-        raise ImgsimError(f"'{one_line(version_id)}' is not a version id")
+        raise ImgsimError(f"'{version_id}' is not a version id")
     if results.scanning(model_dir, version_id):
         raise BusyError(f"a scan for copies of version {version_id} is already running")
     log = results.log_path(model_dir, version_id)
@@ -361,10 +361,10 @@ def stop_on_sigterm(writer: StatusWriter):
 def scan_main(model_dir, version_id: str) -> int:
     """`--scan`: one version's scan for copies, its progress on the output."""
     try:
-        print(scan_version(model_dir, version_id, lambda f, m: print(f"{f:.0%} {m}", flush=True)))
+        print(one_line(scan_version(model_dir, version_id, lambda f, m: print(f"{f:.0%} {one_line(m)}", flush=True))))
         return 0
     except (ImgsimError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 
@@ -374,9 +374,9 @@ def scan_after_training(model_dir, version_id: str | None) -> None:
     if not version_id:
         return
     try:
-        print(f"scanning version {version_id} for copies: {scan_version(model_dir, version_id)}", flush=True)
+        print(f"scanning version {version_id} for copies: {one_line(scan_version(model_dir, version_id))}", flush=True)
     except (ImgsimError, OSError, ValueError) as exc:  # the version is made; its copies can be scanned later
-        print(f"the scan for copies did not finish: {exc}", file=sys.stderr, flush=True)
+        print(f"the scan for copies did not finish: {one_line(exc)}", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
         return 0
     except (ImgsimError, ValueError) as exc:
         writer.finish("failed", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         writer.finish("failed", error="training was stopped", stopped=True)

@@ -34,7 +34,6 @@ from filelock import FileLock, Timeout
 
 from imgsim.core.errors import BusyError, ImgsimError
 from imgsim.core.files import read_plain, write_atomic
-from imgsim.core.text import one_line
 from imgsim.storage.folder import ModelFolder
 
 FORMAT = 1
@@ -69,9 +68,9 @@ def clean_label(name) -> str:
     if not text:
         raise ImgsimError("a label cannot be empty")
     if len(text) > MAX_LABEL_CHARS:
-        raise ImgsimError(f"label {one_line(text[:40])}…: longer than {MAX_LABEL_CHARS} characters")
+        raise ImgsimError(f"label {text[:40]}…: longer than {MAX_LABEL_CHARS} characters")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in text):
-        raise ImgsimError(f"label '{one_line(text)}': holds control or unprintable characters")
+        raise ImgsimError(f"label '{text}': holds control or unprintable characters")
     return text
 
 

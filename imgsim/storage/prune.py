@@ -9,7 +9,6 @@ from pathlib import Path
 
 from imgsim.core.errors import ImgsimError
 from imgsim.core.files import fsync_path
-from imgsim.core.text import one_line
 from imgsim.storage.folder import ModelFolder
 from imgsim.storage.group_names import load_names
 from imgsim.storage.store import clear_staging, current_id, list_versions, writable, writer_lock
@@ -90,7 +89,7 @@ def prune(model_dir, keep: int = 2, dry_run: bool = False) -> PruneReport:
     it whole or not at all, and only then are files no kept version refers to deleted.
     """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ImgsimError(f"--keep must be a whole number of versions, at least 1; got {one_line(keep)}")
+        raise ImgsimError(f"--keep must be a whole number of versions, at least 1; got {keep}")
     model_dir = Path(model_dir)
     layout = ModelFolder(model_dir)
     with writer_lock(model_dir):

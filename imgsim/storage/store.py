@@ -239,7 +239,7 @@ def version_folder(model_dir, version_id) -> Path:
     """The folder of a listed version; anything else (a path, `..`, a link out of versions/) is refused."""
     root = ModelFolder(model_dir).versions
     if not is_version_id(version_id):
-        raise ModelNotFoundError(f"{root}: '{one_line(version_id)}' is not a version id (see `imgsim versions`)")
+        raise ModelNotFoundError(f"{root}: '{version_id}' is not a version id (see `imgsim versions`)")
     folder = root / version_id
     if folder.is_symlink() or not folder.is_dir():
         raise ModelNotFoundError(f"{root}: no version {version_id}")
@@ -308,7 +308,7 @@ def verify(folder: Path) -> dict:
     elif "format" not in manifest:
         expected = set(LEGACY_FILES)  # a version written by imgsim 0.1
     else:
-        raise ModelNotFoundError(f"{folder}: format {one_line(manifest.get('format'))} is not one this imgsim reads")
+        raise ModelNotFoundError(f"{folder}: format {manifest.get('format')} is not one this imgsim reads")
     try:
         present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
     except OSError as exc:
@@ -316,9 +316,9 @@ def verify(folder: Path) -> dict:
     for name in sorted(present | expected | set(checksums)):
         path = folder / name
         if name not in checksums:
-            raise ModelNotFoundError(f"{folder}: {one_line(name)} is not covered by the manifest's checksums")
+            raise ModelNotFoundError(f"{folder}: {name} is not covered by the manifest's checksums")
         if name not in present or path.is_symlink() or not path.is_file() or sha256_of(path) != checksums[name]:
-            raise ModelNotFoundError(f"{folder}: {one_line(name)} is missing or damaged")
+            raise ModelNotFoundError(f"{folder}: {name} is missing or damaged")
     return manifest
 
 
