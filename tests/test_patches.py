@@ -50,7 +50,8 @@ def test_parsing_in_two_threads_at_once_is_safe_once_serialised(monkeypatch):
     guarded = ast.parse
     patches.serialise_ast_parse()
     assert ast.parse is guarded and guarded.serialised  # twice is once: no lock around a lock
-    source = "def f(x, *, y=None):\n    return [x, {'a': (1, y)}, f'{x!r}']\n" * 10  # 20 lines (store.py's 441 took 21 s; the race shows on either)
+    # 80 lines: store.py's 441 took 21 s; 20 lines showed the race in 9 runs of 10 under coverage's tracer, 80 in 10
+    source = "def f(x, *, y=None):\n    return [x, {'a': (1, y)}, f'{x!r}']\n" * 40
     with monkeypatch.context() as unguarded:
         unguarded.setattr(ast, "parse", guarded.__wrapped__)
         control, _ = parse_in_two_threads(source, 150, until_first_error=True)  # one error shows the race
