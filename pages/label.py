@@ -80,7 +80,11 @@ def save_and_move(model_dir, version_id: str, group: int, groups: list[int], ste
     """Form callback: store the typed name (blank clears it), then show the next or previous group."""
     if not common.can_write():  # the form is not drawn then; this guards the callback itself too
         return
-    set_name(model_dir, version_id, group, st.session_state.get(f"name-{version_id}-{group}", "").strip())
+    try:
+        set_name(model_dir, version_id, group, st.session_state.get(f"name-{version_id}-{group}", "").strip())
+    except ImgsimError as exc:  # a name with a control character: said, and the group stays open to mend it
+        st.session_state["notice-label"] = ("error", common.md(exc))
+        return
     st.session_state["label_group"] = groups[(groups.index(group) + step) % len(groups)]
 
 

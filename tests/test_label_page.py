@@ -16,7 +16,7 @@ from imgsim import Settings, labelling
 from imgsim.core.text import markdown_text
 from imgsim.storage import store
 from imgsim.storage.annotations import LabelStore
-from imgsim.storage.group_names import Label, save_labels, set_name
+from imgsim.storage.group_names import Label, load_labels, save_labels, set_name
 from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,6 +183,18 @@ def test_a_group_name_labels_its_images_but_not_those_a_person_labelled(model_se
     labels = LabelStore(model_settings.model_dir).load()
     assert stored(model_settings, version) == {rows[0]: "cats", **{row: "brick walls" for row in rows[1:]}}
     assert {labels[int(version.ids[row])].via for row in rows[1:]} == {"group"}
+
+
+def test_a_group_name_with_a_zero_width_space_is_refused_in_words_and_the_group_stays_open(model_settings, version):
+    group = int(version.groups[0])
+    set_name(model_settings.model_dir, version.id, group, "cats")
+    at = open_page(model_settings, state={"label_group": group, "label-tab": "Groups"})
+    at.text_input(key=f"name-{version.id}-{group}").input("brick\u200bwalls")
+    at.button(key=f"FormSubmitter:form-{version.id}-{group}-Save and next").click().run()
+    assert not at.exception
+    assert any("holds control or unprintable characters" in e.value for e in at.error)
+    assert at.selectbox(key="label_group").value == group  # not moved on: the name can be mended here
+    assert load_labels(model_settings.model_dir, version.id)[group].name == "cats"
 
 
 def test_readonly_shows_progress_and_lists_without_controls_and_ignores_replayed_clicks(model_settings, version,

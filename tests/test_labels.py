@@ -3,8 +3,9 @@ import io
 
 import pytest
 
+from imgsim.core.errors import ImgsimError
 from imgsim.storage import store
-from imgsim.storage.group_names import carry_over, group_name, labels_csv, labels_path, load_names, save_names
+from imgsim.storage.group_names import carry_over, group_name, labels_csv, labels_path, load_names, save_names, set_name
 
 
 def test_names_round_trip_beside_the_version_never_inside_it(model_copy):
@@ -19,6 +20,21 @@ def test_names_round_trip_beside_the_version_never_inside_it(model_copy):
     assert [p.name for p in (model_copy / "labels").iterdir()] == [f"{version_id}.json"]  # no temporary file left
     assert sorted(p.name for p in (model_copy / "versions" / version_id).iterdir()) == version_files
     store.load_version(model_copy, version_id)  # checksums still hold
+
+
+@pytest.mark.parametrize("name", ["caf\udce9", "a\u200bb", "red\x1b[31m"])
+def test_a_typed_group_name_keeps_the_rules_of_a_persons_label(model_copy, name):
+    """Refused in one line, nothing written: a byte that is not UTF-8 (typed through the command line), a zero-width
+    space (pasted), an escape sequence. The first failed as the file was written; the others were stored."""
+    version_id = store.current_id(model_copy)
+    save_names(model_copy, version_id, {0: "cats"})
+    with pytest.raises(ImgsimError, match="holds control or unprintable characters"):
+        set_name(model_copy, version_id, 1, name)
+    with pytest.raises(ImgsimError, match="holds control or unprintable characters"):
+        save_names(model_copy, version_id, {2: name})
+    assert load_names(model_copy, version_id) == {0: "cats"}
+    set_name(model_copy, version_id, 0, "  ")  # blank still un-names
+    assert load_names(model_copy, version_id) == {}
 
 
 def test_labels_csv_has_every_image_with_its_group_and_name(trained_model_dir):

@@ -18,6 +18,7 @@ import numpy as np
 
 from imgsim.core.files import read_plain, write_atomic
 from imgsim.core.text import csv_text
+from imgsim.storage.annotations import clean_label
 from imgsim.storage.folder import ModelFolder
 
 MAX_FILE_BYTES = 4 * 2**20  # a version's group names: a few KB; a larger file is read as no names
@@ -69,15 +70,22 @@ def save_labels(model_dir, version_id: str, labels: dict[int, Label]) -> Path:
     return path
 
 
+def typed_name(name) -> str:
+    """A group name a person typed: blank un-names; any other keeps the rules of a person's label
+    (`imgsim.storage.annotations.clean_label`: no control or unprintable characters, a byte that is not UTF-8
+    included), since "Apply" makes it one. Before, such a name failed as it was written ("surrogates not allowed")."""
+    return clean_label(name) if str(name).strip() else ""
+
+
 def save_names(model_dir, version_id: str, names: dict[int, str]) -> Path:
     """Set these groups' names, confirmed (a person typed them); blank names are dropped."""
-    return save_labels(model_dir, version_id, {int(g): Label(str(n)) for g, n in names.items()})
+    return save_labels(model_dir, version_id, {int(g): Label(typed_name(n)) for g, n in names.items()})
 
 
 def set_name(model_dir, version_id: str, group: int, name: str) -> Path:
     """Name (or rename, or with "" un-name) one group, keeping the others; the name is confirmed."""
     labels = load_labels(model_dir, version_id)
-    labels[int(group)] = Label(str(name))
+    labels[int(group)] = Label(typed_name(name))
     return save_labels(model_dir, version_id, labels)
 
 
