@@ -179,12 +179,13 @@ for g in shown:
 if groups and common.can_write():
     st.subheader("Move the others")
     default = str(Path(version.manifest.get("images_root") or cfg.images).with_name("imgsim-duplicates"))
-    target = st.text_input("Folder to move them into", default, key="dup-target")
+    typed = st.text_input("Folder to move them into", one_line(default), key="dup-target")  # a browser's text is UTF-8
+    target = default if typed == one_line(default) else typed  # the default as it is, whatever bytes its name holds
     moving = sum(len(g.images) - 1 for g in shown)
     sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups on this page out of the collection into this "
                        "folder (a log allows undo)", key="dup-sure")
     st.button("Move the others", type="primary", disabled=not sure, on_click=move,
               args=(shown, target, keep, version.manifest.get("images_root") or cfg.images))
 for log in st.session_state.get("move-logs", []):
-    st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{log}", on_click=undo,
+    st.button(f"Undo the move logged in {one_line(Path(log).name)}", key=f"undo-{one_line(log)}", on_click=undo,
               args=(log, version.manifest.get("images_root") or cfg.images), icon=":material/undo:")
