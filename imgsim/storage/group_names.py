@@ -73,7 +73,7 @@ def save_labels(model_dir, version_id: str, labels: dict[int, Label]) -> Path:
 def typed_name(name) -> str:
     """A group name a person typed: blank un-names; any other keeps the rules of a person's label
     (`imgsim.storage.annotations.clean_label`: no control or unprintable characters, a byte that is not UTF-8
-    included), since "Apply" makes it one. Before, such a name failed as it was written ("surrogates not allowed")."""
+    included), since "Apply" makes it one."""
     return clean_label(name) if str(name).strip() else ""
 
 
