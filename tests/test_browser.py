@@ -109,11 +109,13 @@ def test_a_shared_dashboard_shows_names_as_text_and_locks_changes(shared_dashboa
 
     from imgsim.runs import jobs
     from imgsim.storage import store
-    from imgsim.storage.group_names import save_names
+    from imgsim.storage.group_names import Label, save_labels
 
     tracker = http_server.serve("/track.png", b"\x89PNG", content_type="image/png")
     hostile = f"![x]({tracker}) <img src={tracker}?html> **bold** :red[red]"
-    save_names(model_copy, store.current_id(model_copy), {0: hostile})
+    # written as a file could hold it (over the 100 characters a typed name may have since group names keep a
+    # label's rules): what the dashboard must draw as text whatever made it
+    save_labels(model_copy, store.current_id(model_copy), {0: Label(hostile)})
     url, _ = shared_dashboard
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
