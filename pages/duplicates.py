@@ -179,8 +179,9 @@ for g in shown:
 if groups and common.can_write():
     st.subheader("Move the others")
     default = str(Path(version.manifest.get("images_root") or cfg.images).with_name("imgsim-duplicates"))
-    typed = st.text_input("Folder to move them into", one_line(default), key="dup-target")  # a browser's text is UTF-8
-    target = default if typed == one_line(default) else typed  # the default as it is, whatever bytes its name holds
+    offered = one_line(default)  # a browser's text is UTF-8: the default shown escaped, and used as it is
+    typed = st.text_input("Folder to move them into", offered, key="dup-target")
+    target = default if typed == offered else typed
     moving = sum(len(g.images) - 1 for g in shown)
     sure = st.checkbox(f"Move the {moving} image(s) not kept in the groups on this page out of the collection into this "
                        "folder (a log allows undo)", key="dup-sure")
